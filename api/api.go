@@ -1,0 +1,120 @@
+// Package api is provenanced's HTTP API: the same handler serves the Unix socket and TCP.
+//
+// Handlers see keys only as *backends.Key; they never know which backend holds one.
+// Errors on /v1 have the shape {"error": {"code": "...", "message": "..."}}; the original
+// service's routes (/api/v1/...) keep its shape, {"detail": ...}.
+package api
+
+import (
+	"context"
+	"log/slog"
+	"net/http"
+	"strings"
+	"time"
+
+	"github.com/ib1/provenanced/backends"
+)
+
+// Options configure the API.
+type Options struct {
+	Keys            []*backends.Key
+	MaxRequestBytes int64
+	// SignTimeout bounds a request's wait for its backend.
+	SignTimeout time.Duration
+	MaxBatch    int
+	Logger      *slog.Logger
+	// Metrics serves /metrics.
+	Metrics http.Handler
+	// Ready reports why the daemon cannot serve signatures now; none means ready.
+	Ready func(ctx context.Context) []string
+	// Version is shown by the index.
+	Version string
+}
+
+// API holds the handlers' shared state.
+type API struct {
+	opts   Options
+	keys   map[string]*keyEntry
+	order  []*keyEntry
+	log    *slog.Logger
+	mux    *http.ServeMux
+	routes []Route
+}
+
+// Route is one route the API serves, as it is registered.
+type Route struct {
+	Method string
+	Path   string
+}
+
+// New builds the API over opts.Keys.
+func New(opts Options) (*API, error) {
+	if opts.Logger == nil {
+		opts.Logger = slog.New(slog.DiscardHandler)
+	}
+	if opts.MaxBatch <= 0 {
+		opts.MaxBatch = 1000
+	}
+	if opts.SignTimeout <= 0 {
+		opts.SignTimeout = 10 * time.Second
+	}
+	a := &API{opts: opts, keys: map[string]*keyEntry{}, log: opts.Logger, mux: http.NewServeMux()}
+	for _, k := range opts.Keys {
+		e, err := newKeyEntry(k)
+		if err != nil {
+			return nil, err
+		}
+		a.keys[k.Name()] = e
+		a.order = append(a.order, e)
+	}
+	a.handle("GET", "/{$}", a.index)
+	a.handle("GET", "/openapi.json", a.openAPI)
+	a.handle("GET", "/api-docs", a.docs)
+	a.handle("GET", "/healthz", a.healthz)
+	a.handle("GET", "/readyz", a.readyz)
+	if opts.Metrics != nil {
+		a.handle("GET", "/metrics", opts.Metrics.ServeHTTP)
+	}
+	a.handle("GET", "/v1/keys", a.listKeys)
+	a.handle("GET", "/v1/keys/{name}", a.getKey)
+	a.handle("POST", "/v1/keys/{name}/sign", a.sign)
+	a.methodNotAllowed()
+	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
+		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; GET /openapi.json lists the routes")
+	})
+	return a, nil
+}
+
+func (a *API) handle(method, path string, h http.HandlerFunc) {
+	a.mux.HandleFunc(method+" "+path, h)
+	a.routes = append(a.routes, Route{Method: method, Path: path})
+}
+
+// methodNotAllowed registers, for every path, a method-less pattern that answers 405 in
+// the API's error shape; the method-specific patterns are more specific and win.
+func (a *API) methodNotAllowed() {
+	allowed := map[string][]string{}
+	var paths []string
+	for _, r := range a.routes {
+		if _, ok := allowed[r.Path]; !ok {
+			paths = append(paths, r.Path)
+		}
+		allowed[r.Path] = append(allowed[r.Path], r.Method)
+	}
+	for _, p := range paths {
+		if p == "/{$}" {
+			continue // "/" is the catch-all 404 below
+		}
+		methods := strings.Join(allowed[p], ", ")
+		a.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
+			w.Header().Set("Allow", methods)
+			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; allowed: "+methods)
+		})
+	}
+}
+
+// Handler is the API's http.Handler.
+func (a *API) Handler() http.Handler { return a.mux }
+
+// Routes lists the routes served, for the OpenAPI document's test.
+func (a *API) Routes() []Route { return append([]Route(nil), a.routes...) }

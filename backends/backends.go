@@ -1,0 +1,275 @@
+// Package backends is the one interface between provenanced and the places its keys live.
+//
+// A backend (a PEM file, a PKCS#11 token, AWS KMS) registers an Opener under its name in
+// an init function. Open turns a [keys.NAME] table into a Key: the backend's Signer plus
+// what every key has whatever its backend — a name, a certificate bundle checked against
+// the key, a context-aware sign that checks its input, an optional readiness check, and
+// the observer that times every signature. Nothing above this package knows which backend
+// it talks to.
+package backends
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/x509"
+	"errors"
+	"fmt"
+	"io"
+	"sort"
+	"strings"
+	"sync"
+	"time"
+
+	"github.com/ib1/provenanced/conf"
+)
+
+// Signer is what a backend provides for one key: an EC P-256 key that signs SHA-256
+// digests. Sign (from crypto.Signer) must behave as SignContext with a background
+// context.
+type Signer interface {
+	crypto.Signer
+	// SignContext signs a 32-byte SHA-256 digest and returns an ASN.1 DER ECDSA signature.
+	// The digest's length has been checked by the caller. Backends that talk to a token or
+	// a network honour ctx's deadline and cancellation.
+	SignContext(ctx context.Context, digest []byte) ([]byte, error)
+	// Location says where the key lives ("file /etc/p/key.pem", "PKCS#11 token
+	// "prov" label "signing"") for messages. It never contains a secret.
+	Location() string
+	// Close releases sessions, connections and handles.
+	Close() error
+}
+
+// Readier is implemented by signers that can tell whether they can sign right now (a
+// token is present and logged in, KMS answers). Ready must be cheap enough to call every
+// few seconds.
+type Readier interface {
+	Ready(ctx context.Context) error
+}
+
+// Backend is what a backend registers.
+type Backend struct {
+	// Open opens the key that spec describes. It decodes its own options with
+	// spec.Decode, which rejects fields it does not know.
+	Open func(ctx context.Context, spec *conf.Key) (Signer, error)
+	// Generate, if the backend can create keys, creates the P-256 key that spec
+	// describes and returns its public key. A key that exists already is an error: a
+	// signing key is never overwritten.
+	Generate func(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error)
+}
+
+var (
+	registryMu sync.RWMutex
+	registry   = map[string]Backend{}
+)
+
+// Register makes a backend available under name; backends call it from init.
+func Register(name string, b Backend) {
+	registryMu.Lock()
+	defer registryMu.Unlock()
+	if _, dup := registry[name]; dup {
+		panic("backends: Register called twice for " + name)
+	}
+	registry[name] = b
+}
+
+// Names lists the registered backends.
+func Names() []string {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	names := make([]string, 0, len(registry))
+	for n := range registry {
+		names = append(names, n)
+	}
+	sort.Strings(names)
+	return names
+}
+
+// Lookup returns the backend that spec names, or a config error that lists the
+// registered ones.
+func Lookup(spec *conf.Key) (Backend, error) {
+	registryMu.RLock()
+	b, ok := registry[spec.Backend]
+	registryMu.RUnlock()
+	if !ok {
+		return Backend{}, spec.Errorf("backend", "unknown backend %q; accepted: %s", spec.Backend, strings.Join(Names(), ", "))
+	}
+	return b, nil
+}
+
+// Generate creates the key that spec describes in its backend and returns its public key.
+func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
+	b, err := Lookup(spec)
+	if err != nil {
+		return nil, err
+	}
+	if b.Generate == nil {
+		return nil, spec.Errorf("backend", "backend %q cannot create keys", spec.Backend)
+	}
+	return b.Generate(ctx, spec)
+}
+
+// Errors a caller must tell apart. Backends wrap their errors with these.
+var (
+	// ErrUnavailable: the backend cannot sign now (token removed, KMS down or refusing);
+	// the request may succeed later. HTTP 503.
+	ErrUnavailable = errors.New("backend unavailable")
+	// ErrInvalidDigest: the input is not a 32-byte SHA-256 digest. HTTP 400.
+	ErrInvalidDigest = errors.New("invalid digest")
+)
+
+// Observer is told how long each signature took and how it ended.
+type Observer func(took time.Duration, err error)
+
+// Key is a named signing key with its certificate chain.
+type Key struct {
+	name    string
+	backend string
+	signer  Signer
+	chain   []*x509.Certificate
+	pub     *ecdsa.PublicKey
+	observe Observer
+}
+
+// Name is the key's name in the config ([keys.NAME]).
+func (k *Key) Name() string { return k.name }
+
+// Backend is the name of the backend that holds the key.
+func (k *Key) Backend() string { return k.backend }
+
+// Location says where the key lives, for messages.
+func (k *Key) Location() string { return k.signer.Location() }
+
+// Certificates is the key's bundle, leaf first, or nil for a key without a certificate.
+func (k *Key) Certificates() []*x509.Certificate { return k.chain }
+
+// Leaf is the key's certificate, or nil.
+func (k *Key) Leaf() *x509.Certificate {
+	if len(k.chain) == 0 {
+		return nil
+	}
+	return k.chain[0]
+}
+
+// Public returns the key's *ecdsa.PublicKey.
+func (k *Key) Public() crypto.PublicKey { return k.pub }
+
+// Sign implements crypto.Signer for code that has no context (x509.CreateCertificateRequest).
+func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return k.SignContext(context.Background(), digest, opts)
+}
+
+// SignContext signs a SHA-256 digest and returns a DER ECDSA signature. It refuses any
+// other hash or length itself, since some backends would silently sign a prefix.
+func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts != nil && opts.HashFunc() != crypto.SHA256 {
+		return nil, fmt.Errorf("%w: key %q signs SHA-256 digests only, not %v", ErrInvalidDigest, k.name, opts.HashFunc())
+	}
+	if len(digest) != 32 {
+		return nil, fmt.Errorf("%w: a SHA-256 digest is 32 bytes, got %d", ErrInvalidDigest, len(digest))
+	}
+	if k.observe == nil {
+		return k.signer.SignContext(ctx, digest)
+	}
+	start := time.Now()
+	sig, err := k.signer.SignContext(ctx, digest)
+	k.observe(time.Since(start), err)
+	return sig, err
+}
+
+// Ready reports whether the key can sign now: the backend's own check, if it has one.
+func (k *Key) Ready(ctx context.Context) error {
+	if r, ok := k.signer.(Readier); ok {
+		return r.Ready(ctx)
+	}
+	return nil
+}
+
+// Close releases the backend's resources.
+func (k *Key) Close() error { return k.signer.Close() }
+
+// Options are what Open needs beyond the key's table.
+type Options struct {
+	// Observe, when set, is called once per key and returns the Observer of its
+	// signatures; metrics and audit logs hang here, once for every backend.
+	Observe func(name, backend string) Observer
+	// ReadSource reads a certificate bundle from a path or s3:// URL.
+	ReadSource func(ctx context.Context, ref string) ([]byte, error)
+}
+
+// Open opens one key: its backend's signer, then its certificate bundle, which must be
+// for this very key.
+func Open(ctx context.Context, spec *conf.Key, opts Options) (*Key, error) {
+	b, err := Lookup(spec)
+	if err != nil {
+		return nil, err
+	}
+	signer, err := b.Open(ctx, spec)
+	if err != nil {
+		return nil, err
+	}
+	k, err := newKey(ctx, spec, signer, opts)
+	if err != nil {
+		signer.Close()
+		return nil, err
+	}
+	return k, nil
+}
+
+func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*Key, error) {
+	pub, ok := signer.Public().(*ecdsa.PublicKey)
+	if !ok || pub.Curve != elliptic.P256() {
+		return nil, spec.Errorf("", "%s is not an EC P-256 key (%T); provenanced signs with ECDSA P-256 only", signer.Location(), signer.Public())
+	}
+	k := &Key{name: spec.Name, backend: spec.Backend, signer: signer, pub: pub}
+	if spec.Certificates != "" {
+		read := opts.ReadSource
+		if read == nil {
+			read = conf.ReadSource
+		}
+		data, err := read(ctx, spec.Certificates)
+		if err != nil {
+			return nil, spec.Errorf("certificates", "cannot read %s: %v", spec.Certificates, err)
+		}
+		chain, err := ParseBundle(data)
+		if err != nil {
+			return nil, spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
+		}
+		if !pub.Equal(chain[0].PublicKey) {
+			return nil, spec.Errorf("certificates", "the certificate in %s (subject %q, serial %s) is not for the key in %s: its public key differs. Install the certificate issued for this key, or point the key at the one the certificate was issued for",
+				spec.Certificates, chain[0].Subject.String(), chain[0].SerialNumber, signer.Location())
+		}
+		k.chain = chain
+	}
+	if opts.Observe != nil {
+		k.observe = opts.Observe(k.name, k.backend)
+	}
+	return k, nil
+}
+
+// OpenAll opens every key of cfg, in the file's order. On error it closes the keys it
+// had opened.
+func OpenAll(ctx context.Context, cfg *conf.Config, opts Options) ([]*Key, error) {
+	var keys []*Key
+	for _, spec := range cfg.Keys {
+		k, err := Open(ctx, spec, opts)
+		if err != nil {
+			CloseAll(keys)
+			return nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, nil
+}
+
+// CloseAll closes keys, returning the first error.
+func CloseAll(keys []*Key) error {
+	var first error
+	for _, k := range keys {
+		if err := k.Close(); err != nil && first == nil {
+			first = fmt.Errorf("closing key %q: %w", k.Name(), err)
+		}
+	}
+	return first
+}

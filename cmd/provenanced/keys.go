@@ -1,0 +1,144 @@
+package main
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"encoding/json"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"strings"
+	"time"
+
+	"github.com/ib1/provenanced/client"
+)
+
+func init() {
+	register("keys", "list the daemon's keys", keysCmd)
+	register("sign", "ask the daemon for a signature", signCmd)
+}
+
+// daemonFlags are the flags that say where the daemon is.
+type daemonFlags struct {
+	socket, url *string
+	timeout     *time.Duration
+}
+
+func addDaemonFlags(fs *flag.FlagSet) daemonFlags {
+	return daemonFlags{
+		socket:  fs.String("socket", "", "the daemon's Unix `socket` (default $PROVENANCED_SOCKET)"),
+		url:     fs.String("url", "", "the daemon's base `URL`, such as http://127.0.0.1:8080 (default $PROVENANCED_URL)"),
+		timeout: fs.Duration("timeout", 30*time.Second, "give up after this long"),
+	}
+}
+
+func (f daemonFlags) client() (*client.Client, context.Context, context.CancelFunc, error) {
+	socket, url := *f.socket, *f.url
+	if socket == "" && url == "" {
+		socket, url = os.Getenv("PROVENANCED_SOCKET"), os.Getenv("PROVENANCED_URL")
+		if socket != "" && url != "" {
+			url = ""
+		}
+	}
+	if socket == "" && url == "" {
+		return nil, nil, nil, usageError("where is the daemon? give -socket PATH or -url URL (or set PROVENANCED_SOCKET or PROVENANCED_URL)")
+	}
+	if socket != "" && url != "" {
+		return nil, nil, nil, usageError("-socket and -url exclude each other")
+	}
+	c, err := client.New(client.Options{Socket: socket, URL: url})
+	if err != nil {
+		return nil, nil, nil, usageError(err.Error())
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), *f.timeout)
+	return c, ctx, cancel, nil
+}
+
+func keysCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("keys", "[-socket S | -url U] [-json]", stderr)
+	df := addDaemonFlags(fs)
+	asJSON := fs.Bool("json", false, "print the daemon's JSON")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	c, ctx, cancel, err := df.client()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	keys, err := c.Keys(ctx)
+	if err != nil {
+		return err
+	}
+	if *asJSON {
+		enc := json.NewEncoder(stdout)
+		enc.SetIndent("", "  ")
+		return enc.Encode(map[string]any{"keys": keys})
+	}
+	for _, k := range keys {
+		serial, notAfter := k.Serial, k.NotAfter
+		if serial == "" {
+			serial, notAfter = "-", "(no certificate)"
+		}
+		fmt.Fprintf(stdout, "%-16s %-8s %s serial %s expires %s\n", k.Name, k.Backend, k.Algorithm, serial, notAfter)
+	}
+	return nil
+}
+
+func signCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("sign", "-key NAME (-digest HEX | -in FILE) [-socket S | -url U] [-out FILE]", stderr)
+	df := addDaemonFlags(fs)
+	key := fs.String("key", "", "the key's `name`")
+	digestHex := fs.String("digest", "", "a SHA-256 digest in `hex` (64 characters)")
+	in := fs.String("in", "", "a `file` to hash with SHA-256 and sign (- for standard input)")
+	out := fs.String("out", "", "write the DER signature to this `file` instead of printing it in base64")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if *key == "" {
+		return usageError("-key is required")
+	}
+	if (*digestHex == "") == (*in == "") {
+		return usageError("give exactly one of -digest HEX and -in FILE")
+	}
+	var digest []byte
+	if *digestHex != "" {
+		d, err := hex.DecodeString(strings.TrimSpace(*digestHex))
+		if err != nil || len(d) != sha256.Size {
+			return usageError("-digest must be 64 hexadecimal characters (a SHA-256 digest)")
+		}
+		digest = d
+	} else {
+		h := sha256.New()
+		var r io.Reader = os.Stdin
+		if *in != "-" {
+			f, err := os.Open(*in)
+			if err != nil {
+				return err
+			}
+			defer f.Close()
+			r = f
+		}
+		if _, err := io.Copy(h, r); err != nil {
+			return err
+		}
+		digest = h.Sum(nil)
+	}
+	c, ctx, cancel, err := df.client()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	sig, err := c.SignDigest(ctx, *key, digest)
+	if err != nil {
+		return err
+	}
+	if *out != "" {
+		return os.WriteFile(*out, sig, 0o644)
+	}
+	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(sig))
+	return nil
+}

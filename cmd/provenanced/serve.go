@@ -1,0 +1,95 @@
+package main
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"log/slog"
+	"os"
+	"os/signal"
+	"path/filepath"
+	"syscall"
+
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/daemon"
+)
+
+func init() {
+	register("serve", "run the daemon (-config FILE, or -dev DIR for a development setup)", serve)
+}
+
+func serve(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("serve", "[-config FILE | -dev DIR]", stderr)
+	configPath := fs.String("config", "", "the TOML config `file` (default $PROVENANCED_CONFIG)")
+	devDir := fs.String("dev", "", "create a development setup (test PKI, PEM key, config) in `dir` if it has none, and serve it")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	if *configPath != "" && *devDir != "" {
+		return usageError("-config and -dev exclude each other")
+	}
+	if *configPath == "" && *devDir == "" {
+		*configPath = os.Getenv("PROVENANCED_CONFIG")
+	}
+	if *devDir != "" {
+		p, created, err := daemon.PrepareDev(*devDir)
+		if err != nil {
+			return err
+		}
+		printDevHelp(stderr, filepath.Dir(p), created)
+		*configPath = p
+	}
+	if *configPath == "" {
+		return usageError("no configuration: give -config FILE (or set PROVENANCED_CONFIG), or -dev DIR for a development setup")
+	}
+	cfg, err := conf.Load(*configPath)
+	if err != nil {
+		return err
+	}
+	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+		return err
+	}
+	log := newLogger(stderr, cfg.Server.LogLevel)
+	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
+	defer stop()
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString()})
+	if err != nil {
+		return err
+	}
+	return d.Serve(ctx)
+}
+
+// newLogger logs JSON when stderr is not a terminal (journald, a container runtime,
+// a file), text for a person at a terminal.
+func newLogger(w io.Writer, level string) *slog.Logger {
+	var lv slog.Level
+	lv.UnmarshalText([]byte(level)) // conf has checked it
+	opts := &slog.HandlerOptions{Level: lv}
+	if f, ok := w.(*os.File); ok {
+		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
+			return slog.New(slog.NewTextHandler(w, opts))
+		}
+	}
+	return slog.New(slog.NewJSONHandler(w, opts))
+}
+
+func printDevHelp(w io.Writer, dir string, created bool) {
+	what := "using the existing development setup"
+	if created {
+		what = "created a development setup (test PKI, P-256 key, config)"
+	}
+	sock := filepath.Join(dir, "provenanced.sock")
+	fmt.Fprintf(w, `provenanced: %s in %s
+  config:   %s
+  root CA:  %s
+  listens:  %s and http://%s
+
+Try it from another terminal:
+  curl -s --unix-socket %s http://localhost/v1/keys
+  curl -s http://%s/v1/keys/signing
+  curl -s -H 'Content-Type: application/json' -d '{"message":"aGVsbG8="}' http://%s/v1/keys/signing/sign
+  provenanced sign -socket %s -key signing -digest $(printf hello | sha256sum | cut -d' ' -f1)
+
+`, what, dir, filepath.Join(dir, daemon.DevConfigName), filepath.Join(dir, "root-ca.pem"), sock, daemon.DevHTTP,
+		sock, daemon.DevHTTP, daemon.DevHTTP, sock)
+}

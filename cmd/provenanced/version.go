@@ -1,0 +1,28 @@
+package main
+
+import (
+	"fmt"
+	"io"
+	"runtime"
+	"runtime/debug"
+)
+
+func init() {
+	register("version", "print version and build information", func(args []string, stdout, stderr io.Writer) error {
+		fs := newFlags("version", "", stderr)
+		if err := parseFlags(fs, args, 0); err != nil {
+			return err
+		}
+		fmt.Fprintf(stdout, "provenanced %s\n", versionString())
+		fmt.Fprintf(stdout, "go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
+		if bi, ok := debug.ReadBuildInfo(); ok {
+			for _, s := range bi.Settings {
+				switch s.Key {
+				case "vcs.revision", "vcs.time", "vcs.modified":
+					fmt.Fprintf(stdout, "%s: %s\n", s.Key, s.Value)
+				}
+			}
+		}
+		return nil
+	})
+}

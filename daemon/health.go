@@ -1,0 +1,122 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+	"log/slog"
+	"sync"
+	"time"
+
+	"github.com/ib1/provenanced/backends"
+)
+
+// healthInterval is how often each key's backend is asked whether it can sign, so that
+// provenanced_backend_up follows a token that went away (or came back) between requests.
+const healthInterval = 5 * time.Second
+
+// health watches the keys: backend_up and the certificate expiry gauges, and the reasons
+// /readyz gives.
+type health struct {
+	keys   []*backends.Key
+	m      *Metrics
+	log    *slog.Logger
+	now    func() time.Time
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu   sync.Mutex
+	last map[string]error // the last check's outcome by key, to log changes once
+}
+
+func newHealth(keys []*backends.Key, m *Metrics, log *slog.Logger) *health {
+	h := &health{keys: keys, m: m, log: log, now: time.Now, last: map[string]error{}}
+	for _, k := range keys {
+		m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(1)
+		if leaf := k.Leaf(); leaf != nil {
+			m.CertExpiry.WithLabelValues(k.Name()).Set(float64(leaf.NotAfter.Unix()))
+		}
+	}
+	return h
+}
+
+func (h *health) start(ctx context.Context) {
+	ctx, h.cancel = context.WithCancel(ctx)
+	h.done = make(chan struct{})
+	go func() {
+		defer close(h.done)
+		t := time.NewTicker(healthInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-t.C:
+				cctx, cancel := context.WithTimeout(ctx, healthInterval)
+				h.check(cctx)
+				cancel()
+			}
+		}
+	}()
+}
+
+func (h *health) stop() {
+	if h.cancel != nil {
+		h.cancel()
+		<-h.done
+	}
+}
+
+// check asks every key, in parallel, and returns the problems by key name.
+func (h *health) check(ctx context.Context) map[string]error {
+	errs := make([]error, len(h.keys))
+	var wg sync.WaitGroup
+	for i, k := range h.keys {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			errs[i] = k.Ready(ctx)
+		}()
+	}
+	wg.Wait()
+	out := map[string]error{}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	for i, k := range h.keys {
+		up := 1.0
+		if errs[i] != nil {
+			up = 0
+			out[k.Name()] = errs[i]
+		}
+		h.m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(up)
+		prev, seen := h.last[k.Name()]
+		switch {
+		case errs[i] != nil && (!seen || prev == nil):
+			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", errs[i].Error())
+		case errs[i] == nil && seen && prev != nil:
+			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend())
+		}
+		h.last[k.Name()] = errs[i]
+	}
+	return out
+}
+
+// reasons is /readyz: why the daemon cannot serve every key now. A key's backend must
+// answer, and its certificate must be valid now.
+func (h *health) reasons(ctx context.Context) []string {
+	errs := h.check(ctx)
+	var out []string
+	now := h.now()
+	for _, k := range h.keys {
+		if err := errs[k.Name()]; err != nil {
+			out = append(out, fmt.Sprintf("key %q (%s): %v", k.Name(), k.Backend(), err))
+		}
+		if leaf := k.Leaf(); leaf != nil {
+			if now.After(leaf.NotAfter) {
+				out = append(out, fmt.Sprintf("key %q: its certificate (serial %s) expired at %s", k.Name(), leaf.SerialNumber, leaf.NotAfter.UTC().Format(time.RFC3339)))
+			} else if now.Before(leaf.NotBefore) {
+				out = append(out, fmt.Sprintf("key %q: its certificate (serial %s) is not valid before %s", k.Name(), leaf.SerialNumber, leaf.NotBefore.UTC().Format(time.RFC3339)))
+			}
+		}
+	}
+	return out
+}

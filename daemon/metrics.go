@@ -1,0 +1,107 @@
+package daemon
+
+import (
+	"errors"
+	"runtime"
+	"runtime/debug"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/collectors"
+
+	"github.com/ib1/provenanced/backends"
+)
+
+// Metrics are the daemon's Prometheus metrics (the contract's names), on a registry of
+// its own so that tests and embedders can run several daemons in one process.
+type Metrics struct {
+	Registry     *prometheus.Registry
+	SignDuration *prometheus.HistogramVec
+	Requests     *prometheus.CounterVec
+	RequestTime  *prometheus.HistogramVec
+	Records      *prometheus.CounterVec
+	BackendUp    *prometheus.GaugeVec
+	CertExpiry   *prometheus.GaugeVec
+}
+
+// SignBuckets span a key in memory (tens of µs) to a KMS call on a bad day (seconds).
+var SignBuckets = []float64{50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 100e-3, 250e-3, 500e-3, 1, 2.5, 5, 10}
+
+// NewMetrics registers the daemon's metrics, the Go and process collectors and
+// provenanced_build_info.
+func NewMetrics(version string) *Metrics {
+	reg := prometheus.NewRegistry()
+	m := &Metrics{
+		Registry: reg,
+		SignDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "provenanced_sign_duration_seconds",
+			Help:    "Time a backend took to sign, by key, backend and outcome (ok or error).",
+			Buckets: SignBuckets,
+		}, []string{"key", "backend", "outcome"}),
+		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provenanced_http_requests_total",
+			Help: "HTTP requests by route pattern and status code.",
+		}, []string{"route", "code"}),
+		RequestTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
+			Name:    "provenanced_http_request_duration_seconds",
+			Help:    "HTTP request duration by route pattern.",
+			Buckets: SignBuckets,
+		}, []string{"route"}),
+		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
+			Name: "provenanced_records_total",
+			Help: "Provenance records signed or verified, by operation (sign, verify) and outcome (ok, error).",
+		}, []string{"operation", "outcome"}),
+		BackendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "provenanced_backend_up",
+			Help: "1 when the key's backend can sign, 0 when it cannot.",
+		}, []string{"key", "backend"}),
+		CertExpiry: prometheus.NewGaugeVec(prometheus.GaugeOpts{
+			Name: "provenanced_certificate_expiry_timestamp_seconds",
+			Help: "The notAfter of each key's certificate, as a Unix timestamp.",
+		}, []string{"key"}),
+	}
+	build := prometheus.NewGauge(prometheus.GaugeOpts{
+		Name:        "provenanced_build_info",
+		Help:        "Always 1; the labels say which build is running.",
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": revision()},
+	})
+	build.Set(1)
+	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.Records, m.BackendUp, m.CertExpiry, build,
+		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	for _, op := range []string{"sign", "verify"} {
+		for _, outcome := range []string{"ok", "error"} {
+			m.Records.WithLabelValues(op, outcome)
+		}
+	}
+	return m
+}
+
+// signObserver returns the Observer that times key's signatures. The label lookups are
+// done here, once, not on every signature; an error that says the backend is unavailable
+// takes the key's backend_up down at once (the health check brings it back).
+func (m *Metrics) signObserver(name, backend string) backends.Observer {
+	ok := m.SignDuration.WithLabelValues(name, backend, "ok")
+	bad := m.SignDuration.WithLabelValues(name, backend, "error")
+	up := m.BackendUp.WithLabelValues(name, backend)
+	return func(took time.Duration, err error) {
+		if err == nil {
+			ok.Observe(took.Seconds())
+			return
+		}
+		bad.Observe(took.Seconds())
+		if errors.Is(err, backends.ErrUnavailable) {
+			up.Set(0)
+		}
+	}
+}
+
+func revision() string {
+	if bi, ok := debug.ReadBuildInfo(); ok {
+		for _, s := range bi.Settings {
+			if s.Key == "vcs.revision" {
+				return s.Value
+			}
+		}
+	}
+	return "unknown"
+}

@@ -1,0 +1,151 @@
+package daemon
+
+import (
+	"context"
+	"log/slog"
+	"net"
+	"net/http"
+	"strconv"
+	"sync"
+	"syscall"
+	"time"
+
+	"github.com/prometheus/client_golang/prometheus"
+)
+
+// peer is who is on the other end of a connection: on the Unix socket the kernel's
+// word for the process (SO_PEERCRED), on TCP its address.
+type peer struct {
+	unix          bool
+	uid, gid, pid int
+}
+
+type peerKey struct{}
+
+// connContext records the peer of a Unix socket connection once per connection, not
+// once per request.
+func connContext(ctx context.Context, c net.Conn) context.Context {
+	uc, ok := c.(*net.UnixConn)
+	if !ok {
+		return ctx
+	}
+	p := &peer{unix: true, uid: -1, gid: -1, pid: -1}
+	if raw, err := uc.SyscallConn(); err == nil {
+		raw.Control(func(fd uintptr) {
+			if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
+				p.uid, p.gid, p.pid = int(cred.Uid), int(cred.Gid), int(cred.Pid)
+			}
+		})
+	}
+	return context.WithValue(ctx, peerKey{}, p)
+}
+
+// observed wraps the API: one metric sample and one log line per request, with the route
+// pattern (never the raw path, which would let clients mint label values) and the peer.
+type observed struct {
+	next    http.Handler
+	log     *slog.Logger
+	m       *Metrics
+	mu      sync.RWMutex
+	byRoute map[routeCode]prometheus.Counter
+	times   map[string]prometheus.Observer
+}
+
+type routeCode struct {
+	route string
+	code  int
+}
+
+func newObserved(next http.Handler, log *slog.Logger, m *Metrics) *observed {
+	return &observed{next: next, log: log, m: m, byRoute: map[routeCode]prometheus.Counter{}, times: map[string]prometheus.Observer{}}
+}
+
+var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
+
+func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	start := time.Now()
+	rec := recorders.Get().(*statusRecorder)
+	rec.ResponseWriter, rec.status = w, 0
+	o.next.ServeHTTP(rec, r)
+	took := time.Since(start)
+	status := rec.status
+	if status == 0 {
+		status = http.StatusOK
+	}
+	rec.ResponseWriter = nil
+	recorders.Put(rec)
+
+	route := r.Pattern // set by the ServeMux on this very request
+	if route == "" {
+		route = "unmatched"
+	}
+	counter, timer := o.instruments(route, status)
+	counter.Inc()
+	timer.Observe(took.Seconds())
+
+	level := slog.LevelInfo
+	if status >= 500 {
+		level = slog.LevelError
+	}
+	if !o.log.Enabled(r.Context(), level) {
+		return
+	}
+	attrs := make([]slog.Attr, 0, 8)
+	attrs = append(attrs, slog.String("route", route), slog.Int("status", status), slog.Float64("duration_ms", float64(took.Microseconds())/1000))
+	if k := r.PathValue("name"); k != "" {
+		attrs = append(attrs, slog.String("key", k))
+	}
+	if p, ok := r.Context().Value(peerKey{}).(*peer); ok && p.unix {
+		attrs = append(attrs, slog.Group("peer", slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid)))
+	} else {
+		attrs = append(attrs, slog.String("peer", r.RemoteAddr))
+	}
+	o.log.LogAttrs(r.Context(), level, "request", attrs...)
+}
+
+// instruments returns the request counter and duration histogram of a route and status,
+// resolving their labels once.
+func (o *observed) instruments(route string, status int) (prometheus.Counter, prometheus.Observer) {
+	rc := routeCode{route, status}
+	o.mu.RLock()
+	c, ok1 := o.byRoute[rc]
+	t, ok2 := o.times[route]
+	o.mu.RUnlock()
+	if ok1 && ok2 {
+		return c, t
+	}
+	o.mu.Lock()
+	defer o.mu.Unlock()
+	if c, ok1 = o.byRoute[rc]; !ok1 {
+		c = o.m.Requests.WithLabelValues(route, strconv.Itoa(status))
+		o.byRoute[rc] = c
+	}
+	if t, ok2 = o.times[route]; !ok2 {
+		t = o.m.RequestTime.WithLabelValues(route)
+		o.times[route] = t
+	}
+	return c, t
+}
+
+// statusRecorder remembers the status a handler wrote.
+type statusRecorder struct {
+	http.ResponseWriter
+	status int
+}
+
+func (s *statusRecorder) WriteHeader(code int) {
+	if s.status == 0 {
+		s.status = code
+	}
+	s.ResponseWriter.WriteHeader(code)
+}
+
+func (s *statusRecorder) Write(b []byte) (int, error) {
+	if s.status == 0 {
+		s.status = http.StatusOK
+	}
+	return s.ResponseWriter.Write(b)
+}
+
+// Unwrap lets http.ResponseController reach the connection's writer.
+func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }

@@ -1,0 +1,367 @@
+package provenance
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/base64"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"strings"
+	"time"
+)
+
+// ContextSigner is implemented by signing keys that need the caller's context (HSM and KMS
+// keys: cancellation, deadlines, tracing). Sign uses it instead of crypto.Signer.Sign when
+// the key has it. Like crypto.Signer, it returns an ASN.1 DER ECDSA signature.
+type ContextSigner interface {
+	SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error)
+}
+
+// NewStep returns a step of the given type with further members in order. The writer adds
+// "id" (and "timestamp" unless given) when the step is added to a Builder.
+func NewStep(typ string, members ...Member) *Object {
+	return NewObject(append([]Member{{"type", typ}}, members...)...)
+}
+
+// ParseStep parses a step given as JSON object text (for example from an HTTP request),
+// keeping member order and exact numbers (see ParseJSON; default Limits).
+func ParseStep(data []byte) (*Object, error) {
+	v, err := ParseJSON(data, DefaultLimits())
+	if err != nil {
+		return nil, fmt.Errorf("provenance: step: %w", err)
+	}
+	o, ok := v.(*Object)
+	if !ok {
+		return nil, errors.New("provenance: step is not a JSON object")
+	}
+	return o, nil
+}
+
+// Builder assembles a new record: received records (verified when received), then new
+// steps, then one signature. Step ids are allocated as steps are added, so that later steps
+// can refer to earlier ones. A Builder is not safe for concurrent use and signs once.
+type Builder struct {
+	framework string
+	now       time.Time
+	rand      io.Reader
+	received  []*Record
+	origins   []string // of the received records, depth first
+	steps     []string // encoded new steps
+	signed    bool
+}
+
+// NewBuilder starts a record under the trust framework URL framework. now is the time
+// written as the timestamp of steps that have none and as the signing time; rand is the
+// source of step ids (crypto/rand.Reader if nil).
+func NewBuilder(framework string, now time.Time, rand io.Reader) *Builder {
+	return &Builder{framework: framework, now: now, rand: rand}
+}
+
+// Receive verifies a received record with v under the Builder's trust framework and, if it
+// verifies, includes it whole in the new record (received records come first, in the order
+// received). It returns the record's decoded steps, for example to Find the step to refer to.
+func (b *Builder) Receive(v *Verifier, rec *Record) ([]*Object, error) {
+	if b.signed {
+		return nil, errors.New("provenance: record already signed")
+	}
+	if v == nil {
+		return nil, errors.New("provenance: a Verifier is needed to receive a record")
+	}
+	if len(b.steps) > 0 {
+		return nil, errors.New("provenance: received records must be added before new steps")
+	}
+	decoded, err := v.VerifyWithFramework(rec, b.framework)
+	if err != nil {
+		return nil, err
+	}
+	for _, s := range decoded {
+		if t, _ := s.GetString("type"); t == "origin" {
+			id, _ := s.GetString("id")
+			b.origins = append(b.origins, id)
+		}
+	}
+	b.received = append(b.received, rec)
+	return decoded, nil
+}
+
+// AddStep adds a new step and returns its id. The step must have a string "type", must not
+// have an "id" or any key beginning with "_"; a "timestamp", if given, must be a non-empty
+// string and is kept, otherwise the Builder's time is written. The step is encoded at once
+// (id, timestamp, type, then the other members in order; ASCII-only JSON as the reference
+// writes it), so later changes to step have no effect.
+func (b *Builder) AddStep(step *Object) (string, error) {
+	if b.signed {
+		return "", errors.New("provenance: record already signed")
+	}
+	if step == nil {
+		return "", errors.New("provenance: nil step")
+	}
+	if b.now.IsZero() {
+		return "", errors.New("provenance: the Builder has no time")
+	}
+	lim := DefaultLimits()
+	if len(b.steps) >= lim.MaxSteps {
+		return "", fmt.Errorf("provenance: more than %d steps", lim.MaxSteps)
+	}
+	var typ, timestamp any
+	var haveType, haveTimestamp bool
+	rest := make([]Member, 0, len(step.Members))
+	for _, m := range step.Members {
+		switch {
+		case m.Key == "id":
+			return "", errors.New("provenance: a step may not contain an id; ids are allocated by the writer")
+		case strings.HasPrefix(m.Key, "_"):
+			return "", fmt.Errorf("provenance: step key %q begins with an underscore (reserved for the decoded form)", m.Key)
+		case m.Key == "type":
+			typ, haveType = m.Value, true
+		case m.Key == "timestamp":
+			timestamp, haveTimestamp = m.Value, true
+		default:
+			rest = append(rest, m)
+		}
+	}
+	if !haveType {
+		return "", errors.New("provenance: a step needs a type")
+	}
+	if s, ok := typ.(string); !ok || s == "" {
+		return "", errors.New("provenance: step type must be a non-empty string")
+	}
+	if haveTimestamp {
+		if s, ok := timestamp.(string); !ok || s == "" {
+			return "", errors.New("provenance: step timestamp must be a non-empty string when given")
+		}
+	} else {
+		timestamp = FormatTimestamp(b.now)
+	}
+	id, err := newStepID(b.rand)
+	if err != nil {
+		return "", err
+	}
+	full := &Object{Members: make([]Member, 0, len(rest)+3)}
+	full.Members = append(full.Members, Member{"id", id}, Member{"timestamp", timestamp}, Member{"type", typ})
+	full.Members = append(full.Members, rest...)
+	text, err := AppendJSON(nil, full)
+	if err != nil {
+		return "", err
+	}
+	// Refuse now what a verifier with default limits would refuse later.
+	if _, err := ParseJSON(text, lim); err != nil {
+		return "", fmt.Errorf("provenance: step: %w", err)
+	}
+	encoded := base64.URLEncoding.EncodeToString(text)
+	if len(encoded) > lim.MaxStringBytes {
+		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d", len(encoded), lim.MaxStringBytes)
+	}
+	b.steps = append(b.steps, encoded)
+	if typ == "origin" {
+		b.origins = append(b.origins, id)
+	}
+	return id, nil
+}
+
+// newStepID returns 15 random bytes as unpadded base64url (20 characters), like the
+// reference's secrets.token_urlsafe(15).
+func newStepID(r io.Reader) (string, error) {
+	if r == nil {
+		r = rand.Reader
+	}
+	var b [15]byte
+	if _, err := io.ReadFull(r, b[:]); err != nil {
+		return "", fmt.Errorf("provenance: reading random bytes for a step id: %w", err)
+	}
+	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+}
+
+// Sign signs the new container with key, whose certificate chain is chain (the signing
+// certificate first, then its intermediates; not the root), and returns the self-contained
+// record. If key implements ContextSigner, its SignContext is called with ctx. The key must
+// match the signing certificate and return a DER signature that verifies; otherwise Sign
+// fails rather than produce a record nobody can verify.
+func (b *Builder) Sign(ctx context.Context, key crypto.Signer, chain []*x509.Certificate) (*Record, error) {
+	if b.signed {
+		return nil, errors.New("provenance: record already signed")
+	}
+	if len(b.received) == 0 && len(b.steps) == 0 {
+		return nil, errors.New("provenance: nothing to sign: no received record and no step")
+	}
+	if b.framework == "" {
+		return nil, errors.New("provenance: no trust framework URL")
+	}
+	if b.now.IsZero() {
+		return nil, errors.New("provenance: the Builder has no time")
+	}
+	if key == nil || len(chain) == 0 || chain[0] == nil {
+		return nil, errors.New("provenance: a signing key and its certificate chain are needed")
+	}
+	leaf := chain[0]
+	if _, err := leafSignerInfo(leaf); err != nil {
+		return nil, fmt.Errorf("provenance: signing certificate does not meet the IB1 member certificate profile: %w", err)
+	}
+	leafKey := leaf.PublicKey.(*ecdsa.PublicKey) // checked by leafSignerInfo
+	if pub, ok := key.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(leafKey) {
+		return nil, errors.New("provenance: the signing key does not match the signing certificate's public key")
+	}
+	if err := validAt(leaf, b.now.UTC().Truncate(time.Second)); err != nil {
+		return nil, fmt.Errorf("provenance: signing certificate %w", err)
+	}
+	serial := leaf.SerialNumber.String()
+	for _, c := range chain {
+		if c == nil || !canonicalSerial(c.SerialNumber.String()) {
+			return nil, errors.New("provenance: a certificate of the chain has a negative or overlong serial number")
+		}
+	}
+
+	c := &Container{Version: "0", Serial: serial, Timestamp: FormatTimestamp(b.now)}
+	for _, r := range b.received {
+		c.Elements = append(c.Elements, Element{Container: r.Steps})
+	}
+	for _, s := range b.steps {
+		c.Elements = append(c.Elements, Element{Step: s})
+	}
+	certs, err := b.certificates(chain)
+	if err != nil {
+		return nil, err
+	}
+
+	digest := sha256.Sum256(appendDataForSigning(make([]byte, 0, dataSize(c)+len(b.framework)), b.framework, c))
+	if err := ctx.Err(); err != nil {
+		return nil, err
+	}
+	var sig []byte
+	if cs, ok := key.(ContextSigner); ok {
+		sig, err = cs.SignContext(ctx, digest[:], crypto.SHA256)
+	} else {
+		r := b.rand
+		if r == nil {
+			r = rand.Reader
+		}
+		sig, err = key.Sign(r, digest[:], crypto.SHA256)
+	}
+	if err != nil {
+		return nil, fmt.Errorf("provenance: signing: %w", err)
+	}
+	if _, err := parseDERSignature(sig); err != nil {
+		hint := ""
+		if len(sig) == 64 {
+			hint = " (64 bytes: probably raw r||s, which must be converted to DER)"
+		}
+		return nil, fmt.Errorf("provenance: the signer returned a signature that is not ASN.1 DER%s: %w", hint, err)
+	}
+	if !ecdsa.VerifyASN1(leafKey, digest[:], sig) {
+		return nil, errors.New("provenance: the signature does not verify with the signing certificate's public key")
+	}
+	c.Signature = base64.URLEncoding.EncodeToString(sig)
+	b.signed = true
+
+	origins := make([]string, 0, len(b.origins))
+	origins = append(origins, b.origins...)
+	return &Record{Framework: b.framework, Origins: origins, Steps: c, Certificates: certs}, nil
+}
+
+// certificates is the union of the received records' certificates and the signer's chain.
+// Two different certificates under one serial are an error: the record could not verify.
+func (b *Builder) certificates(chain []*x509.Certificate) ([]CertificateEntry, error) {
+	var out []CertificateEntry
+	index := map[string]int{}
+	add := func(e CertificateEntry, fromChain bool) error {
+		i, exists := index[e.Serial]
+		if !exists {
+			index[e.Serial] = len(out)
+			out = append(out, CertificateEntry{Serial: e.Serial, Values: append([]string(nil), e.Values...)})
+			return nil
+		}
+		have := out[i]
+		if !samePEM(have.Values[0], e.Values[0]) {
+			return fmt.Errorf("provenance: two different certificates under serial %s", e.Serial)
+		}
+		if !fromChain && !equalStrings(have.Values[1:], e.Values[1:]) {
+			return fmt.Errorf("provenance: two different issuer paths for certificate %s", e.Serial)
+		}
+		return nil // like the reference, an entry already present is kept
+	}
+	for _, r := range b.received {
+		for _, e := range r.Certificates {
+			if len(e.Values) == 0 {
+				return nil, fmt.Errorf("provenance: empty certificates entry %s", e.Serial)
+			}
+			if err := add(e, false); err != nil {
+				return nil, err
+			}
+		}
+	}
+	leafEntry := CertificateEntry{Serial: chain[0].SerialNumber.String(), Values: []string{encodePEM(chain[0])}}
+	for _, c := range chain[1:] {
+		leafEntry.Values = append(leafEntry.Values, c.SerialNumber.String())
+	}
+	if err := add(leafEntry, true); err != nil {
+		return nil, err
+	}
+	for _, c := range chain[1:] {
+		if err := add(CertificateEntry{Serial: c.SerialNumber.String(), Values: []string{encodePEM(c)}}, true); err != nil {
+			return nil, err
+		}
+	}
+	return out, nil
+}
+
+func encodePEM(c *x509.Certificate) string {
+	return string(pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE", Bytes: c.Raw}))
+}
+
+func samePEM(a, b string) bool {
+	if a == b {
+		return true
+	}
+	ca, err1 := parseCertificatePEM(a)
+	cb, err2 := parseCertificatePEM(b)
+	return err1 == nil && err2 == nil && bytes.Equal(ca.Raw, cb.Raw)
+}
+
+func equalStrings(a, b []string) bool {
+	if len(a) != len(b) {
+		return false
+	}
+	for i := range a {
+		if a[i] != b[i] {
+			return false
+		}
+	}
+	return true
+}
+
+// SignInput is everything Sign needs to make a record in one call.
+type SignInput struct {
+	Framework string              // trust framework URL
+	Verifier  *Verifier           // verifies Received (required when Received is not empty)
+	Received  []*Record           // records to include, verified first
+	Steps     []*Object           // new steps, in order
+	Key       crypto.Signer       // the signing key (a ContextSigner is used with ctx)
+	Chain     []*x509.Certificate // signing certificate, then intermediates (no root)
+	Now       time.Time           // step timestamps (when not given) and signing time
+	Rand      io.Reader           // step ids; crypto/rand.Reader if nil
+}
+
+// Sign verifies the received records, appends the steps and signs: the new container is
+// [received[0].steps, received[1].steps, ..., step1, step2, ..., signature block]. Use a
+// Builder instead when a step must refer to the id of another new step.
+func Sign(ctx context.Context, in SignInput) (*Record, error) {
+	b := NewBuilder(in.Framework, in.Now, in.Rand)
+	for _, r := range in.Received {
+		if _, err := b.Receive(in.Verifier, r); err != nil {
+			return nil, err
+		}
+	}
+	for _, s := range in.Steps {
+		if _, err := b.AddStep(s); err != nil {
+			return nil, err
+		}
+	}
+	return b.Sign(ctx, in.Key, in.Chain)
+}

@@ -1,0 +1,572 @@
+package provenance
+
+import (
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/asn1"
+	"encoding/base64"
+	"errors"
+	"fmt"
+	"math/big"
+	"strings"
+	"time"
+)
+
+// Verifier verifies records against a set of root CAs and an expected trust framework.
+// It is safe for concurrent use. It keeps two bounded caches, so that repeated
+// certificates and chains cost a map lookup: parsed certificates by PEM text, and verified
+// certificate paths (keyed by the SHA-256 of the signing certificate and of each listed
+// issuer, in order) with the time window over which that path is valid. The ECDSA signature
+// over each container's data is always checked; only certificate work is cached.
+type Verifier struct {
+	roots     []*certInfo
+	framework string
+	limits    Limits
+	certs     *boundedCache[string, *certInfo]
+	chains    *boundedCache[string, *chainResult]
+}
+
+// chainResult is a certificate path found valid: it stays valid for any signing time in
+// [notBefore, notAfter], since everything else it depends on is independent of time.
+type chainResult struct {
+	notBefore, notAfter time.Time
+	key                 *ecdsa.PublicKey
+	signer              *signerInfo
+}
+
+// Option configures a Verifier.
+type Option func(*Verifier)
+
+// WithLimits sets the limits applied to records (ParseRecord through VerifyJSON, and step
+// decoding). Zero fields keep their defaults.
+func WithLimits(l Limits) Option {
+	return func(v *Verifier) { v.limits = l.withDefaults() }
+}
+
+// WithCacheSizes sets the maximum number of parsed certificates and of verified paths kept
+// (defaults 1024 each; 0 disables a cache).
+func WithCacheSizes(certificates, paths int) Option {
+	return func(v *Verifier) {
+		v.certs = newBoundedCache[string, *certInfo](certificates)
+		v.chains = newBoundedCache[string, *chainResult](paths)
+	}
+}
+
+// NewVerifier returns a Verifier trusting roots (root CA certificates; the path of every
+// signing certificate must end at one of them) for records of the trust framework URL
+// framework.
+func NewVerifier(roots []*x509.Certificate, framework string, opts ...Option) (*Verifier, error) {
+	if len(roots) == 0 {
+		return nil, errors.New("provenance: no root CA certificate given")
+	}
+	if framework == "" {
+		return nil, errors.New("provenance: no trust framework URL given")
+	}
+	v := &Verifier{
+		framework: framework,
+		limits:    DefaultLimits(),
+		certs:     newBoundedCache[string, *certInfo](1024),
+		chains:    newBoundedCache[string, *chainResult](1024),
+	}
+	for _, r := range roots {
+		if r == nil {
+			return nil, errors.New("provenance: nil root CA certificate")
+		}
+		v.roots = append(v.roots, newCertInfo(r))
+	}
+	for _, o := range opts {
+		o(v)
+	}
+	return v, nil
+}
+
+// Framework returns the trust framework URL that Verify expects.
+func (v *Verifier) Framework() string { return v.framework }
+
+// Limits returns the limits the Verifier applies.
+func (v *Verifier) Limits() Limits { return v.limits }
+
+// ParseRecord parses an encoded record with the Verifier's limits.
+func (v *Verifier) ParseRecord(data []byte) (*Record, error) {
+	return ParseRecord(data, v.limits)
+}
+
+// VerifyJSON parses and verifies an encoded record. It returns the record and its decoded
+// steps (see Verify).
+func (v *Verifier) VerifyJSON(data []byte) (*Record, []*Object, error) {
+	rec, err := ParseRecord(data, v.limits)
+	if err != nil {
+		return nil, nil, err
+	}
+	steps, err := v.Verify(rec)
+	if err != nil {
+		return nil, nil, err
+	}
+	return rec, steps, nil
+}
+
+// Verify verifies a record under the Verifier's trust framework and returns its decoded
+// steps, depth first in container order. Each step is the signed JSON object (member order
+// and number text kept) with a "_signature" member appended:
+//
+//	{"signed": {"member", "name", "application", "roles"}, "includedBy": [signers, outermost first]}
+//
+// An error is a *VerifyError naming the failed check.
+func (v *Verifier) Verify(rec *Record) ([]*Object, error) {
+	return v.VerifyWithFramework(rec, v.framework)
+}
+
+// VerifyWithFramework is Verify with another expected trust framework URL (for a service
+// that, like the reference's decode endpoint, takes it from the record). The caches are
+// shared: certificate paths do not depend on the framework.
+func (v *Verifier) VerifyWithFramework(rec *Record, framework string) ([]*Object, error) {
+	if rec == nil || rec.Steps == nil {
+		return nil, verr(CheckContainerShape, "", nil, "record has no steps")
+	}
+	if rec.Framework != framework {
+		return nil, verr(CheckTrustFramework, "", nil, "trust framework %q is not the expected %q", rec.Framework, framework)
+	}
+	// A Record may have been built in Go rather than parsed; bound it the same way, which
+	// also stops a container that (through pointers) contains itself.
+	var steps, containers int
+	if err := v.checkTree(rec.Steps, 1, &steps, &containers); err != nil {
+		return nil, err
+	}
+	st := &verifyState{rec: rec, framework: framework, steps: make([]*Object, 0, steps)}
+	if err := v.container(st, rec.Steps, nil, nil); err != nil {
+		return nil, err
+	}
+	if len(st.origins) != len(rec.Origins) {
+		return nil, verr(CheckOrigins, "", nil, "origins lists %d ids but the record has %d origin steps", len(rec.Origins), len(st.origins))
+	}
+	for i := range st.origins {
+		if st.origins[i] != rec.Origins[i] {
+			return nil, verr(CheckOrigins, "", nil, "origins[%d] is %q but origin step %d has id %q", i, rec.Origins[i], i, st.origins[i])
+		}
+	}
+	return st.steps, nil
+}
+
+func (v *Verifier) checkTree(c *Container, depth int, steps, containers *int) error {
+	if c == nil {
+		return verr(CheckContainerShape, "", nil, "nil container")
+	}
+	if depth > v.limits.MaxDepth {
+		return verr(CheckContainerShape, "", nil, "containers nested deeper than %d", v.limits.MaxDepth)
+	}
+	*containers++
+	if *containers > v.limits.MaxSteps {
+		return verr(CheckContainerShape, "", nil, "record has more than %d containers", v.limits.MaxSteps)
+	}
+	if len(c.Elements) == 0 {
+		return verr(CheckContainerShape, "", nil, "container has no steps or containers")
+	}
+	for _, e := range c.Elements {
+		if e.Container != nil {
+			if e.Step != "" {
+				return verr(CheckContainerShape, "", nil, "element is both a step and a container")
+			}
+			if err := v.checkTree(e.Container, depth+1, steps, containers); err != nil {
+				return err
+			}
+			continue
+		}
+		*steps++
+		if *steps > v.limits.MaxSteps {
+			return verr(CheckContainerShape, "", nil, "record has more than %d steps", v.limits.MaxSteps)
+		}
+	}
+	return nil
+}
+
+type verifyState struct {
+	rec       *Record
+	framework string
+	steps     []*Object
+	origins   []string
+	buf       []byte // reused for the data for signing
+}
+
+func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo, path []int) error {
+	// The position is formatted only when there is an error to report.
+	blockAt := func() string { return stepPath(append(path[:len(path):len(path)], len(c.Elements))) }
+	if c.Version != "0" {
+		return verr(CheckContainerVersion, blockAt(), nil, "unsupported container format version %s", c.Version)
+	}
+	if !canonicalSerial(c.Serial) {
+		return verr(CheckSerialFormat, blockAt(), nil, "serial %q is not the canonical decimal form of a non-negative integer of at most %d digits", truncate(c.Serial), MaxSerialDigits)
+	}
+	leaf, issuers, err := v.lookupChain(st.rec, c.Serial)
+	if err != nil {
+		err.Where = blockAt()
+		return err
+	}
+	when, ok := parseSigningTime(c.Timestamp)
+	if !ok {
+		return verr(CheckSigningTime, blockAt(), nil, "signing timestamp %q is not YYYY-MM-DDTHH:MM:SSZ", truncate(c.Timestamp))
+	}
+	chain, err := v.chain(leaf, issuers, when)
+	if err != nil {
+		err.Where = blockAt()
+		return err
+	}
+	sig, err2 := decodeBase64URL(c.Signature)
+	if err2 != nil {
+		return verr(CheckSignature, blockAt(), err2, "signature is not padded base64url")
+	}
+	st.buf = appendDataForSigning(st.buf[:0], st.framework, c)
+	digest := sha256.Sum256(st.buf)
+	if !ecdsa.VerifyASN1(chain.key, digest[:], sig) {
+		if _, err := parseDERSignature(sig); err != nil {
+			return verr(CheckSignature, blockAt(), err, "signature by %s is not a DER ECDSA signature", c.Serial)
+		}
+		return verr(CheckSignature, blockAt(), nil, "signature by %s does not verify", c.Serial)
+	}
+	for i, e := range c.Elements {
+		if e.Container != nil {
+			inner := append(stack[:len(stack):len(stack)], chain.signer)
+			if err := v.container(st, e.Container, inner, append(path[:len(path):len(path)], i)); err != nil {
+				return err
+			}
+			continue
+		}
+		step, err := v.decodeStep(e.Step)
+		if err != nil {
+			err.Where = stepPath(append(path[:len(path):len(path)], i))
+			return err
+		}
+		if typ, _ := step.Get("type"); typ == "origin" {
+			id, _ := step.GetString("id")
+			st.origins = append(st.origins, id)
+		}
+		includedBy := make([]any, len(stack))
+		for j, s := range stack {
+			includedBy[j] = s.object()
+		}
+		step.Members = append(step.Members, Member{"_signature", NewObject(
+			Member{"signed", chain.signer.object()},
+			Member{"includedBy", includedBy},
+		)})
+		st.steps = append(st.steps, step)
+	}
+	return nil
+}
+
+// decodeStep decodes one signed step string.
+func (v *Verifier) decodeStep(s string) (*Object, *VerifyError) {
+	raw, err := decodeBase64URL(s)
+	if err != nil {
+		return nil, verr(CheckStepDecoding, "", err, "step is not padded base64url")
+	}
+	val, err := ParseJSON(raw, v.limits)
+	if err != nil {
+		return nil, verr(CheckStepDecoding, "", err, "step is not acceptable JSON")
+	}
+	step, ok := val.(*Object)
+	if !ok {
+		return nil, verr(CheckStepDecoding, "", nil, "step is not a JSON object")
+	}
+	if typ, ok := step.Get("type"); !ok {
+		return nil, verr(CheckStepDecoding, "", nil, "step has no type")
+	} else if _, ok := typ.(string); !ok {
+		return nil, verr(CheckStepDecoding, "", nil, "step type is not a string")
+	}
+	if id, ok := step.Get("id"); !ok {
+		return nil, verr(CheckStepDecoding, "", nil, "step has no id")
+	} else if _, ok := id.(string); !ok {
+		return nil, verr(CheckStepDecoding, "", nil, "step id is not a string")
+	}
+	for _, m := range step.Members {
+		if strings.HasPrefix(m.Key, "_") {
+			// Keys beginning with "_" are reserved for the decoded form; a signed "_signature"
+			// could otherwise pose as signer information.
+			return nil, verr(CheckStepDecoding, "", nil, "step has a reserved key %q", truncate(m.Key))
+		}
+	}
+	return step, nil
+}
+
+// lookupChain finds the signing certificate of serial and its listed issuers.
+func (v *Verifier) lookupChain(rec *Record, serial string) (*certInfo, []*certInfo, *VerifyError) {
+	entry, ok := rec.Certificate(serial)
+	if !ok {
+		return nil, nil, verr(CheckCertificateLookup, "", nil, "certificate serial %s is not present in the record", serial)
+	}
+	if len(entry) == 0 {
+		return nil, nil, verr(CheckCertificateLookup, "", nil, "certificates entry %s is empty", serial)
+	}
+	if len(entry)-1 > v.limits.MaxPathLength {
+		return nil, nil, verr(CheckCertificatePath, "", nil, "certificates entry %s lists %d issuers, more than the limit of %d", serial, len(entry)-1, v.limits.MaxPathLength)
+	}
+	leaf, err := v.certificate(serial, entry[0])
+	if err != nil {
+		return nil, nil, err
+	}
+	issuers := make([]*certInfo, 0, len(entry)-1)
+	for i, is := range entry[1:] {
+		if is == serial {
+			return nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists itself as its issuer", serial)
+		}
+		for _, prev := range entry[1 : 1+i] {
+			if prev == is {
+				return nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists issuer %s twice", serial, truncate(is))
+			}
+		}
+		ie, ok := rec.Certificate(is)
+		if !ok || len(ie) == 0 {
+			return nil, nil, verr(CheckCertificateLookup, "", nil, "issuer certificate %s named by %s is not present in the record", truncate(is), serial)
+		}
+		c, err := v.certificate(is, ie[0])
+		if err != nil {
+			return nil, nil, err
+		}
+		issuers = append(issuers, c)
+	}
+	return leaf, issuers, nil
+}
+
+// certificate parses (or finds in the cache) the certificate of a certificates entry and
+// checks that it is the certificate with the serial the entry is filed under.
+func (v *Verifier) certificate(serial, pemText string) (*certInfo, *VerifyError) {
+	ci, ok := v.certs.get(pemText)
+	if !ok {
+		c, err := parseCertificatePEM(pemText)
+		if err != nil {
+			return nil, verr(CheckCertificatePath, "", err, "certificates entry %s does not hold a parseable certificate", truncate(serial))
+		}
+		ci = newCertInfo(c)
+		v.certs.put(pemText, ci)
+	}
+	if ci.serial != serial {
+		// The reference files certificates by whatever key it is given; a certificate filed
+		// under another serial is refused, so that a serial always means one certificate.
+		return nil, verr(CheckCertificateLookup, "", nil, "certificates entry %s holds the certificate with serial %s", truncate(serial), ci.serial)
+	}
+	return ci, nil
+}
+
+// maxPathSearch bounds the work spent looking for a path through the listed issuers
+// (which may be listed in any order, and may be hostile).
+const maxPathSearch = 10000
+
+func (v *Verifier) chain(leaf *certInfo, issuers []*certInfo, when time.Time) (*chainResult, *VerifyError) {
+	key := make([]byte, 0, 32*(1+len(issuers)))
+	key = append(key, leaf.hash[:]...)
+	for _, is := range issuers {
+		key = append(key, is.hash[:]...)
+	}
+	if r, ok := v.chains.get(string(key)); ok && !when.Before(r.notBefore) && !when.After(r.notAfter) {
+		return r, nil
+	}
+	r, err := v.validatePath(leaf, issuers, when)
+	if err != nil {
+		return nil, err
+	}
+	v.chains.put(string(key), r)
+	return r, nil
+}
+
+// validatePath finds a path leaf -> listed issuers (any order, each at most once) -> root,
+// valid at when, meeting the profile; the path search is bounded.
+func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.Time) (*chainResult, *VerifyError) {
+	fail := func(format string, args ...any) *VerifyError {
+		return verr(CheckCertificatePath, "", nil, "no valid certificate path to the root at the signing time: "+format, args...)
+	}
+	if err := validAt(leaf.cert, when); err != nil {
+		return nil, fail("signing certificate %s %v", leaf.serial, err)
+	}
+	info, err := leafSignerInfo(leaf.cert)
+	if err != nil {
+		return nil, fail("%v", err)
+	}
+	n := len(issuers)
+	// issued[i][j]: issuer j issued certificate i (0 = leaf, k = issuers[k-1]); lazily filled
+	// so that each signature is checked at most once.
+	type tri int8 // 0 unknown, 1 yes, 2 no
+	issued := make([][]tri, n+1)
+	byRoot := make([][]tri, n+1)
+	for i := range issued {
+		issued[i] = make([]tri, n)
+		byRoot[i] = make([]tri, len(v.roots))
+	}
+	certAt := func(i int) *x509.Certificate {
+		if i == 0 {
+			return leaf.cert
+		}
+		return issuers[i-1].cert
+	}
+	var failures []string
+	note := func(s string) {
+		if len(failures) < 4 {
+			failures = append(failures, s)
+		}
+	}
+	budget := maxPathSearch
+	used := make([]bool, n)
+	var window [2]time.Time
+	var search func(i, below int, nb, na time.Time) bool
+	search = func(i, below int, nb, na time.Time) bool {
+		budget--
+		if budget < 0 {
+			return false
+		}
+		c := certAt(i)
+		for r, root := range v.roots {
+			if byRoot[i][r] == 0 {
+				byRoot[i][r] = 2
+				if issuedBy(c, root.cert) {
+					byRoot[i][r] = 1
+				}
+			}
+			if byRoot[i][r] != 1 {
+				continue
+			}
+			if err := validAt(root.cert, when); err != nil {
+				note("root certificate " + err.Error())
+				continue
+			}
+			if err := checkCA(root.cert, below); err != nil {
+				note("root certificate: " + err.Error())
+				continue
+			}
+			window = [2]time.Time{later(nb, root.cert.NotBefore), earlier(na, root.cert.NotAfter)}
+			return true
+		}
+		for j := 0; j < n; j++ {
+			if used[j] {
+				continue
+			}
+			if issued[i][j] == 0 {
+				issued[i][j] = 2
+				if issuedBy(c, issuers[j].cert) {
+					issued[i][j] = 1
+				}
+			}
+			if issued[i][j] != 1 {
+				continue
+			}
+			cand := issuers[j].cert
+			if err := validAt(cand, when); err != nil {
+				note(fmt.Sprintf("issuer certificate %s %v", issuers[j].serial, err))
+				continue
+			}
+			if err := checkCA(cand, below); err != nil {
+				note(fmt.Sprintf("issuer certificate %s: %v", issuers[j].serial, err))
+				continue
+			}
+			nextBelow := below + 1
+			if sameName(cand.RawSubject, cand.RawIssuer) {
+				nextBelow = below // self-issued certificates do not count (RFC 5280 4.2.1.9)
+			}
+			used[j] = true
+			ok := search(j+1, nextBelow, later(nb, cand.NotBefore), earlier(na, cand.NotAfter))
+			used[j] = false
+			if ok {
+				return true
+			}
+		}
+		return false
+	}
+	if !search(0, 0, leaf.cert.NotBefore, leaf.cert.NotAfter) {
+		if budget < 0 {
+			return nil, fail("path search gave up after %d steps", maxPathSearch)
+		}
+		if len(failures) == 0 {
+			return nil, fail("no listed issuer or root CA issued certificate %s or its issuers", leaf.serial)
+		}
+		return nil, fail("%s", strings.Join(failures, "; "))
+	}
+	return &chainResult{
+		notBefore: window[0],
+		notAfter:  window[1],
+		key:       leaf.cert.PublicKey.(*ecdsa.PublicKey), // checked by leafSignerInfo
+		signer:    info,
+	}, nil
+}
+
+func later(a, b time.Time) time.Time {
+	if b.After(a) {
+		return b
+	}
+	return a
+}
+
+func earlier(a, b time.Time) time.Time {
+	if b.Before(a) {
+		return b
+	}
+	return a
+}
+
+// canonicalSerial: "0" or a decimal without leading zeros, at most MaxSerialDigits digits.
+// The reference also accepts a negative serial ("-5"); RFC 5280 serials are positive and
+// crypto/x509 refuses negative ones, so they are refused here too.
+func canonicalSerial(s string) bool {
+	if len(s) == 0 || len(s) > MaxSerialDigits {
+		return false
+	}
+	if s[0] == '0' {
+		return len(s) == 1
+	}
+	for i := 0; i < len(s); i++ {
+		if s[i] < '0' || s[i] > '9' {
+			return false
+		}
+	}
+	return true
+}
+
+const timestampLayout = "2006-01-02T15:04:05Z"
+
+// parseSigningTime accepts exactly YYYY-MM-DDTHH:MM:SSZ (the reference's Python
+// fromisoformat would take more forms; the reference writer only ever produces this one).
+func parseSigningTime(s string) (time.Time, bool) {
+	if len(s) != len(timestampLayout) {
+		return time.Time{}, false
+	}
+	t, err := time.Parse(timestampLayout, s)
+	if err != nil || t.Format(timestampLayout) != s {
+		return time.Time{}, false
+	}
+	return t, true
+}
+
+// FormatTimestamp formats t the way records write times: UTC, whole seconds,
+// YYYY-MM-DDTHH:MM:SSZ.
+func FormatTimestamp(t time.Time) string {
+	return t.UTC().Format(timestampLayout)
+}
+
+// decodeBase64URL decodes padded base64url strictly: no other alphabet, no line breaks
+// (which encoding/base64 would otherwise skip), zero padding bits.
+func decodeBase64URL(s string) ([]byte, error) {
+	if strings.ContainsAny(s, "\r\n") {
+		return nil, errors.New("line break in base64")
+	}
+	return base64.URLEncoding.Strict().DecodeString(s)
+}
+
+// parseDERSignature parses an ASN.1 DER ECDSA-Sig-Value.
+func parseDERSignature(sig []byte) (*struct{ R, S *big.Int }, error) {
+	var v struct{ R, S *big.Int }
+	rest, err := asn1.Unmarshal(sig, &v)
+	if err != nil {
+		return nil, err
+	}
+	if len(rest) != 0 {
+		return nil, errors.New("trailing data after the DER signature")
+	}
+	if v.R.Sign() <= 0 || v.S.Sign() <= 0 {
+		return nil, errors.New("signature values are not positive")
+	}
+	return &v, nil
+}
+
+// truncate shortens hostile text quoted in error messages.
+func truncate(s string) string {
+	if len(s) > 80 {
+		return s[:80] + "..."
+	}
+	return s
+}
