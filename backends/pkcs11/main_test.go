@@ -1,0 +1,223 @@
+package pkcs11
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"sync/atomic"
+	"testing"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+// The in-process tests share one SoftHSM home: SoftHSM reads SOFTHSM2_CONF when the
+// library is initialised, and a process loads the library once. Every token is made here,
+// before any test loads the library; tests that take a token away use one of their own.
+var home struct {
+	hsm    *testenv.SoftHSM
+	pin    string
+	soPIN  string
+	pinDir string
+}
+
+// Tokens of the shared home.
+const (
+	tokMain     = "main"     // "signing" (P-256, id 01), "rsa" (id 02), "p384" (id 03)
+	tokSpare    = "spare"    // empty, for Generate
+	tokRemove   = "remove"   // "signing": taken away and put back
+	tokReinit   = "reinit"   // "signing": initialised again behind the daemon's back
+	tokSwap     = "swap"     // "signing": replaced by another key under the same name
+	tokNewPIN   = "newpin"   // "signing": initialised again with another PIN
+	tokSessions = "sessions" // "signing": its sessions closed behind the daemon's back
+)
+
+func TestMain(m *testing.M) {
+	os.Exit(run(m))
+}
+
+func run(m *testing.M) int {
+	dir, err := os.MkdirTemp("", "provenanced-pkcs11-")
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		return 1
+	}
+	defer os.RemoveAll(dir)
+	if err := buildHome(dir); err != nil {
+		fmt.Fprintln(os.Stderr, "backends/pkcs11 tests:", err)
+		return 1
+	}
+	os.Setenv("SOFTHSM2_CONF", home.hsm.Conf)
+	wrapModule = func(_ string, p cryptoki) cryptoki { return &faulty{cryptoki: p, raw: p.(*pkcs11.Ctx)} }
+	return m.Run()
+}
+
+func buildHome(dir string) error {
+	h, err := testenv.NewSoftHSM(filepath.Join(dir, "softhsm"))
+	if err != nil {
+		return err
+	}
+	home.hsm, home.pin, home.soPIN, home.pinDir = h, "4711-pin", "0815-so", dir
+	if err := os.WriteFile(filepath.Join(dir, "user.pin"), []byte(home.pin+"\n"), 0o600); err != nil {
+		return err
+	}
+	if err := os.WriteFile(filepath.Join(dir, "wrong.pin"), []byte("not-the-pin\n"), 0o600); err != nil {
+		return err
+	}
+	for _, tok := range []string{tokMain, tokSpare, tokRemove, tokReinit, tokSwap, tokNewPIN, tokSessions} {
+		if err := h.InitToken(tok, home.soPIN, home.pin); err != nil {
+			return err
+		}
+		if tok == tokSpare {
+			continue
+		}
+		if err := h.GenerateKey(tok, home.pin, testenv.KeySpec{Label: "signing", ID: "01"}); err != nil {
+			return err
+		}
+	}
+	if err := h.GenerateKey(tokMain, home.pin, testenv.KeySpec{Label: "rsa", ID: "02", Type: "rsa:2048"}); err != nil {
+		return err
+	}
+	return h.GenerateKey(tokMain, home.pin, testenv.KeySpec{Label: "p384", ID: "03", Type: "EC:secp384r1"})
+}
+
+// keySpec parses a one-key config whose [keys.k] table is body, in the home's folder (so
+// that pin = "file:user.pin" finds the PIN).
+func keySpec(t testing.TB, body string) *conf.Key {
+	t.Helper()
+	text := "[server]\nsocket = \"x.sock\"\n\n[keys.k]\n" + body
+	cfg, err := conf.Parse(filepath.Join(home.pinDir, "test.toml"), []byte(text))
+	if err != nil {
+		t.Fatalf("config: %v", err)
+	}
+	return cfg.Keys[0]
+}
+
+// keyBody is the [keys.k] table of the key "signing" on token tok.
+func keyBody(tok string, extra string) string {
+	return fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:user.pin\"\n%s", home.hsm.Module, tok, extra)
+}
+
+func openKey(t testing.TB, body string) *Signer {
+	t.Helper()
+	s, err := Open(context.Background(), keySpec(t, body))
+	if err != nil {
+		t.Fatalf("Open: %v", err)
+	}
+	t.Cleanup(func() { s.Close() })
+	return s.(*Signer)
+}
+
+// faulty wraps the real library with faults and counters that tests switch on.
+type faulty struct {
+	cryptoki
+	raw *pkcs11.Ctx
+}
+
+// faults is what the wrapped library does now; tests set it and reset it.
+var faults struct {
+	sync.Mutex
+	fail  map[string]pkcs11.Error // a call name → the error it returns instead
+	block chan struct{}           // when not nil, C_Sign waits for it to close
+
+	open   atomic.Int64 // sessions open now
+	peak   atomic.Int64 // most sessions open at once
+	logins atomic.Int64 // C_Login(CKU_USER) calls
+}
+
+func resetFaults() {
+	faults.Lock()
+	faults.fail, faults.block = nil, nil
+	faults.Unlock()
+	faults.logins.Store(0)
+	faults.peak.Store(faults.open.Load())
+}
+
+func failing(call string, code uint) {
+	faults.Lock()
+	if faults.fail == nil {
+		faults.fail = map[string]pkcs11.Error{}
+	}
+	faults.fail[call] = pkcs11.Error(code)
+	faults.Unlock()
+}
+
+func fault(call string) error {
+	faults.Lock()
+	defer faults.Unlock()
+	if e, ok := faults.fail[call]; ok {
+		return e
+	}
+	return nil
+}
+
+func (f *faulty) OpenSession(slot, flags uint) (pkcs11.SessionHandle, error) {
+	if err := fault("OpenSession"); err != nil {
+		return 0, err
+	}
+	h, err := f.cryptoki.OpenSession(slot, flags)
+	if err == nil {
+		n := faults.open.Add(1)
+		for {
+			p := faults.peak.Load()
+			if n <= p || faults.peak.CompareAndSwap(p, n) {
+				break
+			}
+		}
+	}
+	return h, err
+}
+
+func (f *faulty) CloseSession(h pkcs11.SessionHandle) error {
+	err := f.cryptoki.CloseSession(h)
+	if err == nil {
+		faults.open.Add(-1)
+	}
+	return err
+}
+
+func (f *faulty) Finalize() error {
+	faults.open.Store(0)
+	return f.cryptoki.Finalize()
+}
+
+func (f *faulty) Login(h pkcs11.SessionHandle, user uint, pin string) error {
+	if user == pkcs11.CKU_USER {
+		faults.logins.Add(1)
+	}
+	if err := fault("Login"); err != nil {
+		return err
+	}
+	return f.cryptoki.Login(h, user, pin)
+}
+
+func (f *faulty) GetTokenInfo(slot uint) (pkcs11.TokenInfo, error) {
+	if err := fault("GetTokenInfo"); err != nil {
+		return pkcs11.TokenInfo{}, err
+	}
+	return f.cryptoki.GetTokenInfo(slot)
+}
+
+func (f *faulty) SignInit(h pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error {
+	if err := fault("SignInit"); err != nil {
+		return err
+	}
+	return f.cryptoki.SignInit(h, m, o)
+}
+
+func (f *faulty) Sign(h pkcs11.SessionHandle, msg []byte) ([]byte, error) {
+	faults.Lock()
+	block := faults.block
+	faults.Unlock()
+	if block != nil {
+		<-block
+	}
+	if err := fault("Sign"); err != nil {
+		return nil, err
+	}
+	return f.cryptoki.Sign(h, msg)
+}

@@ -1,0 +1,528 @@
+package pkcs11
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/conf"
+)
+
+// Name is the backend's name in the config.
+const Name = "pkcs11"
+
+func init() { backends.Register(Name, backends.Backend{Open: Open}) }
+
+// retryInterval is how often a key that cannot sign tries its token again, whoever asks
+// (a request, the health check, /readyz).
+const retryInterval = time.Second
+
+// readyFresh: a key that signed this recently is ready without asking the token.
+const readyFresh = time.Second
+
+// Signer is a P-256 private key on a PKCS#11 token.
+type Signer struct {
+	cfg  *config
+	loc  string
+	mod  *module
+	pub  *ecdsa.PublicKey // fixed at Open: a key that comes back must be this key
+	pool *pool
+
+	cur    atomic.Pointer[conn] // nil while the key cannot sign
+	lastOK atomic.Int64         // UnixNano of the last good signature
+	closed atomic.Bool
+
+	// connecting is held by whoever (re)connects, so that a burst of failing requests
+	// makes one attempt, not one each.
+	connecting chan struct{}
+	// anchorMu serialises the anchor session's users (the readiness probe, closing).
+	anchorMu sync.Mutex
+
+	mu       sync.Mutex
+	cause    error     // what stopped the key signing
+	downErr  error     // why it cannot sign now: cause, and what reconnecting ran into
+	lastTry  time.Time // of the last attempt to connect
+	epoch    uint64
+	stale    []*conn   // replaced connections whose anchor sessions are still open
+	rejected *[32]byte // SHA-256 of the PIN the token rejected: never offered again
+}
+
+// conn is one working connection to the key: its token's slot, the key's handle, and the
+// logged-in anchor session. It does not change; a reconnection makes a new one.
+type conn struct {
+	epoch      uint64
+	gen        uint64 // module generation
+	slot       uint
+	token      string
+	key        pkcs11.ObjectHandle
+	anchor     *session
+	alwaysAuth bool
+	pin        string // kept only for a key that wants CKU_CONTEXT_SPECIFIC at each signature
+}
+
+// Open finds the key that spec describes, logs in once, checks that the key is EC P-256
+// and that it signs what its public key verifies.
+func Open(ctx context.Context, spec *conf.Key) (backends.Signer, error) {
+	cfg, err := parseConfig(spec)
+	if err != nil {
+		return nil, err
+	}
+	if err := checkModule(spec, cfg); err != nil {
+		return nil, err
+	}
+	m, err := openModule(cfg.module)
+	if err != nil {
+		return nil, spec.Errorf(cfg.field("module"), "%v", err)
+	}
+	s := &Signer{cfg: cfg, loc: cfg.location(), mod: m, pool: newPool(cfg.maxSessions - 1), connecting: make(chan struct{}, 1)}
+	c, _, err := s.connect(ctx)
+	if err != nil {
+		m.release(nil)
+		var ce *connectError
+		if errors.As(err, &ce) && ce.field != "" {
+			return nil, spec.Errorf(cfg.field(ce.field), "%s", ce.Error())
+		}
+		return nil, fmt.Errorf("keys.%s: %s: %w", spec.Name, s.loc, err)
+	}
+	s.cur.Store(c)
+	m.addUser(s)
+	return s, nil
+}
+
+// Public returns the key's *ecdsa.PublicKey.
+func (s *Signer) Public() crypto.PublicKey { return s.pub }
+
+// Location says where the key is, for messages.
+func (s *Signer) Location() string { return s.loc }
+
+// Sign signs a SHA-256 digest; opts must say SHA-256 (or be nil).
+func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	if opts != nil && opts.HashFunc() != crypto.SHA256 {
+		return nil, fmt.Errorf("%w: %s signs SHA-256 digests only, not %v", backends.ErrInvalidDigest, s.loc, opts.HashFunc())
+	}
+	return s.SignContext(context.Background(), digest)
+}
+
+var ecdsaMechanism = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}
+
+// SignContext signs a 32-byte digest and returns a DER signature. It waits for a session
+// no longer than ctx allows. When the session or the key's handle breaks, it reconnects
+// (once, shared with any other request that saw the same break) and tries again once;
+// while the token cannot be reached it fails at once with backends.ErrUnavailable.
+func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error) {
+	// CKM_ECDSA signs whatever it is given, and SoftHSM quietly signs the first 32 bytes
+	// of a longer input: the length is checked here, whoever the caller is.
+	if len(digest) != sha256.Size {
+		return nil, fmt.Errorf("%w: a SHA-256 digest is 32 bytes, got %d", backends.ErrInvalidDigest, len(digest))
+	}
+	var failure error
+	for tries, reconnects := 0, 0; tries < 2 && reconnects < 3; {
+		c := s.cur.Load()
+		if c == nil {
+			if s.closed.Load() {
+				return nil, fmt.Errorf("%s: the key is closed", s.loc)
+			}
+			reconnects++
+			if err := s.recover(ctx); err != nil {
+				return nil, err
+			}
+			continue
+		}
+		sess, c, err := s.session(ctx, c)
+		if err != nil {
+			if ctx.Err() != nil {
+				return nil, fmt.Errorf("%s: waiting for one of its %d signing sessions: %w", s.loc, s.cfg.maxSessions-1, err)
+			}
+			failure = fmt.Errorf("C_OpenSession: %w", err)
+			s.markDown(c, failure)
+			tries++
+			continue
+		}
+		raw, err := s.sign(sess, c, digest[:])
+		if err == nil {
+			s.pool.put(sess)
+			s.lastOK.Store(time.Now().UnixNano())
+			return derSignature(raw)
+		}
+		if !brokenSession(err) {
+			s.pool.put(sess)
+			return nil, fmt.Errorf("%s: C_Sign: %w", s.loc, err)
+		}
+		s.discard(sess, err)
+		failure = fmt.Errorf("C_Sign: %w", err)
+		s.markDown(c, failure)
+		tries++
+	}
+	if failure == nil {
+		failure = s.lastError()
+	}
+	return nil, s.unavailable(failure)
+}
+
+// sign runs one CKM_ECDSA signature on sess and returns r||s.
+func (s *Signer) sign(sess *session, c *conn, digest []byte) ([]byte, error) {
+	m := s.mod
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if sess.gen != m.gen {
+		return nil, pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)
+	}
+	return signRaw(m.p, sess.h, c, digest)
+}
+
+func signRaw(p cryptoki, sh pkcs11.SessionHandle, c *conn, digest []byte) ([]byte, error) {
+	if err := p.SignInit(sh, ecdsaMechanism, c.key); err != nil {
+		return nil, err
+	}
+	if c.alwaysAuth {
+		if err := p.Login(sh, pkcs11.CKU_CONTEXT_SPECIFIC, c.pin); err != nil {
+			// The operation is still active; the session is not usable as it is.
+			return nil, fmt.Errorf("C_Login(CKU_CONTEXT_SPECIFIC): %w", err)
+		}
+	}
+	return p.Sign(sh, digest)
+}
+
+// session borrows a session of the current connection, opening one if the pool has
+// room. Sessions of an older connection are closed on the way.
+func (s *Signer) session(ctx context.Context, c *conn) (*session, *conn, error) {
+	m := s.mod
+	for {
+		sess, err := s.pool.get(ctx)
+		if err != nil {
+			return nil, c, err
+		}
+		if cur := s.cur.Load(); cur != nil {
+			c = cur
+		}
+		if sess == nil {
+			m.mu.RLock()
+			if c.gen != m.gen {
+				m.mu.RUnlock()
+				s.pool.drop()
+				return nil, c, pkcs11.Error(pkcs11.CKR_CRYPTOKI_NOT_INITIALIZED)
+			}
+			sess, err = m.openSession(c.slot, 0, c.epoch)
+			m.mu.RUnlock()
+			if err != nil {
+				s.pool.drop()
+				return nil, c, err
+			}
+			return sess, c, nil
+		}
+		if sess.epoch == c.epoch {
+			return sess, c, nil
+		}
+		m.mu.RLock()
+		m.closeSession(sess)
+		m.mu.RUnlock()
+		s.pool.drop()
+	}
+}
+
+// discard closes a session that failed; one the library says is gone is only forgotten.
+func (s *Signer) discard(sess *session, err error) {
+	m := s.mod
+	m.mu.RLock()
+	if isCode(err, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_SESSION_CLOSED) {
+		m.forgetSession(sess)
+	} else {
+		m.closeSession(sess)
+	}
+	m.mu.RUnlock()
+	s.pool.drop()
+}
+
+// brokenSession reports whether err means the session, the key's handle or the token is
+// no longer good, rather than that this one request was refused.
+func brokenSession(err error) bool {
+	var e pkcs11.Error
+	if !errors.As(err, &e) {
+		return true
+	}
+	switch uint(e) {
+	case pkcs11.CKR_DATA_INVALID, pkcs11.CKR_DATA_LEN_RANGE, pkcs11.CKR_ARGUMENTS_BAD,
+		pkcs11.CKR_KEY_FUNCTION_NOT_PERMITTED, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_KEY_TYPE_INCONSISTENT:
+		return false
+	}
+	return true
+}
+
+// markDown records that c stopped working, once, however many requests saw it.
+func (s *Signer) markDown(c *conn, err error) {
+	if c == nil || !s.cur.CompareAndSwap(c, nil) {
+		return
+	}
+	s.mu.Lock()
+	s.cause, s.downErr = err, err
+	s.lastTry = time.Time{} // the first attempt to reconnect is not held back
+	s.stale = append(s.stale, c)
+	s.mu.Unlock()
+}
+
+func (s *Signer) lastError() error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.downErr == nil {
+		return errors.New("the key cannot sign")
+	}
+	return s.downErr
+}
+
+func (s *Signer) unavailable(err error) error {
+	return fmt.Errorf("%w: %s: %w", backends.ErrUnavailable, s.loc, err)
+}
+
+// recover connects the key again, at most once per retryInterval whoever asks. If the
+// token cannot be found as it is, the library is re-initialised first: SoftHSM, and HSM
+// clients that lost their connection, see a token that came back only then.
+func (s *Signer) recover(ctx context.Context) error {
+	select {
+	case s.connecting <- struct{}{}:
+	case <-ctx.Done():
+		return s.unavailable(ctx.Err())
+	}
+	defer func() { <-s.connecting }()
+	if s.cur.Load() != nil {
+		return nil
+	}
+	if s.closed.Load() {
+		return fmt.Errorf("%s: the key is closed", s.loc)
+	}
+	s.mu.Lock()
+	if !s.lastTry.IsZero() && time.Since(s.lastTry) < retryInterval {
+		err := s.downErr
+		s.mu.Unlock()
+		return s.unavailable(err)
+	}
+	s.lastTry = time.Now()
+	s.mu.Unlock()
+
+	c, gen, err := s.connect(ctx)
+	var ce *connectError
+	if err != nil && !(errors.As(err, &ce) && ce.final) {
+		if rerr := s.mod.reinit(ctx, s, gen); rerr == nil {
+			c, _, err = s.connect(ctx)
+		} else if !errors.Is(rerr, errReinitPaced) {
+			err = fmt.Errorf("%w (and re-initialising the library failed: %v)", err, rerr)
+		}
+	}
+	if err != nil {
+		s.mu.Lock()
+		if s.cause != nil {
+			err = fmt.Errorf("%w; reconnecting: %w", s.cause, err)
+		}
+		s.downErr = err
+		s.mu.Unlock()
+		return s.unavailable(err)
+	}
+	s.mu.Lock()
+	s.cause, s.downErr = nil, nil
+	s.mu.Unlock()
+	s.closeStale()
+	s.cur.Store(c)
+	return nil
+}
+
+// closeStale closes what replaced connections left open: their anchors and idle
+// sessions. Sessions in use are closed when they come back.
+func (s *Signer) closeStale() {
+	s.mu.Lock()
+	stale := s.stale
+	s.stale = nil
+	s.mu.Unlock()
+	m := s.mod
+	s.anchorMu.Lock()
+	m.mu.RLock()
+	for _, c := range stale {
+		m.closeSession(c.anchor)
+	}
+	for _, sess := range s.pool.takeIdle() {
+		m.closeSession(sess)
+	}
+	m.mu.RUnlock()
+	s.anchorMu.Unlock()
+}
+
+// connect finds the token and the key, opens and logs in the anchor session, and checks
+// with a signature that the key is the one it was (or, the first time, that its private
+// and public halves match). It returns the generation it ran in.
+func (s *Signer) connect(ctx context.Context) (*conn, uint64, error) {
+	if err := ctx.Err(); err != nil {
+		return nil, 0, err
+	}
+	m := s.mod
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	gen := m.gen
+	cfg := s.cfg
+	slot, ti, err := cfg.findToken(m.p)
+	if err != nil {
+		return nil, gen, err
+	}
+	s.mu.Lock()
+	s.epoch++
+	epoch := s.epoch
+	s.mu.Unlock()
+	anchor, err := m.openSession(slot, 0, epoch)
+	if err != nil {
+		return nil, gen, errorf("", false, err, "C_OpenSession on token %q failed", ti.Label)
+	}
+	ok := false
+	defer func() {
+		if !ok {
+			m.closeSession(anchor)
+		}
+	}()
+	pin, err := s.login(m.p, anchor.h, ti)
+	if err != nil {
+		return nil, gen, err
+	}
+	k, err := cfg.findKey(m.p, anchor.h, ti.Label, pin != "")
+	if err != nil {
+		return nil, gen, err
+	}
+	pub, err := cfg.publicKey(m.p, anchor.h, k, ti.Label)
+	if err != nil {
+		return nil, gen, err
+	}
+	if s.pub != nil && !s.pub.Equal(pub) {
+		return nil, gen, errorf(cfg.keyField(), true, nil, "the key with %s on token %q is no longer the key provenanced started with: its public key differs. Restart provenanced to use the new key (with a certificate issued for it)", cfg.keyWanted(), ti.Label)
+	}
+	c := &conn{epoch: epoch, gen: gen, slot: slot, token: ti.Label, key: k.handle, anchor: anchor, alwaysAuth: k.alwaysAuth}
+	if k.alwaysAuth {
+		c.pin = pin
+	}
+	raw, err := signRaw(m.p, anchor.h, c, probeDigest[:])
+	if err != nil {
+		return nil, gen, errorf("", false, err, "a test signature with the key with %s on token %q failed", cfg.keyWanted(), ti.Label)
+	}
+	der, err := derSignature(raw)
+	if err != nil || !ecdsa.VerifyASN1(pub, probeDigest[:], der) {
+		return nil, gen, errorf(cfg.keyField(), true, err, "the private key with %s on token %q does not match its public key object: a test signature does not verify", cfg.keyWanted(), ti.Label)
+	}
+	if s.pub == nil {
+		s.pub = pub
+	}
+	ok = true
+	return c, gen, nil
+}
+
+// login logs the anchor session in with the PIN, reading it from its source each time so
+// that a corrected PIN file is picked up. A PIN the token rejected is never offered again:
+// tokens lock after a few wrong PINs, and a daemon that retried on its own would lock it.
+func (s *Signer) login(p cryptoki, sh pkcs11.SessionHandle, ti pkcs11.TokenInfo) (string, error) {
+	src := s.cfg.pin
+	if !src.set() {
+		if ti.Flags&pkcs11.CKF_LOGIN_REQUIRED != 0 {
+			return "", errorf("pin", true, nil, "token %q requires a login; set pin = \"env:NAME\" or \"file:PATH\"", ti.Label)
+		}
+		return "", nil
+	}
+	if ti.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0 {
+		return "", errorf("pin", true, nil, "token %q has locked its user PIN after too many wrong ones; unlock it with the SO PIN (for example pkcs11-tool --init-pin --login --login-type so), then start provenanced again", ti.Label)
+	}
+	if ti.Flags&pkcs11.CKF_USER_PIN_FINAL_TRY != 0 {
+		return "", errorf("pin", true, nil, "token %q will lock its user PIN at the next wrong one, so provenanced will not try; check the PIN in %s by hand (pkcs11-tool --login --test resets the count when it succeeds)", ti.Label, src)
+	}
+	pin, err := src.read()
+	if err != nil {
+		return "", errorf("pin", true, nil, "%v", err)
+	}
+	sum := sha256.Sum256([]byte(pin))
+	s.mu.Lock()
+	rejected := s.rejected != nil && *s.rejected == sum
+	s.mu.Unlock()
+	if rejected {
+		return "", errorf("pin", true, nil, "token %q rejected the PIN from %s before, and provenanced does not offer a rejected PIN again, so as not to lock the token; put the right PIN there (it is read again at the next attempt)", ti.Label, src)
+	}
+	err = p.Login(sh, pkcs11.CKU_USER, pin)
+	switch {
+	case err == nil, isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
+		return pin, nil
+	case isCode(err, pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE):
+		s.mu.Lock()
+		s.rejected = &sum
+		s.mu.Unlock()
+		return "", errorf("pin", true, err, "token %q rejected the PIN from %s; provenanced tried once and will not try that PIN again, so as not to lock the token", ti.Label, src)
+	case isCode(err, pkcs11.CKR_PIN_LOCKED):
+		return "", errorf("pin", true, err, "token %q has locked its user PIN; unlock it with the SO PIN, then start provenanced again", ti.Label)
+	case isCode(err, pkcs11.CKR_PIN_EXPIRED):
+		return "", errorf("pin", true, err, "the user PIN of token %q has expired; set a new one (pkcs11-tool --change-pin)", ti.Label)
+	}
+	return "", errorf("", false, err, "C_Login on token %q failed", ti.Label)
+}
+
+// Ready reports whether the key can sign now. A key that signed within the last second
+// is ready; otherwise the anchor session asks the token whether it, the login and the
+// key's handle are still there. A key that cannot sign tries to reconnect (at most once a
+// second), so that it comes back by itself when its token does.
+func (s *Signer) Ready(ctx context.Context) error {
+	c := s.cur.Load()
+	if c == nil {
+		return s.recover(ctx)
+	}
+	if time.Since(time.Unix(0, s.lastOK.Load())) < readyFresh {
+		return nil
+	}
+	if err := s.probe(c); err != nil {
+		s.markDown(c, err)
+		return s.recover(ctx)
+	}
+	return nil
+}
+
+func (s *Signer) probe(c *conn) error {
+	m := s.mod
+	s.anchorMu.Lock()
+	defer s.anchorMu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if c.gen != m.gen {
+		return errors.New("the PKCS#11 library was re-initialised")
+	}
+	ti, err := m.p.GetTokenInfo(c.slot)
+	if err != nil {
+		return fmt.Errorf("token %q: C_GetTokenInfo: %w", c.token, err)
+	}
+	if ti.Label != c.token || (s.cfg.tokenSerial != "" && ti.SerialNumber != s.cfg.tokenSerial) {
+		return fmt.Errorf("the slot of token %q now holds token %q (serial %s)", c.token, ti.Label, ti.SerialNumber)
+	}
+	si, err := m.p.GetSessionInfo(c.anchor.h)
+	if err != nil {
+		return fmt.Errorf("token %q: C_GetSessionInfo: %w", c.token, err)
+	}
+	if s.cfg.pin.set() && si.State != pkcs11.CKS_RO_USER_FUNCTIONS && si.State != pkcs11.CKS_RW_USER_FUNCTIONS {
+		return fmt.Errorf("token %q: the login is gone (session state %d)", c.token, si.State)
+	}
+	if _, err := m.p.GetAttributeValue(c.anchor.h, c.key, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil)}); err != nil {
+		return fmt.Errorf("token %q: the key's handle: %w", c.token, err)
+	}
+	return nil
+}
+
+// Close closes the key's sessions and lets go of the library (the last key of a library
+// finalizes it).
+func (s *Signer) Close() error {
+	if !s.closed.CompareAndSwap(false, true) {
+		return nil
+	}
+	if c := s.cur.Swap(nil); c != nil {
+		s.mu.Lock()
+		s.stale = append(s.stale, c)
+		s.mu.Unlock()
+	}
+	s.closeStale()
+	s.mod.release(s)
+	return nil
+}

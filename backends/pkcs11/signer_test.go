@@ -1,0 +1,446 @@
+package pkcs11
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"errors"
+	"fmt"
+	"os"
+	"path/filepath"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/miekg/pkcs11"
+
+	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+func digestOf(s string) []byte {
+	d := sha256.Sum256([]byte(s))
+	return d[:]
+}
+
+func TestSignConcurrentlyWithinMaxSessions(t *testing.T) {
+	resetFaults()
+	s := openKey(t, keyBody(tokMain, "max_sessions = 4\n"))
+	if got, want := s.Location(), `PKCS#11 token "main" key label "signing"`; got != want {
+		t.Errorf("Location() = %q, want %q", got, want)
+	}
+	want, err := home.hsm.PublicKey(tokMain, testenv.KeySpec{Label: "signing", ID: "01"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if !s.Public().(*ecdsa.PublicKey).Equal(want) {
+		t.Fatal("Public() is not the public key pkcs11-tool reads from the token")
+	}
+	before := faults.open.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, 32)
+	for g := range 32 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 20 {
+				d := digestOf(fmt.Sprintf("%d/%d", g, i))
+				sig, err := s.SignContext(context.Background(), d)
+				if err != nil {
+					errs <- err
+					return
+				}
+				if !ecdsa.VerifyASN1(s.pub, d, sig) {
+					errs <- fmt.Errorf("signature %d/%d does not verify", g, i)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+	// One anchor session (opened by Open, before "before") and at most three signing ones.
+	if peak := faults.peak.Load() - before; peak > 3 {
+		t.Errorf("%d signing sessions were open at once; max_sessions = 4 allows 3 beside the anchor", peak)
+	}
+	if n := faults.logins.Load(); n != 1 {
+		t.Errorf("%d logins; want one, at Open", n)
+	}
+}
+
+func TestSignChecksTheDigest(t *testing.T) {
+	s := openKey(t, keyBody(tokMain, ""))
+	for _, n := range []int{0, 20, 31, 33, 48, 64} {
+		if _, err := s.SignContext(context.Background(), make([]byte, n)); !errors.Is(err, backends.ErrInvalidDigest) {
+			t.Errorf("%d-byte digest: err = %v, want ErrInvalidDigest", n, err)
+		}
+	}
+	if _, err := s.Sign(nil, make([]byte, 48), crypto.SHA384); !errors.Is(err, backends.ErrInvalidDigest) {
+		t.Errorf("SHA-384: err = %v, want ErrInvalidDigest", err)
+	}
+	d := digestOf("crypto.Signer")
+	sig, err := s.Sign(nil, d, crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(s.pub, d, sig) {
+		t.Errorf("Sign(SHA256) = %v; verifies: %v", err, err == nil && ecdsa.VerifyASN1(s.pub, d, sig))
+	}
+}
+
+func TestWaitForSessionRespectsContext(t *testing.T) {
+	resetFaults()
+	t.Cleanup(resetFaults)
+	s := openKey(t, keyBody(tokMain, "max_sessions = 2\n"))
+	release := make(chan struct{})
+	faults.Lock()
+	faults.block = release
+	faults.Unlock()
+	first := make(chan error, 1)
+	go func() {
+		_, err := s.SignContext(context.Background(), digestOf("first"))
+		first <- err
+	}()
+	// Wait until the first signature holds the only signing session.
+	deadline := time.Now().Add(5 * time.Second)
+	for len(s.pool.slots) == 0 && time.Now().Before(deadline) {
+		time.Sleep(time.Millisecond)
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 50*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := s.SignContext(ctx, digestOf("second"))
+	if !errors.Is(err, context.DeadlineExceeded) {
+		t.Errorf("second signature: err = %v, want context.DeadlineExceeded", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the second signature gave up after %v; its deadline was 50ms", took)
+	}
+	close(release)
+	if err := <-first; err != nil {
+		t.Errorf("first signature: %v", err)
+	}
+}
+
+// openErr opens a key that must fail and returns the config error.
+func openErr(t *testing.T, body string) *conf.Error {
+	t.Helper()
+	s, err := Open(context.Background(), keySpec(t, body))
+	if err == nil {
+		s.Close()
+		t.Fatal("Open succeeded")
+	}
+	var ce *conf.Error
+	if !errors.As(err, &ce) {
+		t.Fatalf("Open: %v (%T), want a *conf.Error", err, err)
+	}
+	return ce
+}
+
+func TestOpenErrorsSayWhich(t *testing.T) {
+	t.Setenv("PROVENANCED_TEST_PIN", home.pin)
+	t.Setenv("PROVENANCED_EMPTY", "")
+	openMode := filepath.Join(home.pinDir, "open.pin")
+	if err := os.WriteFile(openMode, []byte(home.pin), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	mod := home.hsm.Module
+	for _, tc := range []struct {
+		name, body, key string
+		says            []string
+	}{
+		{"wrong PIN", keyBody(tokMain, "")[:0] + fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"file:wrong.pin\"\n", mod),
+			"keys.k.pin", []string{`token "main" rejected the PIN from file:`, "wrong.pin", "will not try that PIN again", "CKR_PIN_INCORRECT"}},
+		{"missing token", fmt.Sprintf("module = %q\ntoken_label = \"nope\"\nkey_label = \"signing\"\npin = \"file:user.pin\"\nbackend = \"pkcs11\"\n", mod),
+			"keys.k.token_label", []string{`no token with label "nope"`, `"main" (serial`}},
+		{"missing key", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"nope\"\npin = \"file:user.pin\"\n", mod),
+			"keys.k.key_label", []string{`no private key with label "nope" on token "main"`}},
+		{"missing key id", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_id = \"ee\"\npin = \"env:PROVENANCED_TEST_PIN\"\n", mod),
+			"keys.k.key_id", []string{`no private key with id ee on token "main"`}},
+		{"RSA key", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"rsa\"\npin = \"file:user.pin\"\n", mod),
+			"keys.k.key_label", []string{`label "rsa"`, "is an RSA key", "EC P-256 only"}},
+		{"P-384 key", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_id = \"03\"\npin = \"file:user.pin\"\n", mod),
+			"keys.k.key_id", []string{"id 03", "P-384", "EC P-256 only"}},
+		{"no module", "backend = \"pkcs11\"\ntoken_label = \"main\"\nkey_label = \"signing\"\n",
+			"keys.k.module", []string{"missing", "PKCS#11 library"}},
+		{"module not there", "backend = \"pkcs11\"\nmodule = \"/nonexistent/libsofthsm2.so\"\ntoken_label = \"main\"\nkey_label = \"signing\"\n",
+			"keys.k.module", []string{"/nonexistent/libsofthsm2.so", "no such file", "apt-get install softhsm2"}},
+		{"PIN in the config", keyBody(tokMain, "")[:0] + fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = %q\n", mod, home.pin),
+			"keys.k.pin", []string{`"env:NAME" or "file:PATH"`, "not accepted"}},
+		{"PIN variable unset", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"env:PROVENANCED_UNSET_PIN\"\n", mod),
+			"keys.k.pin", []string{"PROVENANCED_UNSET_PIN is not set"}},
+		{"PIN variable empty", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"env:PROVENANCED_EMPTY\"\n", mod),
+			"keys.k.pin", []string{"is empty"}},
+		{"PIN file open to all", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"file:open.pin\"\n", mod),
+			"keys.k.pin", []string{"open to all users", "chmod o-rwx"}},
+		{"no PIN for a token that needs one", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\n", mod),
+			"keys.k.pin", []string{"requires a login"}},
+		{"max_sessions 1", keyBody(tokMain, "max_sessions = 1\n"),
+			"keys.k.max_sessions", []string{"at least 2"}},
+		{"unknown field", keyBody(tokMain, "slot = 1\n"),
+			"keys.k.slot", []string{"unknown key", "max_sessions", "token_serial"}},
+		{"uri and fields", "uri = \"pkcs11:token=main;object=signing\"\nmodule = \"/x.so\"\n",
+			"keys.k.uri", []string{"either as uri or as fields", "module"}},
+		{"uri with pin-value", fmt.Sprintf("uri = \"pkcs11:token=main;object=signing?module-path=%s&pin-value=%s\"\n", mod, home.pin),
+			"keys.k.uri", []string{"pin-value", "pin-source"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			resetFaults()
+			ce := openErr(t, tc.body)
+			msg := ce.Error()
+			if ce.Key != tc.key {
+				t.Errorf("error about %q, want %q: %s", ce.Key, tc.key, msg)
+			}
+			for _, s := range tc.says {
+				if !strings.Contains(msg, s) {
+					t.Errorf("error does not say %q: %s", s, msg)
+				}
+			}
+			if strings.Contains(msg, home.pin) {
+				t.Errorf("error contains the PIN: %s", msg)
+			}
+			if tc.name == "wrong PIN" && faults.logins.Load() != 1 {
+				t.Errorf("%d logins with a wrong PIN; want exactly one", faults.logins.Load())
+			}
+		})
+	}
+}
+
+// A wrong PIN for one key leaves the library, and the other keys on it, alone. (The
+// other token: two keys on one token share its login, so a second key's PIN is not
+// offered to the token at all.)
+func TestWrongPINLeavesOtherKeysAlone(t *testing.T) {
+	good := openKey(t, keyBody(tokMain, ""))
+	openErr(t, fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:wrong.pin\"\n", home.hsm.Module, tokSpare))
+	d := digestOf("still here")
+	sig, err := good.SignContext(context.Background(), d)
+	if err != nil || !ecdsa.VerifyASN1(good.pub, d, sig) {
+		t.Fatalf("the good key after another's wrong PIN: %v", err)
+	}
+}
+
+func TestOpenByURI(t *testing.T) {
+	pinFile := filepath.Join(home.pinDir, "user.pin")
+	for _, u := range []string{
+		fmt.Sprintf("pkcs11:token=main;object=signing;type=private?module-path=%s&pin-source=file:%s", home.hsm.Module, pinFile),
+		fmt.Sprintf("pkcs11:token=main;id=%%01?module-path=%s&pin-source=file://%s", home.hsm.Module, pinFile),
+		fmt.Sprintf("pkcs11:model=SoftHSM%%20v2;token=main;object=signing?pin-source=env:PROVENANCED_TEST_PIN&module-path=%s", home.hsm.Module),
+	} {
+		t.Setenv("PROVENANCED_TEST_PIN", home.pin)
+		s := openKey(t, fmt.Sprintf("uri = %q\nmax_sessions = 3\n", u))
+		d := digestOf(u)
+		sig, err := s.SignContext(context.Background(), d)
+		if err != nil || !ecdsa.VerifyASN1(s.pub, d, sig) {
+			t.Errorf("%s: %v", u, err)
+		}
+		if s.cfg.maxSessions != 3 {
+			t.Errorf("%s: max_sessions = %d, want 3", u, s.cfg.maxSessions)
+		}
+	}
+}
+
+// waitReady polls Ready until it reports nil, as the daemon's health check and /readyz
+// do, or fails the test after d.
+func waitReady(t *testing.T, s *Signer, d time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(d)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = s.Ready(context.Background()); err == nil {
+			return
+		}
+		time.Sleep(100 * time.Millisecond)
+	}
+	t.Fatalf("the key did not come back within %v: %v", d, err)
+}
+
+func mustSign(t *testing.T, s *Signer, what string) {
+	t.Helper()
+	d := digestOf(what)
+	sig, err := s.SignContext(context.Background(), d)
+	if err != nil {
+		t.Fatalf("%s: %v", what, err)
+	}
+	if !ecdsa.VerifyASN1(s.pub, d, sig) {
+		t.Fatalf("%s: the signature does not verify", what)
+	}
+}
+
+func mustBeUnavailable(t *testing.T, s *Signer, what string) error {
+	t.Helper()
+	_, err := s.SignContext(context.Background(), digestOf(what))
+	if !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("%s: err = %v, want ErrUnavailable", what, err)
+	}
+	if rerr := s.Ready(context.Background()); rerr == nil {
+		t.Fatalf("%s: Ready() = nil while signing fails", what)
+	}
+	return err
+}
+
+// Sessions closed behind the key's back (CKR_SESSION_HANDLE_INVALID, and the login gone
+// with them): the next signature reconnects and succeeds, without the caller noticing.
+func TestSessionsClosedBehindTheKeysBack(t *testing.T) {
+	resetFaults()
+	s := openKey(t, keyBody(tokSessions, "max_sessions = 3\n"))
+	mustSign(t, s, "before")
+	f := s.mod.p.(*faulty)
+	s.mod.mu.RLock()
+	err := f.raw.CloseAllSessions(s.cur.Load().slot)
+	s.mod.mu.RUnlock()
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustSign(t, s, "after")
+	if n := faults.logins.Load(); n != 2 {
+		t.Errorf("%d logins; want 2 (at Open, and once after the sessions were closed)", n)
+	}
+	if err := s.Ready(context.Background()); err != nil {
+		t.Errorf("Ready: %v", err)
+	}
+}
+
+// CKR_DEVICE_REMOVED and friends, which SoftHSM cannot be made to return: while they
+// last the key is unavailable (fast, without a login per request); then it comes back.
+func TestDeviceErrorsThenRecovery(t *testing.T) {
+	for _, code := range []uint{pkcs11.CKR_DEVICE_REMOVED, pkcs11.CKR_SESSION_HANDLE_INVALID, pkcs11.CKR_DEVICE_ERROR, pkcs11.CKR_TOKEN_NOT_PRESENT} {
+		t.Run(pkcs11.Error(code).Error(), func(t *testing.T) {
+			resetFaults()
+			t.Cleanup(resetFaults)
+			s := openKey(t, keyBody(tokMain, ""))
+			mustSign(t, s, "before")
+			failing("Sign", code)
+			failing("GetTokenInfo", code)
+			err := mustBeUnavailable(t, s, "during")
+			if !isCode(err, code) {
+				t.Errorf("the error does not carry %v: %v", pkcs11.Error(code), err)
+			}
+			// A burst of requests while the token is away: answered at once, and not one
+			// login attempt each.
+			logins := faults.logins.Load()
+			start := time.Now()
+			for range 50 {
+				if _, err := s.SignContext(context.Background(), digestOf("burst")); !errors.Is(err, backends.ErrUnavailable) {
+					t.Fatalf("burst: %v", err)
+				}
+			}
+			if took := time.Since(start); took > 500*time.Millisecond {
+				t.Errorf("50 requests took %v to fail", took)
+			}
+			if n := faults.logins.Load() - logins; n > 1 {
+				t.Errorf("%d logins during the burst", n)
+			}
+			resetFaults()
+			waitReady(t, s, 5*time.Second)
+			mustSign(t, s, "after")
+		})
+	}
+}
+
+// The token's folder taken away and put back, as when an HSM is unplugged or its
+// network link drops: SoftHSM only sees it again after C_Finalize and C_Initialize.
+func TestTokenRemovedAndBack(t *testing.T) {
+	resetFaults()
+	s := openKey(t, keyBody(tokRemove, ""))
+	mustSign(t, s, "before")
+	putBack, err := home.hsm.RemoveToken(tokRemove)
+	if err != nil {
+		t.Fatal(err)
+	}
+	mustBeUnavailable(t, s, "removed")
+	if err := putBack(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, s, 10*time.Second)
+	mustSign(t, s, "back")
+}
+
+// The token initialised again behind the key's back (its objects gone), then restored
+// from a backup.
+func TestTokenReinitialisedThenRestored(t *testing.T) {
+	resetFaults()
+	s := openKey(t, keyBody(tokReinit, ""))
+	mustSign(t, s, "before")
+	restore, err := home.hsm.SnapshotToken(tokReinit)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := home.hsm.InitToken(tokReinit, home.soPIN, home.pin); err != nil {
+		t.Fatal(err)
+	}
+	err = mustBeUnavailable(t, s, "wiped")
+	if !strings.Contains(err.Error(), `no private key with label "signing" on token "reinit"`) {
+		t.Errorf("unavailable, but not saying the key is gone: %v", err)
+	}
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	waitReady(t, s, 10*time.Second)
+	mustSign(t, s, "restored")
+}
+
+// Another key under the configured name is not the key: it stays unavailable and says so.
+func TestKeySwappedUnderTheSameName(t *testing.T) {
+	resetFaults()
+	s := openKey(t, keyBody(tokSwap, ""))
+	mustSign(t, s, "before")
+	if err := home.hsm.InitToken(tokSwap, home.soPIN, home.pin); err != nil {
+		t.Fatal(err)
+	}
+	if err := home.hsm.GenerateKey(tokSwap, home.pin, testenv.KeySpec{Label: "signing", ID: "01"}); err != nil {
+		t.Fatal(err)
+	}
+	mustBeUnavailable(t, s, "swapped")
+	time.Sleep(retryInterval)
+	err := s.Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), "no longer the key provenanced started with") {
+		t.Errorf("Ready() = %v, want it to say the key is another one", err)
+	}
+}
+
+// A token initialised again with another user PIN: the configured PIN is offered once,
+// rejected, and not offered again until the PIN file changes.
+func TestRejectedPINIsNotRetried(t *testing.T) {
+	resetFaults()
+	pinFile := filepath.Join(t.TempDir(), "pin")
+	if err := os.WriteFile(pinFile, []byte(home.pin), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s := openKey(t, fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:%s\"\n", home.hsm.Module, tokNewPIN, pinFile))
+	mustSign(t, s, "before")
+	if err := home.hsm.InitToken(tokNewPIN, home.soPIN, "a-new-pin"); err != nil {
+		t.Fatal(err)
+	}
+	mustBeUnavailable(t, s, "new PIN")
+	logins := faults.logins.Load()
+	var err error
+	for range 4 {
+		time.Sleep(retryInterval + 50*time.Millisecond)
+		err = s.Ready(context.Background())
+		if err == nil {
+			t.Fatal("Ready() = nil on a token that rejects the PIN")
+		}
+	}
+	if n := faults.logins.Load() - logins; n > 1 {
+		t.Errorf("the rejected PIN was offered %d more times", n)
+	}
+	if !strings.Contains(err.Error(), "does not offer a rejected PIN again") {
+		t.Errorf("Ready() = %v, want it to say the PIN is not offered again", err)
+	}
+	if strings.Contains(err.Error(), home.pin) {
+		t.Errorf("the error contains the PIN: %v", err)
+	}
+	// The PIN source is read again at each attempt: the new PIN is offered (and the key
+	// found missing, since the token was wiped).
+	if err := os.WriteFile(pinFile, []byte("a-new-pin\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	time.Sleep(retryInterval)
+	err = s.Ready(context.Background())
+	if err == nil || !strings.Contains(err.Error(), `no private key with label "signing"`) {
+		t.Errorf("Ready() = %v, want the new PIN to log in and the key to be missing", err)
+	}
+}
