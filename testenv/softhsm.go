@@ -121,6 +121,10 @@ func (h *SoftHSM) Env() []string {
 // Run runs softhsm2-util or pkcs11-tool (given as name) on this token folder. Errors
 // carry the tool's output; the arguments, which may hold PINs, are not repeated.
 func (h *SoftHSM) Run(name string, args ...string) ([]byte, error) {
+	what := name
+	if len(args) > 0 {
+		what += " " + args[0]
+	}
 	if name == "pkcs11-tool" {
 		args = append([]string{"--module", h.Module}, args...)
 	}
@@ -129,7 +133,7 @@ func (h *SoftHSM) Run(name string, args ...string) ([]byte, error) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return out.Bytes(), fmt.Errorf("testenv: %s %s: %v: %s", name, args[0], err, strings.TrimSpace(out.String()))
+		return out.Bytes(), fmt.Errorf("testenv: %s: %v: %s", what, err, strings.TrimSpace(out.String()))
 	}
 	return out.Bytes(), nil
 }
@@ -331,7 +335,7 @@ type HSMOptions struct {
 	KeyLabel string // default "signing"
 	KeyID    string // hex CKA_ID; default "01"
 	// KeyType is the pkcs11-tool key type: default "EC:prime256v1". A key that is not
-	// P-256 gets no certificate.
+	// P-256 gets no certificate (and HSM.Public stays nil).
 	KeyType string
 	// Import creates the P-256 key here and imports it (HSM.Key keeps it), rather than
 	// having the token generate it.
@@ -415,8 +419,12 @@ func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
 		if err := sh.GenerateKey(o.Token, h.PIN, spec); err != nil {
 			return nil, err
 		}
-		if h.Public, err = sh.PublicKey(o.Token, spec); err != nil {
-			return nil, err
+		// Only a P-256 key gets a certificate, and so needs its public key here (and
+		// pkcs11-tool 0.23 cannot read a P-384 public key back).
+		if o.KeyType == "" || o.KeyType == "EC:prime256v1" {
+			if h.Public, err = sh.PublicKey(o.Token, spec); err != nil {
+				return nil, err
+			}
 		}
 	}
 	h.PKI = o.PKI

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"os"
+	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -34,6 +35,7 @@ const (
 	tokSwap     = "swap"     // "signing": replaced by another key under the same name
 	tokNewPIN   = "newpin"   // "signing": initialised again with another PIN
 	tokSessions = "sessions" // "signing": its sessions closed behind the daemon's back
+	tokBench    = "bench"    // "signing": for the benchmarks
 )
 
 func TestMain(m *testing.M) {
@@ -52,6 +54,7 @@ func run(m *testing.M) int {
 		return 1
 	}
 	os.Setenv("SOFTHSM2_CONF", home.hsm.Conf)
+	binDir = filepath.Join(dir, "bin")
 	wrapModule = func(_ string, p cryptoki) cryptoki { return &faulty{cryptoki: p, raw: p.(*pkcs11.Ctx)} }
 	return m.Run()
 }
@@ -68,7 +71,7 @@ func buildHome(dir string) error {
 	if err := os.WriteFile(filepath.Join(dir, "wrong.pin"), []byte("not-the-pin\n"), 0o600); err != nil {
 		return err
 	}
-	for _, tok := range []string{tokMain, tokSpare, tokRemove, tokReinit, tokSwap, tokNewPIN, tokSessions} {
+	for _, tok := range []string{tokMain, tokSpare, tokRemove, tokReinit, tokSwap, tokNewPIN, tokSessions, tokBench} {
 		if err := h.InitToken(tok, home.soPIN, home.pin); err != nil {
 			return err
 		}
@@ -83,6 +86,37 @@ func buildHome(dir string) error {
 		return err
 	}
 	return h.GenerateKey(tokMain, home.pin, testenv.KeySpec{Label: "p384", ID: "03", Type: "EC:secp384r1"})
+}
+
+var (
+	binDir   string
+	binOnce  sync.Once
+	binPath  string
+	binError error
+)
+
+// DaemonBinary builds cmd/provenanced once, for the tests in package pkcs11_test that run
+// the real daemon as a subprocess.
+func DaemonBinary() (string, error) {
+	binOnce.Do(func() {
+		binPath = filepath.Join(binDir, "provenanced")
+		out, err := exec.Command("go", "build", "-o", binPath, "github.com/ib1/provenanced/cmd/provenanced").CombinedOutput()
+		if err != nil {
+			binError = fmt.Errorf("go build ./cmd/provenanced: %v\n%s", err, out)
+		}
+	})
+	return binPath, binError
+}
+
+// BenchKey is the benchmarks' key: on a token of the SoftHSM home that this test binary
+// initialised the library with, so that it can be used in this process.
+type BenchKey struct {
+	Module, Token, Label, PIN, PINFile string
+}
+
+// Bench returns the benchmarks' key.
+func Bench() BenchKey {
+	return BenchKey{Module: home.hsm.Module, Token: tokBench, Label: "signing", PIN: home.pin, PINFile: filepath.Join(home.pinDir, "user.pin")}
 }
 
 // keySpec parses a one-key config whose [keys.k] table is body, in the home's folder (so

@@ -91,7 +91,7 @@ func (c *config) findToken(p cryptoki) (uint, pkcs11.TokenInfo, error) {
 	case 0:
 		tokens := "it has no initialised token"
 		if len(seen) > 0 {
-			tokens = "it has " + strings.Join(seen, ", ")
+			tokens = "tokens there: " + strings.Join(seen, ", ")
 		}
 		return 0, info, errorf(field, false, nil, "no %s in %s; %s", c.tokenWanted(), c.module, tokens)
 	}

@@ -1,0 +1,517 @@
+package pkcs11_test
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/ib1/provenanced/backends/pkcs11"
+	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/provenance"
+	"github.com/ib1/provenanced/testenv"
+)
+
+// The tests in this file run the real daemon, as a subprocess with a SoftHSM token of its
+// own, and talk to it over its Unix socket as a client would.
+
+// syncBuffer collects a subprocess's stderr while the test reads it.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
+}
+
+type daemonProc struct {
+	cmd    *exec.Cmd
+	stderr *syncBuffer
+	done   chan struct{}
+	err    error // the exit, once done is closed
+	socket string
+	c      *client.Client
+	hc     *http.Client
+}
+
+func daemonCommand(t *testing.T, h *testenv.HSM, config string, env ...string) (*exec.Cmd, *syncBuffer) {
+	t.Helper()
+	bin, err := pkcs11.DaemonBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(bin, "serve", "-config", config)
+	cmd.Env = append(h.Env(), append([]string{"PROVENANCED_HTTP=off"}, env...)...)
+	stderr := &syncBuffer{}
+	cmd.Stderr = stderr
+	return cmd, stderr
+}
+
+// startDaemon runs the daemon on config and waits until it answers /healthz.
+func startDaemon(t *testing.T, h *testenv.HSM, config string, env ...string) *daemonProc {
+	t.Helper()
+	cmd, stderr := daemonCommand(t, h, config, env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	d := &daemonProc{cmd: cmd, stderr: stderr, done: make(chan struct{}), socket: h.Socket}
+	go func() { d.err = cmd.Wait(); close(d.done) }()
+	t.Cleanup(func() {
+		cmd.Process.Signal(os.Interrupt)
+		select {
+		case <-d.done:
+		case <-time.After(10 * time.Second):
+			cmd.Process.Kill()
+			<-d.done
+		}
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", stderr)
+		}
+	})
+	d.hc = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
+	}}, Timeout: 10 * time.Second}
+	deadline := time.Now().Add(15 * time.Second)
+	for {
+		select {
+		case <-d.done:
+			t.Fatalf("the daemon exited: %v\n%s", d.err, stderr)
+		default:
+		}
+		if resp, err := d.hc.Get("http://d/healthz"); err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == http.StatusOK {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not answer on %s:\n%s", d.socket, stderr)
+		}
+		time.Sleep(20 * time.Millisecond)
+	}
+	c, err := client.New(client.Options{Socket: d.socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.c = c
+	return d
+}
+
+// get returns the status and body of a GET.
+func (d *daemonProc) get(t *testing.T, path string) (int, string) {
+	t.Helper()
+	resp, err := d.hc.Get("http://d" + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+var backendUp = regexp.MustCompile(`(?m)^provenanced_backend_up\{backend="pkcs11",key="signing"\} (\d)$`)
+
+func (d *daemonProc) backendUp(t *testing.T) string {
+	t.Helper()
+	_, body := d.get(t, "/metrics")
+	m := backendUp.FindStringSubmatch(body)
+	if m == nil {
+		t.Fatalf("no provenanced_backend_up for the key in /metrics")
+	}
+	return m[1]
+}
+
+// runFailing runs the daemon on config, expects it to exit by itself, and returns its
+// exit status and stderr.
+func runFailing(t *testing.T, h *testenv.HSM, config string, env ...string) (int, string) {
+	t.Helper()
+	cmd, stderr := daemonCommand(t, h, config, env...)
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- cmd.Wait() }()
+	select {
+	case err := <-done:
+		var ee *exec.ExitError
+		if !errors.As(err, &ee) {
+			t.Fatalf("the daemon exited with %v, want an error:\n%s", err, stderr)
+		}
+		return ee.ExitCode(), stderr.String()
+	case <-time.After(20 * time.Second):
+		cmd.Process.Kill()
+		t.Fatalf("the daemon did not exit:\n%s", stderr)
+	}
+	return 0, ""
+}
+
+func pubPEM(t *testing.T, pub crypto.PublicKey) []byte {
+	t.Helper()
+	der, err := x509.MarshalPKIXPublicKey(pub)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
+}
+
+// opensslVerify checks a DER signature of message with openssl dgst.
+func opensslVerify(t *testing.T, dir, pubFile string, message, sig []byte) {
+	t.Helper()
+	msg, sigFile := filepath.Join(dir, "message"), filepath.Join(dir, "signature.der")
+	if err := os.WriteFile(msg, message, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sigFile, sig, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("openssl", "dgst", "-sha256", "-verify", pubFile, "-signature", sigFile, msg).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Verified OK") {
+		t.Fatalf("openssl dgst -verify: %v: %s (signature %x)", err, out, sig)
+	}
+}
+
+func TestDaemonSignsWithSoftHSM(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{MaxSessions: 4})
+	d := startDaemon(t, h, h.Config)
+	ctx := context.Background()
+
+	keys, err := d.c.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || keys[0].Name != "signing" || keys[0].Backend != "pkcs11" || keys[0].Serial != h.Leaf.SerialNumber.String() {
+		t.Fatalf("keys: %+v", keys)
+	}
+	if keys[0].PublicKey != string(pubPEM(t, h.Public)) {
+		t.Fatalf("the daemon's public key is not the token's:\n%s", keys[0].PublicKey)
+	}
+	// Verify against the public key the API returned, as a client would.
+	dir := t.TempDir()
+	pubFile := filepath.Join(dir, "public.pem")
+	if err := os.WriteFile(pubFile, []byte(keys[0].PublicKey), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	block, _ := pem.Decode([]byte(keys[0].PublicKey))
+	apiPub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+
+	messages := [][]byte{[]byte("hello"), {}, bytes.Repeat([]byte{0xff}, 4096)}
+	for range 9 {
+		m := make([]byte, 1+len(messages))
+		rand.Read(m)
+		messages = append(messages, m)
+	}
+	for _, m := range messages {
+		sig, err := d.c.SignMessage(ctx, "signing", m)
+		if err != nil {
+			t.Fatal(err)
+		}
+		opensslVerify(t, dir, pubFile, m, sig)
+	}
+
+	// Many clients at once, more than max_sessions: every signature good.
+	var wg sync.WaitGroup
+	errs := make(chan error, 16)
+	for g := range 16 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			digests := make([][]byte, 50)
+			for i := range digests {
+				d := sha256.Sum256(fmt.Appendf(nil, "%d/%d", g, i))
+				digests[i] = d[:]
+			}
+			res, err := d.c.SignDigests(ctx, "signing", digests)
+			if err != nil {
+				errs <- err
+				return
+			}
+			for i, r := range res {
+				if r.Err != nil || !ecdsa.VerifyASN1(apiPub.(*ecdsa.PublicKey), digests[i], r.Signature) {
+					errs <- fmt.Errorf("batch %d item %d: %v", g, i, r.Err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Fatal(err)
+	}
+
+	// A digest that is not 32 bytes is refused, not signed in part.
+	var apiErr *client.Error
+	if _, err := d.c.SignDigest(ctx, "signing", make([]byte, 48)); !errors.As(err, &apiErr) || apiErr.Status != http.StatusBadRequest {
+		t.Errorf("a 48-byte digest: %v, want 400", err)
+	}
+
+	// The PIN is nowhere to be seen: not in the log, the metrics or the command line.
+	_, metrics := d.get(t, "/metrics")
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", d.cmd.Process.Pid))
+	for what, text := range map[string]string{"log": d.stderr.String(), "metrics": metrics, "command line": string(cmdline)} {
+		if strings.Contains(text, h.PIN) {
+			t.Errorf("the PIN appears in the %s", what)
+		}
+	}
+	if code, body := d.get(t, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz: %d %s", code, body)
+	}
+}
+
+// remoteKey is a crypto.Signer whose signatures come from the daemon.
+type remoteKey struct {
+	c   *client.Client
+	pub crypto.PublicKey
+}
+
+func (k remoteKey) Public() crypto.PublicKey { return k.pub }
+
+func (k remoteKey) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte, error) {
+	return k.c.SignDigest(context.Background(), "signing", digest)
+}
+
+// A provenance record signed with the daemon's signatures verifies with provenanced's
+// verifier and with the independent Python checker.
+func TestDaemonSignsARecord(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{})
+	d := startDaemon(t, h, h.Config)
+	now := time.Now()
+	b := provenance.NewBuilder(testenv.SandboxTrustFramework, now, nil)
+	origin, err := b.AddStep(provenance.NewStep("origin", provenance.Member{Key: "scheme", Value: testenv.SandboxScheme}, provenance.Member{Key: "sourceType", Value: "https://registry.core.sandbox.trust.ib1.org/scheme/perseus/source-type/Meter"}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.AddStep(provenance.NewStep("transfer", provenance.Member{Key: "of", Value: origin}, provenance.Member{Key: "to", Value: "https://member.core.sandbox.trust.ib1.org/a/cap"})); err != nil {
+		t.Fatal(err)
+	}
+	rec, err := b.Sign(context.Background(), remoteKey{d.c, h.Public}, []*x509.Certificate{h.Leaf, h.PKI.Issuer.Cert})
+	if err != nil {
+		t.Fatal(err)
+	}
+	data, err := rec.Marshal()
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := provenance.NewVerifier([]*x509.Certificate{h.PKI.Root.Cert}, testenv.SandboxTrustFramework)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, steps, err := v.VerifyJSON(data); err != nil || len(steps) != 2 {
+		t.Fatalf("provenanced's verifier: %v (%d steps)", err, len(steps))
+	}
+	recFile := filepath.Join(t.TempDir(), "record.json")
+	if err := os.WriteFile(recFile, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("python3", "../../provenance/testdata/ib1check.py", "verify", "--root", h.Files.RootCA, "--framework", testenv.SandboxTrustFramework, recFile).CombinedOutput()
+	if err != nil {
+		t.Fatalf("ib1check.py verify (needs python3 and python3-cryptography: see .ci/run): %v\n%s", err, out)
+	}
+	var decoded []map[string]any
+	if err := json.Unmarshal(out, &decoded); err != nil || len(decoded) != 2 {
+		t.Fatalf("ib1check.py printed %s", out)
+	}
+}
+
+// Faults at start are config errors (exit status 2) that say which thing is wrong, once.
+func TestDaemonStartupFaults(t *testing.T) {
+	t.Run("wrong PIN", func(t *testing.T) {
+		h := testenv.NewHSM(t, testenv.HSMOptions{})
+		start := time.Now()
+		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"pin": `"env:HSM_PIN"`}), "HSM_PIN=wrong-pin-1234")
+		expectExit(t, code, stderr, "keys.signing.pin", `token "provenance" rejected the PIN from env:HSM_PIN`, "will not try that PIN again")
+		for _, secret := range []string{"wrong-pin-1234", h.PIN} {
+			if strings.Contains(stderr, secret) {
+				t.Errorf("stderr contains a PIN: %s", stderr)
+			}
+		}
+		if took := time.Since(start); took > 5*time.Second {
+			t.Errorf("took %v to give up", took)
+		}
+		// One wrong PIN did not lock the token: the right one still works.
+		if _, err := h.Run("pkcs11-tool", "--token-label", h.Token, "--login", "--pin", h.PIN, "--list-objects"); err != nil {
+			t.Errorf("the right PIN after the wrong one: %v", err)
+		}
+	})
+	t.Run("missing token", func(t *testing.T) {
+		h := testenv.NewHSM(t, testenv.HSMOptions{})
+		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"token_label": `"absent"`}))
+		expectExit(t, code, stderr, "keys.signing.token_label", `no token with label "absent"`, `"provenance" (serial`)
+	})
+	t.Run("missing key", func(t *testing.T) {
+		h := testenv.NewHSM(t, testenv.HSMOptions{})
+		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"key_label": "", "key_id": `"42"`}))
+		expectExit(t, code, stderr, "keys.signing.key_id", `no private key with id 42 on token "provenance"`)
+	})
+	t.Run("RSA key", func(t *testing.T) {
+		h := testenv.NewHSM(t, testenv.HSMOptions{KeyType: "rsa:2048"})
+		code, stderr := runFailing(t, h, h.Config)
+		expectExit(t, code, stderr, "keys.signing.key_label", "is an RSA key", "EC P-256 only")
+	})
+	t.Run("P-384 key", func(t *testing.T) {
+		h := testenv.NewHSM(t, testenv.HSMOptions{KeyType: "EC:secp384r1"})
+		code, stderr := runFailing(t, h, h.Config)
+		expectExit(t, code, stderr, "keys.signing.key_label", "P-384", "EC P-256 only")
+	})
+	t.Run("certificate of another key", func(t *testing.T) {
+		h := testenv.NewHSM(t, testenv.HSMOptions{})
+		other, err := testenv.NewKey()
+		if err != nil {
+			t.Fatal(err)
+		}
+		leaf, err := h.PKI.Issue(&other.PublicKey, testenv.DevMember(time.Now()))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(h.Files.Bundle, h.PKI.Bundle(leaf), 0o644); err != nil {
+			t.Fatal(err)
+		}
+		code, stderr := runFailing(t, h, h.Config)
+		expectExit(t, code, stderr, "keys.signing.certificates", "is not for the key in PKCS#11 token \"provenance\" key label \"signing\"")
+	})
+}
+
+func writeConfig(t *testing.T, h *testenv.HSM, set map[string]string) string {
+	t.Helper()
+	path := filepath.Join(filepath.Dir(h.Config), "variant.toml")
+	if err := h.WriteConfig(path, set); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+func expectExit(t *testing.T, code int, stderr, key string, says ...string) {
+	t.Helper()
+	if code != 2 {
+		t.Errorf("exit status %d, want 2 (a config error)", code)
+	}
+	if !strings.Contains(stderr, ": "+key+": ") {
+		t.Errorf("the message does not name %s:\n%s", key, stderr)
+	}
+	for _, s := range says {
+		if !strings.Contains(stderr, s) {
+			t.Errorf("the message does not say %q:\n%s", s, stderr)
+		}
+	}
+}
+
+// unavailable checks that the daemon says the key cannot sign, everywhere it should.
+func (d *daemonProc) unavailable(t *testing.T, says string) {
+	t.Helper()
+	_, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32))
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable || apiErr.Code != "unavailable" {
+		t.Fatalf("signing while the token is away: %v, want 503 unavailable", err)
+	}
+	if !strings.Contains(apiErr.Message, says) {
+		t.Errorf("the 503 does not say %q: %s", says, apiErr.Message)
+	}
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("provenanced_backend_up = %s, want 0", up)
+	}
+	if code, body := d.get(t, "/readyz"); code != http.StatusServiceUnavailable || !strings.Contains(body, `key \"signing\" (pkcs11)`) {
+		t.Errorf("/readyz: %d %s, want 503 naming the key", code, body)
+	}
+}
+
+// recovers waits for the daemon to find the key again by itself, and checks that it signs.
+func (d *daemonProc) recovers(t *testing.T, pid int, pub crypto.PublicKey) {
+	t.Helper()
+	deadline := time.Now().Add(20 * time.Second)
+	for {
+		code, body := d.get(t, "/readyz")
+		if code == http.StatusOK {
+			break
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the daemon did not recover: /readyz %d %s", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	digest := sha256.Sum256([]byte("back"))
+	sig, err := d.c.SignDigest(context.Background(), "signing", digest[:])
+	if err != nil || !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
+		t.Fatalf("signing after recovery: %v", err)
+	}
+	if up := d.backendUp(t); up != "1" {
+		t.Errorf("provenanced_backend_up = %s after recovery, want 1", up)
+	}
+	if d.cmd.Process.Pid != pid {
+		t.Fatal("the daemon was restarted")
+	}
+	select {
+	case <-d.done:
+		t.Fatalf("the daemon exited: %v", d.err)
+	default:
+	}
+}
+
+func TestDaemonRecoversWhenTheTokenComesBack(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{})
+	d := startDaemon(t, h, h.Config)
+	pid := d.cmd.Process.Pid
+	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	putBack, err := h.RemoveToken(h.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.unavailable(t, `no token with label "provenance"`)
+	if err := putBack(); err != nil {
+		t.Fatal(err)
+	}
+	d.recovers(t, pid, h.Public)
+}
+
+func TestDaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{})
+	d := startDaemon(t, h, h.Config)
+	pid := d.cmd.Process.Pid
+	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+	restore, err := h.SnapshotToken(h.Token)
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Initialised again behind the daemon's back: the key is gone.
+	if err := h.InitToken(h.Token, h.SOPIN, h.PIN); err != nil {
+		t.Fatal(err)
+	}
+	d.unavailable(t, `no private key with label "signing" on token "provenance"`)
+	if err := restore(); err != nil {
+		t.Fatal(err)
+	}
+	d.recovers(t, pid, h.Public)
+}
