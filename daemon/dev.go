@@ -89,3 +89,47 @@ func rel(dir, p string) string {
 	}
 	return p
 }
+
+// DevSoftHSM is the folder of DIR in which `serve -dev DIR -hsm` keeps its SoftHSM tokens
+// and softhsm2.conf.
+const DevSoftHSM = "softhsm"
+
+// DevSoftHSMConf returns the SoftHSM config of the development setup in dir, or "" if
+// its key is not in SoftHSM. The daemon must run with SOFTHSM2_CONF set to it, since
+// SoftHSM reads that when the key is opened.
+func DevSoftHSMConf(dir string) string {
+	p := filepath.Join(dir, DevSoftHSM, "softhsm2.conf")
+	if _, err := os.Stat(p); err != nil {
+		return ""
+	}
+	return p
+}
+
+// PrepareDevHSM is PrepareDev with the member's key in a SoftHSM token ("provenance",
+// key "signing", generated in the token) rather than a PEM file: the PIN in DIR/user.pin,
+// the tokens and softhsm2.conf in DIR/softhsm, and a config that serves the key with the
+// pkcs11 backend. It fails, saying what to install, when SoftHSM is not installed, and
+// refuses a DIR that holds a PEM development setup.
+func PrepareDevHSM(dir string) (string, bool, error) {
+	dir, err := filepath.Abs(dir)
+	if err != nil {
+		return "", false, err
+	}
+	cfgPath := filepath.Join(dir, DevConfigName)
+	if _, err := os.Stat(cfgPath); err == nil {
+		if DevSoftHSMConf(dir) == "" {
+			return "", false, fmt.Errorf("dev: %s holds a development setup with a PEM key; give -hsm another folder (or remove this one)", dir)
+		}
+		return cfgPath, false, nil
+	} else if !errors.Is(err, fs.ErrNotExist) {
+		return "", false, err
+	}
+	if _, err := testenv.FindSoftHSM(); err != nil {
+		return "", false, fmt.Errorf("dev -hsm: %w", err)
+	}
+	h, err := testenv.BuildHSM(dir, testenv.HSMOptions{HTTP: DevHTTP})
+	if err != nil {
+		return "", false, fmt.Errorf("dev -hsm: %w", err)
+	}
+	return h.Config, true, nil
+}

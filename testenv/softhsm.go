@@ -366,8 +366,9 @@ type HSM struct {
 	opts                   HSMOptions
 }
 
-// BuildHSM builds a SoftHSM fixture in dir: dir/softhsm (SOFTHSM2_CONF), the PKI's files,
-// dir/user.pin and dir/provenanced.toml.
+// BuildHSM builds a SoftHSM fixture in dir: dir/softhsm (softhsm2.conf for
+// SOFTHSM2_CONF, the tokens, so.pin), the PKI's files, dir/user.pin and
+// dir/provenanced.toml.
 func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
 	hsmMu.Lock()
 	defer hsmMu.Unlock()
@@ -399,6 +400,10 @@ func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
 		return nil, err
 	}
 	if err := WriteFileAtomic(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
+		return nil, err
+	}
+	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
+	if err := WriteFileAtomic(filepath.Join(sh.Dir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	if err := sh.InitToken(o.Token, h.SOPIN, h.PIN); err != nil {

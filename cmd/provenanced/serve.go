@@ -12,6 +12,7 @@ import (
 
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
+	"github.com/ib1/provenanced/testenv"
 )
 
 func init() {
@@ -19,11 +20,15 @@ func init() {
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "[-config FILE | -dev DIR]", stderr)
+	fs := newFlags("serve", "[-config FILE | -dev DIR [-hsm]]", stderr)
 	configPath := fs.String("config", "", "the TOML config `file` (default $PROVENANCED_CONFIG)")
 	devDir := fs.String("dev", "", "create a development setup (test PKI, PEM key, config) in `dir` if it has none, and serve it")
+	hsm := fs.Bool("hsm", false, "with -dev: keep the development key in a SoftHSM token in dir, served by the pkcs11 backend (needs softhsm2 and opensc)")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
+	}
+	if *hsm && *devDir == "" {
+		return usageError("-hsm goes with -dev DIR")
 	}
 	if *configPath != "" && *devDir != "" {
 		return usageError("-config and -dev exclude each other")
@@ -32,11 +37,21 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		*configPath = os.Getenv("PROVENANCED_CONFIG")
 	}
 	if *devDir != "" {
-		p, created, err := daemon.PrepareDev(*devDir)
+		prepare := daemon.PrepareDev
+		if *hsm {
+			prepare = daemon.PrepareDevHSM
+		}
+		p, created, err := prepare(*devDir)
 		if err != nil {
 			return err
 		}
-		printDevHelp(stderr, filepath.Dir(p), created)
+		dir := filepath.Dir(p)
+		softhsm := daemon.DevSoftHSMConf(dir)
+		if softhsm != "" {
+			// SoftHSM reads this when the key is opened; the setup's token is there.
+			os.Setenv("SOFTHSM2_CONF", softhsm)
+		}
+		printDevHelp(stderr, dir, created, softhsm)
 		*configPath = p
 	}
 	if *configPath == "" {
@@ -73,11 +88,26 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
-func printDevHelp(w io.Writer, dir string, created bool) {
+func printDevHelp(w io.Writer, dir string, created bool, softhsm string) {
 	what := "using the existing development setup"
 	if created {
 		what = "created a development setup (test PKI, P-256 key, config)"
+		if softhsm != "" {
+			what = "created a development setup (test PKI, P-256 key in a SoftHSM token, config)"
+		}
 	}
+	defer func() {
+		if softhsm == "" {
+			return
+		}
+		fmt.Fprintf(w, `The key is in SoftHSM token "provenance" (key label "signing"), PIN in %s.
+To look at the token, or to run the daemon on this config yourself:
+  export SOFTHSM2_CONF=%s
+  pkcs11-tool --module %s --token-label provenance --login --pin "$(cat %s)" --list-objects
+  provenanced serve -config %s
+
+`, filepath.Join(dir, "user.pin"), softhsm, softHSMModule(), filepath.Join(dir, "user.pin"), filepath.Join(dir, daemon.DevConfigName))
+	}()
 	sock := filepath.Join(dir, "provenanced.sock")
 	fmt.Fprintf(w, `provenanced: %s in %s
   config:   %s
@@ -92,4 +122,11 @@ Try it from another terminal:
 
 `, what, dir, filepath.Join(dir, daemon.DevConfigName), filepath.Join(dir, "root-ca.pem"), sock, daemon.DevHTTP,
 		sock, daemon.DevHTTP, daemon.DevHTTP, sock)
+}
+
+func softHSMModule() string {
+	if m, err := testenv.FindSoftHSM(); err == nil {
+		return m
+	}
+	return "/usr/lib/softhsm/libsofthsm2.so"
 }
