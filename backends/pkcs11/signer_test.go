@@ -98,6 +98,7 @@ func TestWaitForSessionRespectsContext(t *testing.T) {
 	release := make(chan struct{})
 	faults.Lock()
 	faults.block = release
+	faults.on.Store(true)
 	faults.Unlock()
 	first := make(chan error, 1)
 	go func() {
