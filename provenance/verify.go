@@ -397,6 +397,7 @@ func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.T
 		return issuers[i-1].cert
 	}
 	var failures []string
+	deadEnd := leaf.serial // the last certificate for which no issuer was found
 	note := func(s string) {
 		if len(failures) < 4 {
 			failures = append(failures, s)
@@ -412,6 +413,9 @@ func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.T
 			return false
 		}
 		c := certAt(i)
+		if i > 0 {
+			deadEnd = issuers[i-1].serial
+		}
 		for r, root := range v.roots {
 			if byRoot[i][r] == 0 {
 				byRoot[i][r] = 2
@@ -473,7 +477,7 @@ func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.T
 			return nil, fail("path search gave up after %d steps", maxPathSearch)
 		}
 		if len(failures) == 0 {
-			return nil, fail("no listed issuer or root CA issued certificate %s or its issuers", leaf.serial)
+			return nil, fail("certificate %s was not issued by a trusted root CA or by another listed issuer", deadEnd)
 		}
 		return nil, fail("%s", strings.Join(failures, "; "))
 	}
