@@ -481,7 +481,7 @@ func hex4(d []byte, i int) (rune, bool) {
 // json.dumps(v, separators=(",", ":"), ensure_ascii=True) writes it: members in order, the
 // short escapes \" \\ \b \f \n \r \t, every other character outside 0x20..0x7E (DEL
 // included) as a lower-case \u00XX/\uXXXX escape, characters beyond the BMP as surrogate
-// pairs, and '<', '>', '&', '/', '\'' left alone. Numbers are written as their text.
+// pairs, while < > & / and the apostrophe are left alone. Numbers are written as their text.
 // Duplicate keys, invalid UTF-8, floats and unknown types are errors.
 func AppendJSON(dst []byte, v any) ([]byte, error) {
 	return appendValue(dst, v, 0)
