@@ -117,6 +117,7 @@ type jsonParser struct {
 	depth     int
 	maxDepth  int
 	maxString int
+	topKey    string // the member of the top-level object being parsed
 }
 
 func (p *jsonParser) parseAll() (any, error) {
@@ -134,6 +135,21 @@ func (p *jsonParser) parseAll() (any, error) {
 
 func (p *jsonParser) errorf(format string, args ...any) error {
 	return fmt.Errorf("invalid JSON at offset %d: %s", p.pos, fmt.Sprintf(format, args...))
+}
+
+// duplicateKeyError reports a key that appears twice in one object, and the nesting depth
+// of that object (1 for the top-level object).
+type duplicateKeyError struct {
+	key    string
+	depth  int
+	topKey string // the top-level member it is in
+	err    error
+}
+
+func (e *duplicateKeyError) Error() string { return e.err.Error() }
+
+func (p *jsonParser) duplicate(key string) error {
+	return &duplicateKeyError{key: key, depth: p.depth, topKey: p.topKey, err: p.errorf("duplicate key %q", truncate(key))}
 }
 
 func (p *jsonParser) skipSpace() {
@@ -167,7 +183,10 @@ func (p *jsonParser) value() (any, error) {
 	case c == 'n':
 		return nil, p.literal("null")
 	default:
-		return nil, p.errorf("unexpected character %q", c)
+		if c >= 0x20 && c < 0x7F {
+			return nil, p.errorf("unexpected character %q", c)
+		}
+		return nil, p.errorf("unexpected byte 0x%02x", c)
 	}
 }
 
@@ -213,13 +232,13 @@ func (p *jsonParser) object() (any, error) {
 		// must mean the same thing to every reader.
 		if seen != nil {
 			if _, dup := seen[key]; dup {
-				return nil, p.errorf("duplicate key %q", key)
+				return nil, p.duplicate(key)
 			}
 			seen[key] = struct{}{}
 		} else {
 			for i := range obj.Members {
 				if obj.Members[i].Key == key {
-					return nil, p.errorf("duplicate key %q", key)
+					return nil, p.duplicate(key)
 				}
 			}
 			if len(obj.Members) >= 16 {
@@ -229,6 +248,9 @@ func (p *jsonParser) object() (any, error) {
 				}
 				seen[key] = struct{}{}
 			}
+		}
+		if p.depth == 1 {
+			p.topKey = key
 		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {

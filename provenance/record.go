@@ -63,6 +63,11 @@ func ParseRecord(data []byte, lim Limits) (*Record, error) {
 	p := jsonParser{data: data, maxDepth: lim.MaxDepth + 2, maxString: lim.MaxStringBytes}
 	v, err := p.parseAll()
 	if err != nil {
+		var dup *duplicateKeyError
+		if errors.As(err, &dup) && dup.depth == 2 && dup.topKey == "certificates" {
+			// A serial filed twice would leave readers to disagree on which certificate it names.
+			return nil, verr(CheckCertificateLookup, "certificates", nil, "serial %q appears twice", truncate(dup.key))
+		}
 		return nil, verr(CheckContainerShape, "", err, "record is not acceptable JSON")
 	}
 	return recordFromValue(v, lim)

@@ -556,7 +556,7 @@ func parseDERSignature(sig []byte) (*struct{ R, S *big.Int }, error) {
 	var v struct{ R, S *big.Int }
 	rest, err := asn1.Unmarshal(sig, &v)
 	if err != nil {
-		return nil, err
+		return nil, errors.New("not an ASN.1 DER SEQUENCE of two INTEGERs")
 	}
 	if len(rest) != 0 {
 		return nil, errors.New("trailing data after the DER signature")
