@@ -152,11 +152,21 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	raw.Server = &cfg.Server
 	raw.Provenance = &cfg.Provenance
+	// Syntax first, so that a value the TOML grammar accepts but a key does not (a bad
+	// duration) can be reported against its key.
+	var syntax map[string]any
+	if _, err := toml.Decode(string(data), &syntax); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: file, Msg: fmt.Sprintf("not valid TOML: %s (line %d)", pe.Message, pe.Position.Line)}
+		}
+		return nil, &Error{File: file, Msg: "not valid TOML", Err: err}
+	}
 	md, err := toml.Decode(string(data), &raw)
 	if err != nil {
 		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Msg: "not valid TOML: " + pe.Message + fmt.Sprintf(" (line %d)", pe.Position.Line)}
+		if errors.As(err, &pe) && pe.LastKey != "" {
+			return nil, &Error{File: file, Key: pe.LastKey, Msg: fmt.Sprintf("%s (line %d)", pe.Message, pe.Position.Line)}
 		}
 		return nil, &Error{File: file, Msg: "cannot decode", Err: err}
 	}
