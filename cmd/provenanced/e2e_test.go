@@ -337,4 +337,3 @@ func TestVersion(t *testing.T) {
 		t.Errorf("unknown command: %d %q", code, out)
 	}
 }
-
