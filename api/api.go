@@ -78,6 +78,7 @@ func New(opts Options) (*API, error) {
 	a.handle("GET", "/v1/keys", a.listKeys)
 	a.handle("GET", "/v1/keys/{name}", a.getKey)
 	a.handle("POST", "/v1/keys/{name}/sign", a.sign)
+	a.handle("POST", "/v1/keys/{name}/csr", a.csr)
 	a.methodNotAllowed()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; GET /openapi.json lists the routes")

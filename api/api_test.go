@@ -410,3 +410,21 @@ func keyFromSigner(t testing.TB, s backends.Signer) *backends.Key {
 	}
 	return k
 }
+
+func TestCSR(t *testing.T) {
+	k := openDevKey(t)
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}})
+	status, body := post(t, srv.URL+"/v1/keys/signing/csr", "application/json", `{"subject":"/C=GB/O=Org/CN=https://member.example/a/1","uris":["https://member.example/a/1"]}`)
+	if status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	var out struct{ CSR string }
+	json.Unmarshal(body, &out)
+	if !strings.HasPrefix(out.CSR, "-----BEGIN CERTIFICATE REQUEST-----") {
+		t.Fatalf("no CSR in %s", body)
+	}
+	status, body = post(t, srv.URL+"/v1/keys/signing/csr", "application/json", `{"subject":"/XX=1"}`)
+	if status != 400 || !strings.Contains(string(body), "unknown attribute") {
+		t.Errorf("bad subject: %d %s", status, body)
+	}
+}

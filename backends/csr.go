@@ -1,6 +1,7 @@
 package backends
 
 import (
+	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -25,17 +26,24 @@ type CSRRequest struct {
 	From []byte
 }
 
-// CreateCSR makes a PKCS#10 request for k's public key, signed by k through its backend,
-// and returns it as PEM.
-func CreateCSR(k *Key, req CSRRequest) ([]byte, error) {
+// ErrInvalidCSRRequest marks a CSRRequest that cannot be made into a CSR (HTTP 400).
+var ErrInvalidCSRRequest = errors.New("invalid CSR request")
+
+func invalidCSR(format string, args ...any) error {
+	return fmt.Errorf("%w: %s", ErrInvalidCSRRequest, fmt.Sprintf(format, args...))
+}
+
+// CreateCSR makes a PKCS#10 request for k's public key, signed by k through its backend
+// within ctx, and returns it as PEM.
+func CreateCSR(ctx context.Context, k *Key, req CSRRequest) ([]byte, error) {
 	tmpl := &x509.CertificateRequest{SignatureAlgorithm: x509.ECDSAWithSHA256}
 	if req.From != nil {
 		if req.Subject != "" || len(req.URIs) > 0 || len(req.DNS) > 0 {
-			return nil, errors.New("a CSR taken from another one gets its subject and names from it; do not give a subject, URIs or DNS names as well")
+			return nil, invalidCSR("a CSR taken from another one gets its subject and names from it; do not give a subject, URIs or DNS names as well")
 		}
 		from, err := parseCSR(req.From)
 		if err != nil {
-			return nil, err
+			return nil, invalidCSR("%v", err)
 		}
 		// Only RawSubject and ExtraExtensions: the parsed DNSNames/URIs would make
 		// x509 write a second subjectAltName beside the one in Extensions, and
@@ -44,28 +52,28 @@ func CreateCSR(k *Key, req CSRRequest) ([]byte, error) {
 		tmpl.ExtraExtensions = append([]pkix.Extension(nil), from.Extensions...)
 	} else {
 		if req.Subject == "" {
-			return nil, errors.New("subject: required, e.g. /C=GB/O=Example Ltd/CN=https://directory.example/a/123")
+			return nil, invalidCSR("subject: required, e.g. /C=GB/O=Example Ltd/CN=https://directory.example/a/123")
 		}
 		raw, err := ParseDN(req.Subject)
 		if err != nil {
-			return nil, fmt.Errorf("subject: %w", err)
+			return nil, invalidCSR("subject: %v", err)
 		}
 		tmpl.RawSubject = raw
 		for _, u := range req.URIs {
 			parsed, err := url.Parse(u)
 			if err != nil || parsed.Scheme == "" {
-				return nil, fmt.Errorf("uri %q: not an absolute URI", u)
+				return nil, invalidCSR("uri %q: not an absolute URI", u)
 			}
 			tmpl.URIs = append(tmpl.URIs, parsed)
 		}
 		for _, d := range req.DNS {
 			if d == "" || strings.ContainsAny(d, " /") {
-				return nil, fmt.Errorf("dns %q: not a DNS name", d)
+				return nil, invalidCSR("dns %q: not a DNS name", d)
 			}
 			tmpl.DNSNames = append(tmpl.DNSNames, d)
 		}
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, k)
+	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, k.WithContext(ctx))
 	if err != nil {
 		return nil, fmt.Errorf("key %q: signing the CSR: %w", k.Name(), err)
 	}

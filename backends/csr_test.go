@@ -78,7 +78,7 @@ func countSAN(exts []pkix.Extension) int {
 
 func TestCSRFromSubject(t *testing.T) {
 	k := openPEMKey(t)
-	csrPEM, err := backends.CreateCSR(k, backends.CSRRequest{
+	csrPEM, err := backends.CreateCSR(context.Background(), k, backends.CSRRequest{
 		Subject: "/C=GB/ST=London/O=Smart Meter Reading Co/CN=https://member.core.sandbox.trust.ib1.org/a/38936455",
 		URIs:    []string{"https://member.core.sandbox.trust.ib1.org/a/38936455"},
 	})
@@ -127,7 +127,7 @@ extendedKeyUsage = clientAuth
 	from := parse(t, orig)
 
 	k := openPEMKey(t)
-	csrPEM, err := backends.CreateCSR(k, backends.CSRRequest{From: orig})
+	csrPEM, err := backends.CreateCSR(context.Background(), k, backends.CSRRequest{From: orig})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -151,7 +151,7 @@ extendedKeyUsage = clientAuth
 			t.Errorf("extension %v: got critical=%v, want critical=%v (or a different value)", e.Id, g.Critical, e.Critical)
 		}
 	}
-	if _, err := backends.CreateCSR(k, backends.CSRRequest{From: orig, Subject: "/CN=x"}); err == nil {
+	if _, err := backends.CreateCSR(context.Background(), k, backends.CSRRequest{From: orig, Subject: "/CN=x"}); err == nil {
 		t.Error("a subject was accepted beside -from")
 	}
 }
