@@ -1,6 +1,8 @@
 package provenance
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -118,6 +120,8 @@ type jsonParser struct {
 	maxDepth  int
 	maxString int
 	topKey    string // the member of the top-level object being parsed
+	members   []Member
+	values    []any
 }
 
 func (p *jsonParser) parseAll() (any, error) {
@@ -211,13 +215,16 @@ func (p *jsonParser) object() (any, error) {
 		return nil, err
 	}
 	p.pos++ // '{'
-	obj := &Object{}
+	// Members are gathered on a stack shared by all nesting levels and copied out once the
+	// object is complete, so each object costs one exactly sized allocation.
+	base := len(p.members)
+	defer func() { p.members = p.members[:base] }()
 	var seen map[string]struct{}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
 		p.depth--
-		return obj, nil
+		return &Object{Members: []Member{}}, nil
 	}
 	for {
 		p.skipSpace()
@@ -236,15 +243,16 @@ func (p *jsonParser) object() (any, error) {
 			}
 			seen[key] = struct{}{}
 		} else {
-			for i := range obj.Members {
-				if obj.Members[i].Key == key {
+			current := p.members[base:]
+			for i := range current {
+				if current[i].Key == key {
 					return nil, p.duplicate(key)
 				}
 			}
-			if len(obj.Members) >= 16 {
+			if len(current) >= 16 {
 				seen = make(map[string]struct{}, 32)
-				for i := range obj.Members {
-					seen[obj.Members[i].Key] = struct{}{}
+				for i := range current {
+					seen[current[i].Key] = struct{}{}
 				}
 				seen[key] = struct{}{}
 			}
@@ -262,7 +270,7 @@ func (p *jsonParser) object() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		obj.Members = append(obj.Members, Member{key, v})
+		p.members = append(p.members, Member{key, v})
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return nil, p.errorf("unexpected end of input in object")
@@ -273,7 +281,11 @@ func (p *jsonParser) object() (any, error) {
 		case '}':
 			p.pos++
 			p.depth--
-			return obj, nil
+			// One spare slot: a decoded step gets "_signature" appended without a copy.
+			n := len(p.members) - base
+			members := make([]Member, n, n+1)
+			copy(members, p.members[base:])
+			return &Object{Members: members}, nil
 		default:
 			return nil, p.errorf("expected ',' or '}'")
 		}
@@ -285,12 +297,13 @@ func (p *jsonParser) array() (any, error) {
 		return nil, err
 	}
 	p.pos++ // '['
-	arr := []any{}
+	base := len(p.values)
+	defer func() { p.values = p.values[:base] }()
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == ']' {
 		p.pos++
 		p.depth--
-		return arr, nil
+		return []any{}, nil
 	}
 	for {
 		p.skipSpace()
@@ -298,7 +311,7 @@ func (p *jsonParser) array() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		arr = append(arr, v)
+		p.values = append(p.values, v)
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return nil, p.errorf("unexpected end of input in array")
@@ -309,7 +322,7 @@ func (p *jsonParser) array() (any, error) {
 		case ']':
 			p.pos++
 			p.depth--
-			return arr, nil
+			return append([]any(nil), p.values[base:]...), nil
 		default:
 			return nil, p.errorf("expected ',' or ']'")
 		}
@@ -364,116 +377,130 @@ func (p *jsonParser) number() (any, error) {
 	return json.Number(d[start:i]), nil
 }
 
+// plainByte marks the bytes that stand for themselves inside a JSON string: printable ASCII
+// other than the quote and the backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// hasSpecialByte reports whether any of the eight bytes in x is not a plainByte: a control
+// character (< 0x20), a non-ASCII byte (>= 0x80), a quote or a backslash. It uses the usual
+// "has a zero byte" arithmetic; a false positive only costs the byte-by-byte loop.
+func hasSpecialByte(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	less20 := (x - 0x20*ones) & ^x
+	quote := ((x ^ '"'*ones) - ones) & ^(x ^ '"'*ones)
+	backslash := ((x ^ '\\'*ones) - ones) & ^(x ^ '\\'*ones)
+	return (x|less20|quote|backslash)&highs != 0
+}
+
 // str parses a string at p.pos (which holds '"').
 func (p *jsonParser) str() (string, error) {
 	p.pos++
-	start := p.pos
 	d := p.data
-	// Fast path: no escapes.
-	i := start
+	i := p.pos
+	chunk := i     // start of the bytes not yet copied to buf
+	var buf []byte // nil until the first escape
 	ascii := true
-	for i < len(d) {
-		c := d[i]
-		if c == '"' {
-			if i-start > p.maxString {
-				return "", p.errorf("string longer than %d bytes", p.maxString)
-			}
-			s := d[start:i]
-			if !ascii && !utf8.Valid(s) {
-				return "", p.errorf("string is not valid UTF-8")
-			}
-			p.pos = i + 1
-			return string(s), nil
-		}
-		if c == '\\' {
-			break
-		}
-		if c < 0x20 {
-			p.pos = i
-			return "", p.errorf("control character in string")
-		}
-		if c >= 0x80 {
-			ascii = false
-		}
-		i++
-	}
-	if i >= len(d) {
-		p.pos = i
-		return "", p.errorf("unterminated string")
-	}
-	// Slow path with escapes.
-	buf := make([]byte, 0, i-start+16)
-	buf = append(buf, d[start:i]...)
 	for {
-		if len(buf) > p.maxString {
-			return "", p.errorf("string longer than %d bytes", p.maxString)
+		// Eight bytes at a time while none of them needs attention, then byte by byte.
+		for i+8 <= len(d) && !hasSpecialByte(binary.LittleEndian.Uint64(d[i:])) {
+			i += 8
+		}
+		for i < len(d) && plainByte[d[i]] {
+			i++
 		}
 		if i >= len(d) {
 			p.pos = i
 			return "", p.errorf("unterminated string")
 		}
-		c := d[i]
-		switch {
+		switch c := d[i]; {
 		case c == '"':
-			if !utf8.Valid(buf) {
+			var out []byte
+			if buf == nil {
+				out = d[chunk:i]
+			} else {
+				buf = append(buf, d[chunk:i]...)
+				out = buf
+			}
+			if len(out) > p.maxString {
+				return "", p.errorf("string longer than %d bytes", p.maxString)
+			}
+			if !ascii && !utf8.Valid(out) {
 				return "", p.errorf("string is not valid UTF-8")
 			}
 			p.pos = i + 1
-			return string(buf), nil
+			return string(out), nil
+		case c >= 0x80:
+			ascii = false
+			i++
 		case c < 0x20:
 			p.pos = i
 			return "", p.errorf("control character in string")
-		case c != '\\':
-			buf = append(buf, c)
-			i++
-			continue
-		}
-		// c == '\\'
-		if i+1 >= len(d) {
-			p.pos = i
-			return "", p.errorf("unterminated escape")
-		}
-		e := d[i+1]
-		i += 2
-		switch e {
-		case '"', '\\', '/':
-			buf = append(buf, e)
-		case 'b':
-			buf = append(buf, '\b')
-		case 'f':
-			buf = append(buf, '\f')
-		case 'n':
-			buf = append(buf, '\n')
-		case 'r':
-			buf = append(buf, '\r')
-		case 't':
-			buf = append(buf, '\t')
-		case 'u':
-			r, ok := hex4(d, i)
-			if !ok {
+		default: // backslash
+			if buf == nil {
+				// Size for the string up to the next quote (its end, unless an escaped quote
+				// comes first), bounded by the string limit.
+				n := bytes.IndexByte(d[i:], '"')
+				if n < 0 || n > p.maxString {
+					n = 64
+				}
+				buf = make([]byte, 0, i-chunk+n)
+			}
+			buf = append(buf, d[chunk:i]...)
+			if len(buf) > p.maxString {
+				return "", p.errorf("string longer than %d bytes", p.maxString)
+			}
+			if i+1 >= len(d) {
 				p.pos = i
-				return "", p.errorf("invalid \\u escape")
+				return "", p.errorf("unterminated escape")
 			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				// Only a high surrogate followed by a low one is a character; a lone surrogate
-				// cannot be represented in UTF-8, so it is refused rather than replaced.
-				if r >= 0xDC00 || i+6 > len(d) || d[i] != '\\' || d[i+1] != 'u' {
+			e := d[i+1]
+			i += 2
+			switch e {
+			case '"', '\\', '/':
+				buf = append(buf, e)
+			case 'b':
+				buf = append(buf, '\b')
+			case 'f':
+				buf = append(buf, '\f')
+			case 'n':
+				buf = append(buf, '\n')
+			case 'r':
+				buf = append(buf, '\r')
+			case 't':
+				buf = append(buf, '\t')
+			case 'u':
+				r, ok := hex4(d, i)
+				if !ok {
 					p.pos = i
-					return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+					return "", p.errorf("invalid \\u escape")
 				}
-				r2, ok := hex4(d, i+2)
-				if !ok || r2 < 0xDC00 || r2 > 0xDFFF {
-					p.pos = i
-					return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+				i += 4
+				if utf16.IsSurrogate(r) {
+					// Only a high surrogate followed by a low one is a character; a lone
+					// surrogate cannot be represented in UTF-8, so it is refused, not replaced.
+					if r >= 0xDC00 || i+6 > len(d) || d[i] != '\\' || d[i+1] != 'u' {
+						p.pos = i
+						return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+					}
+					r2, ok := hex4(d, i+2)
+					if !ok || r2 < 0xDC00 || r2 > 0xDFFF {
+						p.pos = i
+						return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+					}
+					i += 6
+					r = utf16.DecodeRune(r, r2)
 				}
-				i += 6
-				r = utf16.DecodeRune(r, r2)
+				buf = utf8.AppendRune(buf, r)
+			default:
+				p.pos = i - 1
+				return "", p.errorf("invalid escape \\%c", e)
 			}
-			buf = utf8.AppendRune(buf, r)
-		default:
-			p.pos = i - 1
-			return "", p.errorf("invalid escape \\%c", e)
+			chunk = i
 		}
 	}
 }

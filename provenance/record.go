@@ -196,18 +196,18 @@ func certificatesFromValue(v any, lim Limits) ([]CertificateEntry, error) {
 	// Duplicate serials were already refused by the JSON parser (duplicate keys).
 	out := make([]CertificateEntry, len(obj.Members))
 	for i, m := range obj.Members {
-		where := "certificates[" + strconv.Quote(m.Key) + "]"
+		where := func() string { return "certificates[" + strconv.Quote(truncate(m.Key)) + "]" }
 		list, ok := m.Value.([]any)
 		if !ok || len(list) == 0 {
-			return nil, verr(CheckCertificateLookup, where, nil, "entry is not a non-empty list")
+			return nil, verr(CheckCertificateLookup, where(), nil, "entry is not a non-empty list")
 		}
 		if len(list)-1 > lim.MaxPathLength {
-			return nil, verr(CheckCertificatePath, where, nil, "entry lists %d issuers, more than the limit of %d", len(list)-1, lim.MaxPathLength)
+			return nil, verr(CheckCertificatePath, where(), nil, "entry lists %d issuers, more than the limit of %d", len(list)-1, lim.MaxPathLength)
 		}
 		values := make([]string, len(list))
 		for j, e := range list {
 			if values[j], ok = e.(string); !ok {
-				return nil, verr(CheckCertificateLookup, where, nil, "entry element %d is not a string", j)
+				return nil, verr(CheckCertificateLookup, where(), nil, "entry element %d is not a string", j)
 			}
 		}
 		out[i] = CertificateEntry{Serial: m.Key, Values: values}

@@ -133,7 +133,13 @@ func (v *Verifier) VerifyWithFramework(rec *Record, framework string) ([]*Object
 	if err := v.checkTree(rec.Steps, 1, &steps, &containers); err != nil {
 		return nil, err
 	}
-	st := &verifyState{rec: rec, framework: framework, steps: make([]*Object, 0, steps)}
+	st := &verifyState{
+		rec:       rec,
+		framework: framework,
+		steps:     make([]*Object, 0, steps),
+		buf:       make([]byte, 0, dataSize(rec.Steps)+len(framework)),
+		parser:    jsonParser{maxDepth: v.limits.MaxDepth, maxString: v.limits.MaxStringBytes},
+	}
 	if err := v.container(st, rec.Steps, nil, nil); err != nil {
 		return nil, err
 	}
@@ -185,7 +191,8 @@ type verifyState struct {
 	framework string
 	steps     []*Object
 	origins   []string
-	buf       []byte // reused for the data for signing
+	buf       []byte     // reused for the data for signing
+	parser    jsonParser // reused for steps, keeping its scratch stacks
 }
 
 func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo, path []int) error {
@@ -223,6 +230,9 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 		}
 		return verr(CheckSignature, blockAt(), nil, "signature by %s does not verify", c.Serial)
 	}
+	// One "_signature" value serves every step of the container: decoded steps are to be
+	// treated as read-only (they are new on every Verify, but share this member).
+	var signature *Object
 	for i, e := range c.Elements {
 		if e.Container != nil {
 			inner := append(stack[:len(stack):len(stack)], chain.signer)
@@ -231,7 +241,7 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 			}
 			continue
 		}
-		step, err := v.decodeStep(e.Step)
+		step, err := v.decodeStepWith(&st.parser, e.Step)
 		if err != nil {
 			err.Where = stepPath(append(path[:len(path):len(path)], i))
 			return err
@@ -240,14 +250,17 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 			id, _ := step.GetString("id")
 			st.origins = append(st.origins, id)
 		}
-		includedBy := make([]any, len(stack))
-		for j, s := range stack {
-			includedBy[j] = s.object()
+		if signature == nil {
+			includedBy := make([]any, len(stack))
+			for j, s := range stack {
+				includedBy[j] = s.object()
+			}
+			signature = NewObject(
+				Member{"signed", chain.signer.object()},
+				Member{"includedBy", includedBy},
+			)
 		}
-		step.Members = append(step.Members, Member{"_signature", NewObject(
-			Member{"signed", chain.signer.object()},
-			Member{"includedBy", includedBy},
-		)})
+		step.Members = append(step.Members, Member{"_signature", signature})
 		st.steps = append(st.steps, step)
 	}
 	return nil
@@ -255,11 +268,16 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 
 // decodeStep decodes one signed step string.
 func (v *Verifier) decodeStep(s string) (*Object, *VerifyError) {
+	return v.decodeStepWith(&jsonParser{maxDepth: v.limits.MaxDepth, maxString: v.limits.MaxStringBytes}, s)
+}
+
+func (v *Verifier) decodeStepWith(p *jsonParser, s string) (*Object, *VerifyError) {
 	raw, err := decodeBase64URL(s)
 	if err != nil {
 		return nil, verr(CheckStepDecoding, "", err, "step is not padded base64url")
 	}
-	val, err := ParseJSON(raw, v.limits)
+	p.data, p.pos, p.depth, p.topKey = raw, 0, 0, ""
+	val, err := p.parseAll()
 	if err != nil {
 		return nil, verr(CheckStepDecoding, "", err, "step is not acceptable JSON")
 	}
