@@ -54,8 +54,14 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	prov, err := newProvenance(ctx, cfg, keys, m)
+	if err != nil {
+		backends.CloseAll(keys)
+		return nil, err
+	}
 	h := newHealth(keys, m, opts.Logger)
 	a, err := api.New(api.Options{
+		Provenance:      prov,
 		Keys:            keys,
 		MaxRequestBytes: cfg.Server.MaxRequestBytes,
 		SignTimeout:     cfg.Server.SignTimeout.D(),
