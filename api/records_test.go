@@ -390,4 +390,3 @@ func TestOriginalServiceErrors(t *testing.T) {
 		}
 	}
 }
-
