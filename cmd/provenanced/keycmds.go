@@ -25,15 +25,20 @@ type multiFlag []string
 func (m *multiFlag) String() string     { return strings.Join(*m, ",") }
 func (m *multiFlag) Set(v string) error { *m = append(*m, v); return nil }
 
-// loadKeySpec loads the config and finds [keys.NAME] (NAME may be empty when there is one).
-func loadKeySpec(configPath, name string) (*conf.Config, *conf.Key, error) {
+// loadConfig loads -config FILE, or PROVENANCED_CONFIG.
+func loadConfig(configPath string) (*conf.Config, error) {
 	if configPath == "" {
 		configPath = os.Getenv("PROVENANCED_CONFIG")
 	}
 	if configPath == "" {
-		return nil, nil, usageError("-config FILE is required (or PROVENANCED_CONFIG)")
+		return nil, usageError("-config FILE is required (or PROVENANCED_CONFIG)")
 	}
-	cfg, err := conf.Load(configPath)
+	return conf.Load(configPath)
+}
+
+// loadKeySpec loads the config and finds [keys.NAME] (NAME may be empty when there is one).
+func loadKeySpec(configPath, name string) (*conf.Config, *conf.Key, error) {
+	cfg, err := loadConfig(configPath)
 	if err != nil {
 		return nil, nil, err
 	}
