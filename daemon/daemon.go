@@ -120,6 +120,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		servers = append(servers, d.server(d.handler))
 		httpAddr = l.Addr().String()
 	}
+	d.health.check(ctx) // sets backend_up and warns of expiry at once, not after the first interval
 	d.health.start(ctx)
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {
