@@ -43,8 +43,9 @@ func findPython(t testing.TB) string {
 	return pythonPath
 }
 
-// ib1check verifies a record with testdata/ib1check.py and returns its decoded output.
-func ib1check(t testing.TB, data []byte, rootFile, framework string) (any, error) {
+// ib1check verifies a record with testdata/ib1check.py (rootPath: a PEM file) and returns
+// its decoded output.
+func ib1check(t testing.TB, data []byte, rootPath, framework string) (any, error) {
 	t.Helper()
 	py := findPython(t)
 	dir := t.TempDir()
@@ -52,7 +53,7 @@ func ib1check(t testing.TB, data []byte, rootFile, framework string) (any, error
 	if err := os.WriteFile(file, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	cmd := exec.Command(py, "testdata/ib1check.py", "verify", "--root", filepath.Join(vectorsDir, rootFile), "--framework", framework, file)
+	cmd := exec.Command(py, "testdata/ib1check.py", "verify", "--root", rootPath, "--framework", framework, file)
 	var stderr strings.Builder
 	cmd.Stderr = &stderr
 	out, err := cmd.Output()
@@ -74,7 +75,7 @@ func checkWithIB1Check(t testing.TB, rec *Record, rootFile, framework string, de
 	if err != nil {
 		t.Fatal(err)
 	}
-	got, err := ib1check(t, data, rootFile, framework)
+	got, err := ib1check(t, data, filepath.Join(vectorsDir, rootFile), framework)
 	if err != nil {
 		t.Fatalf("ib1check.py rejects the record: %s", err.(*exec.ExitError).Stderr)
 	}

@@ -723,9 +723,8 @@ func validNumber(s string) bool {
 	return err == nil && p.pos == len(s) && v != nil
 }
 
-// normalize converts the convenience types that callers may use (integers, []string, Object
-// by value, map[string]any in required values) to the canonical value types, so that
-// comparisons only deal with nil, bool, string, json.Number, []any, *Object and maps.
+// normalizeNumber gives the JSON number text of any of the number types that callers may
+// use (json.Number, Go integers and floats, *big.Int), so that comparisons deal with one.
 func normalizeNumber(v any) (json.Number, bool) {
 	switch x := v.(type) {
 	case json.Number:

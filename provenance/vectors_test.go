@@ -1,10 +1,13 @@
 package provenance
 
 import (
+	"bytes"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"strings"
 	"testing"
+	"time"
 )
 
 func pemDecode(data []byte) (*pem.Block, []byte) { return pem.Decode(data) }
@@ -188,5 +191,55 @@ func TestEncodeOrderedStep(t *testing.T) {
 	back := mustParseJSON(t, got)
 	if d := sameOrdered(back, mustParseJSON(t, []byte(want)), "$"); d != "" {
 		t.Fatal(d)
+	}
+}
+
+// TestBuilderMatchesReferenceStep writes the unicode vector's first step from Go values
+// (no JSON parsing), through the Builder with the same id bytes and time: the encoded step
+// must be the reference's, byte for byte.
+func TestBuilderMatchesReferenceStep(t *testing.T) {
+	rec, err := ParseRecord(readVector(t, "records/unicode.json"), Limits{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	idBytes, err := base64.RawURLEncoding.DecodeString("jqIuR-Jy4roe1UUQvWqY")
+	if err != nil {
+		t.Fatal(err)
+	}
+	now := time.Date(2026, 11, 27, 15, 33, 4, 0, time.UTC)
+	b := NewBuilder("TF", now, bytes.NewReader(idBytes))
+	id, err := b.AddStep(NewStep("origin",
+		Member{"scheme", "https://registry.core.sandbox.trust.ib1.org/scheme/perseus"},
+		Member{"sourceType", "https://registry.core.sandbox.trust.ib1.org/scheme/perseus/source-type/Meter"},
+		Member{"origin", "https://example.com/Zürich/messdaten?q=a&b=<c>"},
+		Member{"external", true},
+		Member{"location", NewObject(
+			Member{"city", "Zürich"},
+			Member{"city_ja", "東京"},
+			Member{"label", "Straße — “quoted” ‘single’ «guillemets» …"},
+		)},
+		Member{"emoji", "🔋⚡🌍 👩\u200d🔬"},
+		Member{"html", `<script>alert("x & y")</script> &amp; &lt;tag&gt;`},
+		Member{"quotes", "double \" single ' backtick `"},
+		Member{"backslash", `C:\meter\readings\2025 and a trailing backslash \`},
+		Member{"slash", "a/b//c and </"},
+		Member{"control", "line1\nline2\r\ttab\x01\x1f end \x7f"},
+		Member{"separators", "LS\u2028PS\u2029 NBSP\u00a0 ZWSP\u200b BOM\ufeff"},
+		Member{"東京", "key that is not ASCII"},
+		Member{"numbers", []any{0, -7, 42, jsonNumber("3.25"), jsonNumber("0.001"), int64(12345678901)}},
+		Member{"nothing", nil},
+		Member{"flags", []any{true, false}},
+		Member{"empty", NewObject(Member{"object", NewObject()}, Member{"array", []any{}}, Member{"string", ""})},
+	))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if id != "jqIuR-Jy4roe1UUQvWqY" {
+		t.Fatalf("id %q", id)
+	}
+	if got, want := b.steps[0], rec.Steps.Elements[0].Step; got != want {
+		g, _ := decodeBase64URL(got)
+		w, _ := decodeBase64URL(want)
+		t.Fatalf("encoded step differs from the reference's:\n got %s\nwant %s", g, w)
 	}
 }
