@@ -122,6 +122,14 @@ type jsonParser struct {
 	topKey    string // the member of the top-level object being parsed
 	members   []Member
 	values    []any
+	keys      map[string]string // interned object keys
+}
+
+// reset prepares a (possibly reused) parser for data, keeping its scratch stacks and
+// interned keys.
+func (p *jsonParser) reset(data []byte, maxDepth, maxString int) {
+	p.data, p.pos, p.depth, p.topKey = data, 0, 0, ""
+	p.maxDepth, p.maxString = maxDepth, maxString
 }
 
 func (p *jsonParser) parseAll() (any, error) {
@@ -177,7 +185,7 @@ func (p *jsonParser) value() (any, error) {
 	case c == '[':
 		return p.array()
 	case c == '"':
-		return p.str()
+		return p.str(false)
 	case c == '-' || (c >= '0' && c <= '9'):
 		return p.number()
 	case c == 't':
@@ -231,7 +239,7 @@ func (p *jsonParser) object() (any, error) {
 		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
 			return nil, p.errorf("expected a string key")
 		}
-		key, err := p.str()
+		key, err := p.str(true)
 		if err != nil {
 			return nil, err
 		}
@@ -397,8 +405,10 @@ func hasSpecialByte(x uint64) bool {
 	return (x|less20|quote|backslash)&highs != 0
 }
 
-// str parses a string at p.pos (which holds '"').
-func (p *jsonParser) str() (string, error) {
+const maxInternedKeys = 256
+
+// str parses a string at p.pos (which holds '"'); intern is set for object keys.
+func (p *jsonParser) str(intern bool) (string, error) {
 	p.pos++
 	d := p.data
 	i := p.pos
@@ -433,6 +443,20 @@ func (p *jsonParser) str() (string, error) {
 				return "", p.errorf("string is not valid UTF-8")
 			}
 			p.pos = i + 1
+			if intern && buf == nil {
+				// Object keys repeat from step to step; a reused parser keeps one copy.
+				if k, ok := p.keys[string(out)]; ok {
+					return k, nil
+				}
+				k := string(out)
+				if len(p.keys) < maxInternedKeys && len(k) <= 64 {
+					if p.keys == nil {
+						p.keys = make(map[string]string)
+					}
+					p.keys[k] = k
+				}
+				return k, nil
+			}
 			return string(out), nil
 		case c >= 0x80:
 			ascii = false

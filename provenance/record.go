@@ -54,13 +54,17 @@ func (r *Record) Certificate(serial string) ([]string, bool) {
 // the Limits) but no signature, certificate or step content: use a Verifier for that.
 // Errors are *VerifyError naming the failed check.
 func ParseRecord(data []byte, lim Limits) (*Record, error) {
-	lim = lim.withDefaults()
+	return parseRecordWith(&jsonParser{}, data, lim.withDefaults())
+}
+
+// parseRecordWith parses with p, a parser that may be reused (lim has its defaults).
+func parseRecordWith(p *jsonParser, data []byte, lim Limits) (*Record, error) {
 	if len(data) > lim.MaxRecordBytes {
 		return nil, verr(CheckContainerShape, "", nil, "record is %d bytes, more than the limit of %d", len(data), lim.MaxRecordBytes)
 	}
 	// The JSON depth allowed is that of MaxDepth nested containers, plus the record object and
 	// the innermost signature block.
-	p := jsonParser{data: data, maxDepth: lim.MaxDepth + 2, maxString: lim.MaxStringBytes}
+	p.reset(data, lim.MaxDepth+2, lim.MaxStringBytes)
 	v, err := p.parseAll()
 	if err != nil {
 		var dup *duplicateKeyError

@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,6 +26,7 @@ type Verifier struct {
 	limits    Limits
 	certs     *boundedCache[string, *certInfo]
 	chains    *boundedCache[string, *chainResult]
+	scratch   sync.Pool // of *scratch
 }
 
 // chainResult is a certificate path found valid: it stays valid for any signing time in
@@ -95,15 +97,43 @@ func (v *Verifier) ParseRecord(data []byte) (*Record, error) {
 // VerifyJSON parses and verifies an encoded record. It returns the record and its decoded
 // steps (see Verify).
 func (v *Verifier) VerifyJSON(data []byte) (*Record, []*Object, error) {
-	rec, err := ParseRecord(data, v.limits)
+	sc := v.getScratch()
+	defer v.putScratch(sc)
+	rec, err := parseRecordWith(&sc.parser, data, v.limits)
 	if err != nil {
 		return nil, nil, err
 	}
-	steps, err := v.Verify(rec)
+	steps, err := v.verify(sc, rec, v.framework)
 	if err != nil {
 		return nil, nil, err
 	}
 	return rec, steps, nil
+}
+
+// scratch is the reusable working memory of one verification: the JSON parser (its stacks
+// and interned keys) and the buffer for the data for signing.
+type scratch struct {
+	parser jsonParser
+	buf    []byte
+}
+
+func (v *Verifier) getScratch() *scratch {
+	if sc, ok := v.scratch.Get().(*scratch); ok {
+		return sc
+	}
+	return &scratch{}
+}
+
+func (v *Verifier) putScratch(sc *scratch) {
+	// Keep no reference to the record, and no memory that a large record made grow.
+	sc.parser.data = nil
+	if cap(sc.buf) > 1<<20 {
+		sc.buf = nil
+	}
+	if cap(sc.parser.members) > 4096 || cap(sc.parser.values) > 4096 {
+		sc.parser.members, sc.parser.values = nil, nil
+	}
+	v.scratch.Put(sc)
 }
 
 // Verify verifies a record under the Verifier's trust framework and returns its decoded
@@ -121,6 +151,12 @@ func (v *Verifier) Verify(rec *Record) ([]*Object, error) {
 // that, like the reference's decode endpoint, takes it from the record). The caches are
 // shared: certificate paths do not depend on the framework.
 func (v *Verifier) VerifyWithFramework(rec *Record, framework string) ([]*Object, error) {
+	sc := v.getScratch()
+	defer v.putScratch(sc)
+	return v.verify(sc, rec, framework)
+}
+
+func (v *Verifier) verify(sc *scratch, rec *Record, framework string) ([]*Object, error) {
 	if rec == nil || rec.Steps == nil {
 		return nil, verr(CheckContainerShape, "", nil, "record has no steps")
 	}
@@ -133,14 +169,17 @@ func (v *Verifier) VerifyWithFramework(rec *Record, framework string) ([]*Object
 	if err := v.checkTree(rec.Steps, 1, &steps, &containers); err != nil {
 		return nil, err
 	}
+	if need := dataSize(rec.Steps) + len(framework); cap(sc.buf) < need {
+		sc.buf = make([]byte, 0, need)
+	}
 	st := &verifyState{
 		rec:       rec,
 		framework: framework,
 		steps:     make([]*Object, 0, steps),
-		buf:       make([]byte, 0, dataSize(rec.Steps)+len(framework)),
-		parser:    jsonParser{maxDepth: v.limits.MaxDepth, maxString: v.limits.MaxStringBytes},
+		sc:        sc,
 	}
-	if err := v.container(st, rec.Steps, nil, nil); err != nil {
+	err := v.container(st, rec.Steps, nil, nil)
+	if err != nil {
 		return nil, err
 	}
 	if len(st.origins) != len(rec.Origins) {
@@ -191,8 +230,7 @@ type verifyState struct {
 	framework string
 	steps     []*Object
 	origins   []string
-	buf       []byte     // reused for the data for signing
-	parser    jsonParser // reused for steps, keeping its scratch stacks
+	sc        *scratch
 }
 
 func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo, path []int) error {
@@ -222,8 +260,8 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 	if err2 != nil {
 		return verr(CheckSignature, blockAt(), err2, "signature is not padded base64url")
 	}
-	st.buf = appendDataForSigning(st.buf[:0], st.framework, c)
-	digest := sha256.Sum256(st.buf)
+	st.sc.buf = appendDataForSigning(st.sc.buf[:0], st.framework, c)
+	digest := sha256.Sum256(st.sc.buf)
 	if !ecdsa.VerifyASN1(chain.key, digest[:], sig) {
 		if _, err := parseDERSignature(sig); err != nil {
 			return verr(CheckSignature, blockAt(), err, "signature by %s is not a DER ECDSA signature", c.Serial)
@@ -241,7 +279,7 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 			}
 			continue
 		}
-		step, err := v.decodeStepWith(&st.parser, e.Step)
+		step, err := v.decodeStepWith(&st.sc.parser, e.Step)
 		if err != nil {
 			err.Where = stepPath(append(path[:len(path):len(path)], i))
 			return err
@@ -276,7 +314,7 @@ func (v *Verifier) decodeStepWith(p *jsonParser, s string) (*Object, *VerifyErro
 	if err != nil {
 		return nil, verr(CheckStepDecoding, "", err, "step is not padded base64url")
 	}
-	p.data, p.pos, p.depth, p.topKey = raw, 0, 0, ""
+	p.reset(raw, v.limits.MaxDepth, v.limits.MaxStringBytes)
 	val, err := p.parseAll()
 	if err != nil {
 		return nil, verr(CheckStepDecoding, "", err, "step is not acceptable JSON")
@@ -563,7 +601,7 @@ func FormatTimestamp(t time.Time) string {
 // decodeBase64URL decodes padded base64url strictly: no other alphabet, no line breaks
 // (which encoding/base64 would otherwise skip), zero padding bits.
 func decodeBase64URL(s string) ([]byte, error) {
-	if strings.ContainsAny(s, "\r\n") {
+	if strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0 { // faster than ContainsAny
 		return nil, errors.New("line break in base64")
 	}
 	return base64.URLEncoding.Strict().DecodeString(s)
