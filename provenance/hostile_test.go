@@ -407,3 +407,24 @@ func TestSigningTimeBoundsInclusive(t *testing.T) {
 	}
 	_ = context.Background
 }
+
+// TestCachesKeepOnlyGoodPaths: certificates of a record whose path fails are not cached,
+// so hostile records cannot push good certificates out of the bounded cache.
+func TestCachesKeepOnlyGoodPaths(t *testing.T) {
+	m := loadManifest(t)
+	v := newTestVerifier(t, m.Root, m.Framework)
+	for _, f := range []string{"invalid/untrusted-root.json", "invalid/expired-at-signing-time.json"} {
+		if _, _, err := v.VerifyJSON(readVector(t, f)); err == nil {
+			t.Fatalf("%s accepted", f)
+		}
+	}
+	if v.certs.len() != 0 || v.chains.len() != 0 {
+		t.Fatalf("failed paths cached: %d certificates, %d paths", v.certs.len(), v.chains.len())
+	}
+	if _, _, err := v.VerifyJSON(readVector(t, "records/cap.json")); err != nil {
+		t.Fatal(err)
+	}
+	if v.certs.len() != 3 || v.chains.len() != 2 {
+		t.Fatalf("%d certificates, %d paths cached; want 3 and 2", v.certs.len(), v.chains.len())
+	}
+}

@@ -242,7 +242,7 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 	if !canonicalSerial(c.Serial) {
 		return verr(CheckSerialFormat, blockAt(), nil, "serial %q is not the canonical decimal form of a non-negative integer of at most %d digits", truncate(c.Serial), MaxSerialDigits)
 	}
-	leaf, issuers, err := v.lookupChain(st.rec, c.Serial)
+	leaf, issuers, parsed, err := v.lookupChain(st.rec, c.Serial)
 	if err != nil {
 		err.Where = blockAt()
 		return err
@@ -255,6 +255,9 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 	if err != nil {
 		err.Where = blockAt()
 		return err
+	}
+	for pemText, ci := range parsed {
+		v.certs.put(pemText, ci)
 	}
 	sig, err2 := decodeBase64URL(c.Signature)
 	if err2 != nil {
@@ -344,55 +347,65 @@ func (v *Verifier) decodeStepWith(p *jsonParser, s string) (*Object, *VerifyErro
 }
 
 // lookupChain finds the signing certificate of serial and its listed issuers.
-func (v *Verifier) lookupChain(rec *Record, serial string) (*certInfo, []*certInfo, *VerifyError) {
+// It also returns the certificates it had to parse, keyed by PEM text, for the caller to
+// cache once they are found on a valid path: certificates of records that fail do not
+// push others out of the cache.
+func (v *Verifier) lookupChain(rec *Record, serial string) (*certInfo, []*certInfo, map[string]*certInfo, *VerifyError) {
 	entry, ok := rec.Certificate(serial)
 	if !ok {
-		return nil, nil, verr(CheckCertificateLookup, "", nil, "certificate serial %s is not present in the record", serial)
+		return nil, nil, nil, verr(CheckCertificateLookup, "", nil, "certificate serial %s is not present in the record", serial)
 	}
 	if len(entry) == 0 {
-		return nil, nil, verr(CheckCertificateLookup, "", nil, "certificates entry %s is empty", serial)
+		return nil, nil, nil, verr(CheckCertificateLookup, "", nil, "certificates entry %s is empty", serial)
 	}
 	if len(entry)-1 > v.limits.MaxPathLength {
-		return nil, nil, verr(CheckCertificatePath, "", nil, "certificates entry %s lists %d issuers, more than the limit of %d", serial, len(entry)-1, v.limits.MaxPathLength)
+		return nil, nil, nil, verr(CheckCertificatePath, "", nil, "certificates entry %s lists %d issuers, more than the limit of %d", serial, len(entry)-1, v.limits.MaxPathLength)
 	}
-	leaf, err := v.certificate(serial, entry[0])
+	var parsed map[string]*certInfo
+	leaf, err := v.certificate(serial, entry[0], &parsed)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	issuers := make([]*certInfo, 0, len(entry)-1)
 	for i, is := range entry[1:] {
 		if is == serial {
-			return nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists itself as its issuer", serial)
+			return nil, nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists itself as its issuer", serial)
 		}
 		for _, prev := range entry[1 : 1+i] {
 			if prev == is {
-				return nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists issuer %s twice", serial, truncate(is))
+				return nil, nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists issuer %s twice", serial, truncate(is))
 			}
 		}
 		ie, ok := rec.Certificate(is)
 		if !ok || len(ie) == 0 {
-			return nil, nil, verr(CheckCertificateLookup, "", nil, "issuer certificate %s named by %s is not present in the record", truncate(is), serial)
+			return nil, nil, nil, verr(CheckCertificateLookup, "", nil, "issuer certificate %s named by %s is not present in the record", truncate(is), serial)
 		}
-		c, err := v.certificate(is, ie[0])
+		c, err := v.certificate(is, ie[0], &parsed)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		issuers = append(issuers, c)
 	}
-	return leaf, issuers, nil
+	return leaf, issuers, parsed, nil
 }
 
 // certificate parses (or finds in the cache) the certificate of a certificates entry and
 // checks that it is the certificate with the serial the entry is filed under.
-func (v *Verifier) certificate(serial, pemText string) (*certInfo, *VerifyError) {
+func (v *Verifier) certificate(serial, pemText string, parsed *map[string]*certInfo) (*certInfo, *VerifyError) {
 	ci, ok := v.certs.get(pemText)
+	if !ok {
+		ci, ok = (*parsed)[pemText]
+	}
 	if !ok {
 		c, err := parseCertificatePEM(pemText)
 		if err != nil {
 			return nil, verr(CheckCertificatePath, "", err, "certificates entry %s does not hold a parseable certificate", truncate(serial))
 		}
 		ci = newCertInfo(c)
-		v.certs.put(pemText, ci)
+		if *parsed == nil {
+			*parsed = map[string]*certInfo{}
+		}
+		(*parsed)[pemText] = ci
 	}
 	if ci.serial != serial {
 		// The reference files certificates by whatever key it is given; a certificate filed
