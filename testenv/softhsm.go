@@ -19,15 +19,6 @@ import (
 	"time"
 )
 
-// TB is the part of testing.TB that the SoftHSM helpers use. testenv is linked into the
-// daemon (serve -dev -hsm), so it does not import "testing".
-type TB interface {
-	Helper()
-	TempDir() string
-	Cleanup(func())
-	Fatalf(format string, args ...any)
-}
-
 // SoftHSMInstall is what to run when SoftHSM or OpenSC is missing.
 const SoftHSMInstall = "apt-get install softhsm2 opensc"
 
