@@ -358,6 +358,10 @@ func TestDaemonStartupFaults(t *testing.T) {
 		if took := time.Since(start); took > 5*time.Second {
 			t.Errorf("took %v to give up", took)
 		}
+		// Restarted, as a service manager would: no PIN is offered now, so a restart loop
+		// cannot lock the token.
+		code, stderr = runFailing(t, h, writeConfig(t, h, map[string]string{"pin": `"env:HSM_PIN"`}), "HSM_PIN=wrong-pin-1234")
+		expectExit(t, code, stderr, "keys.signing.pin", "has seen a wrong user PIN since its last good login")
 		// One wrong PIN did not lock the token: the right one still works.
 		if _, err := h.Run("pkcs11-tool", "--token-label", h.Token, "--login", "--pin", h.PIN, "--list-objects"); err != nil {
 			t.Errorf("the right PIN after the wrong one: %v", err)

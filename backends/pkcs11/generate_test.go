@@ -131,4 +131,5 @@ func TestGenerateErrors(t *testing.T) {
 			t.Errorf("Generate: %v; want a config error about %s saying %q", err, tc.field, tc.says)
 		}
 	}
+	goodLogin(t, tokSpare, home.pin)
 }

@@ -158,6 +158,7 @@ var faults struct {
 	on    atomic.Bool             // any fault set: the benchmarks pass by without a lock
 	fail  map[string]pkcs11.Error // a call name → the error it returns instead
 	block chan struct{}           // when not nil, C_Sign waits for it to close
+	flags uint                    // token flags C_GetTokenInfo adds
 
 	open   atomic.Int64 // sessions open now
 	peak   atomic.Int64 // most sessions open at once
@@ -166,7 +167,7 @@ var faults struct {
 
 func resetFaults() {
 	faults.Lock()
-	faults.fail, faults.block = nil, nil
+	faults.fail, faults.block, faults.flags = nil, nil, 0
 	faults.on.Store(false)
 	faults.Unlock()
 	faults.logins.Store(0)
@@ -239,7 +240,13 @@ func (f *faulty) GetTokenInfo(slot uint) (pkcs11.TokenInfo, error) {
 	if err := fault("GetTokenInfo"); err != nil {
 		return pkcs11.TokenInfo{}, err
 	}
-	return f.cryptoki.GetTokenInfo(slot)
+	ti, err := f.cryptoki.GetTokenInfo(slot)
+	if faults.on.Load() {
+		faults.Lock()
+		ti.Flags |= faults.flags
+		faults.Unlock()
+	}
+	return ti, err
 }
 
 func (f *faulty) SignInit(h pkcs11.SessionHandle, m []*pkcs11.Mechanism, o pkcs11.ObjectHandle) error {
@@ -262,4 +269,21 @@ func (f *faulty) Sign(h pkcs11.SessionHandle, msg []byte) ([]byte, error) {
 		return nil, err
 	}
 	return f.cryptoki.Sign(h, msg)
+}
+
+func withTokenFlags(flags uint) {
+	faults.Lock()
+	faults.flags = flags
+	faults.on.Store(true)
+	faults.Unlock()
+}
+
+// goodLogin logs in to tok with the right PIN, as an operator would after a wrong one:
+// SoftHSM, like real tokens, sets CKF_USER_PIN_COUNT_LOW after a wrong PIN until the next
+// good login, and this backend then refuses to offer a PIN at all.
+func goodLogin(t testing.TB, tok, pin string) {
+	t.Helper()
+	if _, err := home.hsm.Run("pkcs11-tool", "--token-label", tok, "--login", "--pin", pin, "--list-objects"); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -429,12 +429,6 @@ func (s *Signer) login(p cryptoki, sh pkcs11.SessionHandle, ti pkcs11.TokenInfo)
 		}
 		return "", nil
 	}
-	if ti.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0 {
-		return "", errorf("pin", true, nil, "token %q has locked its user PIN after too many wrong ones; unlock it with the SO PIN (for example pkcs11-tool --init-pin --login --login-type so), then start provenanced again", ti.Label)
-	}
-	if ti.Flags&pkcs11.CKF_USER_PIN_FINAL_TRY != 0 {
-		return "", errorf("pin", true, nil, "token %q will lock its user PIN at the next wrong one, so provenanced will not try; check the PIN in %s by hand (pkcs11-tool --login --test resets the count when it succeeds)", ti.Label, src)
-	}
 	pin, err := src.read()
 	if err != nil {
 		return "", errorf("pin", true, nil, "%v", err)
@@ -445,6 +439,18 @@ func (s *Signer) login(p cryptoki, sh pkcs11.SessionHandle, ti pkcs11.TokenInfo)
 	s.mu.Unlock()
 	if rejected {
 		return "", errorf("pin", true, nil, "token %q rejected the PIN from %s before, and provenanced does not offer a rejected PIN again, so as not to lock the token; put the right PIN there (it is read again at the next attempt)", ti.Label, src)
+	}
+	if ti.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0 {
+		return "", errorf("pin", true, nil, "token %q has locked its user PIN after too many wrong ones; unlock it with the SO PIN (for example pkcs11-tool --init-pin --login --login-type so), then start provenanced again", ti.Label)
+	}
+	if ti.Flags&pkcs11.CKF_USER_PIN_FINAL_TRY != 0 {
+		return "", errorf("pin", true, nil, "token %q will lock its user PIN at the next wrong one, so provenanced will not try; check the PIN in %s by hand (a good login, such as pkcs11-tool --login --list-objects, resets the count)", ti.Label, src)
+	}
+	// A wrong PIN since the last good login: perhaps this daemon's own, before a restart.
+	// A service manager that restarts a daemon whose PIN is wrong would lock the token
+	// one restart at a time; this stops it after the first.
+	if ti.Flags&pkcs11.CKF_USER_PIN_COUNT_LOW != 0 {
+		return "", errorf("pin", true, nil, "token %q has seen a wrong user PIN since its last good login, so provenanced will not try another; check the PIN in %s by hand (a good login, such as pkcs11-tool --login --list-objects, resets the count)", ti.Label, src)
 	}
 	err = p.Login(sh, pkcs11.CKU_USER, pin)
 	switch {

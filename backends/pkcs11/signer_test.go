@@ -203,8 +203,18 @@ func TestOpenErrorsSayWhich(t *testing.T) {
 			if strings.Contains(msg, home.pin) {
 				t.Errorf("error contains the PIN: %s", msg)
 			}
-			if tc.name == "wrong PIN" && faults.logins.Load() != 1 {
-				t.Errorf("%d logins with a wrong PIN; want exactly one", faults.logins.Load())
+			if tc.name == "wrong PIN" {
+				if faults.logins.Load() != 1 {
+					t.Errorf("%d logins with a wrong PIN; want exactly one", faults.logins.Load())
+				}
+				// The next start is refused before any login: a restart loop cannot lock
+				// the token.
+				resetFaults()
+				again := openErr(t, tc.body)
+				if !strings.Contains(again.Error(), "has seen a wrong user PIN since its last good login") || faults.logins.Load() != 0 {
+					t.Errorf("after a wrong PIN (%d logins): %v", faults.logins.Load(), again)
+				}
+				goodLogin(t, tokMain, home.pin)
 			}
 		})
 	}
@@ -216,6 +226,7 @@ func TestOpenErrorsSayWhich(t *testing.T) {
 func TestWrongPINLeavesOtherKeysAlone(t *testing.T) {
 	good := openKey(t, keyBody(tokMain, ""))
 	openErr(t, fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:wrong.pin\"\n", home.hsm.Module, tokSpare))
+	goodLogin(t, tokSpare, home.pin)
 	d := digestOf("still here")
 	sig, err := good.SignContext(context.Background(), d)
 	if err != nil || !ecdsa.VerifyASN1(good.pub, d, sig) {
@@ -434,14 +445,43 @@ func TestRejectedPINIsNotRetried(t *testing.T) {
 	if strings.Contains(err.Error(), home.pin) {
 		t.Errorf("the error contains the PIN: %v", err)
 	}
-	// The PIN source is read again at each attempt: the new PIN is offered (and the key
-	// found missing, since the token was wiped).
+	// The PIN source is read again at each attempt: once the operator has put the new PIN
+	// there (and logged in with it, which clears the token's count of wrong PINs), it is
+	// offered, and the key found missing, since the token was wiped.
 	if err := os.WriteFile(pinFile, []byte("a-new-pin\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
+	time.Sleep(retryInterval)
+	if err := s.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "has seen a wrong user PIN") {
+		t.Errorf("Ready() = %v, want the token's count of wrong PINs to stop the login", err)
+	}
+	goodLogin(t, tokNewPIN, "a-new-pin")
 	time.Sleep(retryInterval)
 	err = s.Ready(context.Background())
 	if err == nil || !strings.Contains(err.Error(), `no private key with label "signing"`) {
 		t.Errorf("Ready() = %v, want the new PIN to log in and the key to be missing", err)
 	}
+}
+
+// Token flags that say the PIN is locked, or near it: the PIN is not offered at all.
+func TestPINFlagsStopTheLogin(t *testing.T) {
+	for _, tc := range []struct {
+		flag uint
+		says string
+	}{
+		{pkcs11.CKF_USER_PIN_LOCKED, "has locked its user PIN"},
+		{pkcs11.CKF_USER_PIN_FINAL_TRY, "will lock its user PIN at the next wrong one"},
+		{pkcs11.CKF_USER_PIN_COUNT_LOW, "has seen a wrong user PIN since its last good login"},
+	} {
+		resetFaults()
+		withTokenFlags(tc.flag)
+		ce := openErr(t, keyBody(tokMain, ""))
+		if ce.Key != "keys.k.pin" || !strings.Contains(ce.Error(), tc.says) {
+			t.Errorf("flag %#x: %v", tc.flag, ce)
+		}
+		if n := faults.logins.Load(); n != 0 {
+			t.Errorf("flag %#x: %d logins", tc.flag, n)
+		}
+	}
+	resetFaults()
 }
