@@ -13,7 +13,6 @@ import (
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
 	"os"
 	"os/exec"
@@ -21,6 +20,7 @@ import (
 	"regexp"
 	"strings"
 	"sync"
+	"syscall"
 	"testing"
 	"time"
 
@@ -33,101 +33,41 @@ import (
 // The tests in this file run the real daemon, as a subprocess with a SoftHSM token of its
 // own, and talk to it over its Unix socket as a client would.
 
-// syncBuffer collects a subprocess's stderr while the test reads it.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
-}
-
+// daemonProc is the daemon run as a subprocess, with a client of its socket.
 type daemonProc struct {
-	cmd    *exec.Cmd
-	stderr *syncBuffer
-	done   chan struct{}
-	err    error // the exit, once done is closed
-	socket string
-	c      *client.Client
-	hc     *http.Client
+	*testenv.Process
+	c  *client.Client
+	hc *http.Client
 }
 
-func daemonCommand(t *testing.T, h *testenv.HSM, config string, env ...string) (*exec.Cmd, *syncBuffer) {
-	t.Helper()
-	bin, err := pkcs11.DaemonBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(bin, "serve", "-config", config)
-	cmd.Env = append(h.Env(), append([]string{"PROVENANCED_HTTP=off"}, env...)...)
-	stderr := &syncBuffer{}
-	cmd.Stderr = stderr
-	return cmd, stderr
+func daemonEnv(h *testenv.HSM, env ...string) []string {
+	return append([]string{"SOFTHSM2_CONF=" + h.Conf, "PROVENANCED_HTTP=off"}, env...)
 }
 
 // startDaemon runs the daemon on config and waits until it answers /healthz.
 func startDaemon(t *testing.T, h *testenv.HSM, config string, env ...string) *daemonProc {
 	t.Helper()
-	cmd, stderr := daemonCommand(t, h, config, env...)
-	if err := cmd.Start(); err != nil {
-		t.Fatal(err)
-	}
-	d := &daemonProc{cmd: cmd, stderr: stderr, done: make(chan struct{}), socket: h.Socket}
-	go func() { d.err = cmd.Wait(); close(d.done) }()
-	t.Cleanup(func() {
-		cmd.Process.Signal(os.Interrupt)
-		select {
-		case <-d.done:
-		case <-time.After(10 * time.Second):
-			cmd.Process.Kill()
-			<-d.done
-		}
-		if t.Failed() {
-			t.Logf("daemon log:\n%s", stderr)
-		}
-	})
-	d.hc = &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
-		return (&net.Dialer{}).DialContext(ctx, "unix", d.socket)
-	}}, Timeout: 10 * time.Second}
-	deadline := time.Now().Add(15 * time.Second)
-	for {
-		select {
-		case <-d.done:
-			t.Fatalf("the daemon exited: %v\n%s", d.err, stderr)
-		default:
-		}
-		if resp, err := d.hc.Get("http://d/healthz"); err == nil {
-			resp.Body.Close()
-			if resp.StatusCode == http.StatusOK {
-				break
-			}
-		}
-		if time.Now().After(deadline) {
-			t.Fatalf("the daemon did not answer on %s:\n%s", d.socket, stderr)
-		}
-		time.Sleep(20 * time.Millisecond)
-	}
-	c, err := client.New(client.Options{Socket: d.socket})
+	bin, err := pkcs11.DaemonBinary()
 	if err != nil {
 		t.Fatal(err)
 	}
-	d.c = c
-	return d
+	p := testenv.StartDaemon(t, bin, h.Socket, "", daemonEnv(h, env...), "serve", "-config", config)
+	t.Cleanup(func() {
+		if t.Failed() {
+			t.Logf("daemon log:\n%s", p.Output())
+		}
+	})
+	c, err := client.New(client.Options{Socket: h.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return &daemonProc{Process: p, c: c, hc: p.Client()}
 }
 
 // get returns the status and body of a GET.
 func (d *daemonProc) get(t *testing.T, path string) (int, string) {
 	t.Helper()
-	resp, err := d.hc.Get("http://d" + path)
+	resp, err := d.hc.Get(d.URL(path))
 	if err != nil {
 		t.Fatalf("GET %s: %v", path, err)
 	}
@@ -149,27 +89,23 @@ func (d *daemonProc) backendUp(t *testing.T) string {
 }
 
 // runFailing runs the daemon on config, expects it to exit by itself, and returns its
-// exit status and stderr.
+// exit status and output.
 func runFailing(t *testing.T, h *testenv.HSM, config string, env ...string) (int, string) {
 	t.Helper()
-	cmd, stderr := daemonCommand(t, h, config, env...)
-	if err := cmd.Start(); err != nil {
+	bin, err := pkcs11.DaemonBinary()
+	if err != nil {
 		t.Fatal(err)
 	}
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
-	select {
-	case err := <-done:
-		var ee *exec.ExitError
-		if !errors.As(err, &ee) {
-			t.Fatalf("the daemon exited with %v, want an error:\n%s", err, stderr)
-		}
-		return ee.ExitCode(), stderr.String()
-	case <-time.After(20 * time.Second):
-		cmd.Process.Kill()
-		t.Fatalf("the daemon did not exit:\n%s", stderr)
+	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
+	defer cancel()
+	cmd := exec.CommandContext(ctx, bin, "serve", "-config", config)
+	cmd.Env = append(os.Environ(), daemonEnv(h, env...)...)
+	out, err := cmd.CombinedOutput()
+	var ee *exec.ExitError
+	if ctx.Err() != nil || !errors.As(err, &ee) {
+		t.Fatalf("the daemon did not fail by itself (%v):\n%s", err, out)
 	}
-	return 0, ""
+	return ee.ExitCode(), string(out)
 }
 
 func pubPEM(t *testing.T, pub crypto.PublicKey) []byte {
@@ -277,8 +213,8 @@ func TestDaemonSignsWithSoftHSM(t *testing.T) {
 
 	// The PIN is nowhere to be seen: not in the log, the metrics or the command line.
 	_, metrics := d.get(t, "/metrics")
-	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", d.cmd.Process.Pid))
-	for what, text := range map[string]string{"log": d.stderr.String(), "metrics": metrics, "command line": string(cmdline)} {
+	cmdline, _ := os.ReadFile(fmt.Sprintf("/proc/%d/cmdline", d.Cmd.Process.Pid))
+	for what, text := range map[string]string{"log": d.Output(), "metrics": metrics, "command line": string(cmdline)} {
 		if strings.Contains(text, h.PIN) {
 			t.Errorf("the PIN appears in the %s", what)
 		}
@@ -470,20 +406,15 @@ func (d *daemonProc) recovers(t *testing.T, pid int, pub crypto.PublicKey) {
 	if up := d.backendUp(t); up != "1" {
 		t.Errorf("provenanced_backend_up = %s after recovery, want 1", up)
 	}
-	if d.cmd.Process.Pid != pid {
-		t.Fatal("the daemon was restarted")
-	}
-	select {
-	case <-d.done:
-		t.Fatalf("the daemon exited: %v", d.err)
-	default:
+	if d.Cmd.Process.Pid != pid || d.Cmd.Process.Signal(syscall.Signal(0)) != nil {
+		t.Fatal("the daemon exited or was restarted")
 	}
 }
 
 func TestDaemonRecoversWhenTheTokenComesBack(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{})
 	d := startDaemon(t, h, h.Config)
-	pid := d.cmd.Process.Pid
+	pid := d.Cmd.Process.Pid
 	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
@@ -501,7 +432,7 @@ func TestDaemonRecoversWhenTheTokenComesBack(t *testing.T) {
 func TestDaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{})
 	d := startDaemon(t, h, h.Config)
-	pid := d.cmd.Process.Pid
+	pid := d.Cmd.Process.Pid
 	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
 		t.Fatal(err)
 	}
@@ -518,4 +449,54 @@ func TestDaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.recovers(t, pid, h.Public)
+}
+
+// provenanced keygen makes the key in the token, refuses to make it twice, and the daemon
+// serves it once it has a certificate.
+func TestKeygenThenServe(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{NoKey: true})
+	bin, err := pkcs11.DaemonBinary()
+	if err != nil {
+		t.Fatal(err)
+	}
+	env := daemonEnv(h)
+	out, code := testenv.Run(bin, env, "keygen", "-config", h.Config, "-key", "signing")
+	if code != 0 {
+		t.Fatalf("keygen: exit %d: %s", code, out)
+	}
+	block, _ := pem.Decode([]byte(out[strings.Index(out, "-----BEGIN"):]))
+	if block == nil {
+		t.Fatalf("keygen printed no PEM public key: %s", out)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	inToken, err := h.PublicKey(h.Token, testenv.KeySpec{Label: h.KeyLabel})
+	if err != nil || !pub.(*ecdsa.PublicKey).Equal(inToken) {
+		t.Fatalf("keygen printed a key that is not the token's (%v)", err)
+	}
+	out, code = testenv.Run(bin, env, "keygen", "-config", h.Config, "-key", "signing")
+	if code != 2 || !strings.Contains(out, "never overwrites") {
+		t.Fatalf("a second keygen: exit %d: %s", code, out)
+	}
+	again, err := h.PublicKey(h.Token, testenv.KeySpec{Label: h.KeyLabel})
+	if err != nil || !pub.(*ecdsa.PublicKey).Equal(again) {
+		t.Fatalf("the key changed after the second keygen (%v)", err)
+	}
+
+	leaf, err := h.PKI.Issue(pub, testenv.DevMember(time.Now()))
+	if err != nil {
+		t.Fatal(err)
+	}
+	bundle := filepath.Join(filepath.Dir(h.Config), "generated-bundle.pem")
+	if err := os.WriteFile(bundle, h.PKI.Bundle(leaf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, h, writeConfig(t, h, map[string]string{"certificates": `"generated-bundle.pem"`}))
+	digest := sha256.Sum256([]byte("generated"))
+	sig, err := d.c.SignDigest(context.Background(), "signing", digest[:])
+	if err != nil || !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
+		t.Fatalf("signing with the generated key: %v", err)
+	}
 }

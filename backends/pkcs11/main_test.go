@@ -4,7 +4,6 @@ import (
 	"context"
 	"fmt"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"sync"
 	"sync/atomic"
@@ -99,11 +98,11 @@ var (
 // the real daemon as a subprocess.
 func DaemonBinary() (string, error) {
 	binOnce.Do(func() {
-		binPath = filepath.Join(binDir, "provenanced")
-		out, err := exec.Command("go", "build", "-o", binPath, "github.com/ib1/provenanced/cmd/provenanced").CombinedOutput()
-		if err != nil {
-			binError = fmt.Errorf("go build ./cmd/provenanced: %v\n%s", err, out)
+		if err := os.MkdirAll(binDir, 0o755); err != nil {
+			binError = err
+			return
 		}
+		binPath, binError = testenv.BuildDaemon(binDir)
 	})
 	return binPath, binError
 }
