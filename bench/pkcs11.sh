@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The PKCS#11 benchmarks on SoftHSM as a table: crypto11 in this process (the baseline),
 # the pkcs11 backend in this process, and the daemon through its Unix socket with two
-# load generators (the client package, and a lean raw HTTP/1.1 one), at 1 to 16 callers.
+# HTTP clients (net/http, and a raw HTTP/1.1 one), at 1 to 16 callers.
 #
 # Other programs on the machine move single runs a lot, so the test binary runs ROUNDS
 # times, each round running every benchmark once, and the table gives the medians.
@@ -32,12 +32,12 @@ def med(name, unit):
     return statistics.median(v) if v else None
 cols = [("crypto11 in-process", "BenchmarkCrypto11InProcess/callers=%d"),
         ("backend in-process", "BenchmarkBackendInProcess/callers=%d"),
-        ("daemon, client pkg", "BenchmarkDaemonUnixSocket/callers=%d/load=client"),
-        ("daemon, lean load", "BenchmarkDaemonUnixSocket/callers=%d/load=lean")]
+        ("daemon, net/http client", "BenchmarkDaemonUnixSocket/callers=%d/client=http"),
+        ("daemon, raw client", "BenchmarkDaemonUnixSocket/callers=%d/client=raw")]
 callers = [1, 2, 4, 8, 16]
 best = max(med(cols[0][1] % n, "sig/s") or 0 for n in callers)
 print("signatures/s, median of %d rounds (p99 latency in µs; CPU µs per signature, load generator included)\n" % max(len(v) for v in runs.values()))
-print("| callers | " + " | ".join(c[0] for c in cols) + " | daemon ÷ best crypto11 (client pkg / lean) |")
+print("| callers | " + " | ".join(c[0] for c in cols) + " | daemon ÷ best crypto11 (net/http / raw) |")
 print("|---:|" + "---:|" * len(cols) + "---:|")
 for n in callers:
     cells = []

@@ -13,11 +13,11 @@ import (
 	"io"
 	"log/slog"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
-	"slices"
 	"strconv"
-	"sync"
+	"strings"
 	"sync/atomic"
 	"syscall"
 	"testing"
@@ -27,9 +27,9 @@ import (
 
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/backends/pkcs11"
-	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
+	"github.com/ib1/provenanced/testenv"
 )
 
 // The benchmarks sign with the same SoftHSM key three ways, at 1 to 16 concurrent callers:
@@ -48,49 +48,30 @@ var callers = []int{1, 2, 4, 8, 16}
 // signing sessions, about what SoftHSM gains from on two cores.
 const benchSessions = 5
 
-// load runs b.N calls of sign from n goroutines and reports the rate and p99.
-func load(b *testing.B, n int, sign func(digest []byte) error) {
+// load runs b.N calls of sign from n callers with testenv.Load, the load generator of
+// every benchmark of the daemon, and reports the rate, p99 and CPU per signature.
+func load(b *testing.B, n int, sign func(caller int, digest []byte) error) {
 	digests := make([][]byte, 256)
 	for i := range digests {
 		d := sha256.Sum256([]byte{byte(i)})
 		digests[i] = d[:]
 	}
 	var next atomic.Int64
-	lat := make([][]time.Duration, n)
-	var wg sync.WaitGroup
-	var failed atomic.Pointer[error]
+	for c := range n { // warm up: sessions opened, connections made
+		if err := sign(c, digests[0]); err != nil {
+			b.Fatal(err)
+		}
+	}
 	b.ResetTimer()
 	cpu0 := cpuTime()
-	start := time.Now()
-	for g := range n {
-		wg.Add(1)
-		go func() {
-			defer wg.Done()
-			for {
-				i := next.Add(1)
-				if i > int64(b.N) {
-					return
-				}
-				t0 := time.Now()
-				if err := sign(digests[i%256]); err != nil {
-					failed.Store(&err)
-					return
-				}
-				lat[g] = append(lat[g], time.Since(t0))
-			}
-		}()
-	}
-	wg.Wait()
-	elapsed := time.Since(start)
+	r := testenv.Load(n, b.N, func(c int) error { return sign(c, digests[next.Add(1)%256]) })
 	cpu := cpuTime() - cpu0
 	b.StopTimer()
-	if err := failed.Load(); err != nil {
-		b.Fatal(*err)
+	if r.Errors > 0 {
+		b.Fatalf("%d errors, the first: %v", r.Errors, r.FirstError)
 	}
-	all := slices.Concat(lat...)
-	slices.Sort(all)
-	b.ReportMetric(float64(b.N)/elapsed.Seconds(), "sig/s")
-	b.ReportMetric(float64(all[len(all)*99/100].Microseconds()), "p99-µs")
+	b.ReportMetric(r.OpsPerSec(), "sig/s")
+	b.ReportMetric(float64(r.P99.Microseconds()), "p99-µs")
 	b.ReportMetric(float64(cpu.Microseconds())/float64(b.N), "cpu-µs/op")
 }
 
@@ -118,7 +99,7 @@ func BenchmarkCrypto11InProcess(b *testing.B) {
 			if err != nil || key == nil {
 				b.Fatalf("FindKeyPair: %v", err)
 			}
-			load(b, n, func(d []byte) error {
+			load(b, n, func(_ int, d []byte) error {
 				_, err := key.Sign(rand.Reader, d, crypto.SHA256)
 				return err
 			})
@@ -143,7 +124,7 @@ func BenchmarkBackendInProcess(b *testing.B) {
 				b.Fatal(err)
 			}
 			defer key.Close()
-			load(b, n, func(d []byte) error {
+			load(b, n, func(_ int, d []byte) error {
 				_, err := key.SignContext(context.Background(), d, crypto.SHA256)
 				return err
 			})
@@ -151,44 +132,50 @@ func BenchmarkBackendInProcess(b *testing.B) {
 	}
 }
 
-// BenchmarkDaemonUnixSocket signs through the daemon's Unix socket, with two load
-// generators: the client package (net/http, JSON), and a lean one that writes a ready-made
-// request on its own keep-alive connection and reads the answer, so that less of the two
-// shared cores goes to generating the load.
+// BenchmarkDaemonUnixSocket signs through the daemon's Unix socket with two HTTP clients:
+// net/http (testenv.UnixClient, as the daemon's other benchmarks), and a raw HTTP/1.1
+// client that writes each request on a keep-alive connection of its own and reads the
+// answer, so that less of the two shared cores goes to making the load.
 func BenchmarkDaemonUnixSocket(b *testing.B) {
 	k := pkcs11.Bench()
 	for _, n := range callers {
-		for _, gen := range []string{"client", "lean"} {
-			b.Run(fmt.Sprintf("callers=%d/load=%s", n, gen), func(b *testing.B) {
+		for _, gen := range []string{"http", "raw"} {
+			b.Run(fmt.Sprintf("callers=%d/client=%s", n, gen), func(b *testing.B) {
 				socket, stop := benchDaemon(b, k)
 				defer stop()
-				var sign func([]byte) error
+				var sign func(int, []byte) error
 				switch gen {
-				case "client":
-					c, err := client.New(client.Options{Socket: socket, MaxConns: n})
-					if err != nil {
-						b.Fatal(err)
+				case "http":
+					hc := testenv.UnixClient(socket)
+					defer hc.CloseIdleConnections()
+					sign = func(_ int, d []byte) error {
+						req, _ := http.NewRequest("POST", "http://provenanced/v1/keys/signing/sign", strings.NewReader(`{"digest":"`+base64.StdEncoding.EncodeToString(d)+`"}`))
+						req.Header.Set("Content-Type", "application/json")
+						resp, err := hc.Do(req)
+						if err != nil {
+							return err
+						}
+						body, err := io.ReadAll(resp.Body)
+						resp.Body.Close()
+						if err != nil {
+							return err
+						}
+						if resp.StatusCode != http.StatusOK || !bytes.Contains(body, signatureField) {
+							return fmt.Errorf("daemon answered %d %s", resp.StatusCode, body)
+						}
+						return nil
 					}
-					defer c.Close()
-					sign = func(d []byte) error {
-						_, err := c.SignDigest(context.Background(), "signing", d)
-						return err
-					}
-				case "lean":
-					conns := make(chan *leanConn, n)
-					for range n {
-						lc, err := dialLean(socket)
+				case "raw":
+					conns := make([]*rawConn, n)
+					for c := range conns {
+						rc, err := dialRaw(socket)
 						if err != nil {
 							b.Fatal(err)
 						}
-						defer lc.Close()
-						conns <- lc
+						defer rc.Close()
+						conns[c] = rc
 					}
-					sign = func(d []byte) error {
-						lc := <-conns
-						defer func() { conns <- lc }()
-						return lc.sign(d)
-					}
+					sign = func(c int, d []byte) error { return conns[c].sign(d) }
 				}
 				load(b, n, sign)
 			})
@@ -228,25 +215,25 @@ func benchDaemon(b *testing.B, k pkcs11.BenchKey) (string, func()) {
 	}
 }
 
-// leanConn is one keep-alive HTTP/1.1 connection that sends sign requests and checks
-// that the answer is a 200 with a signature.
-type leanConn struct {
+// rawConn is one keep-alive HTTP/1.1 connection that sends sign requests and checks
+// that each answer is a 200 with a signature.
+type rawConn struct {
 	net.Conn
 	r   *bufio.Reader
 	req []byte
 }
 
-func dialLean(socket string) (*leanConn, error) {
+func dialRaw(socket string) (*rawConn, error) {
 	c, err := net.Dial("unix", socket)
 	if err != nil {
 		return nil, err
 	}
-	return &leanConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}, nil
+	return &rawConn{Conn: c, r: bufio.NewReaderSize(c, 4096)}, nil
 }
 
 var signatureField = []byte(`"signature":"`)
 
-func (c *leanConn) sign(digest []byte) error {
+func (c *rawConn) sign(digest []byte) error {
 	body := `{"digest":"` + base64.StdEncoding.EncodeToString(digest) + `"}`
 	c.req = fmt.Appendf(c.req[:0], "POST /v1/keys/signing/sign HTTP/1.1\r\nHost: d\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n%s", len(body), body)
 	if _, err := c.Write(c.req); err != nil {
