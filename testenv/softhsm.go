@@ -194,6 +194,8 @@ type KeySpec struct {
 	Label string
 	ID    string // hex
 	Type  string // pkcs11-tool --key-type: "EC:prime256v1" (the default), "EC:secp384r1", "rsa:2048"
+	// AlwaysAuth sets CKA_ALWAYS_AUTHENTICATE: the PIN is needed again for each signature.
+	AlwaysAuth bool
 }
 
 // GenerateKey has the token generate a key pair (pkcs11-tool --keypairgen).
@@ -208,6 +210,9 @@ func (h *SoftHSM) GenerateKey(token, pin string, k KeySpec) error {
 	}
 	if k.ID != "" {
 		args = append(args, "--id", k.ID)
+	}
+	if k.AlwaysAuth {
+		args = append(args, "--always-auth")
 	}
 	_, err := h.Run("pkcs11-tool", args...)
 	return err

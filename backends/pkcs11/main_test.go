@@ -27,7 +27,7 @@ var home struct {
 
 // Tokens of the shared home.
 const (
-	tokMain     = "main"     // "signing" (P-256, id 01), "rsa" (id 02), "p384" (id 03)
+	tokMain     = "main"     // "signing" (P-256, id 01), "rsa" (id 02), "p384" (id 03), "always" (id 04, CKA_ALWAYS_AUTHENTICATE)
 	tokSpare    = "spare"    // empty, for Generate
 	tokRemove   = "remove"   // "signing": taken away and put back
 	tokReinit   = "reinit"   // "signing": initialised again behind the daemon's back
@@ -82,6 +82,9 @@ func buildHome(dir string) error {
 		}
 	}
 	if err := h.GenerateKey(tokMain, home.pin, testenv.KeySpec{Label: "rsa", ID: "02", Type: "rsa:2048"}); err != nil {
+		return err
+	}
+	if err := h.GenerateKey(tokMain, home.pin, testenv.KeySpec{Label: "always", ID: "04", AlwaysAuth: true}); err != nil {
 		return err
 	}
 	return h.GenerateKey(tokMain, home.pin, testenv.KeySpec{Label: "p384", ID: "03", Type: "EC:secp384r1"})

@@ -485,3 +485,40 @@ func TestPINFlagsStopTheLogin(t *testing.T) {
 	}
 	resetFaults()
 }
+
+// A key with CKA_ALWAYS_AUTHENTICATE wants the PIN again (CKU_CONTEXT_SPECIFIC) after each
+// C_SignInit; SoftHSM enforces it.
+func TestAlwaysAuthenticateKey(t *testing.T) {
+	resetFaults()
+	s := openKey(t, fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"always\"\npin = \"file:user.pin\"\nmax_sessions = 3\n", home.hsm.Module))
+	c := s.cur.Load()
+	if !c.alwaysAuth {
+		t.Fatal("the key's CKA_ALWAYS_AUTHENTICATE was not noticed")
+	}
+	var wg sync.WaitGroup
+	for g := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				mustSign(t, s, fmt.Sprintf("always %d/%d", g, i))
+			}
+		}()
+	}
+	wg.Wait()
+	// Without the second login, SoftHSM refuses: the test above tested something.
+	f := s.mod.p.(*faulty)
+	s.mod.mu.RLock()
+	defer s.mod.mu.RUnlock()
+	sh, err := f.raw.OpenSession(c.slot, pkcs11.CKF_SERIAL_SESSION)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer f.raw.CloseSession(sh)
+	if err := f.raw.SignInit(sh, ecdsaMechanism, c.key); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := f.raw.Sign(sh, digestOf("no second login")); err == nil {
+		t.Error("SoftHSM signed with an always-authenticate key without CKU_CONTEXT_SPECIFIC")
+	}
+}
