@@ -523,6 +523,10 @@ func (s *Signer) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	// A reconnection in progress finishes first: once the library is let go, no call may
+	// reach it. (Signatures check the generation, which release changes.)
+	s.connecting <- struct{}{}
+	defer func() { <-s.connecting }()
 	if c := s.cur.Swap(nil); c != nil {
 		s.mu.Lock()
 		s.stale = append(s.stale, c)
