@@ -66,9 +66,12 @@
 // few wrong ones, and a daemon that retried on its own would lock it. At start that is a
 // config error; later (a token initialised again with another PIN) the key stays
 // unavailable until the PIN source yields another PIN (a PIN file is read at each
-// attempt) or the daemon restarts. A token whose flags say its PIN is locked, or that one
-// more wrong PIN will lock it, is not offered the PIN at all. Under systemd, set
-// RestartPreventExitStatus=2 so that a wrong PIN does not become a restart loop.
+// attempt) or the daemon restarts. A token whose flags say its PIN is locked, that one
+// more wrong PIN will lock it, or that a wrong PIN was given since the last good login
+// (CKF_USER_PIN_COUNT_LOW, which SoftHSM sets too) is not offered the PIN at all: a
+// service manager that restarts the daemon after a wrong PIN cannot lock the token one
+// restart at a time. A good login by hand clears the count. Under systemd, set
+// RestartPreventExitStatus=2 so that a config error does not become a restart loop.
 //
 // While running, an error that means the session, the key's handle or the token is gone
 // (CKR_SESSION_HANDLE_INVALID, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT,
