@@ -254,6 +254,9 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 		if err != nil {
 			return nil, spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
 		}
+		if err := bundleOrder(chain); err != nil {
+			return nil, spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
+		}
 		if !pub.Equal(chain[0].PublicKey) {
 			return nil, spec.Errorf("certificates", "the certificate in %s (subject %q, serial %s) is not for the key in %s: its public key differs. Install the certificate issued for this key, or point the key at the one the certificate was issued for",
 				spec.Certificates, chain[0].Subject.String(), chain[0].SerialNumber, signer.Location())
