@@ -29,6 +29,8 @@ type Options struct {
 	Ready func(ctx context.Context) []string
 	// Version is shown by the index.
 	Version string
+	// Provenance configures the record routes; nil answers them with 503.
+	Provenance *Provenance
 }
 
 // API holds the handlers' shared state.
@@ -78,6 +80,13 @@ func New(opts Options) (*API, error) {
 	a.handle("GET", "/v1/keys", a.listKeys)
 	a.handle("GET", "/v1/keys/{name}", a.getKey)
 	a.handle("POST", "/v1/keys/{name}/sign", a.sign)
+	a.handle("POST", "/v1/keys/{name}/csr", a.csr)
+	a.handle("POST", "/v1/records", a.signRecord)
+	a.handle("POST", "/v1/records/verify", a.verifyRecord)
+	a.handle("POST", "/v1/records/graph", a.graphRecord)
+	a.handle("POST", "/api/v1/sign/edp", a.signEDP)
+	a.handle("POST", "/api/v1/sign/cap", a.signCAP)
+	a.handle("POST", "/api/v1/decode", a.decode)
 	a.methodNotAllowed()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; GET /openapi.json lists the routes")

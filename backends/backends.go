@@ -178,6 +178,21 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	return sig, err
 }
 
+// WithContext returns k as a crypto.Signer whose Sign uses ctx, for library code that
+// signs through crypto.Signer (x509.CreateCertificateRequest) within a request.
+func (k *Key) WithContext(ctx context.Context) crypto.Signer { return ctxSigner{k, ctx} }
+
+type ctxSigner struct {
+	k   *Key
+	ctx context.Context
+}
+
+func (s ctxSigner) Public() crypto.PublicKey { return s.k.Public() }
+
+func (s ctxSigner) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
+	return s.k.SignContext(s.ctx, digest, opts)
+}
+
 // Ready reports whether the key can sign now: the backend's own check, if it has one.
 func (k *Key) Ready(ctx context.Context) error {
 	if r, ok := k.signer.(Readier); ok {
@@ -196,6 +211,9 @@ type Options struct {
 	Observe func(name, backend string) Observer
 	// ReadSource reads a certificate bundle from a path or s3:// URL.
 	ReadSource func(ctx context.Context, ref string) ([]byte, error)
+	// WithoutCertificates opens the key alone, for making its CSR before it has a
+	// certificate.
+	WithoutCertificates bool
 }
 
 // Open opens one key: its backend's signer, then its certificate bundle, which must be
@@ -223,7 +241,7 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 		return nil, spec.Errorf("", "%s is not an EC P-256 key (%T); provenanced signs with ECDSA P-256 only", signer.Location(), signer.Public())
 	}
 	k := &Key{name: spec.Name, backend: spec.Backend, signer: signer, pub: pub}
-	if spec.Certificates != "" {
+	if spec.Certificates != "" && !opts.WithoutCertificates {
 		read := opts.ReadSource
 		if read == nil {
 			read = conf.ReadSource

@@ -152,11 +152,21 @@ func Parse(file string, data []byte) (*Config, error) {
 	}
 	raw.Server = &cfg.Server
 	raw.Provenance = &cfg.Provenance
+	// Syntax first, so that a value the TOML grammar accepts but a key does not (a bad
+	// duration) can be reported against its key.
+	var syntax map[string]any
+	if _, err := toml.Decode(string(data), &syntax); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, &Error{File: file, Msg: fmt.Sprintf("not valid TOML: %s (line %d)", pe.Message, pe.Position.Line)}
+		}
+		return nil, &Error{File: file, Msg: "not valid TOML", Err: err}
+	}
 	md, err := toml.Decode(string(data), &raw)
 	if err != nil {
 		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Msg: "not valid TOML: " + pe.Message + fmt.Sprintf(" (line %d)", pe.Position.Line)}
+		if errors.As(err, &pe) && pe.LastKey != "" {
+			return nil, &Error{File: file, Key: pe.LastKey, Msg: fmt.Sprintf("%s (line %d)", pe.Message, pe.Position.Line)}
 		}
 		return nil, &Error{File: file, Msg: "cannot decode", Err: err}
 	}
@@ -375,7 +385,9 @@ type Key struct {
 }
 
 // NewKey describes a key that did not come from a TOML file (the original service's
-// environment, tests); opts is what Decode will copy into the backend's options.
+// environment, tests). opts is what Decode gives the backend: either a pointer to (or
+// value of) the backend's options struct, copied as it is, or a map of fields named as
+// in TOML, decoded as strictly as a file.
 func NewKey(name, backend, certificates, source string, opts any) *Key {
 	return &Key{Name: name, Backend: backend, Certificates: certificates, File: source, opts: opts}
 }
@@ -385,6 +397,9 @@ func NewKey(name, backend, certificates, source string, opts any) *Key {
 // backend accepts. The common fields (backend, certificates, uri) are accepted by every
 // backend; v should not declare them.
 func (k *Key) Decode(v any) error {
+	if fields, ok := k.opts.(map[string]any); ok {
+		return k.decodeFields(fields, v)
+	}
 	if k.opts != nil {
 		rv := reflect.ValueOf(v)
 		ov := reflect.ValueOf(k.opts)
@@ -409,6 +424,23 @@ func (k *Key) Decode(v any) error {
 			sort.Strings(accepted[2:])
 			return &Error{File: k.File, Key: u.String(), Msg: fmt.Sprintf("unknown key for backend %q; it accepts %s", k.Backend, strings.Join(accepted, ", "))}
 		}
+	}
+	return nil
+}
+
+// decodeFields decodes fields named as in TOML (a key built from the environment) with
+// the same strictness as a file.
+func (k *Key) decodeFields(fields map[string]any, v any) error {
+	var buf strings.Builder
+	if err := toml.NewEncoder(&buf).Encode(fields); err != nil {
+		return k.Errorf("", "internal: %v", err)
+	}
+	md, err := toml.Decode(buf.String(), v)
+	if err != nil {
+		return k.Errorf("", "%v", err)
+	}
+	if u := md.Undecoded(); len(u) > 0 {
+		return k.Errorf(u[0].String(), "unknown for backend %q", k.Backend)
 	}
 	return nil
 }

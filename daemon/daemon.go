@@ -54,8 +54,14 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	if err != nil {
 		return nil, err
 	}
+	prov, err := newProvenance(ctx, cfg, keys, m)
+	if err != nil {
+		backends.CloseAll(keys)
+		return nil, err
+	}
 	h := newHealth(keys, m, opts.Logger)
 	a, err := api.New(api.Options{
+		Provenance:      prov,
 		Keys:            keys,
 		MaxRequestBytes: cfg.Server.MaxRequestBytes,
 		SignTimeout:     cfg.Server.SignTimeout.D(),
@@ -114,6 +120,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		servers = append(servers, d.server(d.handler))
 		httpAddr = l.Addr().String()
 	}
+	d.health.check(ctx) // sets backend_up and warns of expiry at once, not after the first interval
 	d.health.start(ctx)
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {

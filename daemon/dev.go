@@ -36,20 +36,7 @@ func PrepareDev(dir string) (string, bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", false, fmt.Errorf("dev: cannot create %s: %w", dir, err)
 	}
-	now := time.Now()
-	pki, err := testenv.NewPKI(now)
-	if err != nil {
-		return "", false, err
-	}
-	key, err := testenv.NewKey()
-	if err != nil {
-		return "", false, err
-	}
-	leaf, err := pki.Issue(&key.PublicKey, testenv.DevMember(now))
-	if err != nil {
-		return "", false, err
-	}
-	files, err := pki.WriteFiles(dir, key, leaf)
+	_, files, err := testenv.NewDevFiles(dir, time.Now())
 	if err != nil {
 		return "", false, fmt.Errorf("dev: %w", err)
 	}

@@ -24,12 +24,17 @@ type health struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu   sync.Mutex
-	last map[string]error // the last check's outcome by key, to log changes once
+	mu     sync.Mutex
+	last   map[string]error     // the last check's outcome by key, to log changes once
+	warned map[string]time.Time // when each key's coming expiry was last logged
 }
 
+// expiryWarning is how long before a certificate's end the daemon starts to warn, once
+// a day, in its log.
+const expiryWarning = 30 * 24 * time.Hour
+
 func newHealth(keys []*backends.Key, m *Metrics, log *slog.Logger) *health {
-	h := &health{keys: keys, m: m, log: log, now: time.Now, last: map[string]error{}}
+	h := &health{keys: keys, m: m, log: log, now: time.Now, last: map[string]error{}, warned: map[string]time.Time{}}
 	for _, k := range keys {
 		m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(1)
 		if leaf := k.Leaf(); leaf != nil {
@@ -96,8 +101,30 @@ func (h *health) check(ctx context.Context) map[string]error {
 			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend())
 		}
 		h.last[k.Name()] = errs[i]
+		h.warnExpiry(k)
 	}
 	return out
+}
+
+// warnExpiry logs, at most once a day, that a key's certificate ends within 30 days or
+// has ended. Called with h.mu held.
+func (h *health) warnExpiry(k *backends.Key) {
+	leaf := k.Leaf()
+	if leaf == nil {
+		return
+	}
+	now := h.now()
+	left := leaf.NotAfter.Sub(now)
+	if left > expiryWarning || now.Sub(h.warned[k.Name()]) < 24*time.Hour {
+		return
+	}
+	h.warned[k.Name()] = now
+	if left <= 0 {
+		h.log.Error("certificate expired: the key's records and signatures will not verify; install a renewed bundle", "key", k.Name(), "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+		return
+	}
+	h.log.Warn("certificate expires soon: renew it (provenanced csr, then install the new bundle)", "key", k.Name(), "serial", leaf.SerialNumber.String(),
+		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "days_left", int(left.Hours()/24))
 }
 
 // reasons is /readyz: why the daemon cannot serve every key now. A key's backend must

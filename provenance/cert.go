@@ -12,7 +12,6 @@ import (
 	"errors"
 	"fmt"
 	"reflect"
-	"strings"
 	"time"
 	"unicode/utf8"
 )
@@ -275,7 +274,8 @@ func issuedBy(child, parent *x509.Certificate) bool {
 	if !sameName(child.RawIssuer, parent.RawSubject) {
 		return false
 	}
-	return child.CheckSignatureFrom(parent) == nil
+	// Not CheckSignatureFrom: it also applies CA constraints, which checkCA reports better.
+	return parent.CheckSignature(child.SignatureAlgorithm, child.RawTBSCertificate, child.Signature) == nil
 }
 
 // sameName compares two DER Names: byte equality, or else attribute by attribute, ignoring
@@ -308,7 +308,8 @@ func sameName(a, b []byte) bool {
 	return true
 }
 
-// ParseRootsPEM parses one or more root CA certificates from PEM text, for NewVerifier.
+// ParseRootsPEM parses the CERTIFICATE blocks of PEM text (one or more root CA
+// certificates), for NewVerifier. Other PEM blocks are skipped.
 func ParseRootsPEM(data []byte) ([]*x509.Certificate, error) {
 	var roots []*x509.Certificate
 	for {
@@ -325,9 +326,6 @@ func ParseRootsPEM(data []byte) ([]*x509.Certificate, error) {
 			return nil, fmt.Errorf("provenance: root certificate: %w", err)
 		}
 		roots = append(roots, c)
-	}
-	if len(strings.TrimSpace(string(data))) != 0 && len(roots) == 0 {
-		return nil, errors.New("provenance: no certificate in the root PEM data")
 	}
 	if len(roots) == 0 {
 		return nil, errors.New("provenance: no certificate in the root PEM data")

@@ -1,6 +1,8 @@
 package provenance
 
 import (
+	"bytes"
+	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -117,6 +119,17 @@ type jsonParser struct {
 	depth     int
 	maxDepth  int
 	maxString int
+	topKey    string // the member of the top-level object being parsed
+	members   []Member
+	values    []any
+	keys      map[string]string // interned object keys
+}
+
+// reset prepares a (possibly reused) parser for data, keeping its scratch stacks and
+// interned keys.
+func (p *jsonParser) reset(data []byte, maxDepth, maxString int) {
+	p.data, p.pos, p.depth, p.topKey = data, 0, 0, ""
+	p.maxDepth, p.maxString = maxDepth, maxString
 }
 
 func (p *jsonParser) parseAll() (any, error) {
@@ -134,6 +147,21 @@ func (p *jsonParser) parseAll() (any, error) {
 
 func (p *jsonParser) errorf(format string, args ...any) error {
 	return fmt.Errorf("invalid JSON at offset %d: %s", p.pos, fmt.Sprintf(format, args...))
+}
+
+// duplicateKeyError reports a key that appears twice in one object, and the nesting depth
+// of that object (1 for the top-level object).
+type duplicateKeyError struct {
+	key    string
+	depth  int
+	topKey string // the top-level member it is in
+	err    error
+}
+
+func (e *duplicateKeyError) Error() string { return e.err.Error() }
+
+func (p *jsonParser) duplicate(key string) error {
+	return &duplicateKeyError{key: key, depth: p.depth, topKey: p.topKey, err: p.errorf("duplicate key %q", truncate(key))}
 }
 
 func (p *jsonParser) skipSpace() {
@@ -157,7 +185,7 @@ func (p *jsonParser) value() (any, error) {
 	case c == '[':
 		return p.array()
 	case c == '"':
-		return p.str()
+		return p.str(false)
 	case c == '-' || (c >= '0' && c <= '9'):
 		return p.number()
 	case c == 't':
@@ -167,7 +195,10 @@ func (p *jsonParser) value() (any, error) {
 	case c == 'n':
 		return nil, p.literal("null")
 	default:
-		return nil, p.errorf("unexpected character %q", c)
+		if c >= 0x20 && c < 0x7F {
+			return nil, p.errorf("unexpected character %q", c)
+		}
+		return nil, p.errorf("unexpected byte 0x%02x", c)
 	}
 }
 
@@ -192,20 +223,23 @@ func (p *jsonParser) object() (any, error) {
 		return nil, err
 	}
 	p.pos++ // '{'
-	obj := &Object{}
+	// Members are gathered on a stack shared by all nesting levels and copied out once the
+	// object is complete, so each object costs one exactly sized allocation.
+	base := len(p.members)
+	defer func() { p.members = p.members[:base] }()
 	var seen map[string]struct{}
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == '}' {
 		p.pos++
 		p.depth--
-		return obj, nil
+		return &Object{Members: []Member{}}, nil
 	}
 	for {
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
 			return nil, p.errorf("expected a string key")
 		}
-		key, err := p.str()
+		key, err := p.str(true)
 		if err != nil {
 			return nil, err
 		}
@@ -213,22 +247,26 @@ func (p *jsonParser) object() (any, error) {
 		// must mean the same thing to every reader.
 		if seen != nil {
 			if _, dup := seen[key]; dup {
-				return nil, p.errorf("duplicate key %q", key)
+				return nil, p.duplicate(key)
 			}
 			seen[key] = struct{}{}
 		} else {
-			for i := range obj.Members {
-				if obj.Members[i].Key == key {
-					return nil, p.errorf("duplicate key %q", key)
+			current := p.members[base:]
+			for i := range current {
+				if current[i].Key == key {
+					return nil, p.duplicate(key)
 				}
 			}
-			if len(obj.Members) >= 16 {
+			if len(current) >= 16 {
 				seen = make(map[string]struct{}, 32)
-				for i := range obj.Members {
-					seen[obj.Members[i].Key] = struct{}{}
+				for i := range current {
+					seen[current[i].Key] = struct{}{}
 				}
 				seen[key] = struct{}{}
 			}
+		}
+		if p.depth == 1 {
+			p.topKey = key
 		}
 		p.skipSpace()
 		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
@@ -240,7 +278,7 @@ func (p *jsonParser) object() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		obj.Members = append(obj.Members, Member{key, v})
+		p.members = append(p.members, Member{key, v})
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return nil, p.errorf("unexpected end of input in object")
@@ -251,7 +289,11 @@ func (p *jsonParser) object() (any, error) {
 		case '}':
 			p.pos++
 			p.depth--
-			return obj, nil
+			// One spare slot: a decoded step gets "_signature" appended without a copy.
+			n := len(p.members) - base
+			members := make([]Member, n, n+1)
+			copy(members, p.members[base:])
+			return &Object{Members: members}, nil
 		default:
 			return nil, p.errorf("expected ',' or '}'")
 		}
@@ -263,12 +305,13 @@ func (p *jsonParser) array() (any, error) {
 		return nil, err
 	}
 	p.pos++ // '['
-	arr := []any{}
+	base := len(p.values)
+	defer func() { p.values = p.values[:base] }()
 	p.skipSpace()
 	if p.pos < len(p.data) && p.data[p.pos] == ']' {
 		p.pos++
 		p.depth--
-		return arr, nil
+		return []any{}, nil
 	}
 	for {
 		p.skipSpace()
@@ -276,7 +319,7 @@ func (p *jsonParser) array() (any, error) {
 		if err != nil {
 			return nil, err
 		}
-		arr = append(arr, v)
+		p.values = append(p.values, v)
 		p.skipSpace()
 		if p.pos >= len(p.data) {
 			return nil, p.errorf("unexpected end of input in array")
@@ -287,7 +330,7 @@ func (p *jsonParser) array() (any, error) {
 		case ']':
 			p.pos++
 			p.depth--
-			return arr, nil
+			return append([]any(nil), p.values[base:]...), nil
 		default:
 			return nil, p.errorf("expected ',' or ']'")
 		}
@@ -342,116 +385,146 @@ func (p *jsonParser) number() (any, error) {
 	return json.Number(d[start:i]), nil
 }
 
-// str parses a string at p.pos (which holds '"').
-func (p *jsonParser) str() (string, error) {
+// plainByte marks the bytes that stand for themselves inside a JSON string: printable ASCII
+// other than the quote and the backslash.
+var plainByte = func() (t [256]bool) {
+	for c := 0x20; c < 0x80; c++ {
+		t[c] = c != '"' && c != '\\'
+	}
+	return t
+}()
+
+// hasSpecialByte reports whether any of the eight bytes in x is not a plainByte: a control
+// character (< 0x20), a non-ASCII byte (>= 0x80), a quote or a backslash. It uses the usual
+// "has a zero byte" arithmetic; a false positive only costs the byte-by-byte loop.
+func hasSpecialByte(x uint64) bool {
+	const ones, highs = 0x0101010101010101, 0x8080808080808080
+	less20 := (x - 0x20*ones) & ^x
+	quote := ((x ^ '"'*ones) - ones) & ^(x ^ '"'*ones)
+	backslash := ((x ^ '\\'*ones) - ones) & ^(x ^ '\\'*ones)
+	return (x|less20|quote|backslash)&highs != 0
+}
+
+const maxInternedKeys = 256
+
+// str parses a string at p.pos (which holds '"'); intern is set for object keys.
+func (p *jsonParser) str(intern bool) (string, error) {
 	p.pos++
-	start := p.pos
 	d := p.data
-	// Fast path: no escapes.
-	i := start
+	i := p.pos
+	chunk := i     // start of the bytes not yet copied to buf
+	var buf []byte // nil until the first escape
 	ascii := true
-	for i < len(d) {
-		c := d[i]
-		if c == '"' {
-			if i-start > p.maxString {
-				return "", p.errorf("string longer than %d bytes", p.maxString)
-			}
-			s := d[start:i]
-			if !ascii && !utf8.Valid(s) {
-				return "", p.errorf("string is not valid UTF-8")
-			}
-			p.pos = i + 1
-			return string(s), nil
-		}
-		if c == '\\' {
-			break
-		}
-		if c < 0x20 {
-			p.pos = i
-			return "", p.errorf("control character in string")
-		}
-		if c >= 0x80 {
-			ascii = false
-		}
-		i++
-	}
-	if i >= len(d) {
-		p.pos = i
-		return "", p.errorf("unterminated string")
-	}
-	// Slow path with escapes.
-	buf := make([]byte, 0, i-start+16)
-	buf = append(buf, d[start:i]...)
 	for {
-		if len(buf) > p.maxString {
-			return "", p.errorf("string longer than %d bytes", p.maxString)
+		// Eight bytes at a time while none of them needs attention, then byte by byte.
+		for i+8 <= len(d) && !hasSpecialByte(binary.LittleEndian.Uint64(d[i:])) {
+			i += 8
+		}
+		for i < len(d) && plainByte[d[i]] {
+			i++
 		}
 		if i >= len(d) {
 			p.pos = i
 			return "", p.errorf("unterminated string")
 		}
-		c := d[i]
-		switch {
+		switch c := d[i]; {
 		case c == '"':
-			if !utf8.Valid(buf) {
+			var out []byte
+			if buf == nil {
+				out = d[chunk:i]
+			} else {
+				buf = append(buf, d[chunk:i]...)
+				out = buf
+			}
+			if len(out) > p.maxString {
+				return "", p.errorf("string longer than %d bytes", p.maxString)
+			}
+			if !ascii && !utf8.Valid(out) {
 				return "", p.errorf("string is not valid UTF-8")
 			}
 			p.pos = i + 1
-			return string(buf), nil
+			if intern && buf == nil {
+				// Object keys repeat from step to step; a reused parser keeps one copy.
+				if k, ok := p.keys[string(out)]; ok {
+					return k, nil
+				}
+				k := string(out)
+				if len(p.keys) < maxInternedKeys && len(k) <= 64 {
+					if p.keys == nil {
+						p.keys = make(map[string]string)
+					}
+					p.keys[k] = k
+				}
+				return k, nil
+			}
+			return string(out), nil
+		case c >= 0x80:
+			ascii = false
+			i++
 		case c < 0x20:
 			p.pos = i
 			return "", p.errorf("control character in string")
-		case c != '\\':
-			buf = append(buf, c)
-			i++
-			continue
-		}
-		// c == '\\'
-		if i+1 >= len(d) {
-			p.pos = i
-			return "", p.errorf("unterminated escape")
-		}
-		e := d[i+1]
-		i += 2
-		switch e {
-		case '"', '\\', '/':
-			buf = append(buf, e)
-		case 'b':
-			buf = append(buf, '\b')
-		case 'f':
-			buf = append(buf, '\f')
-		case 'n':
-			buf = append(buf, '\n')
-		case 'r':
-			buf = append(buf, '\r')
-		case 't':
-			buf = append(buf, '\t')
-		case 'u':
-			r, ok := hex4(d, i)
-			if !ok {
+		default: // backslash
+			if buf == nil {
+				// Size for the string up to the next quote (its end, unless an escaped quote
+				// comes first), bounded by the string limit.
+				n := bytes.IndexByte(d[i:], '"')
+				if n < 0 || n > p.maxString {
+					n = 64
+				}
+				buf = make([]byte, 0, i-chunk+n)
+			}
+			buf = append(buf, d[chunk:i]...)
+			if len(buf) > p.maxString {
+				return "", p.errorf("string longer than %d bytes", p.maxString)
+			}
+			if i+1 >= len(d) {
 				p.pos = i
-				return "", p.errorf("invalid \\u escape")
+				return "", p.errorf("unterminated escape")
 			}
-			i += 4
-			if utf16.IsSurrogate(r) {
-				// Only a high surrogate followed by a low one is a character; a lone surrogate
-				// cannot be represented in UTF-8, so it is refused rather than replaced.
-				if r >= 0xDC00 || i+6 > len(d) || d[i] != '\\' || d[i+1] != 'u' {
+			e := d[i+1]
+			i += 2
+			switch e {
+			case '"', '\\', '/':
+				buf = append(buf, e)
+			case 'b':
+				buf = append(buf, '\b')
+			case 'f':
+				buf = append(buf, '\f')
+			case 'n':
+				buf = append(buf, '\n')
+			case 'r':
+				buf = append(buf, '\r')
+			case 't':
+				buf = append(buf, '\t')
+			case 'u':
+				r, ok := hex4(d, i)
+				if !ok {
 					p.pos = i
-					return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+					return "", p.errorf("invalid \\u escape")
 				}
-				r2, ok := hex4(d, i+2)
-				if !ok || r2 < 0xDC00 || r2 > 0xDFFF {
-					p.pos = i
-					return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+				i += 4
+				if utf16.IsSurrogate(r) {
+					// Only a high surrogate followed by a low one is a character; a lone
+					// surrogate cannot be represented in UTF-8, so it is refused, not replaced.
+					if r >= 0xDC00 || i+6 > len(d) || d[i] != '\\' || d[i+1] != 'u' {
+						p.pos = i
+						return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+					}
+					r2, ok := hex4(d, i+2)
+					if !ok || r2 < 0xDC00 || r2 > 0xDFFF {
+						p.pos = i
+						return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
+					}
+					i += 6
+					r = utf16.DecodeRune(r, r2)
 				}
-				i += 6
-				r = utf16.DecodeRune(r, r2)
+				buf = utf8.AppendRune(buf, r)
+			default:
+				p.pos = i - 1
+				return "", p.errorf("invalid escape \\%c", e)
 			}
-			buf = utf8.AppendRune(buf, r)
-		default:
-			p.pos = i - 1
-			return "", p.errorf("invalid escape \\%c", e)
+			chunk = i
 		}
 	}
 }
@@ -481,7 +554,7 @@ func hex4(d []byte, i int) (rune, bool) {
 // json.dumps(v, separators=(",", ":"), ensure_ascii=True) writes it: members in order, the
 // short escapes \" \\ \b \f \n \r \t, every other character outside 0x20..0x7E (DEL
 // included) as a lower-case \u00XX/\uXXXX escape, characters beyond the BMP as surrogate
-// pairs, and '<', '>', '&', '/', '\'' left alone. Numbers are written as their text.
+// pairs, while < > & / and the apostrophe are left alone. Numbers are written as their text.
 // Duplicate keys, invalid UTF-8, floats and unknown types are errors.
 func AppendJSON(dst []byte, v any) ([]byte, error) {
 	return appendValue(dst, v, 0)
@@ -674,9 +747,8 @@ func validNumber(s string) bool {
 	return err == nil && p.pos == len(s) && v != nil
 }
 
-// normalize converts the convenience types that callers may use (integers, []string, Object
-// by value, map[string]any in required values) to the canonical value types, so that
-// comparisons only deal with nil, bool, string, json.Number, []any, *Object and maps.
+// normalizeNumber gives the JSON number text of any of the number types that callers may
+// use (json.Number, Go integers and floats, *big.Int), so that comparisons deal with one.
 func normalizeNumber(v any) (json.Number, bool) {
 	switch x := v.(type) {
 	case json.Number:

@@ -54,15 +54,24 @@ func (r *Record) Certificate(serial string) ([]string, bool) {
 // the Limits) but no signature, certificate or step content: use a Verifier for that.
 // Errors are *VerifyError naming the failed check.
 func ParseRecord(data []byte, lim Limits) (*Record, error) {
-	lim = lim.withDefaults()
+	return parseRecordWith(&jsonParser{}, data, lim.withDefaults())
+}
+
+// parseRecordWith parses with p, a parser that may be reused (lim has its defaults).
+func parseRecordWith(p *jsonParser, data []byte, lim Limits) (*Record, error) {
 	if len(data) > lim.MaxRecordBytes {
 		return nil, verr(CheckContainerShape, "", nil, "record is %d bytes, more than the limit of %d", len(data), lim.MaxRecordBytes)
 	}
 	// The JSON depth allowed is that of MaxDepth nested containers, plus the record object and
 	// the innermost signature block.
-	p := jsonParser{data: data, maxDepth: lim.MaxDepth + 2, maxString: lim.MaxStringBytes}
+	p.reset(data, lim.MaxDepth+2, lim.MaxStringBytes)
 	v, err := p.parseAll()
 	if err != nil {
+		var dup *duplicateKeyError
+		if errors.As(err, &dup) && dup.depth == 2 && dup.topKey == "certificates" {
+			// A serial filed twice would leave readers to disagree on which certificate it names.
+			return nil, verr(CheckCertificateLookup, "certificates", nil, "serial %q appears twice", truncate(dup.key))
+		}
 		return nil, verr(CheckContainerShape, "", err, "record is not acceptable JSON")
 	}
 	return recordFromValue(v, lim)
@@ -191,18 +200,18 @@ func certificatesFromValue(v any, lim Limits) ([]CertificateEntry, error) {
 	// Duplicate serials were already refused by the JSON parser (duplicate keys).
 	out := make([]CertificateEntry, len(obj.Members))
 	for i, m := range obj.Members {
-		where := "certificates[" + strconv.Quote(m.Key) + "]"
+		where := func() string { return "certificates[" + strconv.Quote(truncate(m.Key)) + "]" }
 		list, ok := m.Value.([]any)
 		if !ok || len(list) == 0 {
-			return nil, verr(CheckCertificateLookup, where, nil, "entry is not a non-empty list")
+			return nil, verr(CheckCertificateLookup, where(), nil, "entry is not a non-empty list")
 		}
 		if len(list)-1 > lim.MaxPathLength {
-			return nil, verr(CheckCertificatePath, where, nil, "entry lists %d issuers, more than the limit of %d", len(list)-1, lim.MaxPathLength)
+			return nil, verr(CheckCertificatePath, where(), nil, "entry lists %d issuers, more than the limit of %d", len(list)-1, lim.MaxPathLength)
 		}
 		values := make([]string, len(list))
 		for j, e := range list {
 			if values[j], ok = e.(string); !ok {
-				return nil, verr(CheckCertificateLookup, where, nil, "entry element %d is not a string", j)
+				return nil, verr(CheckCertificateLookup, where(), nil, "entry element %d is not a string", j)
 			}
 		}
 		out[i] = CertificateEntry{Serial: m.Key, Values: values}

@@ -66,7 +66,8 @@ func NewBuilder(framework string, now time.Time, rand io.Reader) *Builder {
 
 // Receive verifies a received record with v under the Builder's trust framework and, if it
 // verifies, includes it whole in the new record (received records come first, in the order
-// received). It returns the record's decoded steps, for example to Find the step to refer to.
+// received, so Receive must be called before AddStep). It returns the record's decoded
+// steps, for example to Find the step to refer to.
 func (b *Builder) Receive(v *Verifier, rec *Record) ([]*Object, error) {
 	if b.signed {
 		return nil, errors.New("provenance: record already signed")

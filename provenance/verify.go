@@ -10,6 +10,7 @@ import (
 	"fmt"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -25,6 +26,7 @@ type Verifier struct {
 	limits    Limits
 	certs     *boundedCache[string, *certInfo]
 	chains    *boundedCache[string, *chainResult]
+	scratch   sync.Pool // of *scratch
 }
 
 // chainResult is a certificate path found valid: it stays valid for any signing time in
@@ -95,15 +97,43 @@ func (v *Verifier) ParseRecord(data []byte) (*Record, error) {
 // VerifyJSON parses and verifies an encoded record. It returns the record and its decoded
 // steps (see Verify).
 func (v *Verifier) VerifyJSON(data []byte) (*Record, []*Object, error) {
-	rec, err := ParseRecord(data, v.limits)
+	sc := v.getScratch()
+	defer v.putScratch(sc)
+	rec, err := parseRecordWith(&sc.parser, data, v.limits)
 	if err != nil {
 		return nil, nil, err
 	}
-	steps, err := v.Verify(rec)
+	steps, err := v.verify(sc, rec, v.framework)
 	if err != nil {
 		return nil, nil, err
 	}
 	return rec, steps, nil
+}
+
+// scratch is the reusable working memory of one verification: the JSON parser (its stacks
+// and interned keys) and the buffer for the data for signing.
+type scratch struct {
+	parser jsonParser
+	buf    []byte
+}
+
+func (v *Verifier) getScratch() *scratch {
+	if sc, ok := v.scratch.Get().(*scratch); ok {
+		return sc
+	}
+	return &scratch{}
+}
+
+func (v *Verifier) putScratch(sc *scratch) {
+	// Keep no reference to the record, and no memory that a large record made grow.
+	sc.parser.data = nil
+	if cap(sc.buf) > 1<<20 {
+		sc.buf = nil
+	}
+	if cap(sc.parser.members) > 4096 || cap(sc.parser.values) > 4096 {
+		sc.parser.members, sc.parser.values = nil, nil
+	}
+	v.scratch.Put(sc)
 }
 
 // Verify verifies a record under the Verifier's trust framework and returns its decoded
@@ -121,6 +151,12 @@ func (v *Verifier) Verify(rec *Record) ([]*Object, error) {
 // that, like the reference's decode endpoint, takes it from the record). The caches are
 // shared: certificate paths do not depend on the framework.
 func (v *Verifier) VerifyWithFramework(rec *Record, framework string) ([]*Object, error) {
+	sc := v.getScratch()
+	defer v.putScratch(sc)
+	return v.verify(sc, rec, framework)
+}
+
+func (v *Verifier) verify(sc *scratch, rec *Record, framework string) ([]*Object, error) {
 	if rec == nil || rec.Steps == nil {
 		return nil, verr(CheckContainerShape, "", nil, "record has no steps")
 	}
@@ -133,8 +169,17 @@ func (v *Verifier) VerifyWithFramework(rec *Record, framework string) ([]*Object
 	if err := v.checkTree(rec.Steps, 1, &steps, &containers); err != nil {
 		return nil, err
 	}
-	st := &verifyState{rec: rec, framework: framework, steps: make([]*Object, 0, steps)}
-	if err := v.container(st, rec.Steps, nil, nil); err != nil {
+	if need := dataSize(rec.Steps) + len(framework); cap(sc.buf) < need {
+		sc.buf = make([]byte, 0, need)
+	}
+	st := &verifyState{
+		rec:       rec,
+		framework: framework,
+		steps:     make([]*Object, 0, steps),
+		sc:        sc,
+	}
+	err := v.container(st, rec.Steps, nil, nil)
+	if err != nil {
 		return nil, err
 	}
 	if len(st.origins) != len(rec.Origins) {
@@ -185,7 +230,7 @@ type verifyState struct {
 	framework string
 	steps     []*Object
 	origins   []string
-	buf       []byte // reused for the data for signing
+	sc        *scratch
 }
 
 func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo, path []int) error {
@@ -197,7 +242,7 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 	if !canonicalSerial(c.Serial) {
 		return verr(CheckSerialFormat, blockAt(), nil, "serial %q is not the canonical decimal form of a non-negative integer of at most %d digits", truncate(c.Serial), MaxSerialDigits)
 	}
-	leaf, issuers, err := v.lookupChain(st.rec, c.Serial)
+	leaf, issuers, parsed, err := v.lookupChain(st.rec, c.Serial)
 	if err != nil {
 		err.Where = blockAt()
 		return err
@@ -211,18 +256,24 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 		err.Where = blockAt()
 		return err
 	}
+	for pemText, ci := range parsed {
+		v.certs.put(pemText, ci)
+	}
 	sig, err2 := decodeBase64URL(c.Signature)
 	if err2 != nil {
 		return verr(CheckSignature, blockAt(), err2, "signature is not padded base64url")
 	}
-	st.buf = appendDataForSigning(st.buf[:0], st.framework, c)
-	digest := sha256.Sum256(st.buf)
+	st.sc.buf = appendDataForSigning(st.sc.buf[:0], st.framework, c)
+	digest := sha256.Sum256(st.sc.buf)
 	if !ecdsa.VerifyASN1(chain.key, digest[:], sig) {
 		if _, err := parseDERSignature(sig); err != nil {
 			return verr(CheckSignature, blockAt(), err, "signature by %s is not a DER ECDSA signature", c.Serial)
 		}
 		return verr(CheckSignature, blockAt(), nil, "signature by %s does not verify", c.Serial)
 	}
+	// One "_signature" value serves every step of the container: decoded steps are to be
+	// treated as read-only (they are new on every Verify, but share this member).
+	var signature *Object
 	for i, e := range c.Elements {
 		if e.Container != nil {
 			inner := append(stack[:len(stack):len(stack)], chain.signer)
@@ -231,7 +282,7 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 			}
 			continue
 		}
-		step, err := v.decodeStep(e.Step)
+		step, err := v.decodeStepWith(&st.sc.parser, e.Step)
 		if err != nil {
 			err.Where = stepPath(append(path[:len(path):len(path)], i))
 			return err
@@ -240,14 +291,17 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 			id, _ := step.GetString("id")
 			st.origins = append(st.origins, id)
 		}
-		includedBy := make([]any, len(stack))
-		for j, s := range stack {
-			includedBy[j] = s.object()
+		if signature == nil {
+			includedBy := make([]any, len(stack))
+			for j, s := range stack {
+				includedBy[j] = s.object()
+			}
+			signature = NewObject(
+				Member{"signed", chain.signer.object()},
+				Member{"includedBy", includedBy},
+			)
 		}
-		step.Members = append(step.Members, Member{"_signature", NewObject(
-			Member{"signed", chain.signer.object()},
-			Member{"includedBy", includedBy},
-		)})
+		step.Members = append(step.Members, Member{"_signature", signature})
 		st.steps = append(st.steps, step)
 	}
 	return nil
@@ -255,11 +309,16 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 
 // decodeStep decodes one signed step string.
 func (v *Verifier) decodeStep(s string) (*Object, *VerifyError) {
+	return v.decodeStepWith(&jsonParser{maxDepth: v.limits.MaxDepth, maxString: v.limits.MaxStringBytes}, s)
+}
+
+func (v *Verifier) decodeStepWith(p *jsonParser, s string) (*Object, *VerifyError) {
 	raw, err := decodeBase64URL(s)
 	if err != nil {
 		return nil, verr(CheckStepDecoding, "", err, "step is not padded base64url")
 	}
-	val, err := ParseJSON(raw, v.limits)
+	p.reset(raw, v.limits.MaxDepth, v.limits.MaxStringBytes)
+	val, err := p.parseAll()
 	if err != nil {
 		return nil, verr(CheckStepDecoding, "", err, "step is not acceptable JSON")
 	}
@@ -288,55 +347,65 @@ func (v *Verifier) decodeStep(s string) (*Object, *VerifyError) {
 }
 
 // lookupChain finds the signing certificate of serial and its listed issuers.
-func (v *Verifier) lookupChain(rec *Record, serial string) (*certInfo, []*certInfo, *VerifyError) {
+// It also returns the certificates it had to parse, keyed by PEM text, for the caller to
+// cache once they are found on a valid path: certificates of records that fail do not
+// push others out of the cache.
+func (v *Verifier) lookupChain(rec *Record, serial string) (*certInfo, []*certInfo, map[string]*certInfo, *VerifyError) {
 	entry, ok := rec.Certificate(serial)
 	if !ok {
-		return nil, nil, verr(CheckCertificateLookup, "", nil, "certificate serial %s is not present in the record", serial)
+		return nil, nil, nil, verr(CheckCertificateLookup, "", nil, "certificate serial %s is not present in the record", serial)
 	}
 	if len(entry) == 0 {
-		return nil, nil, verr(CheckCertificateLookup, "", nil, "certificates entry %s is empty", serial)
+		return nil, nil, nil, verr(CheckCertificateLookup, "", nil, "certificates entry %s is empty", serial)
 	}
 	if len(entry)-1 > v.limits.MaxPathLength {
-		return nil, nil, verr(CheckCertificatePath, "", nil, "certificates entry %s lists %d issuers, more than the limit of %d", serial, len(entry)-1, v.limits.MaxPathLength)
+		return nil, nil, nil, verr(CheckCertificatePath, "", nil, "certificates entry %s lists %d issuers, more than the limit of %d", serial, len(entry)-1, v.limits.MaxPathLength)
 	}
-	leaf, err := v.certificate(serial, entry[0])
+	var parsed map[string]*certInfo
+	leaf, err := v.certificate(serial, entry[0], &parsed)
 	if err != nil {
-		return nil, nil, err
+		return nil, nil, nil, err
 	}
 	issuers := make([]*certInfo, 0, len(entry)-1)
 	for i, is := range entry[1:] {
 		if is == serial {
-			return nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists itself as its issuer", serial)
+			return nil, nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists itself as its issuer", serial)
 		}
 		for _, prev := range entry[1 : 1+i] {
 			if prev == is {
-				return nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists issuer %s twice", serial, truncate(is))
+				return nil, nil, nil, verr(CheckCertificatePath, "", nil, "certificate %s lists issuer %s twice", serial, truncate(is))
 			}
 		}
 		ie, ok := rec.Certificate(is)
 		if !ok || len(ie) == 0 {
-			return nil, nil, verr(CheckCertificateLookup, "", nil, "issuer certificate %s named by %s is not present in the record", truncate(is), serial)
+			return nil, nil, nil, verr(CheckCertificateLookup, "", nil, "issuer certificate %s named by %s is not present in the record", truncate(is), serial)
 		}
-		c, err := v.certificate(is, ie[0])
+		c, err := v.certificate(is, ie[0], &parsed)
 		if err != nil {
-			return nil, nil, err
+			return nil, nil, nil, err
 		}
 		issuers = append(issuers, c)
 	}
-	return leaf, issuers, nil
+	return leaf, issuers, parsed, nil
 }
 
 // certificate parses (or finds in the cache) the certificate of a certificates entry and
 // checks that it is the certificate with the serial the entry is filed under.
-func (v *Verifier) certificate(serial, pemText string) (*certInfo, *VerifyError) {
+func (v *Verifier) certificate(serial, pemText string, parsed *map[string]*certInfo) (*certInfo, *VerifyError) {
 	ci, ok := v.certs.get(pemText)
+	if !ok {
+		ci, ok = (*parsed)[pemText]
+	}
 	if !ok {
 		c, err := parseCertificatePEM(pemText)
 		if err != nil {
 			return nil, verr(CheckCertificatePath, "", err, "certificates entry %s does not hold a parseable certificate", truncate(serial))
 		}
 		ci = newCertInfo(c)
-		v.certs.put(pemText, ci)
+		if *parsed == nil {
+			*parsed = map[string]*certInfo{}
+		}
+		(*parsed)[pemText] = ci
 	}
 	if ci.serial != serial {
 		// The reference files certificates by whatever key it is given; a certificate filed
@@ -397,6 +466,7 @@ func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.T
 		return issuers[i-1].cert
 	}
 	var failures []string
+	deadEnd := leaf.serial // the last certificate for which no issuer was found
 	note := func(s string) {
 		if len(failures) < 4 {
 			failures = append(failures, s)
@@ -412,6 +482,9 @@ func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.T
 			return false
 		}
 		c := certAt(i)
+		if i > 0 {
+			deadEnd = issuers[i-1].serial
+		}
 		for r, root := range v.roots {
 			if byRoot[i][r] == 0 {
 				byRoot[i][r] = 2
@@ -473,7 +546,7 @@ func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.T
 			return nil, fail("path search gave up after %d steps", maxPathSearch)
 		}
 		if len(failures) == 0 {
-			return nil, fail("no listed issuer or root CA issued certificate %s or its issuers", leaf.serial)
+			return nil, fail("certificate %s was not issued by a trusted root CA or by another listed issuer", deadEnd)
 		}
 		return nil, fail("%s", strings.Join(failures, "; "))
 	}
@@ -541,7 +614,7 @@ func FormatTimestamp(t time.Time) string {
 // decodeBase64URL decodes padded base64url strictly: no other alphabet, no line breaks
 // (which encoding/base64 would otherwise skip), zero padding bits.
 func decodeBase64URL(s string) ([]byte, error) {
-	if strings.ContainsAny(s, "\r\n") {
+	if strings.IndexByte(s, '\n') >= 0 || strings.IndexByte(s, '\r') >= 0 { // faster than ContainsAny
 		return nil, errors.New("line break in base64")
 	}
 	return base64.URLEncoding.Strict().DecodeString(s)
@@ -552,7 +625,7 @@ func parseDERSignature(sig []byte) (*struct{ R, S *big.Int }, error) {
 	var v struct{ R, S *big.Int }
 	rest, err := asn1.Unmarshal(sig, &v)
 	if err != nil {
-		return nil, err
+		return nil, errors.New("not an ASN.1 DER SEQUENCE of two INTEGERs")
 	}
 	if len(rest) != 0 {
 		return nil, errors.New("trailing data after the DER signature")

@@ -20,15 +20,6 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 )
 
-// TB is the part of testing.TB that the helpers use. testenv does not import "testing":
-// the daemon binary links this package for `serve -dev`.
-type TB interface {
-	Helper()
-	TempDir() string
-	Cleanup(func())
-	Fatalf(format string, args ...any)
-}
-
 // The emulator's account and region, and the dummy credentials its clients sign with
 // (it checks no signature).
 const (

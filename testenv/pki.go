@@ -386,3 +386,22 @@ func utf8Sequence(items []string) ([]byte, error) {
 	}
 	return asn1.Marshal(asn1.RawValue{Class: asn1.ClassUniversal, Tag: asn1.TagSequence, IsCompound: true, Bytes: body})
 }
+
+// NewDevFiles writes a new PKI, a member key and its bundle into dir (see DevFiles): the
+// setup of `serve -dev` and of most tests.
+func NewDevFiles(dir string, now time.Time) (*PKI, Files, error) {
+	pki, err := NewPKI(now)
+	if err != nil {
+		return nil, Files{}, err
+	}
+	key, err := NewKey()
+	if err != nil {
+		return nil, Files{}, err
+	}
+	leaf, err := pki.Issue(&key.PublicKey, DevMember(now))
+	if err != nil {
+		return nil, Files{}, err
+	}
+	files, err := pki.WriteFiles(dir, key, leaf)
+	return pki, files, err
+}

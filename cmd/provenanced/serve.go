@@ -2,12 +2,14 @@ package main
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"io"
 	"log/slog"
 	"os"
 	"os/signal"
 	"path/filepath"
+	"strings"
 	"syscall"
 
 	"github.com/ib1/provenanced/conf"
@@ -20,7 +22,7 @@ func init() {
 
 func serve(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("serve", "[-config FILE | -dev DIR]", stderr)
-	configPath := fs.String("config", "", "the TOML config `file` (default $PROVENANCED_CONFIG)")
+	configPath := fs.String("config", "", "the TOML config `file` (default $PROVENANCED_CONFIG; without either, the original service's environment and ./.env)")
 	devDir := fs.String("dev", "", "create a development setup (test PKI, PEM key, config) in `dir` if it has none, and serve it")
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
@@ -39,17 +41,26 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		printDevHelp(stderr, filepath.Dir(p), created)
 		*configPath = p
 	}
-	if *configPath == "" {
-		return usageError("no configuration: give -config FILE (or set PROVENANCED_CONFIG), or -dev DIR for a development setup")
-	}
-	cfg, err := conf.Load(*configPath)
-	if err != nil {
-		return err
+	var cfg *conf.Config
+	var notes []string
+	if *configPath != "" {
+		var err error
+		if cfg, err = conf.Load(*configPath); err != nil {
+			return err
+		}
+	} else {
+		var err error
+		if cfg, notes, err = fromOriginalEnvironment(); err != nil {
+			return err
+		}
 	}
 	if err := cfg.ApplyEnv(os.Getenv); err != nil {
 		return err
 	}
 	log := newLogger(stderr, cfg.Server.LogLevel)
+	for _, n := range notes {
+		log.Warn(n)
+	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString()})
@@ -57,6 +68,35 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return d.Serve(ctx)
+}
+
+// fromOriginalEnvironment reads the original service's variables and .env file from the
+// working directory, as its `docker run --env-file=.env` setup does.
+func fromOriginalEnvironment() (*conf.Config, []string, error) {
+	wd, err := os.Getwd()
+	if err != nil {
+		return nil, nil, err
+	}
+	src := conf.EnvSource{Getenv: os.Getenv, DotEnv: filepath.Join(wd, ".env"), Dir: wd}
+	cfg, dotenv, err := conf.FromEnvironment(src)
+	if err != nil {
+		var ce *conf.Error
+		if errors.As(err, &ce) && ce.Key == conf.EnvRootCA {
+			ce.Msg += "; for a development setup: provenanced serve -dev DIR"
+		}
+		return nil, nil, err
+	}
+	// The AWS SDK reads credentials and region from the process environment.
+	for name, v := range dotenv {
+		if strings.HasPrefix(name, "AWS_") && os.Getenv(name) == "" {
+			os.Setenv(name, v)
+		}
+	}
+	var notes []string
+	if n := conf.IgnoredSigningKey(cfg, src, dotenv); n != "" {
+		notes = append(notes, n)
+	}
+	return cfg, notes, nil
 }
 
 // newLogger logs JSON when stderr is not a terminal (journald, a container runtime,

@@ -1,0 +1,430 @@
+package api_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/backends"
+	pembackend "github.com/ib1/provenanced/backends/pem"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+// openDevKey opens a PEM key with a certificate from a fresh test PKI.
+func openDevKey(t testing.TB) *backends.Key {
+	t.Helper()
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfgPath, []byte("[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
+	cfg, err := conf.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := backends.Open(context.Background(), cfg.Keys[0], backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func newServer(t testing.TB, opts api.Options) (*httptest.Server, *api.API) {
+	t.Helper()
+	if opts.Keys == nil {
+		opts.Keys = []*backends.Key{openDevKey(t)}
+	}
+	if opts.MaxRequestBytes == 0 {
+		opts.MaxRequestBytes = 4096
+	}
+	a, err := api.New(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(a.Handler())
+	t.Cleanup(srv.Close)
+	return srv, a
+}
+
+func post(t testing.TB, url, ctype, body string) (int, []byte) {
+	t.Helper()
+	req, _ := http.NewRequest("POST", url, strings.NewReader(body))
+	if ctype != "" {
+		req.Header.Set("Content-Type", ctype)
+	}
+	resp, err := http.DefaultClient.Do(req)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func get(t testing.TB, url string) (int, []byte) {
+	t.Helper()
+	resp, err := http.Get(url)
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, b
+}
+
+func b64(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
+
+// checkSignature checks a sign response against the key's public key.
+func checkSignature(t *testing.T, k *backends.Key, body []byte, digest []byte) {
+	t.Helper()
+	var out struct {
+		Key, Algorithm string
+		Signature      []byte
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatalf("response %s: %v", body, err)
+	}
+	if out.Key != k.Name() || out.Algorithm != "ECDSA_SHA_256" {
+		t.Errorf("response %s", body)
+	}
+	if !ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digest, out.Signature) {
+		t.Errorf("signature in %s does not verify", body)
+	}
+}
+
+func TestSignDigestAndMessage(t *testing.T) {
+	k := openDevKey(t)
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}})
+	msg := []byte("a provenance record's data for signing")
+	d := sha256.Sum256(msg)
+	for _, body := range []string{
+		`{"digest":"` + b64(d[:]) + `"}`,
+		` { "digest" : "` + b64(d[:]) + `" } `,
+		`{"message":"` + b64(msg) + `"}`,
+	} {
+		code, resp := post(t, srv.URL+"/v1/keys/signing/sign", "application/json", body)
+		if code != 200 {
+			t.Fatalf("%s: %d %s", body, code, resp)
+		}
+		checkSignature(t, k, resp, d[:])
+	}
+}
+
+func TestBadInputIsRefusedAndTheServerKeepsServing(t *testing.T) {
+	k := openDevKey(t)
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, MaxRequestBytes: 1024, MaxBatch: 3})
+	d := sha256.Sum256([]byte("x"))
+	good := `{"digest":"` + b64(d[:]) + `"}`
+	url := srv.URL + "/v1/keys/signing/sign"
+	for _, tc := range []struct {
+		name, url, ctype, body string
+		status                 int
+		code                   string
+		mention                string
+	}{
+		{"too large", url, "application/json", `{"message":"` + strings.Repeat("A", 2000) + `"}`, 413, "too_large", "max_request_bytes"},
+		{"no content type", url, "", good, 415, "unsupported_media_type", "Content-Type"},
+		{"form content type", url, "application/x-www-form-urlencoded", good, 415, "unsupported_media_type", "application/json"},
+		{"not JSON", url, "application/json", `digest=abc`, 400, "bad_request", "not valid JSON"},
+		{"empty body", url, "application/json", ``, 400, "bad_request", "empty"},
+		{"two values", url, "application/json", good + good, 400, "bad_request", "more than one"},
+		{"short digest", url, "application/json", `{"digest":"` + b64(d[:31]) + `"}`, 400, "bad_request", "digest: must be a 32-byte"},
+		{"long digest", url, "application/json", `{"digest":"` + b64(append(d[:], 0)) + `"}`, 400, "bad_request", "got 33 bytes"},
+		{"bad base64", url, "application/json", `{"digest":"***"}`, 400, "bad_request", "digest: not standard base64"},
+		{"url-safe base64", url, "application/json", `{"digest":"` + base64.URLEncoding.EncodeToString([]byte{0xfb, 0xff}) + `"}`, 400, "bad_request", "digest: not standard base64"},
+		{"bad message base64", url, "application/json", `{"message":"a"}`, 400, "bad_request", "message: not standard base64"},
+		{"both", url, "application/json", `{"digest":"` + b64(d[:]) + `","message":"eA=="}`, 400, "bad_request", "digest and message are both set"},
+		{"neither", url, "application/json", `{}`, 400, "bad_request", "one of digest or message is required"},
+		{"unknown field", url, "application/json", `{"digest":"` + b64(d[:]) + `","hash":"sha256"}`, 400, "bad_request", `unknown field "hash"; accepted: digest, message, batch`},
+		{"wrong type", url, "application/json", `{"digest":5}`, 400, "bad_request", "digest: must be a string"},
+		{"batch too large", url, "application/json", `{"batch":[{},{},{},{}]}`, 413, "too_large", "max_batch is 3"},
+		{"batch and digest", url, "application/json", `{"batch":[],"digest":"` + b64(d[:]) + `"}`, 400, "bad_request", "batch cannot be combined"},
+		{"unknown key", srv.URL + "/v1/keys/nope/sign", "application/json", good, 404, "not_found", `no key named "nope"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			status, body := post(t, tc.url, tc.ctype, tc.body)
+			if status != tc.status {
+				t.Fatalf("status %d, want %d: %s", status, tc.status, body)
+			}
+			var e struct {
+				Error struct{ Code, Message string }
+			}
+			if err := json.Unmarshal(body, &e); err != nil {
+				t.Fatalf("error body %q is not the error shape: %v", body, err)
+			}
+			if e.Error.Code != tc.code || !strings.Contains(e.Error.Message, tc.mention) {
+				t.Errorf("error %+v, want code %s mentioning %q", e.Error, tc.code, tc.mention)
+			}
+			if status, body := post(t, url, "application/json", good); status != 200 {
+				t.Fatalf("the next good request failed: %d %s", status, body)
+			} else {
+				checkSignature(t, k, body, d[:])
+			}
+		})
+	}
+}
+
+func TestRoutesAnswerInTheErrorShape(t *testing.T) {
+	srv, _ := newServer(t, api.Options{})
+	for _, tc := range []struct {
+		method, path string
+		status       int
+		code         string
+	}{
+		{"GET", "/v2/keys", 404, "not_found"},
+		{"GET", "/v1/keys/nope", 404, "not_found"},
+		{"DELETE", "/v1/keys", 405, "method_not_allowed"},
+		{"GET", "/v1/keys/signing/sign", 405, "method_not_allowed"},
+	} {
+		req, _ := http.NewRequest(tc.method, srv.URL+tc.path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var e struct{ Error struct{ Code string } }
+		json.NewDecoder(resp.Body).Decode(&e)
+		resp.Body.Close()
+		if resp.StatusCode != tc.status || e.Error.Code != tc.code {
+			t.Errorf("%s %s: %d %q, want %d %q", tc.method, tc.path, resp.StatusCode, e.Error.Code, tc.status, tc.code)
+		}
+	}
+}
+
+func TestKeys(t *testing.T) {
+	k := openDevKey(t)
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}})
+	status, body := get(t, srv.URL+"/v1/keys")
+	if status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	var list struct{ Keys []api.KeyInfo }
+	if err := json.Unmarshal(body, &list); err != nil {
+		t.Fatal(err)
+	}
+	if len(list.Keys) != 1 {
+		t.Fatalf("keys: %s", body)
+	}
+	got := list.Keys[0]
+	leaf := k.Leaf()
+	if got.Name != "signing" || got.Backend != "pem" || got.Algorithm != "ECDSA_P256" || got.Serial != leaf.SerialNumber.String() ||
+		got.NotAfter != leaf.NotAfter.UTC().Format(time.RFC3339) || len(got.Certificates) != 2 || !strings.HasPrefix(got.PublicKey, "-----BEGIN PUBLIC KEY-----") {
+		t.Errorf("key = %+v", got)
+	}
+	status, one := get(t, srv.URL+"/v1/keys/signing")
+	var single api.KeyInfo
+	if status != 200 || json.Unmarshal(one, &single) != nil || single.PublicKey != got.PublicKey {
+		t.Errorf("GET /v1/keys/signing: %d %s", status, one)
+	}
+}
+
+func TestBatch(t *testing.T) {
+	k := openDevKey(t)
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, MaxRequestBytes: 1 << 20})
+	var items []string
+	var digests [][]byte
+	for i := range 10 {
+		d := sha256.Sum256([]byte(fmt.Sprint(i)))
+		digests = append(digests, d[:])
+		items = append(items, `{"digest":"`+b64(d[:])+`"}`)
+	}
+	items[3] = `{"digest":"AAAA"}`
+	items[7] = `{"nonsense":1}`
+	status, body := post(t, srv.URL+"/v1/keys/signing/sign", "application/json", `{"batch":[`+strings.Join(items, ",")+`]}`)
+	if status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	var out struct {
+		Key, Algorithm string
+		Batch          []struct {
+			Signature []byte
+			Error     *struct{ Code, Message string }
+		}
+	}
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatal(err)
+	}
+	if len(out.Batch) != 10 || out.Key != "signing" {
+		t.Fatalf("response %s", body)
+	}
+	for i, r := range out.Batch {
+		switch i {
+		case 3:
+			if r.Error == nil || !strings.Contains(r.Error.Message, "batch[3].digest: must be a 32-byte") {
+				t.Errorf("item 3: %+v", r.Error)
+			}
+		case 7:
+			if r.Error == nil || !strings.Contains(r.Error.Message, `batch[7]: unknown field "nonsense"`) {
+				t.Errorf("item 7: %+v", r.Error)
+			}
+		default:
+			if r.Error != nil || !ecdsa.VerifyASN1(k.Public().(*ecdsa.PublicKey), digests[i], r.Signature) {
+				t.Errorf("item %d: error %+v or a signature that does not verify", i, r.Error)
+			}
+		}
+	}
+}
+
+// TestOpenAPIDescribesEveryRoute checks the document against the routes actually served,
+// both ways, and that each documented operation answers on its path.
+func TestOpenAPIDescribesEveryRoute(t *testing.T) {
+	srv, a := newServer(t, api.Options{Metrics: http.NotFoundHandler()})
+	status, body := get(t, srv.URL+"/openapi.json")
+	if status != 200 {
+		t.Fatalf("%d", status)
+	}
+	var doc struct {
+		OpenAPI string                                `json:"openapi"`
+		Paths   map[string]map[string]json.RawMessage `json:"paths"`
+	}
+	if err := json.Unmarshal(body, &doc); err != nil {
+		t.Fatal(err)
+	}
+	if !strings.HasPrefix(doc.OpenAPI, "3.") {
+		t.Errorf("openapi = %q", doc.OpenAPI)
+	}
+	documented := map[string]bool{}
+	for p, ops := range doc.Paths {
+		for m := range ops {
+			documented[strings.ToUpper(m)+" "+p] = true
+		}
+	}
+	served := map[string]bool{}
+	for _, r := range a.Routes() {
+		served[r.Method+" "+strings.TrimSuffix(r.Path, "{$}")] = true
+	}
+	var missing, extra []string
+	for r := range served {
+		if !documented[r] {
+			missing = append(missing, r)
+		}
+	}
+	for r := range documented {
+		if !served[r] {
+			extra = append(extra, r)
+		}
+	}
+	sort.Strings(missing)
+	sort.Strings(extra)
+	if len(missing) > 0 || len(extra) > 0 {
+		t.Errorf("served but not documented: %v; documented but not served: %v", missing, extra)
+	}
+	for r := range documented {
+		method, path, _ := strings.Cut(r, " ")
+		path = strings.ReplaceAll(path, "{name}", "signing")
+		req, _ := http.NewRequest(method, srv.URL+path, nil)
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode == 405 || (resp.StatusCode == 404 && path != "/metrics") {
+			t.Errorf("%s %s: %d: documented but not routed", method, path, resp.StatusCode)
+		}
+	}
+	if status, page := get(t, srv.URL+"/api-docs"); status != 200 || !strings.Contains(string(page), "/v1/keys/{name}/sign") {
+		t.Errorf("/api-docs: %d", status)
+	}
+}
+
+// faultySigner is a stand-in for a backend fault that a PEM key cannot produce: an
+// unavailable token, or one that never answers. The PKCS#11 and KMS tests produce these
+// faults with the real parts.
+type faultySigner struct {
+	backends.Signer
+	err   error
+	block bool
+}
+
+func (f *faultySigner) SignContext(ctx context.Context, _ []byte) ([]byte, error) {
+	if f.block {
+		<-ctx.Done()
+		return nil, ctx.Err()
+	}
+	return nil, f.err
+}
+
+func TestBackendFaultsAre503(t *testing.T) {
+	for name, tc := range map[string]struct {
+		signer  *faultySigner
+		status  int
+		mention string
+	}{
+		"unavailable": {&faultySigner{err: fmt.Errorf("%w: token removed", backends.ErrUnavailable)}, 503, "token removed"},
+		"timeout":     {&faultySigner{block: true}, 503, "sign_timeout"},
+		"other":       {&faultySigner{err: fmt.Errorf("CKR_GENERAL_ERROR")}, 500, "see the daemon's log"},
+	} {
+		t.Run(name, func(t *testing.T) {
+			tc.signer.Signer = pemSigner(t)
+			k := keyFromSigner(t, tc.signer)
+			srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, SignTimeout: 50 * time.Millisecond})
+			d := sha256.Sum256(nil)
+			status, body := post(t, srv.URL+"/v1/keys/faulty/sign", "application/json", `{"digest":"`+b64(d[:])+`"}`)
+			if status != tc.status || !strings.Contains(string(body), tc.mention) {
+				t.Errorf("%d %s, want %d mentioning %q", status, body, tc.status, tc.mention)
+			}
+			if strings.Contains(string(body), "CKR_GENERAL_ERROR") {
+				t.Errorf("an internal error's detail reached the client: %s", body)
+			}
+		})
+	}
+}
+
+var _ crypto.Signer = (*faultySigner)(nil)
+
+var nextFaulty backends.Signer
+
+func init() {
+	backends.Register("faulty", backends.Backend{Open: func(context.Context, *conf.Key) (backends.Signer, error) { return nextFaulty, nil }})
+}
+
+func pemSigner(t testing.TB) backends.Signer {
+	k, err := testenv.NewKey()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pembackend.NewSigner(k, "memory")
+}
+
+func keyFromSigner(t testing.TB, s backends.Signer) *backends.Key {
+	nextFaulty = s
+	k, err := backends.Open(context.Background(), conf.NewKey("faulty", "faulty", "", "test", nil), backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return k
+}
+
+func TestCSR(t *testing.T) {
+	k := openDevKey(t)
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}})
+	status, body := post(t, srv.URL+"/v1/keys/signing/csr", "application/json", `{"subject":"/C=GB/O=Org/CN=https://member.example/a/1","uris":["https://member.example/a/1"]}`)
+	if status != 200 {
+		t.Fatalf("%d %s", status, body)
+	}
+	var out struct{ CSR string }
+	json.Unmarshal(body, &out)
+	if !strings.HasPrefix(out.CSR, "-----BEGIN CERTIFICATE REQUEST-----") {
+		t.Fatalf("no CSR in %s", body)
+	}
+	status, body = post(t, srv.URL+"/v1/keys/signing/csr", "application/json", `{"subject":"/XX=1"}`)
+	if status != 400 || !strings.Contains(string(body), "unknown attribute") {
+		t.Errorf("bad subject: %d %s", status, body)
+	}
+}

@@ -1,0 +1,52 @@
+package api
+
+import (
+	"context"
+	"errors"
+	"net/http"
+	"strings"
+
+	"github.com/ib1/provenanced/backends"
+)
+
+type csrRequest struct {
+	Subject string   `json:"subject"`
+	URIs    []string `json:"uris"`
+	DNS     []string `json:"dns"`
+	// From is an existing CSR (PEM) whose subject and extensions the new one takes.
+	From string `json:"from"`
+}
+
+// csr answers a PKCS#10 request for the key, signed through its backend.
+func (a *API) csr(w http.ResponseWriter, r *http.Request) {
+	e, ok := a.lookupKey(w, r)
+	if !ok {
+		return
+	}
+	body, err := a.readJSONBody(w, r)
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	var req csrRequest
+	if err := decodeStrict(body, &req, "subject, uris, dns, from"); err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	in := backends.CSRRequest{Subject: req.Subject, URIs: req.URIs, DNS: req.DNS}
+	if req.From != "" {
+		in.From = []byte(req.From)
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
+	defer cancel()
+	csr, err := backends.CreateCSR(ctx, e.key, in)
+	if errors.Is(err, backends.ErrInvalidCSRRequest) {
+		writeError(w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), backends.ErrInvalidCSRRequest.Error()+": "))
+		return
+	}
+	if err != nil {
+		a.writeSignError(w, r, e, err)
+		return
+	}
+	writeJSON(w, http.StatusOK, map[string]string{"csr": string(csr)})
+}

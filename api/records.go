@@ -1,0 +1,283 @@
+package api
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net/http"
+	"strconv"
+	"time"
+
+	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/provenance"
+)
+
+// Provenance is what the record routes need: the verifier of received records (root CA
+// and trust framework), the key that signs records, and the scheme of the original's
+// EDP and CAP records.
+type Provenance struct {
+	// Verifier is nil when no root CA is configured: the record routes then answer 503.
+	Verifier *provenance.Verifier
+	// Key signs records; nil when no key can (records can then only be verified).
+	Key    *backends.Key
+	Scheme string
+	// Now is the clock of step timestamps and signing times (time.Now if nil).
+	Now func() time.Time
+	// Counted is told each record operation ("sign", "verify") and its outcome.
+	Counted func(operation string, ok bool)
+	// NotConfigured says why records cannot be verified or signed, when they cannot.
+	NotConfigured string
+}
+
+func (p *Provenance) now() time.Time {
+	if p.Now != nil {
+		return p.Now()
+	}
+	return time.Now()
+}
+
+func (p *Provenance) count(op string, ok bool) {
+	if p.Counted != nil {
+		p.Counted(op, ok)
+	}
+}
+
+// recordError is a record that failed: the check that failed and why.
+func recordError(err error) error {
+	var ve *provenance.VerifyError
+	if errors.As(err, &ve) {
+		return badRequest("record does not verify: " + ve.Error())
+	}
+	return err
+}
+
+// provenanceReady answers 503 when records cannot be handled.
+func (a *API) provenanceReady(w http.ResponseWriter, signing bool) bool {
+	p := a.opts.Provenance
+	if p == nil || p.Verifier == nil {
+		msg := "provenance records are not configured"
+		if p != nil && p.NotConfigured != "" {
+			msg = p.NotConfigured
+		}
+		writeError(w, http.StatusServiceUnavailable, "unavailable", msg)
+		return false
+	}
+	if signing && p.Key == nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key to a key with a certificate")
+		return false
+	}
+	return true
+}
+
+type signRecordRequest struct {
+	Record  json.RawMessage   `json:"record"`
+	Records []json.RawMessage `json:"records"`
+	Steps   []json.RawMessage `json:"steps"`
+	Key     string            `json:"key"`
+}
+
+// signRecord is POST /v1/records: verify the received records, append the steps, sign.
+func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
+	if !a.provenanceReady(w, false) {
+		return
+	}
+	p := a.opts.Provenance
+	body, err := a.readJSONBody(w, r)
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	var req signRecordRequest
+	if err := decodeStrict(body, &req, "record, records, steps, key"); err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	key := p.Key
+	if req.Key != "" {
+		e, ok := a.keys[req.Key]
+		if !ok {
+			writeError(w, http.StatusNotFound, "not_found", "key: no key named "+strconv.Quote(req.Key))
+			return
+		}
+		key = e.key
+	}
+	if key == nil {
+		writeError(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"")
+		return
+	}
+	if key.Leaf() == nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "key: "+strconv.Quote(key.Name())+" has no certificate, so its records could not be verified; configure its certificates")
+		return
+	}
+	if len(req.Steps) == 0 {
+		writeError(w, http.StatusBadRequest, "bad_request", "steps: at least one step is required")
+		return
+	}
+	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
+	if len(req.Record) > 0 && string(req.Record) != "null" {
+		req.Records = append([]json.RawMessage{req.Record}, req.Records...)
+	}
+	for i, raw := range req.Records {
+		rec, err := p.Verifier.ParseRecord(raw)
+		if err == nil {
+			_, err = b.Receive(p.Verifier, rec)
+		}
+		if err != nil {
+			p.count("verify", false)
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("received record %d does not verify: %v", i, err))
+			return
+		}
+		p.count("verify", true)
+	}
+	for i, raw := range req.Steps {
+		s, err := provenance.ParseStep(raw)
+		if err == nil {
+			_, err = b.AddStep(s)
+		}
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("steps[%d]: %v", i, err))
+			return
+		}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
+	defer cancel()
+	rec, err := b.Sign(ctx, key, key.Certificates())
+	if err != nil {
+		p.count("sign", false)
+		a.writeSignError(w, r, a.keys[key.Name()], err)
+		return
+	}
+	out, err := rec.Marshal()
+	if err != nil {
+		p.count("sign", false)
+		a.writeRequestError(w, r, err)
+		return
+	}
+	p.count("sign", true)
+	writeJSONBytes(w, http.StatusOK, append(out, '\n'))
+}
+
+type verifyRecordRequest struct {
+	Record    json.RawMessage `json:"record"`
+	Find      json.RawMessage `json:"find"`
+	Filter    json.RawMessage `json:"filter"`
+	Framework string          `json:"framework"`
+}
+
+// verifyRecord is POST /v1/records/verify.
+func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
+	if !a.provenanceReady(w, false) {
+		return
+	}
+	p := a.opts.Provenance
+	body, err := a.readJSONBody(w, r)
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	var req verifyRecordRequest
+	if err := decodeStrict(body, &req, "record, find, filter, framework"); err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	if len(req.Record) == 0 || string(req.Record) == "null" {
+		writeError(w, http.StatusBadRequest, "bad_request", "record: required")
+		return
+	}
+	var find, filter any
+	for _, q := range []struct {
+		name string
+		raw  json.RawMessage
+		dst  *any
+	}{{"find", req.Find, &find}, {"filter", req.Filter, &filter}} {
+		if len(q.raw) == 0 || string(q.raw) == "null" {
+			continue
+		}
+		v, err := provenance.ParseJSON(q.raw, p.Verifier.Limits())
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", q.name+": "+err.Error())
+			return
+		}
+		*q.dst = v
+	}
+	steps, err := a.verify(req.Record, req.Framework)
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	out := map[string]any{"steps": steps}
+	if find != nil {
+		found, err := provenance.Find(steps, find)
+		if err != nil {
+			writeError(w, http.StatusBadRequest, "bad_request", "find: "+err.Error())
+			return
+		}
+		out["found"] = found
+	}
+	if filter != nil {
+		matches := provenance.Filter(steps, filter)
+		if matches == nil {
+			matches = []*provenance.Object{}
+		}
+		out["matches"] = matches
+	}
+	writeJSON(w, http.StatusOK, out)
+}
+
+// verify parses and verifies a record under framework (the configured one if empty),
+// counting the outcome.
+func (a *API) verify(raw []byte, framework string) ([]*provenance.Object, error) {
+	p := a.opts.Provenance
+	rec, err := p.Verifier.ParseRecord(raw)
+	if err != nil {
+		p.count("verify", false)
+		return nil, recordError(err)
+	}
+	var steps []*provenance.Object
+	if framework == "" {
+		steps, err = p.Verifier.Verify(rec)
+	} else {
+		steps, err = p.Verifier.VerifyWithFramework(rec, framework)
+	}
+	if err != nil {
+		p.count("verify", false)
+		return nil, recordError(err)
+	}
+	p.count("verify", true)
+	return steps, nil
+}
+
+// graphRecord is POST /v1/records/graph: the verified record as Graphviz DOT.
+func (a *API) graphRecord(w http.ResponseWriter, r *http.Request) {
+	if !a.provenanceReady(w, false) {
+		return
+	}
+	body, err := a.readJSONBody(w, r)
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	var req struct {
+		Record    json.RawMessage `json:"record"`
+		Framework string          `json:"framework"`
+	}
+	if err := decodeStrict(body, &req, "record, framework"); err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	if len(req.Record) == 0 || string(req.Record) == "null" {
+		writeError(w, http.StatusBadRequest, "bad_request", "record: required")
+		return
+	}
+	steps, err := a.verify(req.Record, req.Framework)
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	dot := provenance.DOT(steps)
+	w.Header().Set("Content-Type", "text/vnd.graphviz; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(dot)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(dot)
+}

@@ -1,0 +1,392 @@
+package api_test
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/backends"
+	pembackend "github.com/ib1/provenanced/backends/pem"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/provenance"
+)
+
+const (
+	vectors   = "../provenance/testdata/vectors"
+	sandboxTF = "https://registry.core.sandbox.trust.ib1.org/trust-framework"
+	scheme    = "https://registry.core.sandbox.trust.ib1.org/scheme/perseus"
+)
+
+// vectorKey opens a member key of the reference vectors (copied to a private file, as
+// the PEM backend demands).
+func vectorKey(t testing.TB, serial string) *backends.Key {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(vectors, "pki", serial+"-key.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	keyFile := filepath.Join(t.TempDir(), "key.pem")
+	os.WriteFile(keyFile, data, 0o600)
+	bundle, _ := filepath.Abs(filepath.Join(vectors, "pki", serial+"-bundle.pem"))
+	k, err := backends.Open(context.Background(), conf.NewKey("m"+serial, "pem", bundle, "test", &pembackend.Options{PrivateKey: keyFile}), backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func vectorVerifier(t testing.TB) *provenance.Verifier {
+	t.Helper()
+	data, err := os.ReadFile(filepath.Join(vectors, "pki", "root-ca-cert.pem"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	roots, err := provenance.ParseRootsPEM(data)
+	if err != nil {
+		t.Fatal(err)
+	}
+	v, err := provenance.NewVerifier(roots, sandboxTF)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return v
+}
+
+type counts map[string]int
+
+// recordServer serves the API with the EDP (123456) key signing records and the CAP
+// (98765) key beside it.
+func recordServer(t *testing.T) (string, *backends.Key, *backends.Key, counts) {
+	t.Helper()
+	edp, capKey := vectorKey(t, "123456"), vectorKey(t, "98765")
+	c := counts{}
+	srv, _ := newServer(t, api.Options{
+		Keys:            []*backends.Key{edp, capKey},
+		MaxRequestBytes: 1 << 20,
+		Provenance: &api.Provenance{
+			Verifier: vectorVerifier(t),
+			Key:      edp,
+			Scheme:   scheme,
+			Counted: func(op string, ok bool) {
+				if ok {
+					c[op+" ok"]++
+				} else {
+					c[op+" error"]++
+				}
+			},
+		},
+	})
+	return srv.URL, edp, capKey, c
+}
+
+func decodeSteps(t *testing.T, body []byte) []map[string]any {
+	t.Helper()
+	var out struct{ Steps []map[string]any }
+	if err := json.Unmarshal(body, &out); err != nil {
+		t.Fatalf("%s: %v", body, err)
+	}
+	return out.Steps
+}
+
+func TestSignAndVerifyRecords(t *testing.T) {
+	url, _, _, c := recordServer(t)
+	status, rec := post(t, url+"/v1/records", "application/json", `{"steps":[
+		{"type":"origin","scheme":"`+scheme+`","z":1,"a":{"y":2,"b":"Zürich <&>"},"n":9007199254740993},
+		{"type":"transfer","timestamp":"2025-01-02T03:04:05Z","of":"x"}]}`)
+	if status != 200 {
+		t.Fatalf("%d %s", status, rec)
+	}
+	status, body := post(t, url+"/v1/records/verify", "application/json", `{"record":`+string(rec)+`}`)
+	if status != 200 {
+		t.Fatalf("verify: %d %s", status, body)
+	}
+	// Member order, exact numbers and characters survive the round trip.
+	if !strings.Contains(string(body), `"type":"origin","scheme":"`+scheme+`","z":1,"a":{"y":2,"b":"Zürich <&>"},"n":9007199254740993`) &&
+		!strings.Contains(string(body), `"z":1,"a":{"y":2,"b":"Z\u00fcrich \u003c\u0026\u003e"},"n":9007199254740993`) {
+		t.Errorf("decoded steps lost order, numbers or characters: %s", body)
+	}
+	steps := decodeSteps(t, body)
+	if len(steps) != 2 || steps[1]["timestamp"] != "2025-01-02T03:04:05Z" {
+		t.Fatalf("steps: %s", body)
+	}
+	signed := steps[0]["_signature"].(map[string]any)["signed"].(map[string]any)
+	if signed["member"] != "https://member.core.sandbox.trust.ib1.org/m/2876152" {
+		t.Errorf("signer: %v", signed)
+	}
+
+	// The CAP appends to it with its own key; the EDP container is nested and verified.
+	status, capRec := post(t, url+"/v1/records", "application/json", `{"record":`+string(rec)+`,"key":"m98765","steps":[{"type":"receipt","transfer":"`+steps[1]["id"].(string)+`"}]}`)
+	if status != 200 {
+		t.Fatalf("append: %d %s", status, capRec)
+	}
+	status, body = post(t, url+"/v1/records/verify", "application/json", `{"record":`+string(capRec)+`,"find":{"type":"receipt"},"filter":{"_signature":{"signed":{"name":"Smart Meter Reading Co"}}}}`)
+	if status != 200 {
+		t.Fatalf("verify: %d %s", status, body)
+	}
+	var out struct {
+		Steps   []map[string]any
+		Found   map[string]any
+		Matches []map[string]any
+	}
+	json.Unmarshal(body, &out)
+	if len(out.Steps) != 3 || out.Found["type"] != "receipt" || len(out.Matches) != 2 {
+		t.Errorf("verify with find/filter: %s", body)
+	}
+	included := out.Found["_signature"].(map[string]any)["includedBy"].([]any)
+	if len(included) != 0 {
+		t.Errorf("the CAP's own step is included by %v", included)
+	}
+	nested := out.Steps[0]["_signature"].(map[string]any)["includedBy"].([]any)
+	if len(nested) != 1 || nested[0].(map[string]any)["name"] != "Carbon Accounting Provider" {
+		t.Errorf("the EDP's step should be included by the CAP: %v", nested)
+	}
+	status, dot := post(t, url+"/v1/records/graph", "application/json", `{"record":`+string(capRec)+`}`)
+	if status != 200 || !strings.Contains(string(dot), "digraph") || !strings.Contains(string(dot), "diamond") {
+		t.Errorf("graph: %d %s", status, dot)
+	}
+	if c["sign ok"] != 2 || c["verify ok"] < 4 {
+		t.Errorf("record counts: %v", c)
+	}
+}
+
+func TestVerifyVectors(t *testing.T) {
+	url, _, _, _ := recordServer(t)
+	var manifest struct {
+		Vectors []struct {
+			File     string `json:"file"`
+			Expected string `json:"expected"`
+			Check    string `json:"check"`
+			Decoded  string `json:"decoded"`
+		} `json:"vectors"`
+	}
+	data, err := os.ReadFile(filepath.Join(vectors, "manifest.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := json.Unmarshal(data, &manifest); err != nil {
+		t.Fatal(err)
+	}
+	if len(manifest.Vectors) < 20 {
+		t.Fatalf("manifest has %d vectors", len(manifest.Vectors))
+	}
+	for _, v := range manifest.Vectors {
+		rec, err := os.ReadFile(filepath.Join(vectors, v.File))
+		if err != nil {
+			t.Fatal(err)
+		}
+		status, body := post(t, url+"/v1/records/verify", "application/json", `{"record":`+string(rec)+`}`)
+		if v.Expected == "valid" {
+			if status != 200 {
+				t.Errorf("%s: %d %s", v.File, status, body)
+				continue
+			}
+			want, _ := os.ReadFile(filepath.Join(vectors, v.Decoded))
+			var got struct{ Steps json.RawMessage }
+			json.Unmarshal(body, &got)
+			if !jsonEqual(t, got.Steps, want) {
+				t.Errorf("%s: decoded steps differ from %s", v.File, v.Decoded)
+			}
+			continue
+		}
+		if status != 400 || !strings.Contains(string(body), v.Check) {
+			t.Errorf("%s: %d %s, want 400 naming %s", v.File, status, body, v.Check)
+		}
+	}
+}
+
+func jsonEqual(t *testing.T, a, b []byte) bool {
+	t.Helper()
+	va, err := provenance.ParseJSON(a, provenance.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	vb, err := provenance.ParseJSON(b, provenance.DefaultLimits())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return provenance.JSONEqual(va, vb)
+}
+
+func TestRecordBadInput(t *testing.T) {
+	url, _, _, _ := recordServer(t)
+	edp, _ := os.ReadFile(filepath.Join(vectors, "records/edp.json"))
+	tampered, _ := os.ReadFile(filepath.Join(vectors, "invalid/signature-one-char.json"))
+	for _, tc := range []struct {
+		path, body, want string
+		status           int
+	}{
+		{"/v1/records", `{"steps":[]}`, "at least one step", 400},
+		{"/v1/records", `{"steps":[{"id":"x","type":"origin"}]}`, "steps[0]", 400},
+		{"/v1/records", `{"steps":[{"type":"origin","_private":1}]}`, "underscore", 400},
+		{"/v1/records", `{"steps":[{"scheme":"x"}]}`, "type", 400},
+		{"/v1/records", `{"steps":[{"type":"a","type":"b"}]}`, "steps[0]", 400},
+		{"/v1/records", `{"steps":["origin"]}`, "steps[0]", 400},
+		{"/v1/records", `{"record":` + string(tampered) + `,"steps":[{"type":"receipt"}]}`, "signature", 400},
+		{"/v1/records", `{"steps":[{"type":"origin"}],"key":"nope"}`, "no key named", 404},
+		{"/v1/records", `{"stepz":[]}`, `unknown field \"stepz\"`, 400},
+		{"/v1/records/verify", `{"record":` + string(tampered) + `}`, "signature", 400},
+		{"/v1/records/verify", `{"record":{"ib1:provenance":5}}`, "trust-framework", 400},
+		{"/v1/records/verify", `{"record":{"ib1:provenance":"` + sandboxTF + `","origins":[],"steps":"x"}}`, "container-shape", 400},
+		{"/v1/records/verify", `{}`, "record: required", 400},
+		{"/v1/records/verify", `{"record":` + string(edp) + `,"find":{"type":"nothing"}}`, "find:", 400},
+		{"/v1/records/verify", `{"record":` + string(edp) + `,"framework":"https://registry.core.trust.ib1.org/trust-framework"}`, "trust-framework", 400},
+		{"/v1/records/graph", `{"record":` + string(tampered) + `}`, "signature", 400},
+	} {
+		status, body := post(t, url+tc.path, "application/json", tc.body)
+		if status != tc.status || !strings.Contains(string(body), tc.want) {
+			t.Errorf("%s %.60s: %d %s, want %d mentioning %q", tc.path, tc.body, status, body, tc.status, tc.want)
+		}
+	}
+}
+
+func TestRecordsNotConfigured(t *testing.T) {
+	srv, _ := newServer(t, api.Options{Provenance: &api.Provenance{NotConfigured: "provenance.root_ca is not set in X"}})
+	for _, path := range []string{"/v1/records", "/v1/records/verify", "/v1/records/graph"} {
+		status, body := post(t, srv.URL+path, "application/json", `{}`)
+		if status != 503 || !strings.Contains(string(body), "root_ca is not set") {
+			t.Errorf("%s: %d %s", path, status, body)
+		}
+	}
+	for _, path := range []string{"/api/v1/sign/edp", "/api/v1/decode"} {
+		status, body := post(t, srv.URL+path, "application/json", `{}`)
+		if status != 503 || !strings.Contains(string(body), `"detail"`) {
+			t.Errorf("%s: %d %s", path, status, body)
+		}
+	}
+}
+
+// The original service's routes, with the payloads of its own test client.
+const edpRequest = `{
+	"from_date": "2025-09-20T10:00:00",
+	"to_date": "2025-10-19T10:00:00",
+	"permission_granted": "2025-09-19T10:00:00",
+	"permission_expires": "2025-11-19T10:00:00",
+	"service_url": "https://api.example.com",
+	"account": "test-account-123",
+	"fapi_id": "fapi-transaction-456",
+	"cap_member": "cap-member-789",
+	"origin_url": "https://www.smartdcc.co.uk/",
+	"origin_license_url": "https://smartenergycodecompany.co.uk/documents/sec/consolidated-sec/"
+}`
+
+func capRequest(attachment string, edpMember string) string {
+	return `{
+	"edp_data_attachment": ` + attachment + `,
+	"cap_member_id": "cap-member-789",
+	"bank_member_id": "bank-member-321",
+	"cap_account": "cap-account-654",
+	"cap_permission_granted": "2025-09-19T11:00:00+01:00",
+	"cap_permission_expires": "2026-09-19T11:00:00Z",
+	"grid_intensity_origin": "https://api.carbonintensity.org.uk/",
+	"grid_intensity_license": "https://creativecommons.org/licenses/by/4.0/",
+	"postcode": "CF99",
+	"edp_service_url": "https://api.example.com",
+	"edp_member_id": "` + edpMember + `",
+	"bank_service_url": "https://bank.example.com",
+	"from_date": "2025-09-20T10:00:00",
+	"to_date": "2025-10-19T10:00:00"
+}`
+}
+
+func TestOriginalServiceFlow(t *testing.T) {
+	url, _, _, _ := recordServer(t)
+	status, edpRec := post(t, url+"/api/v1/sign/edp", "application/json", edpRequest)
+	if status != 200 {
+		t.Fatalf("edp: %d %s", status, edpRec)
+	}
+	status, decoded := post(t, url+"/api/v1/decode", "application/json", string(edpRec))
+	if status != 200 {
+		t.Fatalf("decode: %d %s", status, decoded)
+	}
+	var steps []map[string]any
+	json.Unmarshal(decoded, &steps)
+	if len(steps) != 3 {
+		t.Fatalf("edp steps: %s", decoded)
+	}
+	perm, origin, transfer := steps[0], steps[1], steps[2]
+	if perm["type"] != "permission" || perm["timestamp"] != "2025-09-19T10:00:00Z" || perm["expires"] != "2025-11-19T10:00:00Z" || perm["account"] != "test-account-123" {
+		t.Errorf("permission: %v", perm)
+	}
+	if origin["type"] != "origin" || origin["permissions"].([]any)[0] != perm["id"] || origin["originLicence"] != "https://smartenergycodecompany.co.uk/documents/sec/consolidated-sec/" {
+		t.Errorf("origin: %v", origin)
+	}
+	period := origin["perseus:scheme"].(map[string]any)["meteringPeriod"].(map[string]any)
+	if period["from"] != "2025-09-20T00:00Z" || period["to"] != "2025-10-19T00:00Z" {
+		t.Errorf("metering period: %v", period)
+	}
+	if transfer["of"] != origin["id"] || transfer["to"] != "cap-member-789" || transfer["transaction"] != "fapi-transaction-456" || transfer["service"] != "https://api.example.com" {
+		t.Errorf("transfer: %v", transfer)
+	}
+
+	status, capRec := post(t, url+"/api/v1/sign/cap", "application/json", capRequest(string(edpRec), "https://member.core.sandbox.trust.ib1.org/m/2876152"))
+	if status != 200 {
+		t.Fatalf("cap: %d %s", status, capRec)
+	}
+	status, decoded = post(t, url+"/api/v1/decode", "application/json", string(capRec))
+	if status != 200 {
+		t.Fatalf("decode cap: %d %s", status, decoded)
+	}
+	steps = nil
+	json.Unmarshal(decoded, &steps)
+	var types []string
+	for _, s := range steps {
+		types = append(types, s["type"].(string))
+	}
+	if strings.Join(types, ",") != "permission,origin,transfer,receipt,permission,origin,process,transfer" {
+		t.Fatalf("cap steps: %v", types)
+	}
+	receipt, capPerm, grid, process, toBank := steps[3], steps[4], steps[5], steps[6], steps[7]
+	if receipt["transfer"] != transfer["id"] || capPerm["timestamp"] != "2025-09-19T10:00:00Z" {
+		t.Errorf("receipt %v, permission timestamp %v (want the UTC of 11:00+01:00)", receipt, capPerm["timestamp"])
+	}
+	inputs := process["inputs"].([]any)
+	if inputs[0] != receipt["id"] || inputs[1] != grid["id"] || toBank["of"] != process["id"] || toBank["to"] != "bank-member-321" || toBank["path"] != "/emissions" {
+		t.Errorf("process %v, transfer %v", process, toBank)
+	}
+	if grid["originLicense"] != "https://creativecommons.org/licenses/by/4.0/" || capPerm["allows"].(map[string]any)["licenses"] == nil {
+		t.Errorf("the original's spellings were not kept: %v %v", grid, capPerm)
+	}
+
+	// The attachment may also come as a string holding the record.
+	quoted, _ := json.Marshal(string(edpRec))
+	if status, body := post(t, url+"/api/v1/sign/cap", "application/json", capRequest(string(quoted), "https://member.core.sandbox.trust.ib1.org/m/2876152")); status != 200 {
+		t.Errorf("string attachment: %d %s", status, body)
+	}
+}
+
+func TestOriginalServiceErrors(t *testing.T) {
+	url, _, _, _ := recordServer(t)
+	status, edpRec := post(t, url+"/api/v1/sign/edp", "application/json", edpRequest)
+	if status != 200 {
+		t.Fatal(status)
+	}
+	tampered := strings.Replace(string(edpRec), `"origins":[`, `"origins":["x",`, 1)
+	for _, tc := range []struct {
+		path, body string
+		status     int
+		want       string
+	}{
+		{"/api/v1/sign/edp", `{}`, 422, `"loc":["body","from_date"]`},
+		{"/api/v1/sign/edp", `not json`, 422, "json_invalid"},
+		{"/api/v1/sign/edp", `[]`, 422, "model_attributes_type"},
+		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"test-account-123"`, `123`, 1), 422, `"string_type"`},
+		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-09-20T10:00:00"`, `"20/09/2025"`, 1), 422, `"loc":["body","from_date"]`},
+		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-10-19T10:00:00"`, `"2025-09-01T10:00:00"`, 1), 400, "to_date must be after from_date"},
+		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-11-19T10:00:00"`, `"2025-09-01T10:00:00"`, 1), 400, "permission_expires must be after permission_granted"},
+		{"/api/v1/sign/cap", capRequest(string(edpRec), "https://member.example/other"), 400, "no transfer step"},
+		{"/api/v1/sign/cap", capRequest(tampered, "https://member.core.sandbox.trust.ib1.org/m/2876152"), 400, "origins"},
+		{"/api/v1/sign/cap", `{"edp_data_attachment":{}}`, 422, `"loc":["body","cap_member_id"]`},
+		{"/api/v1/decode", tampered, 400, "origins"},
+		{"/api/v1/decode", `{`, 422, "json_invalid"},
+	} {
+		status, body := post(t, url+tc.path, "application/json", tc.body)
+		if status != tc.status || !strings.Contains(string(body), tc.want) || !strings.Contains(string(body), `"detail"`) {
+			t.Errorf("%s %.50q: %d %s, want %d mentioning %s", tc.path, tc.body, status, body, tc.status, tc.want)
+		}
+	}
+}

@@ -1,0 +1,182 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"fmt"
+	"io"
+	"log/slog"
+	"net"
+	"net/http"
+	"os"
+	"path/filepath"
+	"testing"
+	"time"
+
+	"github.com/ib1/provenanced/backends"
+	pembackend "github.com/ib1/provenanced/backends/pem"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+// The benchmarks of single signatures with a PEM key: in process, through the daemon
+// over its Unix socket, and through a bare net/http server that only decodes
+// {"digest"}, signs and encodes — driven by the same load generator, in the same run.
+//
+//	go test -run '^$' -bench 'Sign' -benchtime 20000x ./daemon/
+
+const benchClients = 32
+
+// startBenchDaemon runs a daemon in this process on a Unix socket, logging JSON lines to
+// a file as it would to journald.
+func startBenchDaemon(b *testing.B) (string, *Daemon) {
+	b.Helper()
+	dir := b.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfgPath, []byte(`[server]
+socket = "p.sock"
+http = ""
+[keys.signing]
+backend = "pem"
+private_key = "signing-key.pem"
+certificates = "signing-bundle.pem"
+`), 0o644)
+	cfg, err := conf.Load(cfgPath)
+	if err != nil {
+		b.Fatal(err)
+	}
+	logFile, err := os.Create(filepath.Join(dir, "log.json"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { logFile.Close() })
+	d, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewJSONHandler(logFile, nil)), Version: "bench"})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	ready := make(chan struct{})
+	d.opts.Listening = func(string, string) { close(ready) }
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx) }()
+	select {
+	case <-ready:
+	case err := <-done:
+		b.Fatal(err)
+	}
+	b.Cleanup(func() { cancel(); <-done })
+	return cfg.Server.Socket, d
+}
+
+// startBareServer is the naive server the daemon is measured against.
+func startBareServer(b *testing.B, key *ecdsa.PrivateKey) string {
+	b.Helper()
+	sock := filepath.Join(b.TempDir(), "bare.sock")
+	l, err := net.Listen("unix", sock)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		var req struct {
+			Digest []byte `json:"digest"`
+		}
+		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Digest) != 32 {
+			http.Error(w, "bad request", http.StatusBadRequest)
+			return
+		}
+		sig, err := ecdsa.SignASN1(rand.Reader, key, req.Digest)
+		if err != nil {
+			http.Error(w, err.Error(), http.StatusInternalServerError)
+			return
+		}
+		w.Header().Set("Content-Type", "application/json")
+		json.NewEncoder(w).Encode(struct {
+			Signature []byte `json:"signature"`
+		}{sig})
+	})}
+	go srv.Serve(l)
+	b.Cleanup(func() { srv.Close() })
+	return sock
+}
+
+// signLoad drives POST path on the socket with {"digest"} from benchClients clients.
+func signLoad(b *testing.B, sock, path string) {
+	b.Helper()
+	c := testenv.UnixClient(sock)
+	d := sha256.Sum256([]byte("bench"))
+	body := []byte(`{"digest":"` + base64.StdEncoding.EncodeToString(d[:]) + `"}`)
+	op := func(int) error {
+		req, _ := http.NewRequest("POST", "http://provenanced"+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return nil
+	}
+	for range benchClients * 4 { // warm the connections
+		op(0)
+	}
+	b.ResetTimer()
+	r := testenv.Load(benchClients, b.N, op)
+	b.StopTimer()
+	if r.Errors > 0 {
+		b.Fatalf("%d errors, first: %v", r.Errors, r.FirstError)
+	}
+	b.ReportMetric(r.OpsPerSec(), "ops/s")
+	b.ReportMetric(float64(r.P50.Microseconds()), "p50-µs")
+	b.ReportMetric(float64(r.P99.Microseconds()), "p99-µs")
+}
+
+// BenchmarkSignInProcess signs through the PEM backend's key as the daemon holds it
+// (with its metrics observer), on all cores.
+func BenchmarkSignInProcess(b *testing.B) {
+	dir := b.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		b.Fatal(err)
+	}
+	spec := conf.NewKey("signing", "pem", "", "bench", &pembackend.Options{PrivateKey: filepath.Join(dir, "signing-key.pem")})
+	m := NewMetrics("bench")
+	k, err := backends.Open(context.Background(), spec, backends.Options{Observe: m.signObserver})
+	if err != nil {
+		b.Fatal(err)
+	}
+	d := sha256.Sum256([]byte("bench"))
+	b.ResetTimer()
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			if _, err := k.SignContext(context.Background(), d[:], crypto.SHA256); err != nil {
+				b.Fatal(err)
+			}
+		}
+	})
+	b.ReportMetric(float64(b.N)/b.Elapsed().Seconds(), "ops/s")
+}
+
+func BenchmarkSignDaemonUnix32(b *testing.B) {
+	sock, _ := startBenchDaemon(b)
+	signLoad(b, sock, "/v1/keys/signing/sign")
+}
+
+func BenchmarkSignBareUnix32(b *testing.B) {
+	key, err := testenv.NewKey()
+	if err != nil {
+		b.Fatal(err)
+	}
+	sock := startBareServer(b, key)
+	signLoad(b, sock, "/sign")
+}

@@ -1,0 +1,99 @@
+package daemon
+
+import (
+	"bytes"
+	"context"
+	"log/slog"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ib1/provenanced/backends"
+	pembackend "github.com/ib1/provenanced/backends/pem"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+// keyWithCertificate opens a PEM key whose certificate is valid from notBefore to notAfter.
+func keyWithCertificate(t *testing.T, notBefore, notAfter time.Time) *backends.Key {
+	t.Helper()
+	dir := t.TempDir()
+	pki, err := testenv.NewPKI(notBefore)
+	if err != nil {
+		t.Fatal(err)
+	}
+	key, _ := testenv.NewKey()
+	m := testenv.DevMember(notBefore)
+	m.NotBefore, m.NotAfter = notBefore, notAfter
+	leaf, err := pki.Issue(&key.PublicKey, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := pki.WriteFiles(dir, key, leaf)
+	if err != nil {
+		t.Fatal(err)
+	}
+	k, err := backends.Open(context.Background(), conf.NewKey("signing", "pem", files.Bundle, "test", &pembackend.Options{PrivateKey: files.PrivateKey}), backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { k.Close() })
+	return k
+}
+
+func TestExpiryWarnsOnceADayAndFailsReadiness(t *testing.T) {
+	now := time.Now()
+	k := keyWithCertificate(t, now.Add(-time.Hour), now.Add(10*24*time.Hour))
+	var logs bytes.Buffer
+	h := newHealth([]*backends.Key{k}, NewMetrics("test"), slog.New(slog.NewJSONHandler(&logs, nil)))
+	clock := now
+	h.now = func() time.Time { return clock }
+	if r := h.reasons(context.Background()); len(r) != 0 {
+		t.Errorf("ready key has reasons: %v", r)
+	}
+	h.check(context.Background())
+	if n := strings.Count(logs.String(), "certificate expires soon"); n != 1 {
+		t.Errorf("%d expiry warnings in one day, want 1:\n%s", n, logs.String())
+	}
+	clock = clock.Add(25 * time.Hour)
+	h.check(context.Background())
+	if n := strings.Count(logs.String(), "certificate expires soon"); n != 2 {
+		t.Errorf("%d expiry warnings after a day, want 2", n)
+	}
+	if !strings.Contains(logs.String(), `"days_left":8`) {
+		t.Errorf("no days_left in %s", logs.String())
+	}
+	clock = now.Add(11 * 24 * time.Hour)
+	r := h.reasons(context.Background())
+	if len(r) != 1 || !strings.Contains(r[0], "expired") {
+		t.Errorf("expired certificate: reasons %v", r)
+	}
+	if !strings.Contains(logs.String(), "certificate expired") {
+		t.Errorf("no error logged for the expired certificate")
+	}
+}
+
+func TestReadyzOfADaemon(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfgPath, []byte("[server]\nsocket = \"p.sock\"\nhttp = \"\"\n[provenance]\nroot_ca = \"root-ca.pem\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
+	cfg, err := conf.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if r := d.health.reasons(context.Background()); len(r) != 0 {
+		t.Errorf("reasons: %v", r)
+	}
+	if d.Metrics() == nil || d.Handler() == nil {
+		t.Fatal("daemon without metrics or handler")
+	}
+}

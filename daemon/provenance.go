@@ -1,0 +1,71 @@
+package daemon
+
+import (
+	"context"
+	"fmt"
+
+	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/provenance"
+)
+
+// newProvenance sets up the record routes from [provenance]: the verifier of received
+// records (root CA, trust framework, limits) and the key that signs records. What the
+// config asks for must work; what it leaves out makes those routes answer 503.
+func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key, m *Metrics) (*api.Provenance, error) {
+	pc := &cfg.Provenance
+	p := &api.Provenance{Scheme: pc.Scheme, Counted: m.countRecord}
+	if pc.RootCA == "" {
+		p.NotConfigured = fmt.Sprintf("provenance.root_ca is not set in %s: records can be neither verified nor signed", cfg.File)
+		return p, nil
+	}
+	data, err := conf.ReadSource(ctx, pc.RootCA)
+	if err != nil {
+		return nil, cfg.Errorf("provenance.root_ca", "cannot read %s: %v", pc.RootCA, err)
+	}
+	roots, err := provenance.ParseRootsPEM(data)
+	if err != nil {
+		return nil, cfg.Errorf("provenance.root_ca", "%s: %v", pc.RootCA, err)
+	}
+	v, err := provenance.NewVerifier(roots, pc.TrustFramework, provenance.WithLimits(provenance.Limits{
+		MaxDepth:       pc.MaxDepth,
+		MaxSteps:       pc.MaxSteps,
+		MaxRecordBytes: int(pc.MaxRecordBytes),
+		MaxStringBytes: int(pc.MaxStringBytes),
+	}))
+	if err != nil {
+		return nil, cfg.Errorf("provenance", "%v", err)
+	}
+	p.Verifier = v
+	name, err := cfg.SigningKey()
+	if err != nil {
+		if len(cfg.Keys) == 0 {
+			return p, nil // a verifier only
+		}
+		return nil, err
+	}
+	for _, k := range keys {
+		if k.Name() == name {
+			p.Key = k
+		}
+	}
+	if p.Key == nil {
+		return nil, cfg.Errorf("provenance.key", "no key %q is open", name)
+	}
+	if p.Key.Leaf() == nil {
+		if pc.Key != "" {
+			return nil, cfg.Errorf("provenance.key", "key %q signs records but has no certificates; set keys.%s.certificates to its bundle", name, name)
+		}
+		p.Key = nil
+	}
+	return p, nil
+}
+
+func (m *Metrics) countRecord(op string, ok bool) {
+	outcome := "ok"
+	if !ok {
+		outcome = "error"
+	}
+	m.Records.WithLabelValues(op, outcome).Inc()
+}
