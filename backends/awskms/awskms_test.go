@@ -174,7 +174,7 @@ func TestRegionFromEnvironment(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer k.Close()
-	if want := "AWS KMS key alias/provenance in eu-west-2"; k.Location() != want {
+	if want := "AWS KMS key alias/provenance in eu-west-2 at " + lk.Endpoint(); k.Location() != want {
 		t.Errorf("Location() = %q, want %q", k.Location(), want)
 	}
 }

@@ -106,6 +106,11 @@ func connect(ctx context.Context, spec *conf.Key, o *Options) (*kms.Client, targ
 			ko.BaseEndpoint = aws.String(o.Endpoint)
 		}
 	})
+	if e := client.Options().BaseEndpoint; e != nil {
+		// Set by AWS_ENDPOINT_URL_KMS or AWS_ENDPOINT_URL when not by the config:
+		// messages should say where the daemon actually goes.
+		t.endpoint = *e
+	}
 	return client, t, nil
 }
 
