@@ -18,9 +18,12 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
+	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/daemon"
 	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/testenv/fakes3"
 )
 
 // Signatures made through the daemon with a KMS key verify with openssl against the
@@ -262,4 +265,58 @@ func TestDaemonSignTimeout(t *testing.T) {
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v with a 300ms sign_timeout", took)
 	}
+}
+
+// The original service's KMS setup, from its variables through conf.FromEnvironment:
+// KMS_KEY_ID, SIGNING_BUNDLE and ROOT_CA_CERTIFICATE in S3, AWS_DEFAULT_REGION, and a
+// SIGNING_KEY that must never be used. The daemon serves it and signs with KMS; with KMS
+// down it does not start, and says why.
+func TestDaemonOriginalKMSSetup(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	pki := newPKI(t)
+	key := lk.NewSigningKey(t, pki, "alias/provenance-signing-key")
+	s3 := fakes3.Start(t)
+	s3.Put(t, "provenance-certs", "signing-issued-intermediate-bundle-kms.pem", key.Bundle)
+	s3.Put(t, "provenance-certs", "root-ca.pem", testenv.CertPEM(pki.Root.Cert))
+	// The SDK reads the AWS_* variables from the process environment, as the original's
+	// boto3 did (the serve command exports those of a .env file).
+	t.Setenv("AWS_DEFAULT_REGION", testenv.LocalKMSRegion)
+	t.Setenv("AWS_ENDPOINT_URL_S3", s3.URL)
+	t.Setenv("AWS_ENDPOINT_URL_KMS", lk.Endpoint())
+	env := map[string]string{
+		"KMS_KEY_ID":          "alias/provenance-signing-key",
+		"SIGNING_BUNDLE":      "s3://provenance-certs/signing-issued-intermediate-bundle-kms.pem",
+		"ROOT_CA_CERTIFICATE": "s3://provenance-certs/root-ca.pem",
+		"SIGNING_KEY":         "./certs/never-used-key.pem",
+	}
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+	load := func() *conf.Config {
+		t.Helper()
+		cfg, _, err := conf.FromEnvironment(conf.EnvSource{Getenv: getenv, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Server.HTTP = ""
+		cfg.Server.Socket = filepath.Join(t.TempDir(), "p.sock")
+		return cfg
+	}
+	d := startDaemon(t, load())
+	digest := sha256.Sum256([]byte("original"))
+	sig, err := d.SignDigest(ctxT(t), "signing", digest[:])
+	if err != nil || !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
+		t.Fatalf("sign: %v", err)
+	}
+
+	lk.Stop()
+	_, err = daemon.New(ctxT(t), load(), daemon.Options{})
+	if err == nil || !errors.Is(err, backends.ErrUnavailable) || !strings.Contains(err.Error(), "keys.signing") ||
+		!strings.Contains(err.Error(), "alias/provenance-signing-key") || !strings.Contains(err.Error(), "cannot reach AWS KMS") {
+		t.Fatalf("start with KMS down: %v", err)
+	}
+	t.Log(err)
 }
