@@ -191,6 +191,16 @@ func (k *LocalKMS) start(port int) error {
 	}
 }
 
+// Pid is the running emulator's process id, or 0 when it is stopped.
+func (k *LocalKMS) Pid() int {
+	k.mu.Lock()
+	defer k.mu.Unlock()
+	if k.cmd == nil {
+		return 0
+	}
+	return k.cmd.Process.Pid
+}
+
 // Endpoint is the emulator's URL on the loopback interface.
 func (k *LocalKMS) Endpoint() string { return fmt.Sprintf("http://127.0.0.1:%d", k.port) }
 
