@@ -4,7 +4,10 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
 	"errors"
 	"os"
 	"path/filepath"
@@ -47,6 +50,15 @@ func TestOpenSignsDigests(t *testing.T) {
 	}
 	if err := k.Ready(ctx); err != nil {
 		t.Fatalf("Ready: %v", err)
+	}
+	// A CSR signed by the KMS key, as provenanced csr makes it (crypto.Signer, no context).
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "https://member.example/a/1"}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil || csr.CheckSignature() != nil || !key.Public.Equal(csr.PublicKey) {
+		t.Fatalf("CSR: %v", err)
 	}
 	for i := range 20 {
 		digest := sha256.Sum256([]byte{byte(i)})
