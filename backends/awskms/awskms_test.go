@@ -172,6 +172,21 @@ func TestStartWithKMSDown(t *testing.T) {
 	}
 }
 
+// Without credentials the start fails saying so, not blaming KMS. (Instance metadata is
+// off in the tests' environment, so the chain ends without a network call.)
+func TestStartWithoutCredentials(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	cfg := writeConfig(t, t.TempDir(), nil, kmsTOML("alias/provenance", lk.Endpoint()))
+	_, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
+	t.Log(err)
+	if err == nil || !strings.Contains(err.Error(), "keys.signing") || !strings.Contains(err.Error(), "no AWS credentials") || strings.Contains(err.Error(), "cannot reach") {
+		t.Errorf("start without credentials: %v", err)
+	}
+}
+
 // With no region in the config, the SDK's chain supplies it: AWS_DEFAULT_REGION is what
 // the original service's .env sets.
 func TestRegionFromEnvironment(t *testing.T) {

@@ -101,6 +101,9 @@ func connect(ctx context.Context, spec *conf.Key, o *Options) (*kms.Client, targ
 		return nil, t, spec.Errorf("region", "missing, and the AWS configuration has none either: set region = \"eu-west-2\" (or AWS_REGION / AWS_DEFAULT_REGION, or region in the AWS profile)")
 	}
 	t.region = cfg.Region
+	if cfg.Credentials != nil {
+		cfg.Credentials = markCredentials{cfg.Credentials}
+	}
 	client := kms.NewFromConfig(cfg, func(ko *kms.Options) {
 		if o.Endpoint != "" {
 			ko.BaseEndpoint = aws.String(o.Endpoint)
@@ -167,6 +170,24 @@ func permanent(err error) bool {
 	return false
 }
 
+// markCredentials marks the chain's failures, so that a call that failed for want of
+// credentials says so rather than blame KMS (the SDK's error for it has no type of its
+// own, and may well hold a network error from the instance metadata service).
+type markCredentials struct{ aws.CredentialsProvider }
+
+func (m markCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
+	c, err := m.CredentialsProvider.Retrieve(ctx)
+	if err != nil {
+		return c, &credentialsError{err}
+	}
+	return c, nil
+}
+
+type credentialsError struct{ err error }
+
+func (e *credentialsError) Error() string { return e.err.Error() }
+func (e *credentialsError) Unwrap() error { return e.err }
+
 // reason says why a KMS call failed, in KMS's words: its error code and message, which
 // name keys and identities but never a credential. Transport failures say what could not
 // be reached; the SDK's long "operation error KMS: Sign, https response error ..."
@@ -176,6 +197,10 @@ func reason(err error) string {
 	var me *retry.MaxAttemptsError
 	if errors.As(err, &me) {
 		attempts = fmt.Sprintf(" (after %d attempts)", me.Attempt)
+	}
+	var ce *credentialsError
+	if errors.As(err, &ce) {
+		return "no AWS credentials: the SDK's chain (environment, shared config and profile, web identity, container or instance role) gave none: " + ce.err.Error() + attempts
 	}
 	var ae smithy.APIError
 	if errors.As(err, &ae) {
