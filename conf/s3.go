@@ -39,6 +39,13 @@ func readS3(ctx context.Context, ref string) ([]byte, error) {
 	if cfg.Region == "" {
 		return nil, errors.New("no AWS region is configured: set AWS_REGION (or AWS_DEFAULT_REGION) to the bucket's region")
 	}
+	// Asked first, so that a missing credential is reported as such: the SDK's error
+	// for it, met inside GetObject, often holds the instance metadata service's
+	// network error and would read as S3 being unreachable. (The cache keeps them for
+	// the call.)
+	if _, err := cfg.Credentials.Retrieve(ctx); err != nil {
+		return nil, fmt.Errorf("no AWS credentials: the SDK's chain (environment, shared config and profile, web identity, container or instance role) gave none: %v", err)
+	}
 	client := s3.NewFromConfig(cfg, func(o *s3.Options) {
 		if o.BaseEndpoint != nil {
 			o.UsePathStyle = true

@@ -65,6 +65,16 @@ func TestReadSourceS3(t *testing.T) {
 	}
 }
 
+func TestReadSourceS3NeedsCredentials(t *testing.T) {
+	s3Env(t)
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	_, err := conf.ReadSource(readCtx(t), "s3://provenance-certs/bundle.pem")
+	if err == nil || !strings.Contains(err.Error(), "no AWS credentials") {
+		t.Errorf("without credentials: %v", err)
+	}
+}
+
 func TestReadSourceS3NeedsRegion(t *testing.T) {
 	s3Env(t)
 	t.Setenv("AWS_DEFAULT_REGION", "")
