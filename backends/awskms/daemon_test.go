@@ -16,6 +16,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 
 	"github.com/ib1/provenanced/backends"
@@ -245,6 +246,24 @@ func TestDaemonDoesNotRetryRefusals(t *testing.T) {
 	}
 	if _, err := d.SignDigest(ctx, "signing", digest[:]); err != nil {
 		t.Fatalf("after enabling the key again: %v", err)
+	}
+
+	// The key deleted (as KMS answers once it is gone), then scheduled for deletion.
+	proxy.reset()
+	proxy.inject("Sign", fault{status: 400, code: "NotFoundException", msg: "Key '" + key.ARN + "' does not exist", times: 1})
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "NotFoundException", "does not exist")
+	if n := proxy.count("Sign"); n != 1 {
+		t.Errorf("missing key: KMS saw %d Sign calls, want 1", n)
+	}
+	proxy.reset()
+	if _, err := lk.Client().ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: &key.ARN, PendingWindowInDays: aws.Int32(7)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "KMSInvalidStateException", "pending deletion")
+	if n := proxy.count("Sign"); n != 1 {
+		t.Errorf("key pending deletion: KMS saw %d Sign calls, want 1", n)
 	}
 }
 
