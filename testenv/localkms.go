@@ -155,6 +155,7 @@ func (k *LocalKMS) start(port int) error {
 		"KMS_ACCOUNT_ID="+LocalKMSAccount,
 	)
 	cmd.Stdout, cmd.Stderr = logf, logf
+	dieWithParent(cmd)
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("testenv: starting local-kms: %w", err)
 	}
