@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"context"
-	"crypto"
 	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/sha256"
@@ -57,7 +55,7 @@ certificates = "signing-bundle.pem"
 // pemExtras: the daemon against the bare net/http server (measured alternately), batches,
 // the original's EDP records, and verify+decode of the bank vector.
 func pemExtras(h *harness, d *daemonProc, dir string, key *ecdsa.PrivateKey) error {
-	bare, err := startBare(h.self, dir, key)
+	bare, err := startBare(h.self, dir)
 	if err != nil {
 		return err
 	}
@@ -167,6 +165,3 @@ func verifyBank(h *harness, d *daemonProc) error {
 	h.add(r)
 	return nil
 }
-
-var _ = context.Background
-var _ crypto.Signer = (*ecdsa.PrivateKey)(nil)
