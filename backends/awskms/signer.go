@@ -128,6 +128,11 @@ func (s *Signer) Ready(ctx context.Context) error {
 	return nil
 }
 
+// Concurrency is how many Sign calls a batch keeps in flight: KMS answers each in
+// milliseconds, mostly waiting on the network, so many at once cost little here. (KMS's
+// own request quota is what bounds a burst; throttled calls are retried.)
+func (s *Signer) Concurrency() int { return 32 }
+
 // Location names the key and its region (and endpoint, when not AWS's own).
 func (s *Signer) Location() string { return s.target.String() }
 
