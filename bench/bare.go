@@ -103,4 +103,3 @@ func (b *bareProc) stop() {
 	b.cmd.Wait()
 	os.Remove(b.socket)
 }
-

@@ -32,7 +32,7 @@ type harness struct {
 // backendSetup is a backend made ready for a run: the daemon's config and the
 // in-process baseline of single signatures with the same key.
 type backendSetup struct {
-	config   string                                // the daemon's TOML (socket and http set)
+	config   string                                  // the daemon's TOML (socket and http set)
 	baseline func(clients, n int) testenv.LoadResult // in-process signatures
 	// allCores: the baseline always runs on every core (ECDSA in memory), whatever the
 	// client count.
