@@ -14,7 +14,6 @@ import (
 	"io"
 	"log/slog"
 	"net/http"
-	"runtime"
 	"strconv"
 	"strings"
 	"sync"
@@ -320,7 +319,7 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		}
 		digests[i] = d
 	}
-	workers := runtime.GOMAXPROCS(0)
+	workers := e.key.Concurrency()
 	if workers > len(items) {
 		workers = len(items)
 	}

@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"runtime"
 	"sort"
 	"strings"
 	"sync"
@@ -46,6 +47,13 @@ type Signer interface {
 // few seconds.
 type Readier interface {
 	Ready(ctx context.Context) error
+}
+
+// Concurrent is implemented by signers that can usefully have more signatures in flight
+// than there are cores: a network service, a token with a pool of sessions. A batch is
+// spread over that many workers.
+type Concurrent interface {
+	Concurrency() int
 }
 
 // Backend is what a backend registers.
@@ -204,6 +212,15 @@ func (k *Key) Ready(ctx context.Context) error {
 // Close releases the backend's resources.
 func (k *Key) Close() error { return k.signer.Close() }
 
+// Concurrency is how many signatures are worth having in flight at once: the backend's
+// own figure, or the number of cores for a key in memory.
+func (k *Key) Concurrency() int {
+	if c, ok := k.signer.(Concurrent); ok && c.Concurrency() > 0 {
+		return c.Concurrency()
+	}
+	return runtime.GOMAXPROCS(0)
+}
+
 // Options are what Open needs beyond the key's table.
 type Options struct {
 	// Observe, when set, is called once per key and returns the Observer of its
@@ -252,6 +269,9 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 		}
 		chain, err := ParseBundle(data)
 		if err != nil {
+			return nil, spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
+		}
+		if err := bundleOrder(chain); err != nil {
 			return nil, spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
 		}
 		if !pub.Equal(chain[0].PublicKey) {

@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/ecdsa"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -188,4 +189,17 @@ func TestParseDN(t *testing.T) {
 			t.Errorf("%q: %s, want %s", tc.in, name.String(), tc.want)
 		}
 	}
+}
+
+func writeKey(t *testing.T, k *ecdsa.PrivateKey) string {
+	t.Helper()
+	data, err := testenv.KeyPEM(k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := filepath.Join(t.TempDir(), "key.pem")
+	if err := os.WriteFile(p, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	return p
 }

@@ -378,6 +378,10 @@ type Key struct {
 	File         string // the config file, for errors
 	Dir          string // the config file's folder, the base of relative paths
 
+	// Vars names, for a key built from the original's environment, the variable each
+	// field came from, so that errors name what the operator set.
+	Vars map[string]string
+
 	fromTOML bool
 	md       toml.MetaData
 	prim     toml.Primitive
@@ -456,7 +460,9 @@ func (k *Key) Path(p string) string {
 // Errorf returns a configuration error about field of this key ("" for the key itself).
 func (k *Key) Errorf(field, format string, args ...any) error {
 	key := "keys." + k.Name
-	if field != "" {
+	if v, ok := k.Vars[field]; ok {
+		key = v
+	} else if field != "" {
 		key += "." + field
 	}
 	return &Error{File: k.File, Key: key, Msg: fmt.Sprintf(format, args...)}

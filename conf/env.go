@@ -91,8 +91,10 @@ func FromEnvironment(src EnvSource) (*Config, map[string]string, error) {
 			fields["region"] = region
 		}
 		key = NewKey("signing", "awskms", path(bundle), file, fields)
+		key.Vars = map[string]string{"key_id": EnvKMSKeyID, "region": "AWS_REGION or AWS_DEFAULT_REGION", "certificates": EnvSigningBundle}
 	case pemKey != "":
 		key = NewKey("signing", "pem", path(bundle), file, map[string]any{"private_key": path(pemKey)})
+		key.Vars = map[string]string{"private_key": EnvSigningKey, "certificates": EnvSigningBundle}
 	default:
 		return nil, nil, &Error{File: file, Key: EnvKMSKeyID, Msg: "no signing key: set " + EnvKMSKeyID + " (AWS KMS) or " + EnvSigningKey + " (a PEM key file)"}
 	}

@@ -86,8 +86,11 @@ func TestFromEnvironmentKMSNeverFallsBack(t *testing.T) {
 	var narrow struct {
 		KeyID string `toml:"key_id"`
 	}
-	if err := k.Decode(&narrow); err == nil || !strings.Contains(err.Error(), "region") {
+	if err := k.Decode(&narrow); err == nil || !strings.Contains(err.Error(), "AWS_REGION") {
 		t.Errorf("a field the backend does not take was accepted: %v", err)
+	}
+	if err := k.Errorf("key_id", "not found"); !strings.Contains(err.Error(), "KMS_KEY_ID: not found") {
+		t.Errorf("an error about the key does not name the variable: %v", err)
 	}
 	if note := IgnoredSigningKey(cfg, src, dotenv); !strings.Contains(note, "never falls back") {
 		t.Errorf("note = %q", note)

@@ -2,7 +2,9 @@ package daemon
 
 import (
 	"context"
+	"crypto/x509"
 	"fmt"
+	"time"
 
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
@@ -18,7 +20,7 @@ func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key, 
 	p := &api.Provenance{Scheme: pc.Scheme, Counted: m.countRecord}
 	if pc.RootCA == "" {
 		p.NotConfigured = fmt.Sprintf("provenance.root_ca is not set in %s: records can be neither verified nor signed", cfg.File)
-		return p, nil
+		return p, checkCertificates(cfg, keys, nil)
 	}
 	data, err := conf.ReadSource(ctx, pc.RootCA)
 	if err != nil {
@@ -38,6 +40,9 @@ func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key, 
 		return nil, cfg.Errorf("provenance", "%v", err)
 	}
 	p.Verifier = v
+	if err := checkCertificates(cfg, keys, roots); err != nil {
+		return nil, err
+	}
 	name, err := cfg.SigningKey()
 	if err != nil {
 		if len(cfg.Keys) == 0 {
@@ -60,6 +65,30 @@ func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key, 
 		p.Key = nil
 	}
 	return p, nil
+}
+
+// checkCertificates runs the checks of `provenanced cert check` on every key with a
+// bundle, except that time is left to /readyz: a certificate that has expired (or is not
+// valid yet) lets the daemon start, unready, while everything else is a startup error.
+// Without roots the chain is not checked.
+func checkCertificates(cfg *conf.Config, keys []*backends.Key, roots []*x509.Certificate) error {
+	for _, k := range keys {
+		leaf := k.Leaf()
+		if leaf == nil {
+			continue
+		}
+		at := time.Now()
+		if at.After(leaf.NotAfter) {
+			at = leaf.NotAfter
+		} else if at.Before(leaf.NotBefore) {
+			at = leaf.NotBefore
+		}
+		if _, err := backends.CheckCertificates(k, k.Certificates(), roots, at); err != nil {
+			spec := cfg.KeyByName(k.Name())
+			return spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
+		}
+	}
+	return nil
 }
 
 func (m *Metrics) countRecord(op string, ok bool) {

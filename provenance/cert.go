@@ -89,6 +89,26 @@ func findExtension(c *x509.Certificate, oid asn1.ObjectIdentifier) (pkix.Extensi
 	return pkix.Extension{}, false
 }
 
+// SignerInfo is how decoded records name a signer, taken from its signing certificate.
+type SignerInfo struct {
+	Member      string   // the IB1 member extension, 1.3.6.1.4.1.62329.1.3
+	Name        string   // the subject's first O
+	Application string   // the one URI subjectAltName
+	Roles       []string // the IB1 roles extension, 1.3.6.1.4.1.62329.1.1
+}
+
+// DescribeSigner checks that c meets the IB1 member certificate profile that verifiers
+// demand of a signing certificate (not a CA, an authority key identifier, one URI SAN,
+// clientAuth if it has an extended key usage, the member and roles extensions, a
+// subject O, a P-256 key) and returns the signer it names.
+func DescribeSigner(c *x509.Certificate) (SignerInfo, error) {
+	info, err := leafSignerInfo(c)
+	if err != nil {
+		return SignerInfo{}, err
+	}
+	return SignerInfo{Member: info.member, Name: info.name, Application: info.application, Roles: info.roles}, nil
+}
+
 // leafSignerInfo checks the IB1 member certificate profile of a signing certificate and
 // extracts the signer description.
 func leafSignerInfo(c *x509.Certificate) (*signerInfo, error) {

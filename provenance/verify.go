@@ -18,8 +18,9 @@ import (
 // It is safe for concurrent use. It keeps two bounded caches, so that repeated
 // certificates and chains cost a map lookup: parsed certificates by PEM text, and verified
 // certificate paths (keyed by the SHA-256 of the signing certificate and of each listed
-// issuer, in order) with the time window over which that path is valid. The ECDSA signature
-// over each container's data is always checked; only certificate work is cached.
+// issuer, in order) with the time window over which that path is valid. Only certificates
+// and paths found valid are cached, so failing records cannot push them out. The ECDSA
+// signature over each container's data is always checked; only certificate work is cached.
 type Verifier struct {
 	roots     []*certInfo
 	framework string

@@ -1,0 +1,292 @@
+package awskms_test
+
+import (
+	"context"
+	"crypto"
+	"crypto/ecdsa"
+	"crypto/rand"
+	"crypto/sha256"
+	"crypto/x509"
+	"crypto/x509/pkix"
+	"errors"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+
+	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/backends/awskms"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func TestOpenSignsDigests(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	pki := newPKI(t)
+	key := lk.NewSigningKey(t, pki, "alias/provenance")
+	cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", lk.Endpoint()))
+	ctx := ctxT(t)
+
+	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if want := "AWS KMS key alias/provenance in eu-west-2 at " + lk.Endpoint(); k.Location() != want {
+		t.Errorf("Location() = %q, want %q", k.Location(), want)
+	}
+	if !key.Public.Equal(k.Public()) {
+		t.Fatal("the key's public key is not the KMS key's")
+	}
+	if err := k.Ready(ctx); err != nil {
+		t.Fatalf("Ready: %v", err)
+	}
+	// A CSR signed by the KMS key, as provenanced csr makes it (crypto.Signer, no context).
+	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "https://member.example/a/1"}}, k)
+	if err != nil {
+		t.Fatal(err)
+	}
+	csr, err := x509.ParseCertificateRequest(der)
+	if err != nil || csr.CheckSignature() != nil || !key.Public.Equal(csr.PublicKey) {
+		t.Fatalf("CSR: %v", err)
+	}
+	for i := range 20 {
+		digest := sha256.Sum256([]byte{byte(i)})
+		sig, err := k.SignContext(ctx, digest[:], crypto.SHA256)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
+			t.Fatalf("signature %d does not verify", i)
+		}
+	}
+}
+
+// The key opens by id and by ARN as well as by alias.
+func TestOpenByIDAndARN(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	pki := newPKI(t)
+	key := lk.NewSigningKey(t, pki, "")
+	id := key.ARN[strings.LastIndexByte(key.ARN, '/')+1:]
+	for _, keyID := range []string{key.ARN, id} {
+		cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML(keyID, lk.Endpoint()))
+		k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
+		if err != nil {
+			t.Fatalf("%s: %v", keyID, err)
+		}
+		k.Close()
+	}
+}
+
+// Every way a key can be unfit stops the start with an error that names the config
+// file, the key and what KMS reported.
+func TestStartupErrors(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	pki := newPKI(t)
+	lk.NewSigningKey(t, pki, "alias/good")
+	other := lk.NewSigningKey(t, pki, "alias/other")
+	lk.CreateKey(t, types.KeySpecRsa2048, types.KeyUsageTypeSignVerify, "alias/rsa")
+	lk.CreateKey(t, types.KeySpecEccNistP384, types.KeyUsageTypeSignVerify, "alias/p384")
+	lk.CreateKey(t, types.KeySpecRsa2048, types.KeyUsageTypeEncryptDecrypt, "alias/rsa-encrypt")
+	lk.CreateKey(t, types.KeySpecSymmetricDefault, "", "alias/aes")
+	disabled := lk.NewSigningKey(t, pki, "alias/disabled")
+	if _, err := lk.Client().DisableKey(ctxT(t), &kms.DisableKeyInput{KeyId: &disabled.ARN}); err != nil {
+		t.Fatal(err)
+	}
+
+	tests := []struct {
+		name   string
+		bundle []byte
+		toml   string
+		want   []string // in the error
+		config bool     // a *conf.Error (exit status 2)
+	}{
+		{"RSA key", nil, kmsTOML("alias/rsa", lk.Endpoint()), []string{"alias/rsa", "key spec RSA_2048 and key usage SIGN_VERIFY", "needs key spec ECC_NIST_P256 and key usage SIGN_VERIFY"}, true},
+		{"P-384 key", nil, kmsTOML("alias/p384", lk.Endpoint()), []string{"alias/p384", "key spec ECC_NIST_P384"}, true},
+		{"encryption key", nil, kmsTOML("alias/rsa-encrypt", lk.Endpoint()), []string{"alias/rsa-encrypt", "key usage ENCRYPT_DECRYPT"}, true},
+		{"symmetric key", nil, kmsTOML("alias/aes", lk.Endpoint()), []string{"alias/aes", "UnsupportedOperationException", "symmetric or HMAC key has no public key"}, true},
+		{"missing key", nil, kmsTOML("alias/nothing-here", lk.Endpoint()), []string{"has no key alias/nothing-here", "NotFoundException"}, true},
+		{"disabled key", disabled.Bundle, kmsTOML("alias/disabled", lk.Endpoint()), []string{"alias/disabled", "DisabledException", "enable-key"}, true},
+		{"certificate of another key", other.Bundle, kmsTOML("alias/good", lk.Endpoint()), []string{"keys.signing.certificates", "is not for the key in AWS KMS key alias/good", "public key differs"}, true},
+		{"no key_id", nil, "region = \"eu-west-2\"\n", []string{"keys.signing.key_id", "missing"}, true},
+		{"bad endpoint", nil, kmsTOML("alias/good", "127.0.0.1:4599"), []string{"keys.signing.endpoint", "not an http:// or https:// URL"}, true},
+		{"unknown field", nil, kmsTOML("alias/good", lk.Endpoint()) + "key_label = \"x\"\n", []string{"keys.signing.key_label", "accepts backend, certificates, endpoint, key_id, region"}, true},
+		{"no region", nil, "key_id = \"alias/good\"\n", []string{"keys.signing.region", "AWS_REGION"}, true},
+	}
+	for _, tc := range tests {
+		t.Run(tc.name, func(t *testing.T) {
+			cfg := writeConfig(t, t.TempDir(), tc.bundle, tc.toml)
+			k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
+			if err == nil {
+				k.Close()
+				t.Fatal("opened")
+			}
+			msg := err.Error()
+			t.Log(msg)
+			for _, w := range append([]string{cfg.File, "keys.signing"}, tc.want...) {
+				if !strings.Contains(msg, w) {
+					t.Errorf("error %q does not contain %q", msg, w)
+				}
+			}
+			var ce *conf.Error
+			if tc.config != errors.As(err, &ce) {
+				t.Errorf("config error = %v, want %v: %v", !tc.config, tc.config, err)
+			}
+			if strings.Contains(msg, testenv.DummySecretKey) {
+				t.Errorf("the error shows the secret key: %s", msg)
+			}
+		})
+	}
+}
+
+// KMS unreachable at start: an error naming the key, which says KMS is unavailable
+// rather than that the config is wrong.
+func TestStartWithKMSDown(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	endpoint := lk.Endpoint()
+	lk.Stop()
+	cfg := writeConfig(t, t.TempDir(), nil, kmsTOML("alias/provenance", endpoint))
+	_, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
+	if err == nil {
+		t.Fatal("opened")
+	}
+	t.Log(err)
+	var ce *conf.Error
+	if errors.As(err, &ce) || !errors.Is(err, backends.ErrUnavailable) {
+		t.Errorf("want an ErrUnavailable that is not a config error, got %T %v", err, err)
+	}
+	for _, w := range []string{cfg.File, "keys.signing", "alias/provenance", "cannot reach AWS KMS", "connection refused", "after 3 attempts"} {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
+	}
+}
+
+// Without credentials the start fails saying so, not blaming KMS. (Instance metadata is
+// off in the tests' environment, so the chain ends without a network call.)
+func TestStartWithoutCredentials(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	t.Setenv("AWS_ACCESS_KEY_ID", "")
+	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
+	cfg := writeConfig(t, t.TempDir(), nil, kmsTOML("alias/provenance", lk.Endpoint()))
+	_, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
+	t.Log(err)
+	if err == nil || !strings.Contains(err.Error(), "keys.signing") || !strings.Contains(err.Error(), "no AWS credentials") || strings.Contains(err.Error(), "cannot reach") {
+		t.Errorf("start without credentials: %v", err)
+	}
+}
+
+// With no region in the config, the SDK's chain supplies it: AWS_DEFAULT_REGION is what
+// the original service's .env sets.
+func TestRegionFromEnvironment(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	t.Setenv("AWS_DEFAULT_REGION", testenv.LocalKMSRegion)
+	// And the endpoint from AWS_ENDPOINT_URL_KMS, as for any SDK client.
+	t.Setenv("AWS_ENDPOINT_URL_KMS", lk.Endpoint())
+	cfg := writeConfig(t, t.TempDir(), key.Bundle, "key_id = \"alias/provenance\"\n")
+	k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if want := "AWS KMS key alias/provenance in eu-west-2 at " + lk.Endpoint(); k.Location() != want {
+		t.Errorf("Location() = %q, want %q", k.Location(), want)
+	}
+}
+
+// What conf/env.go builds from the original service's KMS_KEY_ID, SIGNING_BUNDLE and
+// AWS_DEFAULT_REGION opens like a key from a config file; when KMS fails, the error says
+// so and names the key. (There is nothing to fall back to here: the backend has no PEM
+// key, and the env code must not add one.)
+func TestEnvironmentKey(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance-signing-key")
+	bundle := filepath.Join(t.TempDir(), "signing-bundle.pem")
+	if err := os.WriteFile(bundle, key.Bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	spec := func(keyID string) *conf.Key {
+		return conf.NewKey("signing", awskms.Name, bundle, "environment", &awskms.Options{KeyID: keyID, Region: testenv.LocalKMSRegion, Endpoint: lk.Endpoint()})
+	}
+	k, err := backends.Open(ctxT(t), spec("alias/provenance-signing-key"), backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("environment"))
+	sig, err := k.SignContext(ctxT(t), digest[:], crypto.SHA256)
+	if err != nil || !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
+		t.Fatalf("sign: %v", err)
+	}
+	k.Close()
+
+	_, err = backends.Open(ctxT(t), spec("alias/missing"), backends.Options{})
+	if err == nil || !strings.HasPrefix(err.Error(), "environment: keys.signing.key_id: ") || !strings.Contains(err.Error(), "has no key alias/missing") {
+		t.Errorf("missing key: %v", err)
+	}
+	lk.Stop()
+	_, err = backends.Open(ctxT(t), spec("alias/provenance-signing-key"), backends.Options{})
+	if err == nil || !errors.Is(err, backends.ErrUnavailable) || !strings.HasPrefix(err.Error(), "environment: keys.signing: ") {
+		t.Errorf("KMS down: %v", err)
+	}
+}
+
+func TestGenerate(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	ctx := ctxT(t)
+	cfg := writeConfig(t, t.TempDir(), nil, kmsTOML("alias/new-key", lk.Endpoint()))
+	pub, err := backends.Generate(ctx, cfg.Keys[0])
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got := lk.PublicKey(t, "alias/new-key"); !pub.(*ecdsa.PublicKey).Equal(got) {
+		t.Fatal("Generate returned another key than the alias names")
+	}
+	// The new key is what Open wants.
+	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	k.Close()
+
+	keys := func() int {
+		out, err := lk.Client().ListKeys(ctx, &kms.ListKeysInput{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return len(out.Keys)
+	}
+	before := keys()
+	_, err = backends.Generate(ctx, cfg.Keys[0])
+	if err == nil || !strings.Contains(err.Error(), "alias/new-key exists already") || !strings.Contains(err.Error(), "never re-points") {
+		t.Errorf("second keygen: %v", err)
+	}
+	if keys() != before {
+		t.Error("the refused keygen created a key anyway")
+	}
+	if got := lk.PublicKey(t, "alias/new-key"); !pub.(*ecdsa.PublicKey).Equal(got) {
+		t.Error("the alias was re-pointed")
+	}
+
+	// An id or ARN cannot be created, only named: keygen wants an alias.
+	byARN := writeConfig(t, t.TempDir(), nil, kmsTOML("arn:aws:kms:eu-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", lk.Endpoint()))
+	_, err = backends.Generate(ctx, byARN.Keys[0])
+	var ce *conf.Error
+	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "is not an alias") {
+		t.Errorf("keygen by ARN: %v", err)
+	}
+	if keys() != before {
+		t.Error("the refused keygen created a key anyway")
+	}
+}

@@ -1,0 +1,341 @@
+package awskms_test
+
+import (
+	"context"
+	"crypto/ecdsa"
+	"crypto/sha256"
+	"crypto/x509"
+	"encoding/pem"
+	"errors"
+	"fmt"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/aws/aws-sdk-go-v2/aws"
+	"github.com/aws/aws-sdk-go-v2/service/kms"
+
+	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/daemon"
+	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/testenv/fakes3"
+)
+
+// Signatures made through the daemon with a KMS key verify with openssl against the
+// public key the daemon lists, which is the certificate's.
+func TestDaemonSignsWithKMS(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	dir := t.TempDir()
+	d := startDaemon(t, writeConfig(t, dir, key.Bundle, kmsTOML("alias/provenance", lk.Endpoint())))
+	ctx := ctxT(t)
+
+	keys, err := d.Keys(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if len(keys) != 1 || keys[0].Backend != "awskms" || keys[0].Serial != key.Cert.SerialNumber.String() {
+		t.Fatalf("keys: %+v", keys)
+	}
+	pubPath := filepath.Join(dir, "pub.pem")
+	if err := os.WriteFile(pubPath, []byte(keys[0].PublicKey), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	b, _ := pem.Decode([]byte(keys[0].PublicKey))
+	listed, err := x509.ParsePKIXPublicKey(b.Bytes)
+	if err != nil || !key.Public.Equal(listed) {
+		t.Fatalf("the daemon lists another public key than the KMS key's: %v", err)
+	}
+
+	for i := range 5 {
+		msg := fmt.Appendf(nil, "provenance record %d", i)
+		digest := sha256.Sum256(msg)
+		var sig []byte
+		if i%2 == 0 {
+			sig, err = d.SignDigest(ctx, "signing", digest[:])
+		} else {
+			sig, err = d.SignMessage(ctx, "signing", msg)
+		}
+		if err != nil {
+			t.Fatal(err)
+		}
+		opensslVerify(t, dir, pubPath, msg, sig)
+	}
+
+	// A batch is signed in parallel, one KMS call per item.
+	digests := make([][]byte, 50)
+	for i := range digests {
+		sum := sha256.Sum256([]byte{byte(i)})
+		digests[i] = sum[:]
+	}
+	results, err := d.SignDigests(ctx, "signing", digests)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range results {
+		if r.Err != nil || !ecdsa.VerifyASN1(key.Public, digests[i], r.Signature) {
+			t.Fatalf("batch item %d: %v", i, r.Err)
+		}
+	}
+}
+
+func opensslVerify(t *testing.T, dir, pubPath string, msg, sig []byte) {
+	t.Helper()
+	msgPath, sigPath := filepath.Join(dir, "msg"), filepath.Join(dir, "sig.der")
+	if err := os.WriteFile(msgPath, msg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(sigPath, sig, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	out, err := exec.Command("openssl", "dgst", "-sha256", "-verify", pubPath, "-signature", sigPath, msgPath).CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Verified OK") {
+		t.Fatalf("openssl dgst -verify: %v: %s", err, out)
+	}
+}
+
+func wantStatus(t *testing.T, err error, status int, contains ...string) {
+	t.Helper()
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != status {
+		t.Fatalf("want HTTP %d, got %v", status, err)
+	}
+	for _, c := range contains {
+		if !strings.Contains(ce.Message, c) {
+			t.Errorf("message %q does not contain %q", ce.Message, c)
+		}
+	}
+	if strings.Contains(ce.Message, testenv.DummySecretKey) || strings.Contains(ce.Message, testenv.DummyAccessKeyID) {
+		t.Errorf("the message shows a credential: %s", ce.Message)
+	}
+}
+
+// KMS goes away: signing answers 503, /readyz says why and backend_up drops to 0. KMS
+// comes back: the same daemon signs again, without a restart.
+func TestDaemonFollowsKMSOutage(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", lk.Endpoint())))
+	ctx := ctxT(t)
+	digest := sha256.Sum256([]byte("outage"))
+
+	if _, err := d.SignDigest(ctx, "signing", digest[:]); err != nil {
+		t.Fatal(err)
+	}
+	if status, body := d.get(t, "/readyz"); status != http.StatusOK {
+		t.Fatalf("/readyz = %d %s", status, body)
+	}
+	if up := d.backendUp(t); up != "1" {
+		t.Fatalf("backend_up = %s before the outage", up)
+	}
+
+	lk.Stop()
+	_, err := d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, `key "signing" cannot sign now`, "alias/provenance", "cannot reach AWS KMS", "connection refused")
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("backend_up = %s after a failed sign, want 0", up)
+	}
+	status, body := d.get(t, "/readyz")
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "GetPublicKey") || !strings.Contains(body, "connection refused") {
+		t.Errorf("/readyz during the outage = %d %s", status, body)
+	}
+
+	lk.Restart(t)
+	sig, err := d.SignDigest(ctx, "signing", digest[:])
+	if err != nil {
+		t.Fatalf("after KMS came back: %v", err)
+	}
+	if !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
+		t.Fatal("signature after the outage does not verify")
+	}
+	if status, body := d.get(t, "/readyz"); status != http.StatusOK {
+		t.Errorf("/readyz after the outage = %d %s", status, body)
+	}
+	if up := d.backendUp(t); up != "1" {
+		t.Errorf("backend_up = %s after the outage, want 1", up)
+	}
+}
+
+// The emulator cannot throttle on demand, so a proxy in front of it answers
+// ThrottlingException (as KMS does: HTTP 400) to the first Sign calls. The SDK backs off
+// and retries; the signature arrives.
+func TestDaemonRetriesThrottling(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	proxy := newFaultProxy(t, lk.Endpoint())
+	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL)))
+	ctx := ctxT(t)
+	digest := sha256.Sum256([]byte("throttled"))
+
+	throttle := fault{status: 400, code: "ThrottlingException", msg: "Rate exceeded"}
+	throttle.times = 2
+	proxy.reset()
+	proxy.inject("Sign", throttle)
+	sig, err := d.SignDigest(ctx, "signing", digest[:])
+	if err != nil {
+		t.Fatalf("throttled twice: %v", err)
+	}
+	if !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
+		t.Fatal("signature does not verify")
+	}
+	if n := proxy.count("Sign"); n != 3 {
+		t.Errorf("KMS saw %d Sign calls, want 3 (two throttled, one signed)", n)
+	}
+
+	// Throttled for good: 503 after a bounded number of attempts, with KMS's reason.
+	throttle.times = -1
+	proxy.reset()
+	proxy.inject("Sign", throttle)
+	start := time.Now()
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "ThrottlingException: Rate exceeded", "after 3 attempts")
+	if n := proxy.count("Sign"); n != 3 {
+		t.Errorf("KMS saw %d Sign calls, want 3", n)
+	}
+	t.Logf("gave up after %v", time.Since(start).Round(time.Millisecond))
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("backend_up = %s while throttled, want 0", up)
+	}
+}
+
+// Refusals that no retry can change answer 503 with KMS's reason at once: one Sign call
+// each, counted at the proxy.
+func TestDaemonDoesNotRetryRefusals(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	proxy := newFaultProxy(t, lk.Endpoint())
+	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL)))
+	ctx := ctxT(t)
+	digest := sha256.Sum256([]byte("refused"))
+
+	denied := "User: arn:aws:sts::111122223333:assumed-role/provenanced/pod is not authorized to perform: kms:Sign on resource: " + key.ARN + " because no identity-based policy allows the kms:Sign action"
+	proxy.reset()
+	proxy.inject("Sign", fault{status: 400, code: "AccessDeniedException", msg: denied, times: -1})
+	_, err := d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "AccessDeniedException: "+denied)
+	if n := proxy.count("Sign"); n != 1 {
+		t.Errorf("access denied: KMS saw %d Sign calls, want 1", n)
+	}
+
+	// A real refusal from the emulator: the key disabled behind the daemon's back.
+	proxy.reset()
+	if _, err := lk.Client().DisableKey(ctx, &kms.DisableKeyInput{KeyId: &key.ARN}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "DisabledException", "is disabled")
+	if n := proxy.count("Sign"); n != 1 {
+		t.Errorf("disabled key: KMS saw %d Sign calls, want 1", n)
+	}
+	status, body := d.get(t, "/readyz")
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "DisabledException") {
+		t.Errorf("/readyz with the key disabled = %d %s", status, body)
+	}
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("backend_up = %s with the key disabled, want 0", up)
+	}
+
+	if _, err := lk.Client().EnableKey(ctx, &kms.EnableKeyInput{KeyId: &key.ARN}); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := d.SignDigest(ctx, "signing", digest[:]); err != nil {
+		t.Fatalf("after enabling the key again: %v", err)
+	}
+
+	// The key deleted (as KMS answers once it is gone), then scheduled for deletion.
+	proxy.reset()
+	proxy.inject("Sign", fault{status: 400, code: "NotFoundException", msg: "Key '" + key.ARN + "' does not exist", times: 1})
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "NotFoundException", "does not exist")
+	if n := proxy.count("Sign"); n != 1 {
+		t.Errorf("missing key: KMS saw %d Sign calls, want 1", n)
+	}
+	proxy.reset()
+	if _, err := lk.Client().ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: &key.ARN, PendingWindowInDays: aws.Int32(7)}); err != nil {
+		t.Fatal(err)
+	}
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "KMSInvalidStateException", "pending deletion")
+	if n := proxy.count("Sign"); n != 1 {
+		t.Errorf("key pending deletion: KMS saw %d Sign calls, want 1", n)
+	}
+}
+
+// sign_timeout bounds a call to a KMS that accepts and never answers.
+func TestDaemonSignTimeout(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	proxy := newFaultProxy(t, lk.Endpoint())
+	cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL))
+	cfg.Server.SignTimeout = conf.Duration(300 * time.Millisecond)
+	d := startDaemon(t, cfg)
+	proxy.inject("Sign", fault{hang: true, times: -1})
+
+	digest := sha256.Sum256([]byte("slow"))
+	start := time.Now()
+	_, err := d.SignDigest(context.Background(), "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "did not sign within sign_timeout")
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("took %v with a 300ms sign_timeout", took)
+	}
+}
+
+// The original service's KMS setup, from its variables through conf.FromEnvironment:
+// KMS_KEY_ID, SIGNING_BUNDLE and ROOT_CA_CERTIFICATE in S3, AWS_DEFAULT_REGION, and a
+// SIGNING_KEY that must never be used. The daemon serves it and signs with KMS; with KMS
+// down it does not start, and says why.
+func TestDaemonOriginalKMSSetup(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	pki := newPKI(t)
+	key := lk.NewSigningKey(t, pki, "alias/provenance-signing-key")
+	s3 := fakes3.Start(t)
+	s3.Put(t, "provenance-certs", "signing-issued-intermediate-bundle-kms.pem", key.Bundle)
+	s3.Put(t, "provenance-certs", "root-ca.pem", testenv.CertPEM(pki.Root.Cert))
+	// The SDK reads the AWS_* variables from the process environment, as the original's
+	// boto3 did (the serve command exports those of a .env file).
+	t.Setenv("AWS_DEFAULT_REGION", testenv.LocalKMSRegion)
+	t.Setenv("AWS_ENDPOINT_URL_S3", s3.URL)
+	t.Setenv("AWS_ENDPOINT_URL_KMS", lk.Endpoint())
+	env := map[string]string{
+		"KMS_KEY_ID":          "alias/provenance-signing-key",
+		"SIGNING_BUNDLE":      "s3://provenance-certs/signing-issued-intermediate-bundle-kms.pem",
+		"ROOT_CA_CERTIFICATE": "s3://provenance-certs/root-ca.pem",
+		"SIGNING_KEY":         "./certs/never-used-key.pem",
+	}
+	getenv := func(k string) string {
+		if v, ok := env[k]; ok {
+			return v
+		}
+		return os.Getenv(k)
+	}
+	load := func() *conf.Config {
+		t.Helper()
+		cfg, _, err := conf.FromEnvironment(conf.EnvSource{Getenv: getenv, Dir: t.TempDir()})
+		if err != nil {
+			t.Fatal(err)
+		}
+		cfg.Server.HTTP = ""
+		cfg.Server.Socket = filepath.Join(t.TempDir(), "p.sock")
+		return cfg
+	}
+	d := startDaemon(t, load())
+	digest := sha256.Sum256([]byte("original"))
+	sig, err := d.SignDigest(ctxT(t), "signing", digest[:])
+	if err != nil || !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
+		t.Fatalf("sign: %v", err)
+	}
+
+	lk.Stop()
+	_, err = daemon.New(ctxT(t), load(), daemon.Options{})
+	if err == nil || !errors.Is(err, backends.ErrUnavailable) || !strings.Contains(err.Error(), "keys.signing") ||
+		!strings.Contains(err.Error(), "alias/provenance-signing-key") || !strings.Contains(err.Error(), "cannot reach AWS KMS") {
+		t.Fatalf("start with KMS down: %v", err)
+	}
+	t.Log(err)
+}

@@ -1,0 +1,241 @@
+package main
+
+import (
+	"bytes"
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"runtime"
+	"strconv"
+	"strings"
+	"syscall"
+	"time"
+
+	"github.com/ib1/provenanced/testenv"
+)
+
+type harness struct {
+	cfg      config
+	self     string
+	rows     []row
+	notes    []string
+	failures int
+}
+
+// backendSetup is a backend made ready for a run: the daemon's config and the
+// in-process baseline of single signatures with the same key.
+type backendSetup struct {
+	config   string                                  // the daemon's TOML (socket and http set)
+	baseline func(clients, n int) testenv.LoadResult // in-process signatures
+	// allCores: the baseline always runs on every core (ECDSA in memory), whatever the
+	// client count.
+	allCores bool
+	extra    func(h *harness, d *daemonProc) error // backend-specific rows
+	cleanup  func()
+}
+
+// daemonProc is the real daemon, started for a backend.
+type daemonProc struct {
+	cmd     *exec.Cmd
+	socket  string
+	http    string
+	startup time.Duration // exec to /readyz 200
+	stderr  *bytes.Buffer
+}
+
+func (h *harness) run(backend string) error {
+	dir := filepath.Join(h.cfg.work, backend)
+	if err := os.MkdirAll(dir, 0o755); err != nil {
+		return err
+	}
+	var s *backendSetup
+	var err error
+	switch backend {
+	case "pem":
+		s, err = setupPEM(dir)
+	default:
+		return fmt.Errorf("unknown backend %q", backend)
+	}
+	if err != nil {
+		return err
+	}
+	if s.cleanup != nil {
+		defer s.cleanup()
+	}
+	d, err := h.startDaemon(s.config, dir)
+	if err != nil {
+		return err
+	}
+	defer d.stop()
+	h.note(fmt.Sprintf("%s: from `serve -config` to `/readyz` 200 in %s.", backend, d.startup.Round(100*time.Microsecond)))
+	first := len(h.rows)
+	for _, transport := range []string{"unix", "tcp"} {
+		for _, c := range h.cfg.clients {
+			r := h.drive(d, transport, c, signBody(), "/v1/keys/signing/sign", 1)
+			r.Backend, r.Workload = backend, "sign"
+			clients := c
+			if s.allCores {
+				clients = runtime.GOMAXPROCS(0)
+			}
+			base := s.baseline(clients, h.cfg.n)
+			r.Baseline = base.OpsPerSec()
+			h.add(r)
+		}
+	}
+	if s.extra != nil {
+		if err := s.extra(h, d); err != nil {
+			return err
+		}
+	}
+	rss := d.peakRSS()
+	for i := first; i < len(h.rows); i++ {
+		if h.rows[i].PeakRSS == 0 && h.rows[i].Workload != "bare" {
+			h.rows[i].PeakRSS = rss
+		}
+	}
+	return nil
+}
+
+func (h *harness) add(r row) {
+	h.rows = append(h.rows, r)
+	fmt.Fprintf(os.Stderr, "%-7s %-5s %-12s %3d clients: %8.0f ops/s  p50 %-9s p99 %-9s baseline %.0f\n",
+		r.Backend, r.Transport, r.Workload, r.Clients, r.Ops, dur(r.P50), dur(r.P99), r.Baseline)
+}
+
+func (h *harness) note(n string) { h.notes = append(h.notes, n) }
+
+// startDaemon runs the daemon binary on config and waits for /readyz.
+func (h *harness) startDaemon(config, dir string) (*daemonProc, error) {
+	sock := filepath.Join(dir, "provenanced.sock")
+	addr, err := testenv.FreePort()
+	if err != nil {
+		return nil, err
+	}
+	d := &daemonProc{socket: sock, http: addr, stderr: &bytes.Buffer{}}
+	d.cmd = exec.Command(h.cfg.bin, "serve", "-config", config)
+	d.cmd.Env = append(os.Environ(), "PROVENANCED_SOCKET="+sock, "PROVENANCED_HTTP="+addr)
+	// The daemon logs a line per request, as in production; to a file, as journald would
+	// take it, not to a pipe the harness must drain.
+	logFile, err := os.Create(filepath.Join(dir, "daemon.log"))
+	if err != nil {
+		return nil, err
+	}
+	d.cmd.Stderr = logFile
+	start := time.Now()
+	if err := d.cmd.Start(); err != nil {
+		return nil, err
+	}
+	c := testenv.UnixClient(sock)
+	for {
+		resp, err := c.Get("http://provenanced/readyz")
+		if err == nil {
+			resp.Body.Close()
+			if resp.StatusCode == 200 {
+				d.startup = time.Since(start)
+				return d, nil
+			}
+		}
+		if time.Since(start) > 30*time.Second {
+			d.stop()
+			log, _ := os.ReadFile(logFile.Name())
+			return nil, fmt.Errorf("the daemon was not ready within 30 s:\n%s", log)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+func (d *daemonProc) stop() {
+	d.cmd.Process.Signal(syscall.SIGTERM)
+	done := make(chan struct{})
+	go func() { d.cmd.Wait(); close(done) }()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		d.cmd.Process.Kill()
+		<-done
+	}
+}
+
+// peakRSS reads the daemon's high-water mark of resident memory (VmHWM).
+func (d *daemonProc) peakRSS() int64 {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+	if err != nil {
+		return 0
+	}
+	for _, line := range strings.Split(string(data), "\n") {
+		if strings.HasPrefix(line, "VmHWM:") {
+			f := strings.Fields(line)
+			if len(f) >= 2 {
+				kb, _ := strconv.ParseInt(f[1], 10, 64)
+				return kb << 10
+			}
+		}
+	}
+	return 0
+}
+
+// client returns an HTTP client with one connection per load client, over transport.
+func client(socket, addr, transport string, clients int) (*http.Client, string) {
+	tr := &http.Transport{MaxIdleConns: clients, MaxIdleConnsPerHost: clients, IdleConnTimeout: time.Minute}
+	if transport == "unix" {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", socket)
+		}
+		return &http.Client{Transport: tr, Timeout: time.Minute}, "http://provenanced"
+	}
+	return &http.Client{Transport: tr, Timeout: time.Minute}, "http://" + addr
+}
+
+func signBody() []byte {
+	d := sha256.Sum256([]byte("provenanced bench"))
+	return []byte(`{"digest":"` + base64.StdEncoding.EncodeToString(d[:]) + `"}`)
+}
+
+// drive sends n POSTs of body to path from clients clients and measures them. per is
+// the number of operations one request stands for (a batch's size).
+func (h *harness) drive(d *daemonProc, transport string, clients int, body []byte, path string, per int) row {
+	return h.driveAt(d.socket, d.http, transport, clients, body, path, per, h.cfg.n/per)
+}
+
+func (h *harness) driveAt(socket, addr, transport string, clients int, body []byte, path string, per, n int) row {
+	c, base := client(socket, addr, transport, clients)
+	defer c.CloseIdleConnections()
+	op := func(int) error {
+		req, _ := http.NewRequest("POST", base+path, bytes.NewReader(body))
+		req.Header.Set("Content-Type", "application/json")
+		resp, err := c.Do(req)
+		if err != nil {
+			return err
+		}
+		_, err = io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != 200 {
+			return fmt.Errorf("status %d", resp.StatusCode)
+		}
+		return err
+	}
+	// Open the connections and warm both ends before measuring.
+	testenv.Load(clients, clients*8, op)
+	if n < clients {
+		n = clients
+	}
+	res := testenv.Load(clients, n, op)
+	if res.Errors > 0 {
+		h.failures++
+		fmt.Fprintf(os.Stderr, "%s %s: %d errors, first: %v\n", transport, path, res.Errors, res.FirstError)
+	}
+	return row{Transport: transport, Clients: clients, Ops: res.OpsPerSec() * float64(per), P50: res.P50, P99: res.P99}
+}
+
+// inProcess runs op on workers goroutines n times and returns the rate.
+func inProcess(workers, n int, op func() error) testenv.LoadResult {
+	return testenv.Load(workers, n, func(int) error { return op() })
+}
