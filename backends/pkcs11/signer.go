@@ -105,6 +105,10 @@ func (s *Signer) Public() crypto.PublicKey { return s.pub }
 // Location says where the key is, for messages.
 func (s *Signer) Location() string { return s.loc }
 
+// Concurrency is the number of signing sessions (max_sessions less the anchor): a batch
+// spread over more workers than that would only queue for sessions.
+func (s *Signer) Concurrency() int { return s.cfg.maxSessions - 1 }
+
 // Sign signs a SHA-256 digest; opts must say SHA-256 (or be nil).
 func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if opts != nil && opts.HashFunc() != crypto.SHA256 {

@@ -72,6 +72,10 @@ func TestSignConcurrentlyWithinMaxSessions(t *testing.T) {
 	if n := faults.logins.Load(); n != 1 {
 		t.Errorf("%d logins; want one, at Open", n)
 	}
+	var _ backends.Concurrent = s
+	if n := s.Concurrency(); n != 3 {
+		t.Errorf("Concurrency() = %d, want the 3 signing sessions", n)
+	}
 }
 
 func TestSignChecksTheDigest(t *testing.T) {
