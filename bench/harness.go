@@ -60,6 +60,8 @@ func (h *harness) run(backend string) error {
 	switch backend {
 	case "pem":
 		s, err = setupPEM(dir)
+	case "pkcs11":
+		s, err = setupPKCS11(dir)
 	default:
 		return fmt.Errorf("unknown backend %q", backend)
 	}
