@@ -165,11 +165,17 @@ func TestEndToEndDevMode(t *testing.T) {
 	if after-before != signed {
 		t.Errorf("sign histogram count grew by %d, want exactly %d", after-before, signed)
 	}
-	// Each request was logged with its route, status, key and peer.
-	logs := p.Output()
-	if !strings.Contains(logs, `"route":"POST /v1/keys/{name}/sign"`) || !strings.Contains(logs, `"key":"signing"`) ||
-		!strings.Contains(logs, `"peer":{"uid":`) || !strings.Contains(logs, `"peer":"127.0.0.1:`) {
-		t.Errorf("request log lines lack route, key or peer:\n%s", logs)
+	// Each request was logged with its route, status, key and peer (lines are batched
+	// for up to daemon.FlushInterval).
+	hasLines := func(logs string) bool {
+		return strings.Contains(logs, `"route":"POST /v1/keys/{name}/sign"`) && strings.Contains(logs, `"key":"signing"`) &&
+			strings.Contains(logs, `"peer":{"uid":`) && strings.Contains(logs, `"peer":"127.0.0.1:`)
+	}
+	for deadline := time.Now().Add(2 * time.Second); !hasLines(p.Output()) && time.Now().Before(deadline); {
+		time.Sleep(20 * time.Millisecond)
+	}
+	if !hasLines(p.Output()) {
+		t.Errorf("request log lines lack route, key or peer:\n%s", p.Output())
 	}
 
 	// SIGTERM in the middle of a burst: every request either completes with a valid

@@ -38,6 +38,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if *configPath == "" && *devDir == "" {
 		*configPath = os.Getenv("PROVENANCED_CONFIG")
 	}
+	var devHelp func(sock, addr string)
 	if *devDir != "" {
 		prepare := daemon.PrepareDev
 		if *hsm {
@@ -53,7 +54,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 			// SoftHSM reads this when the key is opened; the setup's token is there.
 			os.Setenv("SOFTHSM2_CONF", softhsm)
 		}
-		printDevHelp(stderr, dir, created, softhsm)
+		devHelp = func(sock, addr string) { printDevHelp(stderr, dir, created, softhsm, sock, addr) }
 		*configPath = p
 	}
 	var cfg *conf.Config
@@ -72,13 +73,19 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err := cfg.ApplyEnv(os.Getenv); err != nil {
 		return err
 	}
-	log := newLogger(stderr, cfg.Server.LogLevel)
+	if devHelp != nil {
+		devHelp(cfg.Server.Socket, cfg.Server.HTTP) // the addresses it will really listen on
+	}
+	log, logBuf := newLogger(stderr, cfg.Server.LogLevel)
+	if logBuf != nil {
+		defer logBuf.Close()
+	}
 	for _, n := range notes {
 		log.Warn(n)
 	}
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString()})
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString(), LogBuffer: logBuf})
 	if err != nil {
 		return err
 	}
@@ -115,20 +122,22 @@ func fromOriginalEnvironment() (*conf.Config, []string, error) {
 }
 
 // newLogger logs JSON when stderr is not a terminal (journald, a container runtime,
-// a file), text for a person at a terminal.
-func newLogger(w io.Writer, level string) *slog.Logger {
+// a file), through a LogBuffer that batches the lines; text, line by line, for a person
+// at a terminal.
+func newLogger(w io.Writer, level string) (*slog.Logger, *daemon.LogBuffer) {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(level)) // conf has checked it
 	opts := &slog.HandlerOptions{Level: lv}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(w, opts))
+			return slog.New(slog.NewTextHandler(w, opts)), nil
 		}
 	}
-	return slog.New(slog.NewJSONHandler(w, opts))
+	buf := daemon.NewLogBuffer(w)
+	return slog.New(daemon.FlushingHandler{Handler: slog.NewJSONHandler(buf, opts), Buffer: buf}), buf
 }
 
-func printDevHelp(w io.Writer, dir string, created bool, softhsm string) {
+func printDevHelp(w io.Writer, dir string, created bool, softhsm, sock, addr string) {
 	what := "using the existing development setup"
 	if created {
 		what = "created a development setup (test PKI, P-256 key, config)"
@@ -148,7 +157,6 @@ To look at the token, or to run the daemon on this config yourself:
 
 `, filepath.Join(dir, "user.pin"), softhsm, softHSMModule(), filepath.Join(dir, "user.pin"), filepath.Join(dir, daemon.DevConfigName))
 	}()
-	sock := filepath.Join(dir, "provenanced.sock")
 	fmt.Fprintf(w, `provenanced: %s in %s
   config:   %s
   root CA:  %s
@@ -160,8 +168,8 @@ Try it from another terminal:
   curl -s -H 'Content-Type: application/json' -d '{"message":"aGVsbG8="}' http://%s/v1/keys/signing/sign
   provenanced sign -socket %s -key signing -digest $(printf hello | sha256sum | cut -d' ' -f1)
 
-`, what, dir, filepath.Join(dir, daemon.DevConfigName), filepath.Join(dir, "root-ca.pem"), sock, daemon.DevHTTP,
-		sock, daemon.DevHTTP, daemon.DevHTTP, sock)
+`, what, dir, filepath.Join(dir, daemon.DevConfigName), filepath.Join(dir, "root-ca.pem"), sock, addr,
+		sock, addr, addr, sock)
 }
 
 func softHSMModule() string {
