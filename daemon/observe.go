@@ -97,7 +97,9 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	p, _ := r.Context().Value(peerKey{}).(*peer)
 	if o.access != nil && level == slog.LevelInfo {
-		o.access.Append(func(b []byte) []byte { return appendRequestLine(b, route, status, took, r.PathValue("name"), p, r.RemoteAddr) })
+		o.access.Append(func(b []byte) []byte {
+			return appendRequestLine(b, route, status, took, r.PathValue("name"), p, r.RemoteAddr)
+		})
 		return
 	}
 	attrs := make([]slog.Attr, 0, 8)
