@@ -164,6 +164,12 @@ type conn struct {
 	ctx  context.Context
 	w    respWriter
 	peer string
+	// The request header map, its value slices and the strings of the last request's
+	// header values are kept from one request to the next: a client sends the same
+	// headers every time, and handlers do not keep a request's header.
+	hdr   http.Header
+	vals  []string
+	saved map[string]string
 }
 
 // setBusy marks the connection as serving a request (or idle); it reports false when the
@@ -207,7 +213,6 @@ func (c *conn) serve() {
 		if _, err := c.br.Peek(1); err != nil {
 			return
 		}
-		c.nc.SetReadDeadline(time.Now().Add(c.s.headTimeout))
 		rq, ok := c.readHead()
 		if !ok {
 			// Not a request this reader takes: net/http serves the connection from here,
@@ -243,6 +248,7 @@ type head struct {
 // request is not one this reader takes (then nothing has been consumed).
 func (c *conn) readHead() (head, bool) {
 	var buf []byte
+	waited := false
 	for {
 		n := c.br.Buffered()
 		if n == 0 {
@@ -259,11 +265,22 @@ func (c *conn) readHead() (head, bool) {
 		if len(b) >= maxHeadBytes || len(b) >= c.br.Size() {
 			return head{}, false
 		}
+		if !waited {
+			// The head did not come whole with its first bytes: the rest has
+			// ReadHeaderTimeout to arrive. (Most requests come in one piece and skip this.)
+			c.nc.SetReadDeadline(time.Now().Add(c.s.headTimeout))
+			waited = true
+		}
 		if _, err := c.br.Peek(len(b) + 1); err != nil {
 			return head{err: err}, false
 		}
 	}
-	h, ok := parseHead(buf)
+	if c.hdr == nil {
+		c.hdr, c.saved = make(http.Header, 8), make(map[string]string, 8)
+	}
+	clear(c.hdr)
+	c.vals = c.vals[:0]
+	h, ok := parseHead(buf, c)
 	if !ok {
 		return head{}, false
 	}
@@ -276,7 +293,7 @@ func (c *conn) readHead() (head, bool) {
 
 // parseHead parses a request head in the strict subset that this reader serves. Anything
 // else (and anything ambiguous) is refused, to be served by net/http.
-func parseHead(buf []byte) (head, bool) {
+func parseHead(buf []byte, c *conn) (head, bool) {
 	var h head
 	line, rest, _ := bytes.Cut(buf, []byte("\r\n"))
 	method, rl, ok1 := bytes.Cut(line, []byte(" "))
@@ -297,7 +314,7 @@ func parseHead(buf []byte) (head, bool) {
 	}
 	h.target = string(target)
 	h.path, h.query, _ = stringsCut(h.target, '?')
-	h.header = make(http.Header, 4)
+	h.header = c.hdr
 	h.contentLength = -1
 	n := 0
 	for len(rest) > 2 {
@@ -317,7 +334,7 @@ func parseHead(buf []byte) (head, bool) {
 				return h, false
 			}
 		}
-		key := textproto.CanonicalMIMEHeaderKey(string(name))
+		key := headerName(name)
 		switch key {
 		case "Content-Length":
 			if h.contentLength >= 0 || len(value) == 0 || len(value) > 15 {
@@ -338,9 +355,15 @@ func parseHead(buf []byte) (head, bool) {
 			if h.host != "" {
 				return h, false
 			}
-			h.host = string(value)
+			h.host = c.value(key, value)
 		}
-		h.header[key] = append(h.header[key], string(value))
+		v := c.value(key, value)
+		if vs, seen := h.header[key]; seen {
+			h.header[key] = append(vs, v)
+		} else {
+			c.vals = append(c.vals, v)
+			h.header[key] = c.vals[len(c.vals)-1 : len(c.vals) : len(c.vals)]
+		}
 	}
 	if h.host == "" {
 		return h, false // net/http answers 400
@@ -355,6 +378,30 @@ func parseHead(buf []byte) (head, bool) {
 		h.contentLength = 0
 	}
 	return h, true
+}
+
+// headerName canonicalises a header name; the usual ones without allocating.
+func headerName(b []byte) string {
+	for _, k := range commonHeaders {
+		if len(k) == len(b) && bytes.EqualFold(b, []byte(k)) {
+			return k
+		}
+	}
+	return textproto.CanonicalMIMEHeaderKey(string(b))
+}
+
+var commonHeaders = [...]string{"Host", "Content-Type", "Content-Length", "User-Agent", "Accept", "Accept-Encoding", "Connection", "Authorization"}
+
+// value returns v as a string, the one kept from an earlier request when it is the same.
+func (c *conn) value(key string, v []byte) string {
+	if s, ok := c.saved[key]; ok && s == string(v) {
+		return s
+	}
+	s := string(v)
+	if len(c.saved) < 16 {
+		c.saved[key] = s
+	}
+	return s
 }
 
 // cleanTarget accepts an origin-form target whose path needs no decoding and no cleaning
@@ -416,8 +463,10 @@ func stringsCut(s string, sep byte) (string, string, bool) {
 func (c *conn) serveRequest(h head) (keep bool) {
 	c.br.Discard(h.size)
 	var body []byte
-	if h.contentLength > 0 {
+	if h.contentLength > int64(c.br.Buffered()) {
 		c.nc.SetReadDeadline(time.Now().Add(c.s.readTimeout))
+	}
+	if h.contentLength > 0 {
 		// A new slice for each request: handlers may keep what they parse from it.
 		body = make([]byte, h.contentLength)
 		if _, err := io.ReadFull(c.br, body); err != nil {
@@ -479,6 +528,9 @@ func (r *bodyReader) Read(p []byte) (int, error) {
 }
 
 func (r *bodyReader) Close() error { return nil }
+
+// Bytes is the whole body (api.InMemoryBody): handlers need not copy it again.
+func (r *bodyReader) Bytes() []byte { return r.b }
 
 // respWriter writes one answer: the head when the handler has set a Content-Length and
 // the status, otherwise the body is kept and written with its length at the end.

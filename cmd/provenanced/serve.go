@@ -9,6 +9,7 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"runtime/debug"
 	"strings"
 	"syscall"
 
@@ -83,6 +84,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	for _, n := range notes {
 		log.Warn(n)
 	}
+	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
 	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString(), LogBuffer: logBuf})
@@ -90,6 +92,20 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return d.Serve(ctx)
+}
+
+// tuneGC trades a little memory for CPU, unless the operator has set GOGC or GOMEMLIMIT:
+// the daemon's live heap is a few MiB, and with Go's default of collecting at twice that,
+// collection would run many times a second under load. At 400 % it runs a fifth as often;
+// the soft limit makes it collect earlier should the heap ever approach 48 MiB, which keeps
+// the process well under 64 MiB of resident memory.
+func tuneGC() {
+	if os.Getenv("GOGC") == "" {
+		debug.SetGCPercent(400)
+	}
+	if os.Getenv("GOMEMLIMIT") == "" {
+		debug.SetMemoryLimit(48 << 20)
+	}
 }
 
 // fromOriginalEnvironment reads the original service's variables and .env file from the
