@@ -20,6 +20,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/provenance"
 )
 
 // KeyInfo is a key as GET /v1/keys shows it.
@@ -35,7 +36,11 @@ type KeyInfo struct {
 
 // keyEntry is a key with what its responses repeat, encoded once.
 type keyEntry struct {
-	key       *backends.Key
+	key *backends.Key
+	// signer signs records: the key with its chain checked and encoded once; nil, with
+	// signerErr saying why, for a key that cannot sign records.
+	signer    *provenance.SigningKey
+	signerErr error
 	info      []byte // KeyInfo as JSON
 	sigPrefix []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","signature":"
 	batchHead []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","batch":[
@@ -51,8 +56,20 @@ func newKeyEntry(k *backends.Key) (*keyEntry, error) {
 		return nil, err
 	}
 	name := appendJSONString(nil, k.Name())
+	var signer *provenance.SigningKey
+	signerErr := fmt.Errorf("key %q has no certificate, so its records could not be verified; configure its certificates", k.Name())
+	if len(k.Certificates()) > 0 {
+		if signer, signerErr = provenance.NewSigningKey(k, k.Certificates()); signer != nil {
+			// Each backend makes sure its key signs correctly (a key in memory; a token
+			// key is test-signed whenever the backend reconnects; KMS signs by the ARN
+			// checked at start), so records need not each pay an ECDSA verification.
+			signer.CheckSignatures = false
+		}
+	}
 	return &keyEntry{
 		key:       k,
+		signer:    signer,
+		signerErr: signerErr,
 		info:      b,
 		sigPrefix: fmt.Appendf(nil, `{"key":%s,"algorithm":"ECDSA_SHA_256","signature":"`, name),
 		batchHead: fmt.Appendf(nil, `{"key":%s,"algorithm":"ECDSA_SHA_256","batch":[`, name),

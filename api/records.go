@@ -106,8 +106,9 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"")
 		return
 	}
-	if key.Leaf() == nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "key: "+strconv.Quote(key.Name())+" has no certificate, so its records could not be verified; configure its certificates")
+	entry := a.keys[key.Name()]
+	if entry.signer == nil {
+		writeError(w, http.StatusBadRequest, "bad_request", "key: "+entry.signerErr.Error())
 		return
 	}
 	if len(req.Steps) == 0 {
@@ -142,10 +143,10 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
-	rec, err := b.Sign(ctx, key, key.Certificates())
+	rec, err := b.SignWith(ctx, entry.signer)
 	if err != nil {
 		p.count("sign", false)
-		a.writeSignError(w, r, a.keys[key.Name()], err)
+		a.writeSignError(w, r, entry, err)
 		return
 	}
 	out, err := rec.Marshal()

@@ -169,7 +169,16 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Bui
 	p := a.opts.Provenance
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
-	rec, err := b.Sign(ctx, p.Key, p.Key.Certificates())
+	entry := a.keys[p.Key.Name()]
+	if entry == nil || entry.signer == nil {
+		reason := "its key is not among the daemon's keys"
+		if entry != nil {
+			reason = entry.signerErr.Error()
+		}
+		writeDetail(w, http.StatusServiceUnavailable, "the service cannot sign records: "+reason)
+		return
+	}
+	rec, err := b.SignWith(ctx, entry.signer)
 	if err == nil {
 		var out []byte
 		if out, err = rec.Marshal(); err == nil {

@@ -256,8 +256,9 @@ func signRaw(t testing.TB, framework string, key crypto.Signer, chain []*x509.Ce
 		t.Fatal(err)
 	}
 	c.Signature = base64.URLEncoding.EncodeToString(sig)
-	b := &Builder{}
-	certs, err := b.certificates(chain)
+	// Entries straight from the chain: these records test the verifier with certificates
+	// that NewSigningKey would refuse.
+	certs, err := (&Builder{}).certificates(&SigningKey{entries: chainEntries(chain)})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -381,7 +382,7 @@ func TestSigningTimeBoundsInclusive(t *testing.T) {
 		digest := sha256.Sum256([]byte(DataForSigning(m.Framework, c)))
 		sig, _ := key.Sign(rand.Reader, digest[:], crypto.SHA256)
 		c.Signature = base64.URLEncoding.EncodeToString(sig)
-		certs, _ := (&Builder{}).certificates(chain)
+		certs, _ := (&Builder{}).certificates(&SigningKey{entries: chainEntries(chain)})
 		data, _ := (&Record{Framework: m.Framework, Steps: c, Certificates: certs}).Marshal()
 		return data
 	}

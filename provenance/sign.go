@@ -9,6 +9,7 @@ import (
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -153,7 +154,7 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 		return "", err
 	}
 	// Refuse now what a verifier with default limits would refuse later.
-	if _, err := ParseJSON(text, lim); err != nil {
+	if err := withinLimits(full, 1, lim); err != nil {
 		return "", fmt.Errorf("provenance: step: %w", err)
 	}
 	encoded := base64.URLEncoding.EncodeToString(text)
@@ -180,12 +181,74 @@ func newStepID(r io.Reader) (string, error) {
 	return base64.RawURLEncoding.EncodeToString(b[:]), nil
 }
 
+// SigningKey is a signing key with its certificate chain, checked once: the signing
+// certificate meets the IB1 member profile and is the key's, and the certificates entries
+// that travel in each record are encoded once. A program that signs many records with one
+// key prepares it with NewSigningKey and signs with Builder.SignWith.
+type SigningKey struct {
+	key     crypto.Signer
+	leaf    *x509.Certificate
+	leafKey *ecdsa.PublicKey
+	serial  string
+	entries []CertificateEntry // the signer's entry, then its issuers'
+	// CheckSignatures verifies each signature the key makes before the record leaves
+	// SignWith (on by default). A caller whose key is known to sign correctly — kept in
+	// memory, or re-checked whenever its backend reconnects — may turn it off: it costs
+	// an ECDSA verification per record, as much as the signature itself.
+	CheckSignatures bool
+}
+
+// NewSigningKey checks key against chain (the signing certificate first, then its
+// intermediates; not the root) and prepares them for signing.
+func NewSigningKey(key crypto.Signer, chain []*x509.Certificate) (*SigningKey, error) {
+	if key == nil || len(chain) == 0 || chain[0] == nil {
+		return nil, errors.New("provenance: a signing key and its certificate chain are needed")
+	}
+	leaf := chain[0]
+	if _, err := leafSignerInfo(leaf); err != nil {
+		return nil, fmt.Errorf("provenance: signing certificate does not meet the IB1 member certificate profile: %w", err)
+	}
+	leafKey := leaf.PublicKey.(*ecdsa.PublicKey) // checked by leafSignerInfo
+	if pub, ok := key.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(leafKey) {
+		return nil, errors.New("provenance: the signing key does not match the signing certificate's public key")
+	}
+	for _, c := range chain {
+		if c == nil || !canonicalSerial(c.SerialNumber.String()) {
+			return nil, errors.New("provenance: a certificate of the chain has a negative or overlong serial number")
+		}
+	}
+	return &SigningKey{key: key, leaf: leaf, leafKey: leafKey, serial: leaf.SerialNumber.String(), entries: chainEntries(chain), CheckSignatures: true}, nil
+}
+
+// chainEntries are the certificates entries of a signer: its certificate and the serials
+// of its issuers, then each issuer's certificate.
+func chainEntries(chain []*x509.Certificate) []CertificateEntry {
+	leafEntry := CertificateEntry{Serial: chain[0].SerialNumber.String(), Values: []string{encodePEM(chain[0])}}
+	for _, c := range chain[1:] {
+		leafEntry.Values = append(leafEntry.Values, c.SerialNumber.String())
+	}
+	entries := []CertificateEntry{leafEntry}
+	for _, c := range chain[1:] {
+		entries = append(entries, CertificateEntry{Serial: c.SerialNumber.String(), Values: []string{encodePEM(c)}})
+	}
+	return entries
+}
+
 // Sign signs the new container with key, whose certificate chain is chain (the signing
 // certificate first, then its intermediates; not the root), and returns the self-contained
 // record. If key implements ContextSigner, its SignContext is called with ctx. The key must
 // match the signing certificate and return a DER signature that verifies; otherwise Sign
 // fails rather than produce a record nobody can verify.
 func (b *Builder) Sign(ctx context.Context, key crypto.Signer, chain []*x509.Certificate) (*Record, error) {
+	sk, err := NewSigningKey(key, chain)
+	if err != nil {
+		return nil, err
+	}
+	return b.SignWith(ctx, sk)
+}
+
+// SignWith is Sign with a key prepared by NewSigningKey.
+func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error) {
 	if b.signed {
 		return nil, errors.New("provenance: record already signed")
 	}
@@ -198,35 +261,19 @@ func (b *Builder) Sign(ctx context.Context, key crypto.Signer, chain []*x509.Cer
 	if b.now.IsZero() {
 		return nil, errors.New("provenance: the Builder has no time")
 	}
-	if key == nil || len(chain) == 0 || chain[0] == nil {
-		return nil, errors.New("provenance: a signing key and its certificate chain are needed")
-	}
-	leaf := chain[0]
-	if _, err := leafSignerInfo(leaf); err != nil {
-		return nil, fmt.Errorf("provenance: signing certificate does not meet the IB1 member certificate profile: %w", err)
-	}
-	leafKey := leaf.PublicKey.(*ecdsa.PublicKey) // checked by leafSignerInfo
-	if pub, ok := key.Public().(*ecdsa.PublicKey); !ok || !pub.Equal(leafKey) {
-		return nil, errors.New("provenance: the signing key does not match the signing certificate's public key")
-	}
-	if err := validAt(leaf, b.now.UTC().Truncate(time.Second)); err != nil {
+	if err := validAt(sk.leaf, b.now.UTC().Truncate(time.Second)); err != nil {
 		return nil, fmt.Errorf("provenance: signing certificate %w", err)
 	}
-	serial := leaf.SerialNumber.String()
-	for _, c := range chain {
-		if c == nil || !canonicalSerial(c.SerialNumber.String()) {
-			return nil, errors.New("provenance: a certificate of the chain has a negative or overlong serial number")
-		}
-	}
 
-	c := &Container{Version: "0", Serial: serial, Timestamp: FormatTimestamp(b.now)}
+	c := &Container{Version: "0", Serial: sk.serial, Timestamp: FormatTimestamp(b.now)}
+	c.Elements = make([]Element, 0, len(b.received)+len(b.steps))
 	for _, r := range b.received {
 		c.Elements = append(c.Elements, Element{Container: r.Steps})
 	}
 	for _, s := range b.steps {
 		c.Elements = append(c.Elements, Element{Step: s})
 	}
-	certs, err := b.certificates(chain)
+	certs, err := b.certificates(sk)
 	if err != nil {
 		return nil, err
 	}
@@ -236,14 +283,14 @@ func (b *Builder) Sign(ctx context.Context, key crypto.Signer, chain []*x509.Cer
 		return nil, err
 	}
 	var sig []byte
-	if cs, ok := key.(ContextSigner); ok {
+	if cs, ok := sk.key.(ContextSigner); ok {
 		sig, err = cs.SignContext(ctx, digest[:], crypto.SHA256)
 	} else {
 		r := b.rand
 		if r == nil {
 			r = rand.Reader
 		}
-		sig, err = key.Sign(r, digest[:], crypto.SHA256)
+		sig, err = sk.key.Sign(r, digest[:], crypto.SHA256)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("provenance: signing: %w", err)
@@ -255,7 +302,7 @@ func (b *Builder) Sign(ctx context.Context, key crypto.Signer, chain []*x509.Cer
 		}
 		return nil, fmt.Errorf("provenance: the signer returned a signature that is not ASN.1 DER%s: %w", hint, err)
 	}
-	if !ecdsa.VerifyASN1(leafKey, digest[:], sig) {
+	if sk.CheckSignatures && !ecdsa.VerifyASN1(sk.leafKey, digest[:], sig) {
 		return nil, errors.New("provenance: the signature does not verify with the signing certificate's public key")
 	}
 	c.Signature = base64.URLEncoding.EncodeToString(sig)
@@ -268,7 +315,7 @@ func (b *Builder) Sign(ctx context.Context, key crypto.Signer, chain []*x509.Cer
 
 // certificates is the union of the received records' certificates and the signer's chain.
 // Two different certificates under one serial are an error: the record could not verify.
-func (b *Builder) certificates(chain []*x509.Certificate) ([]CertificateEntry, error) {
+func (b *Builder) certificates(sk *SigningKey) ([]CertificateEntry, error) {
 	var out []CertificateEntry
 	index := map[string]int{}
 	add := func(e CertificateEntry, fromChain bool) error {
@@ -297,15 +344,8 @@ func (b *Builder) certificates(chain []*x509.Certificate) ([]CertificateEntry, e
 			}
 		}
 	}
-	leafEntry := CertificateEntry{Serial: chain[0].SerialNumber.String(), Values: []string{encodePEM(chain[0])}}
-	for _, c := range chain[1:] {
-		leafEntry.Values = append(leafEntry.Values, c.SerialNumber.String())
-	}
-	if err := add(leafEntry, true); err != nil {
-		return nil, err
-	}
-	for _, c := range chain[1:] {
-		if err := add(CertificateEntry{Serial: c.SerialNumber.String(), Values: []string{encodePEM(c)}}, true); err != nil {
+	for _, e := range sk.entries {
+		if err := add(e, true); err != nil {
 			return nil, err
 		}
 	}
@@ -365,4 +405,56 @@ func Sign(ctx context.Context, in SignInput) (*Record, error) {
 		}
 	}
 	return b.Sign(ctx, in.Key, in.Chain)
+}
+
+// withinLimits checks the nesting depth and string sizes of a value that AppendJSON has
+// encoded, as ParseJSON would check its text, without parsing it again.
+func withinLimits(v any, depth int, lim Limits) error {
+	switch v.(type) {
+	case *Object, map[string]any, []any, []string:
+		if depth > lim.MaxDepth {
+			return fmt.Errorf("nested deeper than %d", lim.MaxDepth)
+		}
+	}
+	switch v := v.(type) {
+	case string:
+		if len(v) > lim.MaxStringBytes {
+			return fmt.Errorf("a string of %d bytes, more than %d", len(v), lim.MaxStringBytes)
+		}
+	case json.Number:
+		if len(v) > lim.MaxStringBytes {
+			return fmt.Errorf("a number of %d characters, more than %d", len(v), lim.MaxStringBytes)
+		}
+	case *Object:
+		for _, m := range v.Members {
+			if len(m.Key) > lim.MaxStringBytes {
+				return fmt.Errorf("a key of %d bytes, more than %d", len(m.Key), lim.MaxStringBytes)
+			}
+			if err := withinLimits(m.Value, depth+1, lim); err != nil {
+				return err
+			}
+		}
+	case map[string]any:
+		for k, e := range v {
+			if len(k) > lim.MaxStringBytes {
+				return fmt.Errorf("a key of %d bytes, more than %d", len(k), lim.MaxStringBytes)
+			}
+			if err := withinLimits(e, depth+1, lim); err != nil {
+				return err
+			}
+		}
+	case []any:
+		for _, e := range v {
+			if err := withinLimits(e, depth+1, lim); err != nil {
+				return err
+			}
+		}
+	case []string:
+		for _, e := range v {
+			if err := withinLimits(e, depth+1, lim); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
 }

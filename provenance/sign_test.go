@@ -444,6 +444,55 @@ func TestSignRefusals(t *testing.T) {
 	}
 }
 
+// TestSigningKeyWithoutSignatureChecks: a prepared key signs many records; turning its
+// check off skips only the verification of each signature, so a signer that lies is then
+// caught by the reader instead.
+func TestSigningKeyWithoutSignatureChecks(t *testing.T) {
+	m := loadManifest(t)
+	key, chain := loadSigner(t, "pki", "123456")
+	priv := key.(*ecdsa.PrivateKey)
+	wrongDigest := funcSigner{pub: key.Public(), sign: func(d []byte) ([]byte, error) {
+		return ecdsa.SignASN1(rand.Reader, priv, append([]byte{1}, d[1:]...))
+	}}
+	v := newTestVerifier(t, m.Root, m.Framework)
+	good, err := NewSigningKey(key, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	good.CheckSignatures = false
+	for i := range 3 {
+		b := NewBuilder(m.Framework, signTime, nil)
+		b.AddStep(NewStep("origin", Member{"n", i}))
+		rec, err := b.SignWith(context.Background(), good)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if _, err := v.Verify(rec); err != nil {
+			t.Fatalf("record %d: %v", i, err)
+		}
+	}
+	liar, err := NewSigningKey(wrongDigest, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	b := NewBuilder(m.Framework, signTime, nil)
+	b.AddStep(NewStep("origin"))
+	if _, err := b.SignWith(context.Background(), liar); err == nil || !strings.Contains(err.Error(), "does not verify") {
+		t.Fatalf("with checks on: %v", err)
+	}
+	liar.CheckSignatures = false
+	b = NewBuilder(m.Framework, signTime, nil)
+	b.AddStep(NewStep("origin"))
+	rec, err := b.SignWith(context.Background(), liar)
+	if err != nil {
+		t.Fatal(err)
+	}
+	var ve *VerifyError
+	if _, err := v.Verify(rec); !errors.As(err, &ve) || ve.Check != CheckSignature {
+		t.Fatalf("the reader accepted a bad signature: %v", err)
+	}
+}
+
 func TestAddStepRules(t *testing.T) {
 	b := NewBuilder("TF", signTime, bytes.NewReader(bytes.Repeat([]byte{0xfb}, 15)))
 	id, err := b.AddStep(NewStep("origin"))
