@@ -173,11 +173,12 @@ type conn struct {
 }
 
 // setBusy marks the connection as serving a request (or idle); it reports false when the
-// server is shutting down and the connection must not take another request.
+// server is shutting down: the connection must not take another request, and one that
+// has just finished a request closes rather than wait for the next.
 func (c *conn) setBusy(busy bool) bool {
 	c.s.mu.Lock()
 	defer c.s.mu.Unlock()
-	if busy && c.s.closing {
+	if c.s.closing {
 		return false
 	}
 	c.s.conns[c] = busy
@@ -227,8 +228,8 @@ func (c *conn) serve() {
 			return
 		}
 		keep := c.serveRequest(rq)
-		c.setBusy(false)
-		if !keep {
+		if !c.setBusy(false) || !keep {
+			c.bw.Flush() // a pipelined answer still in the buffer
 			return
 		}
 	}
