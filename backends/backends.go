@@ -61,6 +61,9 @@ type Backend struct {
 	// Open opens the key that spec describes. It decodes its own options with
 	// spec.Decode, which rejects fields it does not know.
 	Open func(ctx context.Context, spec *conf.Key) (Signer, error)
+	// URI: the backend takes a key given as one URI (uri = "pkcs11:..."); for any other
+	// backend a uri in the key's table is an error, not a field silently ignored.
+	URI bool
 	// Generate, if the backend can create keys, creates the P-256 key that spec
 	// describes and returns its public key. A key that exists already is an error: a
 	// signing key is never overwritten.
@@ -102,6 +105,9 @@ func Lookup(spec *conf.Key) (Backend, error) {
 	registryMu.RUnlock()
 	if !ok {
 		return Backend{}, spec.Errorf("backend", "unknown backend %q; accepted: %s", spec.Backend, strings.Join(Names(), ", "))
+	}
+	if spec.URI != "" && !b.URI {
+		return Backend{}, spec.Errorf("uri", "backend %q does not take its key as a URI; give its fields instead", spec.Backend)
 	}
 	return b, nil
 }

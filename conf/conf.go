@@ -424,8 +424,8 @@ func (k *Key) Decode(v any) error {
 	}
 	for _, u := range k.md.Undecoded() {
 		if len(u) >= 3 && u[0] == "keys" && u[1] == k.Name {
-			accepted := append([]string{"backend", "certificates", "uri"}, tomlFields(reflect.TypeOf(v).Elem())...)
-			sort.Strings(accepted[3:])
+			accepted := append([]string{"backend", "certificates"}, tomlFields(reflect.TypeOf(v).Elem())...)
+			sort.Strings(accepted[2:])
 			return &Error{File: k.File, Key: u.String(), Msg: fmt.Sprintf("unknown key for backend %q; it accepts %s", k.Backend, strings.Join(accepted, ", "))}
 		}
 	}

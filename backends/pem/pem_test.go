@@ -213,3 +213,13 @@ func TestUnknownBackend(t *testing.T) {
 		t.Fatalf("err = %v", err)
 	}
 }
+
+func TestURIIsRefusedByBackendsWithoutOne(t *testing.T) {
+	dir := t.TempDir()
+	cfgPath := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfgPath, []byte("[keys.x]\nbackend = \"pem\"\nprivate_key = \"k.pem\"\nuri = \"pkcs11:token=a\"\n"), 0o644)
+	_, err := open(t, cfgPath)
+	if err == nil || !strings.Contains(err.Error(), "keys.x.uri") || !strings.Contains(err.Error(), "does not take its key as a URI") {
+		t.Fatalf("err = %v", err)
+	}
+}

@@ -21,7 +21,7 @@ import (
 // Name is the backend's name in the config.
 const Name = "pkcs11"
 
-func init() { backends.Register(Name, backends.Backend{Open: Open, Generate: Generate}) }
+func init() { backends.Register(Name, backends.Backend{Open: Open, Generate: Generate, URI: true}) }
 
 // retryInterval is how often a key that cannot sign tries its token again, whoever asks
 // (a request, the health check, /readyz).
