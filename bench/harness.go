@@ -2,13 +2,9 @@ package main
 
 import (
 	"bytes"
-	"context"
 	"crypto/sha256"
 	"encoding/base64"
 	"fmt"
-	"io"
-	"net"
-	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -22,7 +18,7 @@ import (
 )
 
 type harness struct {
-	cfg      config
+	cfg      settings
 	self     string
 	rows     []row
 	notes    []string
@@ -60,6 +56,8 @@ func (h *harness) run(backend string) error {
 	switch backend {
 	case "pem":
 		s, err = setupPEM(dir)
+	case "awskms":
+		s, err = setupKMS(dir)
 	case "pkcs11":
 		s, err = setupPKCS11(dir)
 	default:
@@ -87,7 +85,7 @@ func (h *harness) run(backend string) error {
 				clients = runtime.GOMAXPROCS(0)
 			}
 			base := s.baseline(clients, h.cfg.n)
-			r.Baseline = base.OpsPerSec()
+			r.Baseline, r.BaseP50 = base.OpsPerSec(), base.P50
 			h.add(r)
 		}
 	}
@@ -183,19 +181,6 @@ func (d *daemonProc) peakRSS() int64 {
 	return 0
 }
 
-// client returns an HTTP client with one connection per load client, over transport.
-func client(socket, addr, transport string, clients int) (*http.Client, string) {
-	tr := &http.Transport{MaxIdleConns: clients, MaxIdleConnsPerHost: clients, IdleConnTimeout: time.Minute}
-	if transport == "unix" {
-		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
-			var d net.Dialer
-			return d.DialContext(ctx, "unix", socket)
-		}
-		return &http.Client{Transport: tr, Timeout: time.Minute}, "http://provenanced"
-	}
-	return &http.Client{Transport: tr, Timeout: time.Minute}, "http://" + addr
-}
-
 func signBody() []byte {
 	d := sha256.Sum256([]byte("provenanced bench"))
 	return []byte(`{"digest":"` + base64.StdEncoding.EncodeToString(d[:]) + `"}`)
@@ -208,23 +193,27 @@ func (h *harness) drive(d *daemonProc, transport string, clients int, body []byt
 }
 
 func (h *harness) driveAt(socket, addr, transport string, clients int, body []byte, path string, per, n int) row {
-	c, base := client(socket, addr, transport, clients)
-	defer c.CloseIdleConnections()
-	op := func(int) error {
-		req, _ := http.NewRequest("POST", base+path, bytes.NewReader(body))
-		req.Header.Set("Content-Type", "application/json")
-		resp, err := c.Do(req)
+	network, target := "unix", socket
+	if transport == "tcp" {
+		network, target = "tcp", addr
+	}
+	conns := make([]*testenv.RawConn, clients)
+	for i := range conns {
+		c, err := testenv.DialRaw(network, target)
 		if err != nil {
-			return err
+			h.failures++
+			fmt.Fprintf(os.Stderr, "%s %s: %v\n", transport, path, err)
+			return row{Transport: transport, Clients: clients}
 		}
-		_, err = io.Copy(io.Discard, resp.Body)
-		resp.Body.Close()
-		if resp.StatusCode != 200 {
-			return fmt.Errorf("status %d", resp.StatusCode)
-		}
+		defer c.Close()
+		conns[i] = c
+	}
+	req := testenv.RawRequest(path, body)
+	op := func(i int) error {
+		_, err := conns[i].Do(req)
 		return err
 	}
-	// Open the connections and warm both ends before measuring.
+	// Warm both ends before measuring.
 	testenv.Load(clients, clients*8, op)
 	if n < clients {
 		n = clients

@@ -33,6 +33,7 @@ type row struct {
 	P50, P99  time.Duration
 	PeakRSS   int64 // bytes, of the daemon process; 0 when not measured
 	Baseline  float64
+	BaseP50   time.Duration
 	Note      string
 }
 
@@ -43,7 +44,7 @@ func (r row) ratio() string {
 	return strconv.FormatFloat(r.Ops/r.Baseline, 'f', 2, 64)
 }
 
-type config struct {
+type settings struct {
 	n        int // requests per measurement
 	clients  []int
 	backends []string
@@ -68,7 +69,7 @@ func main() {
 	backendList := flag.String("backends", "pem,pkcs11,awskms", "backends to measure")
 	out := flag.String("out", "bench/results.md", "where to write the Markdown table (\"\" for nowhere)")
 	flag.Parse()
-	cfg := config{n: *n, out: *out}
+	cfg := settings{n: *n, out: *out}
 	for _, c := range strings.Split(*clients, ",") {
 		v, err := strconv.Atoi(strings.TrimSpace(c))
 		if err != nil || v < 1 {
@@ -128,8 +129,8 @@ func (h *harness) markdown(took time.Duration, smoke bool) string {
 	fmt.Fprintf(&b, "# provenanced benchmark\n\n%s, %s, %d CPUs, %s, %d requests per row%s, %s in all.\n",
 		time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), runtime.Version(), h.cfg.n, map[bool]string{true: " (smoke run)"}[smoke], took.Round(time.Second))
 	fmt.Fprintf(&b, "Reproduce: `make bench` (`go run ./bench`). The load generator shares the machine with the daemon.\n\n")
-	b.WriteString("| backend | transport | workload | clients | ops/s | p50 | p99 | daemon peak RSS | baseline ops/s | ratio | note |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	b.WriteString("| backend | transport | workload | clients | ops/s | p50 | p99 | daemon peak RSS | baseline ops/s | baseline p50 | ratio | note |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range h.rows {
 		rss := ""
 		if r.PeakRSS > 0 {
@@ -139,8 +140,8 @@ func (h *harness) markdown(took time.Duration, smoke bool) string {
 		if r.Baseline > 0 {
 			base = fmt.Sprintf("%.0f", r.Baseline)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s |\n",
-			r.Backend, r.Transport, r.Workload, r.Clients, r.Ops, dur(r.P50), dur(r.P99), rss, base, r.ratio(), r.Note)
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Backend, r.Transport, r.Workload, r.Clients, r.Ops, dur(r.P50), dur(r.P99), rss, base, dur(r.BaseP50), r.ratio(), r.Note)
 	}
 	for _, n := range h.notes {
 		fmt.Fprintf(&b, "\n%s\n", n)

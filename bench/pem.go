@@ -76,7 +76,7 @@ func pemExtras(h *harness, d *daemonProc, dir string, key *ecdsa.PrivateKey) err
 			}
 		}
 		bestBare.Backend, bestBare.Workload, bestBare.Note = "pem", "bare", "bare net/http server"
-		best.Backend, best.Workload, best.Baseline, best.Note = "pem", "sign", bestBare.Ops, "vs the bare server"
+		best.Backend, best.Workload, best.Baseline, best.BaseP50, best.Note = "pem", "sign", bestBare.Ops, bestBare.P50, "vs the bare server"
 		h.add(bestBare)
 		h.add(best)
 	}
