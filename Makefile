@@ -5,7 +5,7 @@ DEV_DIR ?= .dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test bench lint fuzz clean testenv
+.PHONY: build run test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
 
 ## build: the daemon binary in bin/
 build:
@@ -24,9 +24,26 @@ test:
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
-## bench: the benchmarks
+## bench: the real daemon on every backend against in-process baselines; the table goes to bench/results.md
 bench:
+	$(GO) run ./bench -out bench/results.md
+
+## bench-smoke: a small run of the same harness, to prove it works (CI runs it; no speed figure fails it)
+bench-smoke:
+	$(GO) run ./bench -smoke -out ''
+
+## bench-go: the Go benchmarks of each package (go test -bench)
+bench-go:
 	$(GO) test -run '^$$' -bench . -benchmem ./...
+
+## fuzz: fuzz record verification and decoding for FUZZTIME (default 5m), seeded with the reference vectors
+FUZZTIME ?= 5m
+fuzz:
+	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./provenance/
+
+## fuzz-smoke: the same for 20 seconds (CI)
+fuzz-smoke:
+	$(MAKE) fuzz FUZZTIME=20s
 
 ## lint: formatting and vet
 lint:
