@@ -153,6 +153,9 @@ func TestEndToEndDevMode(t *testing.T) {
 	signed++
 	sig, _ := os.ReadFile(msgFile + ".sig")
 	opensslVerify(t, pubPEM, []byte("from the command line"), sig)
+	if out, code := testenv.Run(daemonBin, nil, "health", "-ready", "-socket", sock); code != 0 || !strings.Contains(out, "ready") {
+		t.Errorf("provenanced health -ready: %d %s", code, out)
+	}
 	out, code = testenv.Run(daemonBin, nil, "keys", "-url", "http://"+p.HTTP)
 	if code != 0 || !strings.Contains(out, "signing") || !strings.Contains(out, "pem") {
 		t.Fatalf("provenanced keys: %d %s", code, out)

@@ -142,3 +142,33 @@ func signCmd(args []string, stdout, stderr io.Writer) error {
 	fmt.Fprintln(stdout, base64.StdEncoding.EncodeToString(sig))
 	return nil
 }
+
+func init() {
+	register("health", "ask the daemon whether it is alive (or, with -ready, ready): exit status 0 or 1, for probes", healthCmd)
+}
+
+// healthCmd is for container probes that cannot reach a listener bound to 127.0.0.1 or
+// a Unix socket: an exec probe runs it inside the pod.
+func healthCmd(args []string, stdout, stderr io.Writer) error {
+	fs := newFlags("health", "[-ready] [-socket S | -url U]", stderr)
+	df := addDaemonFlags(fs)
+	ready := fs.Bool("ready", false, "ask /readyz (every key can sign, every certificate is valid) rather than /healthz")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return err
+	}
+	c, ctx, cancel, err := df.client()
+	if err != nil {
+		return err
+	}
+	defer cancel()
+	path := "/healthz"
+	if *ready {
+		path = "/readyz"
+	}
+	var out json.RawMessage
+	if err := c.Do(ctx, "GET", path, nil, &out); err != nil {
+		return err
+	}
+	fmt.Fprintf(stdout, "%s\n", out)
+	return nil
+}
