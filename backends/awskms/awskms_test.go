@@ -51,14 +51,27 @@ func TestOpenSignsDigests(t *testing.T) {
 	if err := k.Ready(ctx); err != nil {
 		t.Fatalf("Ready: %v", err)
 	}
-	// A CSR signed by the KMS key, as provenanced csr makes it (crypto.Signer, no context).
-	der, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "https://member.example/a/1"}}, k)
+	// A CSR signed by the KMS key, as provenanced csr makes it: openssl accepts it and it
+	// is for the KMS key; and again from a CSR made with another key, as the original's
+	// sign-with-kms.py did.
+	csrPEM, err := backends.CreateCSR(ctx, k, backends.CSRRequest{Subject: "/C=GB/O=KMS Member Ltd/CN=https://member.example/a/1", URIs: []string{"https://member.example/a/1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	csr, err := x509.ParseCertificateRequest(der)
-	if err != nil || csr.CheckSignature() != nil || !key.Public.Equal(csr.PublicKey) {
-		t.Fatalf("CSR: %v", err)
+	if err := testenv.CheckCSR(csrPEM, key.Public); err != nil {
+		t.Fatal(err)
+	}
+	other, _ := testenv.NewKey()
+	tmpDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "https://member.example/a/1"}}, other)
+	if err != nil {
+		t.Fatal(err)
+	}
+	resigned, err := backends.CreateCSR(ctx, k, backends.CSRRequest{From: tmpDER})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.CheckCSR(resigned, key.Public); err != nil {
+		t.Fatal(err)
 	}
 	for i := range 20 {
 		digest := sha256.Sum256([]byte{byte(i)})

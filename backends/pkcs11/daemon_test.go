@@ -476,6 +476,20 @@ func TestKeygenThenServe(t *testing.T) {
 	if err != nil || !pub.(*ecdsa.PublicKey).Equal(inToken) {
 		t.Fatalf("keygen printed a key that is not the token's (%v)", err)
 	}
+	// A CSR for the new key, signed in the token: openssl accepts it, and it is for the
+	// token's key.
+	csrFile := filepath.Join(filepath.Dir(h.Config), "signing.csr")
+	if out, code := testenv.Run(bin, env, "csr", "-config", h.Config, "-key", "signing",
+		"-subject", "/C=GB/O=HSM Member Ltd/CN=https://member.example/a/7", "-uri", "https://member.example/a/7", "-out", csrFile); code != 0 {
+		t.Fatalf("csr: exit %d: %s", code, out)
+	}
+	csrPEM, err := os.ReadFile(csrFile)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := testenv.CheckCSR(csrPEM, inToken); err != nil {
+		t.Fatal(err)
+	}
 	out, code = testenv.Run(bin, env, "keygen", "-config", h.Config, "-key", "signing")
 	if code != 2 || !strings.Contains(out, "never overwrites") {
 		t.Fatalf("a second keygen: exit %d: %s", code, out)
