@@ -23,14 +23,8 @@ func (a *API) csr(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	body, err := a.readJSONBody(w, r)
-	if err != nil {
-		a.writeRequestError(w, r, err)
-		return
-	}
 	var req csrRequest
-	if err := decodeStrict(body, &req, "subject, uris, dns, from"); err != nil {
-		a.writeRequestError(w, r, err)
+	if !a.decodeRequest(w, r, &req, "subject, uris, dns, from") {
 		return
 	}
 	in := backends.CSRRequest{Subject: req.Subject, URIs: req.URIs, DNS: req.DNS}

@@ -61,6 +61,20 @@ func badRequest(msg string) error {
 	return &requestError{http.StatusBadRequest, "bad_request", msg}
 }
 
+// decodeRequest reads a JSON body into v, rejecting fields not in accepted; on a bad
+// request it answers and reports false.
+func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request, v any, accepted string) bool {
+	body, err := a.readJSONBody(w, r)
+	if err == nil {
+		err = decodeStrict(body, v, accepted)
+	}
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return false
+	}
+	return true
+}
+
 // readJSONBody checks the Content-Type and reads the body within the size limit.
 func (a *API) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
 	ct := r.Header.Get("Content-Type")

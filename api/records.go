@@ -83,14 +83,8 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := a.opts.Provenance
-	body, err := a.readJSONBody(w, r)
-	if err != nil {
-		a.writeRequestError(w, r, err)
-		return
-	}
 	var req signRecordRequest
-	if err := decodeStrict(body, &req, "record, records, steps, key"); err != nil {
-		a.writeRequestError(w, r, err)
+	if !a.decodeRequest(w, r, &req, "record, records, steps, key") {
 		return
 	}
 	key := p.Key
@@ -172,14 +166,8 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := a.opts.Provenance
-	body, err := a.readJSONBody(w, r)
-	if err != nil {
-		a.writeRequestError(w, r, err)
-		return
-	}
 	var req verifyRecordRequest
-	if err := decodeStrict(body, &req, "record, find, filter, framework"); err != nil {
-		a.writeRequestError(w, r, err)
+	if !a.decodeRequest(w, r, &req, "record, find, filter, framework") {
 		return
 	}
 	if len(req.Record) == 0 || string(req.Record) == "null" {
@@ -254,17 +242,11 @@ func (a *API) graphRecord(w http.ResponseWriter, r *http.Request) {
 	if !a.provenanceReady(w, false) {
 		return
 	}
-	body, err := a.readJSONBody(w, r)
-	if err != nil {
-		a.writeRequestError(w, r, err)
-		return
-	}
 	var req struct {
 		Record    json.RawMessage `json:"record"`
 		Framework string          `json:"framework"`
 	}
-	if err := decodeStrict(body, &req, "record, framework"); err != nil {
-		a.writeRequestError(w, r, err)
+	if !a.decodeRequest(w, r, &req, "record, framework") {
 		return
 	}
 	if len(req.Record) == 0 || string(req.Record) == "null" {

@@ -54,15 +54,25 @@ type seedForm struct {
 	problems []seedProblem
 }
 
-func (a *API) readSeedForm(w http.ResponseWriter, r *http.Request) (*seedForm, bool) {
+// readSeedBody reads the body within the size limit, answering in the original's shape
+// when it cannot.
+func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
 	body, err := readBody(w, r, a.opts.MaxRequestBytes)
 	if err != nil {
 		var re *requestError
-		if errors.As(err, &re) && re.status == http.StatusRequestEntityTooLarge {
+		if errors.As(err, &re) {
 			writeDetail(w, re.status, re.msg)
-			return nil, false
+		} else {
+			writeDetail(w, http.StatusBadRequest, "cannot read the request body")
 		}
-		writeDetail(w, http.StatusBadRequest, "cannot read the request body")
+		return nil, false
+	}
+	return body, true
+}
+
+func (a *API) readSeedForm(w http.ResponseWriter, r *http.Request) (*seedForm, bool) {
+	body, ok := a.readSeedBody(w, r)
+	if !ok {
 		return nil, false
 	}
 	f := &seedForm{}
@@ -394,14 +404,8 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request) {
 	if !a.seedReady(w, false) {
 		return
 	}
-	body, err := readBody(w, r, a.opts.MaxRequestBytes)
-	if err != nil {
-		var re *requestError
-		if errors.As(err, &re) {
-			writeDetail(w, re.status, re.msg)
-			return
-		}
-		writeDetail(w, http.StatusBadRequest, "cannot read the request body")
+	body, ok := a.readSeedBody(w, r)
+	if !ok {
 		return
 	}
 	if !json.Valid(body) {

@@ -158,21 +158,7 @@ func ParseDN(s string) ([]byte, error) {
 }
 
 func splitSlashDN(s string) []string {
-	var parts []string
-	var cur strings.Builder
-	for i := 0; i < len(s); i++ {
-		switch {
-		case s[i] == '\\' && i+1 < len(s):
-			i++
-			cur.WriteByte(s[i])
-		case s[i] == '/' && startsAttribute(s[i+1:]):
-			parts = append(parts, cur.String())
-			cur.Reset()
-		default:
-			cur.WriteByte(s[i])
-		}
-	}
-	return append(parts, cur.String())
+	return splitDN(s, func(i int) bool { return s[i] == '/' && startsAttribute(s[i+1:]) })
 }
 
 func startsAttribute(s string) bool {
@@ -185,6 +171,12 @@ func startsAttribute(s string) bool {
 }
 
 func splitEscaped(s string, sep byte) []string {
+	return splitDN(s, func(i int) bool { return s[i] == sep })
+}
+
+// splitDN splits s where at(i) says a new attribute starts; a backslash escapes the next
+// character.
+func splitDN(s string, at func(i int) bool) []string {
 	var parts []string
 	var cur strings.Builder
 	for i := 0; i < len(s); i++ {
@@ -192,7 +184,7 @@ func splitEscaped(s string, sep byte) []string {
 		case s[i] == '\\' && i+1 < len(s):
 			i++
 			cur.WriteByte(s[i])
-		case s[i] == sep:
+		case at(i):
 			parts = append(parts, cur.String())
 			cur.Reset()
 		default:

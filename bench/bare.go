@@ -1,9 +1,6 @@
 package main
 
 import (
-	"crypto/ecdsa"
-	"crypto/rand"
-	"encoding/json"
 	"errors"
 	"flag"
 	"net"
@@ -17,9 +14,8 @@ import (
 	"github.com/ib1/provenanced/testenv"
 )
 
-// The bare server is what a developer would write in ten minutes: net/http, decode
-// {"digest"} with encoding/json, sign, encode the answer. The daemon, with its metrics,
-// logs and checks, is measured against it with the same load generator.
+// The bare server (testenv.BareSignHandler on net/http) runs in a process of its own,
+// as the daemon does, and is driven by the same load generator.
 
 // bareServer runs the bare server: bench bare-server -key KEY -socket S -http ADDR.
 func bareServer(args []string) error {
@@ -34,24 +30,7 @@ func bareServer(args []string) error {
 	if err != nil {
 		return err
 	}
-	h := http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Digest []byte `json:"digest"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Digest) != 32 {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		sig, err := ecdsa.SignASN1(rand.Reader, key, req.Digest)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(struct {
-			Signature []byte `json:"signature"`
-		}{sig})
-	})
+	h := testenv.BareSignHandler(key)
 	ul, err := net.Listen("unix", *socket)
 	if err != nil {
 		return err

@@ -5,10 +5,8 @@ import (
 	"context"
 	"crypto"
 	"crypto/ecdsa"
-	"crypto/rand"
 	"crypto/sha256"
 	"encoding/base64"
-	"encoding/json"
 	"fmt"
 	"io"
 	"log/slog"
@@ -85,24 +83,7 @@ func startBareServer(b *testing.B, key *ecdsa.PrivateKey) string {
 	if err != nil {
 		b.Fatal(err)
 	}
-	srv := &http.Server{Handler: http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
-		var req struct {
-			Digest []byte `json:"digest"`
-		}
-		if err := json.NewDecoder(r.Body).Decode(&req); err != nil || len(req.Digest) != 32 {
-			http.Error(w, "bad request", http.StatusBadRequest)
-			return
-		}
-		sig, err := ecdsa.SignASN1(rand.Reader, key, req.Digest)
-		if err != nil {
-			http.Error(w, err.Error(), http.StatusInternalServerError)
-			return
-		}
-		w.Header().Set("Content-Type", "application/json")
-		json.NewEncoder(w).Encode(struct {
-			Signature []byte `json:"signature"`
-		}{sig})
-	})}
+	srv := &http.Server{Handler: testenv.BareSignHandler(key)}
 	go srv.Serve(l)
 	b.Cleanup(func() { srv.Close() })
 	return sock
