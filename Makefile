@@ -5,7 +5,7 @@ DEV_DIR ?= .dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
+.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
 
 ## build: the daemon binary in bin/
 build:
@@ -19,8 +19,12 @@ run: build
 testenv: build
 	$(GO) run ./testenv/cmd/testenv -dir .testenv -bin $(BIN)
 
-## test: vet, then every test (SoftHSM, the KMS emulator, openssl and python3-cryptography must be installed: see .ci/run)
-test:
+## deps: install what the tests need beyond Go (Debian packages; as root), or say what
+deps:
+	@bash .ci/deps
+
+## test: vet, then every test; installs the Debian packages the tests use first (see .ci/deps)
+test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
