@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"log/slog"
+	"net/http"
 	"os"
 	"path/filepath"
 	"strings"
@@ -95,5 +96,50 @@ func TestReadyzOfADaemon(t *testing.T) {
 	}
 	if d.Metrics() == nil || d.Handler() == nil {
 		t.Fatal("daemon without metrics or handler")
+	}
+}
+
+// pprof, when turned on, is served on the Unix socket and never on TCP.
+func TestPprofOnTheSocketOnly(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	addr, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	cfgPath := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfgPath, []byte("[server]\nsocket = \"p.sock\"\nhttp = \""+addr+"\"\npprof = true\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
+	cfg, err := conf.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	d, err := New(context.Background(), cfg, Options{Listening: func(string, string) { close(ready) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-ready
+	get := func(c *http.Client, url string) int {
+		resp, err := c.Get(url)
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := get(testenv.UnixClient(cfg.Server.Socket), "http://provenanced/debug/pprof/"); code != 200 {
+		t.Errorf("pprof on the socket: %d", code)
+	}
+	if code := get(http.DefaultClient, "http://"+addr+"/debug/pprof/"); code != 404 {
+		t.Errorf("pprof on TCP: %d, want 404", code)
+	}
+	if code := get(http.DefaultClient, "http://"+addr+"/healthz"); code != 200 {
+		t.Errorf("healthz on TCP: %d", code)
 	}
 }
