@@ -174,8 +174,30 @@ func (a *API) seedReady(w http.ResponseWriter, signing bool) bool {
 	return true
 }
 
-// signSeed signs the builder's record and answers it, or the original's error shape.
-func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Builder) {
+// seedSteps adds a record's steps in order and keeps the first error, so that a handler
+// lists its steps as the record has them and checks once, in signSeed.
+type seedSteps struct {
+	b   *provenance.Builder
+	err error
+}
+
+// add adds a step of type typ and returns its id ("" after an error).
+func (s *seedSteps) add(typ string, members ...provenance.Member) string {
+	if s.err != nil {
+		return ""
+	}
+	id, err := s.b.AddStep(provenance.NewStep(typ, members...))
+	s.err = err
+	return id
+}
+
+// signSeed signs the record of steps and answers it, or the original's error shape.
+func (a *API) signSeed(w http.ResponseWriter, r *http.Request, steps *seedSteps) {
+	if steps.err != nil {
+		writeDetail(w, http.StatusBadRequest, steps.err.Error())
+		return
+	}
+	b := steps.b
 	p := a.opts.Provenance
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
@@ -232,46 +254,37 @@ func (a *API) signEDP(w http.ResponseWriter, r *http.Request) {
 	}
 	p := a.opts.Provenance
 	scheme := p.Scheme
-	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
-	permission, err := b.AddStep(provenance.NewStep("permission",
+	steps := &seedSteps{b: provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)}
+	permission := steps.add("permission",
 		m("scheme", scheme),
 		m("timestamp", provenance.FormatTimestamp(granted)),
 		m("account", account),
 		m("allows", obj(m("licences", []any{scheme + edpLicence}))),
 		m("expires", provenance.FormatTimestamp(expires)),
-	))
-	var origin string
-	if err == nil {
-		origin, err = b.AddStep(provenance.NewStep("origin",
-			m("scheme", scheme),
-			m("sourceType", scheme+sourceMeter),
-			m("origin", originURL),
-			m("originLicence", originLicence),
-			m("external", true),
-			m("permissions", []any{permission}),
-			m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(from)), m("to", day(to)))))),
-			m("perseus:assurance", obj(m("dataSource", scheme+assuranceMeter))),
-		))
-	}
-	if err == nil {
-		_, err = b.AddStep(provenance.NewStep("transfer",
-			m("scheme", scheme),
-			m("of", origin),
-			m("to", capMember),
-			m("standard", scheme+edpStandard),
-			m("licence", scheme+edpLicence),
-			m("service", serviceURL),
-			m("path", "/readings"),
-			m("parameters", obj(m("measure", "import"), m("from", day(from)), m("to", day(to)))),
-			m("permissions", []any{permission}),
-			m("transaction", fapiID),
-		))
-	}
-	if err != nil {
-		writeDetail(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	a.signSeed(w, r, b)
+	)
+	origin := steps.add("origin",
+		m("scheme", scheme),
+		m("sourceType", scheme+sourceMeter),
+		m("origin", originURL),
+		m("originLicence", originLicence),
+		m("external", true),
+		m("permissions", []any{permission}),
+		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(from)), m("to", day(to)))))),
+		m("perseus:assurance", obj(m("dataSource", scheme+assuranceMeter))),
+	)
+	steps.add("transfer",
+		m("scheme", scheme),
+		m("of", origin),
+		m("to", capMember),
+		m("standard", scheme+edpStandard),
+		m("licence", scheme+edpLicence),
+		m("service", serviceURL),
+		m("path", "/readings"),
+		m("parameters", obj(m("measure", "import"), m("from", day(from)), m("to", day(to)))),
+		m("permissions", []any{permission}),
+		m("transaction", fapiID),
+	)
+	a.signSeed(w, r, steps)
 }
 
 // signCAP is the original's POST /api/v1/sign/cap: verify the EDP record, find its one
@@ -345,26 +358,16 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	transferID, _ := transfer.GetString("id")
-	var receipt, permission, origin, process string
-	add := func(dst *string, step *provenance.Object) {
-		if err != nil {
-			return
-		}
-		var id string
-		id, err = b.AddStep(step)
-		if dst != nil {
-			*dst = id
-		}
-	}
-	add(&receipt, provenance.NewStep("receipt", m("transfer", transferID)))
-	add(&permission, provenance.NewStep("permission",
+	added := &seedSteps{b: b}
+	receipt := added.add("receipt", m("transfer", transferID))
+	permission := added.add("permission",
 		m("scheme", scheme),
 		m("timestamp", provenance.FormatTimestamp(granted)),
 		m("account", capAccount),
 		m("allows", obj(m("licenses", []any{scheme + capLicense}), m("processes", []any{scheme + capProcess}))),
 		m("expires", provenance.FormatTimestamp(expires)),
-	))
-	add(&origin, provenance.NewStep("origin",
+	)
+	origin := added.add("origin",
 		m("scheme", scheme),
 		m("sourceType", scheme+sourceGrid),
 		m("origin", gridOrigin),
@@ -372,15 +375,15 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 		m("external", true),
 		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(from)), m("to", day(to)))), m("postcode", postcode))),
 		m("perseus:assurance", obj(m("missingData", scheme+missingComplete))),
-	))
-	add(&process, provenance.NewStep("process",
+	)
+	process := added.add("process",
 		m("scheme", scheme),
 		m("inputs", []any{receipt, origin}),
 		m("process", scheme+capProcess),
 		m("permissions", []any{permission}),
 		m("perseus:assurance", obj(m("missingData", scheme+missingSubst))),
-	))
-	add(nil, provenance.NewStep("transfer",
+	)
+	added.add("transfer",
 		m("scheme", scheme),
 		m("of", process),
 		m("to", bankMember),
@@ -390,12 +393,8 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 		m("path", "/emissions"),
 		m("parameters", obj(m("from", day(from)), m("to", day(to)))),
 		m("permissions", []any{permission}),
-	))
-	if err != nil {
-		writeDetail(w, http.StatusBadRequest, err.Error())
-		return
-	}
-	a.signSeed(w, r, b)
+	)
+	a.signSeed(w, r, added)
 }
 
 // decode is the original's POST /api/v1/decode: the body is a record; it is verified

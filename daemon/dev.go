@@ -48,26 +48,9 @@ func PrepareDev(dir string) (string, bool, error) {
 
 // DevConfig is the config `serve -dev` writes for files.
 func DevConfig(files testenv.Files) string {
-	return fmt.Sprintf(`# Written by provenanced serve -dev: a development setup with a test PKI.
-# Not for production: the key is a PEM file and the root CA is a test one.
-
-[server]
-socket = "provenanced.sock"
-socket_mode = "0600"
-http = %q
-
-[provenance]
-trust_framework = %q
-scheme = %q
-root_ca = %q
-key = "signing"
-
-[keys.signing]
-backend = "pem"
-private_key = %q
-certificates = %q
-`, DevHTTP, testenv.SandboxTrustFramework, testenv.SandboxScheme,
-		rel(files.Dir, files.RootCA), rel(files.Dir, files.PrivateKey), rel(files.Dir, files.Bundle))
+	return testenv.ConfigHead("# Written by provenanced serve -dev: a development setup with a test PKI.\n# Not for production: the key is a PEM file and the root CA is a test one.",
+		DevHTTP, rel(files.Dir, files.RootCA)) +
+		fmt.Sprintf("backend = \"pem\"\nprivate_key = %q\ncertificates = %q\n", rel(files.Dir, files.PrivateKey), rel(files.Dir, files.Bundle))
 }
 
 func rel(dir, p string) string {

@@ -263,51 +263,26 @@ func (p *PKI) WriteFiles(dir string, key *ecdsa.PrivateKey, leaf *x509.Certifica
 	return f, nil
 }
 
-// LoadPKI reads back a PKI that WriteFiles wrote, so that a developer's folder keeps its
-// root across runs.
-func LoadPKI(dir string) (*PKI, error) {
-	f := DevFiles(dir)
-	root, err := readCA(f.RootCA, f.RootCAKey)
-	if err != nil {
-		return nil, err
-	}
-	issuer, err := readCA(f.Issuer, f.IssuerKey)
-	if err != nil {
-		return nil, err
-	}
-	return &PKI{Root: root, Issuer: issuer}, nil
-}
+// ConfigHead is the [server] and [provenance] sections of the configs that `serve -dev`
+// and the test fixtures write: the socket beside the config, TCP on httpAddr, the sandbox
+// trust framework, rootCA (relative to the config) and the key "signing". comment opens
+// the file; the caller appends the [keys.signing] table.
+func ConfigHead(comment, httpAddr, rootCA string) string {
+	return fmt.Sprintf(`%s
 
-func readCA(certPath, keyPath string) (CA, error) {
-	certPEM, err := os.ReadFile(certPath)
-	if err != nil {
-		return CA{}, err
-	}
-	b, _ := pem.Decode(certPEM)
-	if b == nil {
-		return CA{}, fmt.Errorf("testenv: %s holds no PEM certificate", certPath)
-	}
-	cert, err := x509.ParseCertificate(b.Bytes)
-	if err != nil {
-		return CA{}, fmt.Errorf("testenv: %s: %w", certPath, err)
-	}
-	keyPEM, err := os.ReadFile(keyPath)
-	if err != nil {
-		return CA{}, err
-	}
-	kb, _ := pem.Decode(keyPEM)
-	if kb == nil {
-		return CA{}, fmt.Errorf("testenv: %s holds no PEM key", keyPath)
-	}
-	k, err := x509.ParsePKCS8PrivateKey(kb.Bytes)
-	if err != nil {
-		return CA{}, fmt.Errorf("testenv: %s: %w", keyPath, err)
-	}
-	ek, ok := k.(*ecdsa.PrivateKey)
-	if !ok {
-		return CA{}, fmt.Errorf("testenv: %s is not an EC key", keyPath)
-	}
-	return CA{cert, ek}, nil
+[server]
+socket = "provenanced.sock"
+socket_mode = "0600"
+http = %q
+
+[provenance]
+trust_framework = %q
+scheme = %q
+root_ca = %q
+key = "signing"
+
+[keys.signing]
+`, comment, httpAddr, SandboxTrustFramework, SandboxScheme, rootCA)
 }
 
 // WriteFileAtomic writes data to a temporary file beside path with the final mode from

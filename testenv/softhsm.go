@@ -503,22 +503,8 @@ func (h *HSM) ConfigTOML(set map[string]string) string {
 		}
 	}
 	var b strings.Builder
-	fmt.Fprintf(&b, `# Written by provenanced's testenv: a SoftHSM token and a test PKI. Not for production.
-# Run with SOFTHSM2_CONF=%s
-
-[server]
-socket = "provenanced.sock"
-socket_mode = "0600"
-http = %q
-
-[provenance]
-trust_framework = %q
-scheme = %q
-root_ca = %q
-key = "signing"
-
-[keys.signing]
-`, h.Conf, h.opts.HTTP, SandboxTrustFramework, SandboxScheme, filepath.Base(h.Files.RootCA))
+	b.WriteString(ConfigHead("# Written by provenanced's testenv: a SoftHSM token and a test PKI. Not for production.\n# Run with SOFTHSM2_CONF="+h.Conf,
+		h.opts.HTTP, filepath.Base(h.Files.RootCA)))
 	var keys []string
 	for k := range f {
 		keys = append(keys, k)

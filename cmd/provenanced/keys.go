@@ -57,14 +57,19 @@ func (f daemonFlags) client() (*client.Client, context.Context, context.CancelFu
 	return c, ctx, cancel, nil
 }
 
+// connect parses the flags of a command that only talks to the daemon, and connects.
+func (f daemonFlags) connect(fs *flag.FlagSet, args []string) (*client.Client, context.Context, context.CancelFunc, error) {
+	if err := parseFlags(fs, args, 0); err != nil {
+		return nil, nil, nil, err
+	}
+	return f.client()
+}
+
 func keysCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("keys", "[-socket S | -url U] [-json]", stderr)
 	df := addDaemonFlags(fs)
 	asJSON := fs.Bool("json", false, "print the daemon's JSON")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
-	c, ctx, cancel, err := df.client()
+	c, ctx, cancel, err := df.connect(fs, args)
 	if err != nil {
 		return err
 	}
@@ -153,10 +158,7 @@ func healthCmd(args []string, stdout, stderr io.Writer) error {
 	fs := newFlags("health", "[-ready] [-socket S | -url U]", stderr)
 	df := addDaemonFlags(fs)
 	ready := fs.Bool("ready", false, "ask /readyz (every key can sign, every certificate is valid) rather than /healthz")
-	if err := parseFlags(fs, args, 0); err != nil {
-		return err
-	}
-	c, ctx, cancel, err := df.client()
+	c, ctx, cancel, err := df.connect(fs, args)
 	if err != nil {
 		return err
 	}
