@@ -164,6 +164,39 @@ func TestStartupErrors(t *testing.T) {
 
 // KMS unreachable at start: an error naming the key, which says KMS is unavailable
 // rather than that the config is wrong.
+// A readiness check that goes out on a kept-alive connection which KMS has just closed
+// is sent again on a new one rather than reporting KMS down: the check has one attempt.
+func TestReadyResendsOnClosedConnection(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	proxy := newFaultProxy(t, lk.Endpoint())
+	cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL))
+	ctx := ctxT(t)
+	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer k.Close()
+	if err := k.Ready(ctx); err != nil { // leaves a kept-alive connection
+		t.Fatal(err)
+	}
+	proxy.reset()
+	proxy.inject("GetPublicKey", fault{drop: true, times: 1})
+	if err := k.Ready(ctx); err != nil {
+		t.Fatalf("Ready after one dropped connection: %v", err)
+	}
+	if n := proxy.count("GetPublicKey"); n != 2 {
+		t.Errorf("KMS saw %d GetPublicKey calls, want 2 (one dropped, one answered)", n)
+	}
+
+	// Every connection dropped: not ready, saying why.
+	proxy.inject("GetPublicKey", fault{drop: true, times: -1})
+	err = k.Ready(ctx)
+	if err == nil || !strings.Contains(err.Error(), "cannot reach AWS KMS: it closed the connection without answering") {
+		t.Errorf("Ready with every connection dropped: %v", err)
+	}
+}
+
 func TestStartWithKMSDown(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	endpoint := lk.Endpoint()

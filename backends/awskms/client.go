@@ -1,12 +1,14 @@
 package awskms
 
 import (
+	"bytes"
 	"context"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/x509"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"net/http"
 	"net/url"
@@ -20,6 +22,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 	"github.com/aws/smithy-go"
+	smithyhttp "github.com/aws/smithy-go/transport/http"
 
 	"github.com/ib1/provenanced/conf"
 )
@@ -104,6 +107,9 @@ func connect(ctx context.Context, spec *conf.Key, o *Options) (*kms.Client, targ
 	if cfg.Credentials != nil {
 		cfg.Credentials = markCredentials{cfg.Credentials}
 	}
+	// Wrapped only now: loading the configuration adds AWS_CA_BUNDLE's roots to the
+	// SDK's own client type, and would refuse another.
+	cfg.HTTPClient = resendReadOnly{cfg.HTTPClient}
 	client := kms.NewFromConfig(cfg, func(ko *kms.Options) {
 		if o.Endpoint != "" {
 			ko.BaseEndpoint = aws.String(o.Endpoint)
@@ -115,6 +121,33 @@ func connect(ctx context.Context, spec *conf.Key, o *Options) (*kms.Client, targ
 		t.endpoint = *e
 	}
 	return client, t, nil
+}
+
+// resendReadOnly lets net/http send KMS's read-only calls again, at once and on a fresh
+// connection, when the kept-alive connection it picked turns out to be closed (KMS or a
+// load balancer let it go as the request went out). Without it such a call fails with
+// EOF: a Sign then waits for the retryer's backoff, and a readiness check, which has one
+// attempt, reports KMS down when it is not. net/http resends only a request that it can
+// rewind (GetBody) and that is marked idempotent; the SDK's requests are neither, so
+// their small JSON body is kept in memory, and the mark is an empty Idempotency-Key,
+// which is never sent (and is set after SigV4 has signed the headers).
+type resendReadOnly struct{ aws.HTTPClient }
+
+func (c resendReadOnly) Do(req *http.Request) (*http.Response, error) {
+	switch req.Header.Get("X-Amz-Target") {
+	case "TrentService.Sign", "TrentService.GetPublicKey", "TrentService.DescribeKey":
+		if req.GetBody == nil && req.Body != nil && req.Body != http.NoBody {
+			body, err := io.ReadAll(req.Body)
+			req.Body.Close()
+			if err != nil {
+				return nil, err
+			}
+			req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+			req.Body, _ = req.GetBody()
+		}
+		req.Header["Idempotency-Key"] = nil
+	}
+	return c.HTTPClient.Do(req)
 }
 
 // newRetryer is the SDK's standard retryer (exponential backoff with jitter; throttling,
@@ -195,7 +228,7 @@ func (e *credentialsError) Unwrap() error { return e.err }
 func reason(err error) string {
 	attempts := ""
 	var me *retry.MaxAttemptsError
-	if errors.As(err, &me) {
+	if errors.As(err, &me) && me.Attempt > 1 {
 		attempts = fmt.Sprintf(" (after %d attempts)", me.Attempt)
 	}
 	var ce *credentialsError
@@ -215,6 +248,18 @@ func reason(err error) string {
 		return "no answer before the deadline" + attempts
 	case errors.Is(err, context.Canceled):
 		return "cancelled" + attempts
+	}
+	var se *smithyhttp.RequestSendError
+	if errors.As(err, &se) {
+		inner := se.Err
+		var ue *url.Error
+		if errors.As(inner, &ue) {
+			inner = ue.Err // without "Post URL": the endpoint is named already
+		}
+		if errors.Is(inner, io.EOF) || errors.Is(inner, io.ErrUnexpectedEOF) {
+			return "cannot reach AWS KMS: it closed the connection without answering" + attempts
+		}
+		return "cannot reach AWS KMS: " + inner.Error() + attempts
 	}
 	var oe *net.OpError
 	if errors.As(err, &oe) {

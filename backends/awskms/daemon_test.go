@@ -204,6 +204,44 @@ func TestDaemonRetriesThrottling(t *testing.T) {
 	}
 }
 
+// A connection that closes with the request sent and no answer (KMS restarting, a load
+// balancer letting a kept-alive connection go) is sent again; a KMS that drops every
+// request gives 503 saying so, after a bounded number of attempts.
+func TestDaemonResendsOnDroppedConnection(t *testing.T) {
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	proxy := newFaultProxy(t, lk.Endpoint())
+	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL)))
+	ctx := ctxT(t)
+	digest := sha256.Sum256([]byte("dropped"))
+
+	proxy.reset()
+	proxy.inject("Sign", fault{drop: true, times: 1})
+	sig, err := d.SignDigest(ctx, "signing", digest[:])
+	if err != nil {
+		t.Fatalf("one dropped connection: %v", err)
+	}
+	if !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
+		t.Fatal("signature does not verify")
+	}
+	if n := proxy.count("Sign"); n != 2 {
+		t.Errorf("KMS saw %d Sign calls, want 2 (one dropped, one signed)", n)
+	}
+
+	proxy.reset()
+	proxy.inject("Sign", fault{drop: true, times: -1})
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	wantStatus(t, err, http.StatusServiceUnavailable, "cannot reach AWS KMS: it closed the connection without answering", "after 3 attempts")
+	// Each of the retryer's attempts may be sent twice by net/http, when it went out on a
+	// kept-alive connection.
+	if n := proxy.count("Sign"); n < 3 || n > 6 {
+		t.Errorf("KMS saw %d Sign calls, want 3 to 6", n)
+	}
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("backend_up = %s while KMS drops every request, want 0", up)
+	}
+}
+
 // Refusals that no retry can change answer 503 with KMS's reason at once: one Sign call
 // each, counted at the proxy.
 func TestDaemonDoesNotRetryRefusals(t *testing.T) {

@@ -142,11 +142,12 @@ type fault struct {
 	msg    string
 	times  int  // how many requests to answer so; < 0 for all
 	hang   bool // answer nothing until the caller gives up
+	drop   bool // close the connection without answering
 }
 
 // faultProxy stands between the daemon and the emulator, on 127.0.0.1, counting the
 // requests of each KMS operation and answering some of them with a fault: the emulator
-// cannot throttle or deny access on demand.
+// cannot throttle, deny access or drop a connection mid-request on demand.
 type faultProxy struct {
 	*httptest.Server
 	mu     sync.Mutex
@@ -173,6 +174,14 @@ func newFaultProxy(t testing.TB, upstream string) *faultProxy {
 				f.times--
 			}
 			p.mu.Unlock()
+			if f.drop {
+				io.Copy(io.Discard, r.Body)
+				conn, _, err := http.NewResponseController(w).Hijack()
+				if err == nil {
+					conn.Close()
+				}
+				return
+			}
 			if f.hang {
 				// The server notices a caller that hangs up only once the body is read.
 				io.Copy(io.Discard, r.Body)

@@ -124,7 +124,9 @@ func (c *signClient) attempt(ctx context.Context, body []byte, hash string) ([]b
 	}
 	resp, err := c.http.Do(req)
 	if err != nil {
-		return nil, err
+		// As the SDK's own calls do: any failure to send is a connection error, which
+		// the standard retryer retries.
+		return nil, &smithyhttp.RequestSendError{Err: err}
 	}
 	defer resp.Body.Close()
 	data, err := io.ReadAll(io.LimitReader(resp.Body, 64<<10))
