@@ -7,6 +7,7 @@ import (
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
@@ -344,5 +345,86 @@ func TestVersion(t *testing.T) {
 	out, code = testenv.Run(daemonBin, nil, "frobnicate")
 	if code != 2 || !strings.Contains(out, "unknown command") {
 		t.Errorf("unknown command: %d %q", code, out)
+	}
+}
+
+// The help that serve -dev prints names only the listeners that are on, and the sign
+// command it suggests works as printed.
+func TestDevHelpFollowsListeners(t *testing.T) {
+	for _, tc := range []struct {
+		name         string
+		socket, http bool
+	}{
+		{"both", true, true},
+		{"socket off", false, true},
+		{"http off", true, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			dir := t.TempDir()
+			sock, addr, env := filepath.Join(dir, "provenanced.sock"), "", []string{"PROVENANCED_HTTP=off"}
+			if tc.http {
+				var err error
+				if addr, err = testenv.FreePort(); err != nil {
+					t.Fatal(err)
+				}
+				env = []string{"PROVENANCED_HTTP=" + addr}
+			}
+			if !tc.socket {
+				sock, env = "", append(env, "PROVENANCED_SOCKET=off")
+			}
+			p := testenv.StartDaemon(t, daemonBin, sock, addr, env, "serve", "-dev", dir)
+			var help string
+			for deadline := time.Now().Add(10 * time.Second); ; time.Sleep(20 * time.Millisecond) {
+				if out := p.Output(); strings.Contains(out, "provenanced sign ") {
+					help = out
+					break
+				}
+				if time.Now().After(deadline) {
+					t.Fatalf("no help printed:\n%s", p.Output())
+				}
+			}
+			if !tc.socket && strings.Contains(help, "-socket") {
+				t.Errorf("the socket is off but the help names one:\n%s", help)
+			}
+			if !tc.http && strings.Contains(help, "http://127.0.0.1") {
+				t.Errorf("TCP is off but the help names an address:\n%s", help)
+			}
+			var line string
+			for _, l := range strings.Split(help, "\n") {
+				if strings.HasPrefix(l, "  provenanced sign ") {
+					line = l
+				}
+			}
+			sum := sha256.Sum256([]byte("hello"))
+			args := strings.Fields(strings.Replace(line, "$(printf hello | sha256sum | cut -d' ' -f1)", fmt.Sprintf("%x", sum), 1))[1:]
+			out, err := exec.Command(daemonBin, args...).Output()
+			if err != nil {
+				t.Fatalf("%s: %v", line, err)
+			}
+			sig, err := base64.StdEncoding.DecodeString(strings.TrimSpace(string(out)))
+			if err != nil {
+				t.Fatalf("%s printed %q: %v", line, out, err)
+			}
+			opts := client.Options{Socket: sock}
+			if sock == "" {
+				opts.URL = "http://" + addr
+			}
+			c, err := client.New(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			key, err := c.Key(context.Background(), "signing")
+			if err != nil {
+				t.Fatal(err)
+			}
+			block, _ := pem.Decode([]byte(key.PublicKey))
+			pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), sum[:], sig) {
+				t.Errorf("the signature from %q does not verify", line)
+			}
+		})
 	}
 }
