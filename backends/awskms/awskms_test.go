@@ -162,8 +162,6 @@ func TestStartupErrors(t *testing.T) {
 	}
 }
 
-// KMS unreachable at start: an error naming the key, which says KMS is unavailable
-// rather than that the config is wrong.
 // A readiness check that goes out on a kept-alive connection which KMS has just closed
 // is sent again on a new one rather than reporting KMS down: the check has one attempt.
 func TestReadyResendsOnClosedConnection(t *testing.T) {
@@ -197,6 +195,8 @@ func TestReadyResendsOnClosedConnection(t *testing.T) {
 	}
 }
 
+// KMS unreachable at start: an error naming the key, which says KMS is unavailable
+// rather than that the config is wrong.
 func TestStartWithKMSDown(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	endpoint := lk.Endpoint()

@@ -176,21 +176,21 @@ To look at the token, or to run the daemon on this config yourself:
 	// Either listener may be off (PROVENANCED_SOCKET=off, PROVENANCED_HTTP=off): show
 	// only what answers.
 	var listens, tries []string
-	curl, sign := "curl -s http://"+addr, "-url http://"+addr
+	target, sign := "http://"+addr, "-url http://"+addr // what curl and sign address
 	if sock != "" {
 		listens = append(listens, sock)
 		tries = append(tries, "  curl -s --unix-socket "+sock+" http://localhost/v1/keys\n")
 		sign = "-socket " + sock
 		if addr == "" {
-			curl = "curl -s --unix-socket " + sock + " http://localhost"
+			target = "--unix-socket " + sock + " http://localhost"
 		}
 	}
 	if addr != "" {
 		listens = append(listens, "http://"+addr)
 	}
 	tries = append(tries,
-		"  "+curl+"/v1/keys/signing\n",
-		"  curl -s -H 'Content-Type: application/json' -d '{\"message\":\"aGVsbG8=\"}' "+strings.TrimPrefix(curl, "curl -s ")+"/v1/keys/signing/sign\n",
+		"  curl -s "+target+"/v1/keys/signing\n",
+		"  curl -s -H 'Content-Type: application/json' -d '{\"message\":\"aGVsbG8=\"}' "+target+"/v1/keys/signing/sign\n",
 		"  provenanced sign "+sign+" -key signing -digest $(printf hello | sha256sum | cut -d' ' -f1)\n")
 	fmt.Fprintf(w, "provenanced: %s in %s\n  config:   %s\n  root CA:  %s\n  listens:  %s\n\nTry it from another terminal:\n%s\n",
 		what, dir, filepath.Join(dir, daemon.DevConfigName), filepath.Join(dir, "root-ca.pem"),
