@@ -74,7 +74,9 @@ func opensslVerify(t *testing.T, pubPEM string, data, sig []byte) {
 	}
 }
 
-func scrapeSignCount(t *testing.T, c *http.Client, url string) int {
+// metricValue scrapes url for one series (its name and labels, as /metrics prints them)
+// and returns its value, and whether it was there.
+func metricValue(t *testing.T, c *http.Client, url, series string) (int, bool) {
 	t.Helper()
 	resp, err := c.Get(url)
 	if err != nil {
@@ -84,16 +86,36 @@ func scrapeSignCount(t *testing.T, c *http.Client, url string) int {
 	sc := bufio.NewScanner(resp.Body)
 	sc.Buffer(make([]byte, 1<<20), 1<<20)
 	for sc.Scan() {
-		line := sc.Text()
-		if strings.HasPrefix(line, `provenanced_sign_duration_seconds_count{backend="pem",key="signing",outcome="ok"} `) {
-			n, err := strconv.Atoi(strings.Fields(line)[1])
+		if v, ok := strings.CutPrefix(sc.Text(), series+" "); ok {
+			n, err := strconv.Atoi(v)
 			if err != nil {
-				t.Fatal(err)
+				t.Fatalf("%s: %v", series, err)
 			}
-			return n
+			return n, true
 		}
 	}
-	return 0
+	return 0, false
+}
+
+// scrapeSignCount is the PEM key's count of signatures; 0 before the first.
+func scrapeSignCount(t *testing.T, c *http.Client, url string) int {
+	t.Helper()
+	n, _ := metricValue(t, c, url, `provenanced_sign_duration_seconds_count{backend="pem",key="signing",outcome="ok"}`)
+	return n
+}
+
+// publicKeyPEM parses the PEM public key the API returns.
+func publicKeyPEM(t *testing.T, text string) *ecdsa.PublicKey {
+	t.Helper()
+	block, _ := pem.Decode([]byte(text))
+	if block == nil {
+		t.Fatalf("not PEM: %q", text)
+	}
+	pub, err := x509.ParsePKIXPublicKey(block.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pub.(*ecdsa.PublicKey)
 }
 
 func TestEndToEndDevMode(t *testing.T) {
@@ -119,12 +141,7 @@ func TestEndToEndDevMode(t *testing.T) {
 		t.Fatalf("keys = %+v", keys)
 	}
 	pubPEM := keys[0].PublicKey
-	block, _ := pem.Decode([]byte(pubPEM))
-	pubAny, err := x509.ParsePKIXPublicKey(block.Bytes)
-	if err != nil {
-		t.Fatal(err)
-	}
-	pub := pubAny.(*ecdsa.PublicKey)
+	pub := publicKeyPEM(t, pubPEM)
 
 	metrics := "http://" + p.HTTP + "/metrics"
 	before := scrapeSignCount(t, http.DefaultClient, metrics)
@@ -417,12 +434,7 @@ func TestDevHelpFollowsListeners(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			block, _ := pem.Decode([]byte(key.PublicKey))
-			pub, err := x509.ParsePKIXPublicKey(block.Bytes)
-			if err != nil {
-				t.Fatal(err)
-			}
-			if !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), sum[:], sig) {
+			if !ecdsa.VerifyASN1(publicKeyPEM(t, key.PublicKey), sum[:], sig) {
 				t.Errorf("the signature from %q does not verify", line)
 			}
 		})

@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"encoding/json"
 	"io"
@@ -9,7 +8,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -71,22 +69,12 @@ func postJSON(t *testing.T, c *http.Client, url string, body any) (int, []byte) 
 
 func recordsCount(t *testing.T, c *http.Client, url, op, outcome string) int {
 	t.Helper()
-	resp, err := c.Get(url)
-	if err != nil {
-		t.Fatal(err)
+	series := `provenanced_records_total{operation="` + op + `",outcome="` + outcome + `"}`
+	n, ok := metricValue(t, c, url, series)
+	if !ok {
+		t.Fatalf("no %s in /metrics", series)
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	sc.Buffer(make([]byte, 1<<20), 1<<20)
-	prefix := `provenanced_records_total{operation="` + op + `",outcome="` + outcome + `"} `
-	for sc.Scan() {
-		if strings.HasPrefix(sc.Text(), prefix) {
-			n, _ := strconv.Atoi(strings.TrimPrefix(sc.Text(), prefix))
-			return n
-		}
-	}
-	t.Fatalf("no %s in /metrics", prefix)
-	return 0
+	return n
 }
 
 func TestOriginalTestClientFlow(t *testing.T) {
