@@ -165,10 +165,7 @@ func TestStartupErrors(t *testing.T) {
 // A readiness check that goes out on a kept-alive connection which KMS has just closed
 // is sent again on a new one rather than reporting KMS down: the check has one attempt.
 func TestReadyResendsOnClosedConnection(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	proxy := newFaultProxy(t, lk.Endpoint())
-	cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL))
+	_, _, proxy, cfg := behindProxy(t)
 	ctx := ctxT(t)
 	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
 	if err != nil {

@@ -166,10 +166,8 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 // ThrottlingException (as KMS does: HTTP 400) to the first Sign calls. The SDK backs off
 // and retries; the signature arrives.
 func TestDaemonRetriesThrottling(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	proxy := newFaultProxy(t, lk.Endpoint())
-	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL)))
+	_, key, proxy, cfg := behindProxy(t)
+	d := startDaemon(t, cfg)
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("throttled"))
 
@@ -208,10 +206,8 @@ func TestDaemonRetriesThrottling(t *testing.T) {
 // balancer letting a kept-alive connection go) is sent again; a KMS that drops every
 // request gives 503 saying so, after a bounded number of attempts.
 func TestDaemonResendsOnDroppedConnection(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	proxy := newFaultProxy(t, lk.Endpoint())
-	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL)))
+	_, key, proxy, cfg := behindProxy(t)
+	d := startDaemon(t, cfg)
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("dropped"))
 
@@ -245,10 +241,8 @@ func TestDaemonResendsOnDroppedConnection(t *testing.T) {
 // Refusals that no retry can change answer 503 with KMS's reason at once: one Sign call
 // each, counted at the proxy.
 func TestDaemonDoesNotRetryRefusals(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	proxy := newFaultProxy(t, lk.Endpoint())
-	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL)))
+	lk, key, proxy, cfg := behindProxy(t)
+	d := startDaemon(t, cfg)
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("refused"))
 
@@ -307,10 +301,7 @@ func TestDaemonDoesNotRetryRefusals(t *testing.T) {
 
 // sign_timeout bounds a call to a KMS that accepts and never answers.
 func TestDaemonSignTimeout(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	proxy := newFaultProxy(t, lk.Endpoint())
-	cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL))
+	_, _, proxy, cfg := behindProxy(t)
 	cfg.Server.SignTimeout = conf.Duration(300 * time.Millisecond)
 	d := startDaemon(t, cfg)
 	proxy.inject("Sign", fault{hang: true, times: -1})

@@ -204,6 +204,16 @@ func newFaultProxy(t testing.TB, upstream string) *faultProxy {
 	return p
 }
 
+// behindProxy makes a KMS key in a new emulator and a config that reaches it through a
+// fault proxy.
+func behindProxy(t testing.TB) (*testenv.LocalKMS, testenv.KMSKey, *faultProxy, *conf.Config) {
+	t.Helper()
+	lk := testenv.StartLocalKMS(t)
+	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
+	proxy := newFaultProxy(t, lk.Endpoint())
+	return lk, key, proxy, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL))
+}
+
 func (p *faultProxy) inject(op string, f fault) {
 	p.mu.Lock()
 	defer p.mu.Unlock()
