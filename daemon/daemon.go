@@ -11,12 +11,13 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
 
@@ -33,17 +34,31 @@ type Options struct {
 	// LogBuffer, when set, is the batch Logger's JSON lines go through; the request log
 	// lines are then appended to it directly, and it is flushed when Serve returns.
 	LogBuffer *LogBuffer
+	// Load reads the configuration again for Reload (SIGHUP): the file, or the original
+	// service's environment and .env. Without it Reload fails.
+	Load func() (*conf.Config, error)
+	// LogLevel, when set, is the Logger's level; a reload sets it from server.log_level.
+	LogLevel *slog.LevelVar
 }
 
 // Daemon is a configured daemon whose keys are open.
 type Daemon struct {
-	cfg     *conf.Config
+	cfg     *conf.Config // as at New: the listeners, which only a restart changes
 	log     *slog.Logger
 	metrics *Metrics
-	keys    []*backends.Key
 	health  *health
 	handler http.Handler
 	opts    Options
+
+	cur      atomic.Pointer[generation]
+	reloadMu sync.Mutex
+	stopping bool // under reloadMu: Serve is shutting down, no reload may start
+	// reloadOK and reloadTime are provenanced_config_last_reload_successful and
+	// provenanced_config_last_reload_success_timestamp_seconds.
+	reloadOK, reloadTime prometheus.Gauge
+	// ready is set once READY=1 has been sent: a reload then ends with READY=1 again,
+	// while one during startup must not claim readiness early.
+	ready atomic.Bool
 }
 
 // New opens cfg's keys and builds the API. Nothing listens yet; every configuration
@@ -52,33 +67,50 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
-	m := NewMetrics(opts.Version)
-	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver})
-	if err != nil {
-		return nil, err
-	}
-	prov, err := newProvenance(ctx, cfg, keys, m)
-	if err != nil {
-		backends.CloseAll(keys)
-		return nil, err
-	}
-	h := newHealth(keys, m, opts.Logger)
-	a, err := api.New(api.Options{
-		Provenance:      prov,
-		Keys:            keys,
-		MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		SignTimeout:     cfg.Server.SignTimeout.D(),
-		MaxBatch:        cfg.Server.MaxBatch,
-		Logger:          opts.Logger,
-		Metrics:         promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
-		Ready:           h.reasons,
-		Version:         opts.Version,
+	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: NewMetrics(opts.Version), opts: opts}
+	d.health = newHealth(d.metrics, d.log, d.cur.Load)
+	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "provenanced_config_last_reload_successful",
+		Help: "1 when the last reload (SIGHUP) succeeded, or none was asked for; 0 when it failed and the previous configuration is still served.",
 	})
+	d.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "provenanced_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration being served was loaded (at start or by the last successful reload), as a Unix timestamp.",
+	})
+	d.metrics.Registry.MustRegister(d.reloadOK, d.reloadTime)
+	g, err := d.buildGeneration(ctx, cfg, nil)
 	if err != nil {
-		backends.CloseAll(keys)
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, handler: newObserved(a.Handler(), opts.Logger, opts.LogBuffer, m), opts: opts}, nil
+	d.cur.Store(g)
+	d.health.check(ctx) // backend_up, expiry warnings and /readyz are right from the start
+	d.reloadOK.Set(1)
+	d.reloadTime.SetToCurrentTime()
+	d.handler = newObserved(http.HandlerFunc(d.serveGeneration), opts.Logger, opts.LogBuffer, d.metrics)
+	return d, nil
+}
+
+// Check opens what cfg describes, as New does, asks every key's backend whether it can
+// sign and checks that every certificate is valid now; then closes it all. It is
+// `provenanced serve -check`: nothing listens.
+func Check(ctx context.Context, cfg *conf.Config, opts Options) (keys []string, err error) {
+	d, err := New(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	d.health.check(ctx)
+	if r := d.health.reasons(ctx); len(r) > 0 {
+		return nil, errors.New(strings.Join(r, "; "))
+	}
+	return cfg.KeyNames(), nil
+}
+
+// close closes the backends of the generation being served.
+func (d *Daemon) close() {
+	if g := d.cur.Load(); g != nil {
+		backends.CloseAll(g.keys)
+	}
 }
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
@@ -87,11 +119,25 @@ func (d *Daemon) Metrics() *Metrics { return d.metrics }
 // Handler is the daemon's HTTP handler with its metrics and request log.
 func (d *Daemon) Handler() http.Handler { return d.handler }
 
+// notify tells systemd about the daemon's state (sd_notify); a failure is logged, never
+// fatal: the daemon serves all the same.
+func (d *Daemon) notify(state string) {
+	if err := sdNotify(state); err != nil {
+		d.log.Warn("cannot notify the service manager", "state", strings.ReplaceAll(state, "\n", " "), "error", err.Error())
+	}
+}
+
 // Serve listens and serves until ctx is done, then stops accepting, lets requests in
 // flight finish (up to shutdown_timeout), closes the keys and removes the socket.
+// Listeners passed by systemd (socket activation) take the place of those the config
+// names; the daemon then neither creates nor removes the socket file.
 func (d *Daemon) Serve(ctx context.Context) error {
-	defer backends.CloseAll(d.keys)
+	defer d.close()
 	s := &d.cfg.Server
+	in, err := systemdListeners()
+	if err != nil {
+		return err
+	}
 	var servers []*server
 	var listeners []net.Listener
 	closeAll := func() {
@@ -99,37 +145,65 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			l.Close()
 		}
 	}
-	var socketAddr, httpAddr string
-	if s.Socket != "" {
+	var socketAddr, httpAddr, metricsAddr string
+	socketHandler := d.handler
+	if s.Pprof {
+		socketHandler = withPprof(socketHandler)
+	}
+	switch {
+	case in.socket != nil:
+		listeners = append(listeners, in.socket)
+		servers = append(servers, d.server(socketHandler))
+		socketAddr = in.socket.Addr().String()
+		if s.Socket != "" && socketAddr != s.Socket {
+			d.log.Warn("the socket systemd passed is not at server.socket; clients must use the systemd one", "systemd", socketAddr, "server.socket", s.Socket)
+		}
+	case s.Socket != "":
 		l, err := listenUnix(s.Socket, os.FileMode(s.SocketMode))
 		if err != nil {
+			in.close()
 			return err
 		}
 		listeners = append(listeners, l)
-		h := d.handler
-		if s.Pprof {
-			h = withPprof(h)
-		}
-		servers = append(servers, d.server(h))
+		servers = append(servers, d.server(socketHandler))
 		socketAddr = s.Socket
 	}
-	if s.HTTP != "" {
-		l, err := net.Listen("tcp", s.HTTP)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("%s: server.http: cannot listen on %s: %w", d.cfg.File, s.HTTP, err)
+	tcp := func(passed net.Listener, addr, key string, h http.Handler) (string, error) {
+		l := passed
+		if l == nil {
+			if addr == "" {
+				return "", nil
+			}
+			var err error
+			if l, err = net.Listen("tcp", addr); err != nil {
+				return "", fmt.Errorf("%s: %s: cannot listen on %s: %w", d.cfg.File, key, addr, err)
+			}
 		}
 		listeners = append(listeners, l)
-		servers = append(servers, d.server(d.handler))
-		httpAddr = l.Addr().String()
+		servers = append(servers, d.server(h))
+		return l.Addr().String(), nil
 	}
-	d.health.check(ctx) // sets backend_up and warns of expiry at once, not after the first interval
+	if httpAddr, err = tcp(in.http, s.HTTP, "server.http", d.handler); err == nil {
+		metricsAddr, err = tcp(in.metrics, s.MetricsHTTP, "server.metrics_http", d.metricsOnly())
+	}
+	if err != nil {
+		closeAll()
+		in.close()
+		return err
+	}
+	d.health.onReady = func() {
+		d.ready.Store(true)
+		d.notify("READY=1\nSTATUS=serving")
+	}
+	if len(d.health.reasons(ctx)) == 0 { // as New's check found; otherwise the first background check that finds it ready
+		d.health.readyOnce.Do(d.health.onReady)
+	}
 	d.health.start(ctx)
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {
 		go func() { errc <- srv.Serve(listeners[i]) }()
 	}
-	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "keys", d.cfg.KeyNames(), "version", d.opts.Version)
+	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "metrics_http", metricsAddr, "keys", d.cfg.KeyNames(), "version", d.opts.Version)
 	if d.opts.LogBuffer != nil {
 		d.opts.LogBuffer.Flush() // an operator waits for this line
 	}
@@ -142,8 +216,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	d.log.Info("shutting down", "timeout", s.ShutdownTimeout.D().String())
-	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout.D())
+	d.notify("STOPPING=1")
+	timeout := d.cur.Load().cfg.Server.ShutdownTimeout.D()
+	d.log.Info("shutting down", "timeout", timeout.String())
+	d.reloadMu.Lock() // a reload running now finishes first; none starts after
+	d.stopping = true
+	d.reloadMu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, srv := range servers {

@@ -48,13 +48,17 @@ func TestExpiryWarnsOnceADayAndFailsReadiness(t *testing.T) {
 	now := time.Now()
 	k := keyWithCertificate(t, now.Add(-time.Hour), now.Add(10*24*time.Hour))
 	var logs bytes.Buffer
-	h := newHealth([]*backends.Key{k}, NewMetrics("test"), slog.New(slog.NewJSONHandler(&logs, nil)))
+	g := &generation{keys: []*backends.Key{k}}
+	h := newHealth(NewMetrics("test"), slog.New(slog.NewJSONHandler(&logs, nil)), func() *generation { return g })
 	clock := now
 	h.now = func() time.Time { return clock }
+	if r := h.reasons(context.Background()); len(r) != 1 || !strings.Contains(r[0], "not been checked") {
+		t.Errorf("reasons before the first check: %v", r)
+	}
+	h.check(context.Background())
 	if r := h.reasons(context.Background()); len(r) != 0 {
 		t.Errorf("ready key has reasons: %v", r)
 	}
-	h.check(context.Background())
 	if n := strings.Count(logs.String(), "certificate expires soon"); n != 1 {
 		t.Errorf("%d expiry warnings in one day, want 1:\n%s", n, logs.String())
 	}
@@ -67,6 +71,7 @@ func TestExpiryWarnsOnceADayAndFailsReadiness(t *testing.T) {
 		t.Errorf("no days_left in %s", logs.String())
 	}
 	clock = now.Add(11 * 24 * time.Hour)
+	h.check(context.Background())
 	r := h.reasons(context.Background())
 	if len(r) != 1 || !strings.Contains(r[0], "expired") {
 		t.Errorf("expired certificate: reasons %v", r)

@@ -142,7 +142,7 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 		t.Errorf("backend_up = %s after a failed sign, want 0", up)
 	}
 	status, body := d.get(t, "/readyz")
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "GetPublicKey") || !strings.Contains(body, "connection refused") {
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, "cannot reach AWS KMS") || !strings.Contains(body, "connection refused") {
 		t.Errorf("/readyz during the outage = %d %s", status, body)
 	}
 
@@ -159,6 +159,24 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 	}
 	if up := d.backendUp(t); up != "1" {
 		t.Errorf("backend_up = %s after the outage, want 1", up)
+	}
+}
+
+// /readyz answers from what the background check (and the last signatures) found: a
+// probe costs no KMS call, so a kubelet probing every second, or anyone flooding the
+// route, does not become a stream of KMS requests.
+func TestReadyzAsksKMSNothing(t *testing.T) {
+	_, _, proxy, cfg := behindProxy(t)
+	d := startDaemon(t, cfg)
+	before := proxy.count("GetPublicKey")
+	for range 50 {
+		if status, body := d.get(t, "/readyz"); status != http.StatusOK {
+			t.Fatalf("/readyz = %d %s", status, body)
+		}
+	}
+	// At most one background check (every 5 s) may fall within the loop.
+	if n := proxy.count("GetPublicKey") - before; n > 1 {
+		t.Errorf("50 probes of /readyz made %d KMS calls", n)
 	}
 }
 
