@@ -2,9 +2,9 @@ package daemon
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"log/slog"
-	"errors"
 	"sync"
 	"sync/atomic"
 	"time"
