@@ -197,6 +197,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	if len(d.health.reasons(ctx)) == 0 { // as New's check found; otherwise the first background check that finds it ready
 		d.health.readyOnce.Do(d.health.onReady)
+	} else {
+		// Visible to every local user (systemctl status): the reasons stay in /readyz and the log.
+		d.notify("STATUS=listening, but not ready: GET /readyz says why")
 	}
 	d.health.start(ctx)
 	errc := make(chan error, len(servers))
