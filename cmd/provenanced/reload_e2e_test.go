@@ -219,6 +219,8 @@ func TestReloadUnderLoad(t *testing.T) {
 	if _, ok := metricValue(t, hc, p.URL("/metrics"), `provenanced_backend_up{backend="pem",key="other"}`); ok {
 		t.Error("backend_up of the removed key is still exported")
 	}
+	// Info lines are written in batches: wait for the reload's.
+	waitFor(t, "the reload's log line", func() bool { return strings.Contains(p.Output(), "configuration reloaded") })
 	out := p.Output()
 	for _, want := range []string{"certificate replaced", serial, `"removed":["other"]`, `"kept_open":["signing"]`} {
 		if !strings.Contains(out, want) {
