@@ -113,6 +113,10 @@ func (d *Daemon) close() {
 	}
 }
 
+// Close closes the keys of a daemon that was built (New) but will not Serve, which
+// closes them itself.
+func (d *Daemon) Close() { d.close() }
+
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
 
