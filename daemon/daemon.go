@@ -59,6 +59,8 @@ type Daemon struct {
 	// ready is set once READY=1 has been sent: a reload then ends with READY=1 again,
 	// while one during startup must not claim readiness early.
 	ready atomic.Bool
+	// listening is set once Serve has its listeners: READY=1 waits for it.
+	listening atomic.Bool
 }
 
 // New opens cfg's keys and builds the API. Nothing listens yet; every configuration
@@ -69,6 +71,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	}
 	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: NewMetrics(opts.Version), opts: opts}
 	d.health = newHealth(d.metrics, d.log, d.cur.Load)
+	d.health.onReady = d.readyNow
 	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "provenanced_config_last_reload_successful",
 		Help: "1 when the last reload (SIGHUP) succeeded, or none was asked for; 0 when it failed and the previous configuration is still served.",
@@ -116,6 +119,13 @@ func (d *Daemon) close() {
 // Close closes the keys of a daemon that was built (New) but will not Serve, which
 // closes them itself.
 func (d *Daemon) Close() { d.close() }
+
+// readyNow sends READY=1, once, when the daemon listens and a check found it ready.
+func (d *Daemon) readyNow() {
+	if d.listening.Load() && d.ready.CompareAndSwap(false, true) {
+		d.notify("READY=1\nSTATUS=serving")
+	}
+}
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
 func (d *Daemon) Metrics() *Metrics { return d.metrics }
@@ -195,12 +205,9 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		in.close()
 		return err
 	}
-	d.health.onReady = func() {
-		d.ready.Store(true)
-		d.notify("READY=1\nSTATUS=serving")
-	}
+	d.listening.Store(true)
 	if len(d.health.reasons(ctx)) == 0 { // as New's check found; otherwise the first background check that finds it ready
-		d.health.readyOnce.Do(d.health.onReady)
+		d.readyNow()
 	} else {
 		// Visible to every local user (systemctl status): the reasons stay in /readyz and the log.
 		d.notify("STATUS=listening, but not ready: GET /readyz says why")

@@ -29,10 +29,9 @@ type health struct {
 	current func() *generation
 	cancel  context.CancelFunc
 	done    chan struct{}
-	// onReady is called once, the first time a check finds nothing that keeps /readyz
-	// from answering 200 (systemd's READY=1).
-	onReady   func()
-	readyOnce sync.Once
+	// onReady is called after every check that finds nothing that keeps /readyz from
+	// answering 200 (for systemd's READY=1); set before any check runs.
+	onReady func()
 
 	// down is set while a key is known down, so that observe takes the lock on a
 	// successful signature only when there is something to clear.
@@ -65,9 +64,7 @@ func (h *health) start(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				cctx, cancel := context.WithTimeout(ctx, healthInterval)
-				h.check(cctx)
-				cancel()
+				h.check(ctx)
 			}
 		}
 	}()
@@ -80,8 +77,11 @@ func (h *health) stop() {
 	}
 }
 
-// check asks the current generation's keys and records what they say.
+// check asks the current generation's keys and records what they say; a backend that
+// does not answer within healthInterval counts as down.
 func (h *health) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, healthInterval)
+	defer cancel()
 	g := h.current()
 	h.store(g, probe(ctx, g.keys))
 }
@@ -157,7 +157,7 @@ func (h *health) store(g *generation, errs map[string]error) {
 	ready := len(h.reasonsLocked()) == 0
 	h.mu.Unlock()
 	if ready && h.onReady != nil {
-		h.readyOnce.Do(h.onReady)
+		h.onReady()
 	}
 }
 
