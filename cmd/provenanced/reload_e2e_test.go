@@ -4,6 +4,9 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/x509"
+	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"io"
@@ -539,3 +542,71 @@ func TestSocketActivationAndNotify(t *testing.T) {
 type writerFunc func([]byte) (int, error)
 
 func (f writerFunc) Write(b []byte) (int, error) { return f(b) }
+
+// Run as the original service ran (no config, a .env in the working directory), a
+// SIGHUP reads the .env again: a new key, bundle and root CA named there are served.
+func TestReloadOriginalEnvFile(t *testing.T) {
+	dir := t.TempDir()
+	copyVectorPKI(t, dir)
+	env := func(prefix, key, bundle string) []byte {
+		return []byte("ROOT_CA_CERTIFICATE=" + prefix + "root-ca.pem\nSIGNING_KEY=" + prefix + key + "\nSIGNING_BUNDLE=" + prefix + bundle + "\n")
+	}
+	os.WriteFile(filepath.Join(dir, ".env"), env("./certs/", "key.pem", "bundle.pem"), 0o600)
+	addr, _ := testenv.FreePort()
+	cmd := exec.Command(daemonBin, "serve")
+	cmd.Dir = dir
+	cmd.Env = append(os.Environ(), "PROVENANCED_HTTP="+addr)
+	var out strings.Builder
+	var mu sync.Mutex
+	cmd.Stderr = writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(b) })
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	defer func() { cmd.Process.Kill(); cmd.Wait() }()
+	serial := func() string {
+		resp, err := http.Get("http://" + addr + "/v1/keys")
+		if err != nil {
+			return ""
+		}
+		defer resp.Body.Close()
+		var keys struct{ Keys []client.Key }
+		if err := json.NewDecoder(resp.Body).Decode(&keys); err != nil || len(keys.Keys) != 1 {
+			return ""
+		}
+		return keys.Keys[0].Serial
+	}
+	var first string
+	waitFor(t, "the daemon", func() bool { first = serial(); return first != "" })
+
+	_, files, err := testenv.NewDevFiles(filepath.Join(dir, "new"), time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	os.WriteFile(filepath.Join(dir, ".env"), env("./new/", "signing-key.pem", "signing-bundle.pem"), 0o600)
+	cmd.Process.Signal(syscall.SIGHUP)
+	waitFor(t, "the .env's new key", func() bool { s := serial(); return s != "" && s != first })
+	bundle, _ := os.ReadFile(files.Bundle)
+	if leaf := parseLeaf(t, bundle); serial() != leaf.SerialNumber.String() {
+		t.Errorf("serving serial %s, the new bundle's is %s", serial(), leaf.SerialNumber)
+	}
+	status, edp := postJSON(t, http.DefaultClient, "http://"+addr+"/api/v1/sign/edp", testClientEDP)
+	if status != 200 {
+		t.Fatalf("sign/edp after the reload: %d %s", status, edp)
+	}
+	if _, err := testenv.IB1Check(edp, files.RootCA, sandboxTF); err != nil {
+		t.Errorf("the record signed after the reload does not verify against the new root CA: %v", err)
+	}
+}
+
+func parseLeaf(t *testing.T, bundle []byte) *x509.Certificate {
+	t.Helper()
+	b, _ := pem.Decode(bundle)
+	if b == nil {
+		t.Fatal("no PEM in the bundle")
+	}
+	c, err := x509.ParseCertificate(b.Bytes)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
