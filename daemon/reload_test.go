@@ -157,3 +157,15 @@ func reloadOK(t *testing.T, d *Daemon) float64 {
 	t.Fatal("no provenanced_config_last_reload_successful")
 	return 0
 }
+
+// BenchmarkAcquire is what every request pays for reloadability: counting itself in and
+// out of the generation it is served by.
+func BenchmarkAcquire(b *testing.B) {
+	d := &Daemon{}
+	d.cur.Store(&generation{drained: make(chan struct{})})
+	b.RunParallel(func(pb *testing.PB) {
+		for pb.Next() {
+			d.acquire().done()
+		}
+	})
+}
