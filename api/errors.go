@@ -94,28 +94,14 @@ func (a *API) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	return body, nil
 }
 
-// InMemoryBody is a request body the server has read already (the daemon's own HTTP
-// reader does so for every request it takes): handlers use its bytes as they are.
-type InMemoryBody interface {
-	Bytes() []byte
-}
-
-// readBody reads at most limit bytes; a longer body is a 413.
+// readBody reads at most limit bytes; a longer body is a 413. The buffer grows as bytes
+// arrive, never from the Content-Length a client announces: heads that promise a
+// megabyte and send nothing must cost nothing.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
-	if m, ok := r.Body.(InMemoryBody); ok {
-		if b := m.Bytes(); int64(len(b)) <= limit {
-			return b, nil
-		}
-		return nil, tooLarge(limit)
-	}
-	n := r.ContentLength
-	if n < 0 || n > 64<<10 {
-		n = 512
-	}
-	buf := make([]byte, 0, n+1)
+	buf := make([]byte, 0, 512)
 	rd := http.MaxBytesReader(w, r.Body, limit)
 	for {
 		if len(buf) == cap(buf) {

@@ -197,22 +197,9 @@ func (h *harness) driveAt(socket, addr, transport string, clients int, body []by
 	if transport == "tcp" {
 		network, target = "tcp", addr
 	}
-	conns := make([]*testenv.RawConn, clients)
-	for i := range conns {
-		c, err := testenv.DialRaw(network, target)
-		if err != nil {
-			h.failures++
-			fmt.Fprintf(os.Stderr, "%s %s: %v\n", transport, path, err)
-			return row{Transport: transport, Clients: clients}
-		}
-		defer c.Close()
-		conns[i] = c
-	}
-	req := testenv.RawRequest(path, body)
-	op := func(i int) error {
-		_, err := conns[i].Do(req)
-		return err
-	}
+	p := testenv.NewPoster(network, target, path, body, clients)
+	defer p.Close()
+	op := func(int) error { return p.Do() }
 	// Warm both ends before measuring.
 	testenv.Load(clients, clients*8, op)
 	if n < clients {

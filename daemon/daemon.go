@@ -30,9 +30,6 @@ type Options struct {
 	Version string
 	// Listening, when set, is called once every listener is ready, with the addresses.
 	Listening func(socket, http string)
-	// LogBuffer, when set, is the batch Logger's JSON lines go through; the request log
-	// lines are then appended to it directly, and it is flushed when Serve returns.
-	LogBuffer *LogBuffer
 }
 
 // Daemon is a configured daemon whose keys are open.
@@ -78,7 +75,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		backends.CloseAll(keys)
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, handler: newObserved(a.Handler(), opts.Logger, opts.LogBuffer, m), opts: opts}, nil
+	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, handler: newObserved(a.Handler(), opts.Logger, m), opts: opts}, nil
 }
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
@@ -92,7 +89,7 @@ func (d *Daemon) Handler() http.Handler { return d.handler }
 func (d *Daemon) Serve(ctx context.Context) error {
 	defer backends.CloseAll(d.keys)
 	s := &d.cfg.Server
-	var servers []*server
+	var servers []*http.Server
 	var listeners []net.Listener
 	closeAll := func() {
 		for _, l := range listeners {
@@ -130,9 +127,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		go func() { errc <- srv.Serve(listeners[i]) }()
 	}
 	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "keys", d.cfg.KeyNames(), "version", d.opts.Version)
-	if d.opts.LogBuffer != nil {
-		d.opts.LogBuffer.Flush() // an operator waits for this line
-	}
 	if d.opts.Listening != nil {
 		d.opts.Listening(socketAddr, httpAddr)
 	}
@@ -163,27 +157,27 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return serveErr
 	}
 	d.log.Info("stopped")
-	if d.opts.LogBuffer != nil {
-		d.opts.LogBuffer.Flush()
-	}
 	return nil
 }
 
-// server serves h on a listener: the common requests read by the daemon itself, any
-// other connection handed to net/http (see httpserver.go).
-func (d *Daemon) server(h http.Handler) *server {
+// server is the one net/http configuration of both listeners.
+func (d *Daemon) server(h http.Handler) *http.Server {
 	sign := d.cfg.Server.SignTimeout.D()
-	return newServer(h, &http.Server{
-		Handler:           h,
+	return &http.Server{
+		Handler: h,
+		// A connection that sends no complete head within this is closed, the first
+		// request's as much as a later one's.
 		ReadHeaderTimeout: 5 * time.Second,
 		ReadTimeout:       30 * time.Second,
-		// Long enough for the slowest backend to sign within sign_timeout and answer.
+		// Set afresh for each request: long enough for the slowest backend to sign within
+		// sign_timeout and answer, short enough that a client that never reads its answers
+		// frees its goroutine.
 		WriteTimeout:   sign + 30*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ConnContext:    connContext,
 		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
-	}, d.cfg.Server.MaxRequestBytes, d.log)
+	}
 }
 
 // withPprof adds /debug/pprof/ in front of h; the daemon does this for the Unix socket
