@@ -95,6 +95,9 @@ func New(opts Options) (*API, error) {
 }
 
 func (a *API) handle(method, path string, h http.HandlerFunc) {
+	if method == "POST" {
+		h = jsonOnly(h, strings.HasPrefix(path, "/api/v1/"))
+	}
 	a.mux.HandleFunc(method+" "+path, h)
 	a.routes = append(a.routes, Route{Method: method, Path: path})
 }
