@@ -49,6 +49,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	opts.Logger = slog.New(redactingHandler{opts.Logger.Handler()})
 	m := NewMetrics(opts.Version)
 	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver})
 	if err != nil {
