@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -39,7 +40,9 @@ type Daemon struct {
 	metrics *Metrics
 	keys    []*backends.Key
 	health  *health
-	handler http.Handler
+	api     http.Handler // the API alone
+	handler http.Handler // the API with its metrics and request log
+	tls     *tls.Config  // the TCP listener's, or nil
 	opts    Options
 }
 
@@ -76,7 +79,12 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		backends.CloseAll(keys)
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, handler: newObserved(a.Handler(), opts.Logger, m), opts: opts}, nil
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		backends.CloseAll(keys)
+		return nil, err
+	}
+	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, api: a.Handler(), handler: newObserved(a.Handler(), opts.Logger, m), tls: tc, opts: opts}, nil
 }
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
@@ -117,9 +125,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			closeAll()
 			return fmt.Errorf("%s: server.http: cannot listen on %s: %w", d.cfg.File, s.HTTP, err)
 		}
-		listeners = append(listeners, l)
-		servers = append(servers, d.server(d.handler))
+		h := d.handler
+		if isLoopback(l.Addr()) {
+			h = newObserved(hostGuard(d.api, s.AllowedHosts), d.log, d.metrics)
+		}
 		httpAddr = l.Addr().String()
+		if d.tls != nil {
+			l = tls.NewListener(l, d.tls)
+		}
+		listeners = append(listeners, l)
+		servers = append(servers, d.server(h))
 	}
 	d.health.check(ctx) // sets backend_up and warns of expiry at once, not after the first interval
 	d.health.start(ctx)
@@ -169,11 +184,13 @@ func (d *Daemon) server(h http.Handler) *http.Server {
 		// A connection that sends no complete head within this is closed, the first
 		// request's as much as a later one's.
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Set afresh for each request: long enough for the slowest backend to sign within
-		// sign_timeout and answer, short enough that a client that never reads its answers
-		// frees its goroutine.
-		WriteTimeout:   sign + 30*time.Second,
+		// The whole request, body included: max_request_bytes at a slow client's pace.
+		ReadTimeout: 10 * time.Second,
+		// From the end of each request's head (net/http sets it afresh per request, so an
+		// idle connection never carries a stale one): the body, the backend's sign_timeout
+		// and the answer. A client that never reads its answers frees its goroutine then,
+		// and a shutdown does not wait for it.
+		WriteTimeout:   sign + 15*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ConnContext:    connContext,

@@ -84,11 +84,31 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
+	ignoreHangup(ctx, log)
 	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString()})
 	if err != nil {
 		return err
 	}
 	return d.Serve(ctx)
+}
+
+// ignoreHangup catches SIGHUP, whose default action ends the process without cleanup
+// (the socket file left behind): an operator or a unit's ExecReload sends it to reload,
+// which the daemon cannot do yet. It says so and keeps serving.
+func ignoreHangup(ctx context.Context, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Warn("SIGHUP: reloading the configuration is not available yet; the daemon keeps serving its current configuration (restart it to apply a new one)")
+			}
+		}
+	}()
 }
 
 // tuneGC trades a little memory for CPU, unless the operator has set GOGC or GOMEMLIMIT:
