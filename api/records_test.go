@@ -402,12 +402,12 @@ func TestEveryPostIsStrictJSON(t *testing.T) {
 	dup := map[string]string{
 		"/v1/keys/m123456/sign": `{"digest":` + digest + `,"digest":"` + b64(make([]byte, 32)) + `"}`,
 		"/v1/keys/m123456/csr":  `{"subject":"a","subject":"b"}`,
-		"/v1/records":          `{"steps":[{"type":"origin","x":{"a":1,"a":2}}]}`,
-		"/v1/records/verify":   `{"record":{},"record":{}}`,
-		"/v1/records/graph":    `{"record":{},"record":{}}`,
-		"/api/v1/sign/edp":     `{"edp_id":"a","edp_id":"b"}`,
-		"/api/v1/sign/cap":     `{"cap_id":"a","cap_id":"b"}`,
-		"/api/v1/decode":       `{"a":1,"a":1}`,
+		"/v1/records":           `{"steps":[{"type":"origin","x":{"a":1,"a":2}}]}`,
+		"/v1/records/verify":    `{"record":{},"record":{}}`,
+		"/v1/records/graph":     `{"record":{},"record":{}}`,
+		"/api/v1/sign/edp":      `{"edp_id":"a","edp_id":"b"}`,
+		"/api/v1/sign/cap":      `{"cap_id":"a","cap_id":"b"}`,
+		"/api/v1/decode":        `{"a":1,"a":1}`,
 	}
 	for path, body := range dup {
 		for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "application/jsonx", "application/merge-patch+json"} {
