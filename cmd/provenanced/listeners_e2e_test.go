@@ -614,3 +614,40 @@ func TestTLSListener(t *testing.T) {
 		resp.Body.Close()
 	}
 }
+
+// Heads that a lenient reader takes and a proxy in front may read otherwise (the raw
+// material of request smuggling) are refused with 400, and nothing is signed.
+func TestAmbiguousHeadsAreRefused(t *testing.T) {
+	addr := freeAddr(t)
+	p, _, _ := startConfig(t, "", addr)
+	body := signBody(digestOf("smuggled"))
+	before := scrapeSignCount(t, p.Client(), p.URL("/metrics"))
+	for _, head := range []string{
+		"Content-Length: 157\x0b",
+		"Content-Length: 157\xc2\xa0",
+		"Content-Length: -0",
+		"Content-Length: +" + strconv.Itoa(len(body)),
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\nContent-Length: 5",
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\nTransfer-Encoding: chunked",
+		"Content-Length: " + strconv.Itoa(len(body)) + "\r\nHost: a b<script>",
+	} {
+		c := dial(t, "tcp", addr)
+		host := "Host: 127.0.0.1\r\n"
+		if strings.Contains(head, "Host:") {
+			host = "" // the head's own is the only one
+		}
+		io.WriteString(c, "POST /v1/keys/signing/sign HTTP/1.1\r\n"+host+"Content-Type: application/json\r\n"+head+"\r\n\r\n"+body)
+		resp, err := http.ReadResponse(bufio.NewReader(c), nil)
+		if err != nil {
+			t.Errorf("%q: %v", head, err)
+			continue
+		}
+		resp.Body.Close()
+		if resp.StatusCode != 400 {
+			t.Errorf("%q: %d, want 400", head, resp.StatusCode)
+		}
+	}
+	if n := scrapeSignCount(t, p.Client(), p.URL("/metrics")) - before; n != 0 {
+		t.Errorf("%d requests with an ambiguous head were signed", n)
+	}
+}
