@@ -142,7 +142,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	for i, srv := range servers {
 		go func() { errc <- srv.Serve(listeners[i]) }()
 	}
-	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "keys", d.cfg.KeyNames(), "version", d.opts.Version)
+	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "tls", d.tls != nil && httpAddr != "", "keys", d.cfg.KeyNames(), "version", d.opts.Version)
 	if d.opts.Listening != nil {
 		d.opts.Listening(socketAddr, httpAddr)
 	}
