@@ -97,7 +97,7 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		attrs = append(attrs, slog.String("key", k))
 	}
 	if p != nil && p.unix {
-		attrs = append(attrs, slog.Group("peer", slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid)))
+		attrs = append(attrs, slog.Attr{Key: "peer", Value: slog.GroupValue(slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid))})
 	} else {
 		attrs = append(attrs, slog.String("peer", r.RemoteAddr))
 	}
