@@ -5,7 +5,7 @@ DEV_DIR ?= .dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
+.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv assets openapi-lint
 
 ## build: the daemon binary in bin/
 build:
@@ -53,6 +53,14 @@ fuzz-smoke:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+## assets: fetch the pinned npm files the pages embed (api/assets), checked against api/assets/SHA256SUMS
+assets:
+	bash api/assets/fetch.sh
+
+## openapi-lint: lint api/openapi.json with redocly's recommended rules (npm, into a temporary directory)
+openapi-lint:
+	bash api/lint-openapi.sh
 
 clean:
 	rm -rf bin
