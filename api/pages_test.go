@@ -235,28 +235,29 @@ func TestDocsInBrowser(t *testing.T) {
 		`document.querySelector("#operations-keys-sign .execute").click()`,
 	}
 	waits := []string{
+		`document.querySelector("#operations-keys-sign .opblock-summary-control")`,
 		`document.querySelector("#operations-keys-sign .try-out__btn")`,
 		`document.querySelector("#operations-keys-sign textarea.body-param__text")`,
-		`document.querySelector("#operations-keys-sign .execute")`,
-		`document.querySelector("#operations-keys-sign .live-responses-table .response-col_status")`,
+		// Swagger UI takes a typed parameter after a debounce: wait until its state has it.
+		`JSON.stringify(ui.specSelectors.parameterValues(["/v1/keys/{name}/sign", "post"])).includes("m123456")`,
 	}
 	for i := range steps {
 		if err := p.WaitFor(ctx, waits[i]); err != nil {
-			screenshot(t, ctx, p, "docs-failed.png")
+			screenshot(t, context.Background(), p, "docs-failed.png")
 			t.Fatalf("step %d: %v", i, err)
 		}
 		if err := p.Eval(ctx, steps[i], nil); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
 	}
-	if err := p.WaitFor(ctx, `document.querySelector("#operations-keys-sign .live-responses-table .response-col_status")`); err != nil {
-		screenshot(t, ctx, p, "docs-failed.png")
+	if err := p.WaitFor(ctx, `document.querySelector("#operations-keys-sign .live-responses-table tr.response .response-col_status")`); err != nil {
+		screenshot(t, context.Background(), p, "docs-failed.png")
 		t.Fatal(err)
 	}
 	var answer struct{ Status, Body string }
 	if err := p.Eval(ctx, `(() => { const t = document.querySelector("#operations-keys-sign .live-responses-table");
-		return {status: t.querySelector(".response-col_status").textContent.trim(),
-			body: t.querySelector(".response-col_description pre").textContent}; })()`, &answer); err != nil {
+		return {status: t.querySelector("tr.response .response-col_status").textContent.trim(),
+			body: t.querySelector("tr.response .response-col_description pre").textContent}; })()`, &answer); err != nil {
 		t.Fatal(err)
 	}
 	var sig struct {
