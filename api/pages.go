@@ -55,15 +55,18 @@ func loadPages() (map[string]*asset, map[string][]byte) {
 }
 
 // pageCSP is the Content-Security-Policy of the pages: scripts and styles only from this
-// daemon, fetches only to it, nothing framed or framing. 'wasm-unsafe-eval' lets the
-// viewer compile Graphviz's WebAssembly (viz-global.js carries it as bytes, and a page may
-// instantiate WebAssembly only with this keyword); it allows no JavaScript eval. Images
-// may be data: URLs, which Swagger UI's stylesheet uses for its icons.
-const pageCSP = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; " +
-	"img-src 'self' data:; connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+// daemon, fetches only to it, nothing framed or framing, no inline script or style
+// element. Images may be data: URLs, which Swagger UI's stylesheet uses for its icons.
+// The viewer's policy adds 'wasm-unsafe-eval': viz-global.js carries Graphviz as
+// WebAssembly bytes, and a page may compile WebAssembly only with this keyword (Chromium
+// refuses WebAssembly.instantiate without it); it allows no JavaScript eval.
+const pageCSP = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+	"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
 
-func pageHeaders(h http.Header) {
-	h.Set("Content-Security-Policy", pageCSP)
+var viewerCSP = strings.Replace(pageCSP, "script-src 'self';", "script-src 'self' 'wasm-unsafe-eval';", 1)
+
+func pageHeaders(h http.Header, csp string) {
+	h.Set("Content-Security-Policy", csp)
 	h.Set("X-Content-Type-Options", "nosniff")
 	h.Set("Referrer-Policy", "no-referrer")
 	h.Set("X-Frame-Options", "DENY")
@@ -76,7 +79,11 @@ func (a *API) page(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no page "+r.URL.Path)
 		return
 	}
-	pageHeaders(w.Header())
+	csp := pageCSP
+	if r.URL.Path == "/viewer" {
+		csp = viewerCSP
+	}
+	pageHeaders(w.Header(), csp)
 	w.Header().Set("Content-Type", "text/html; charset=utf-8")
 	w.Header().Set("Cache-Control", "no-cache")
 	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(body))
@@ -90,7 +97,7 @@ func (a *API) asset(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusNotFound, "not_found", "no asset named "+r.PathValue("file"))
 		return
 	}
-	pageHeaders(w.Header())
+	pageHeaders(w.Header(), pageCSP)
 	w.Header().Set("Content-Type", f.ctype)
 	w.Header().Set("Cache-Control", "no-cache")
 	w.Header().Set("ETag", f.etag)

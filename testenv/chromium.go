@@ -337,6 +337,28 @@ func (p *Page) WaitFor(ctx context.Context, expr string) error {
 	}
 }
 
+// SetFiles chooses files for the file input that selector finds, as a user would.
+func (p *Page) SetFiles(ctx context.Context, selector string, files ...string) error {
+	var doc struct {
+		Root struct {
+			NodeID int `json:"nodeId"`
+		} `json:"root"`
+	}
+	if err := p.Call(ctx, "DOM.getDocument", nil, &doc); err != nil {
+		return err
+	}
+	var node struct {
+		NodeID int `json:"nodeId"`
+	}
+	if err := p.Call(ctx, "DOM.querySelector", map[string]any{"nodeId": doc.Root.NodeID, "selector": selector}, &node); err != nil {
+		return err
+	}
+	if node.NodeID == 0 {
+		return fmt.Errorf("no element %s", selector)
+	}
+	return p.Call(ctx, "DOM.setFileInputFiles", map[string]any{"nodeId": node.NodeID, "files": files}, nil)
+}
+
 // Screenshot writes a PNG of the whole page to file.
 func (p *Page) Screenshot(ctx context.Context, file string) error {
 	var r struct {
