@@ -341,3 +341,50 @@ func TestPagesHeaders(t *testing.T) {
 		t.Errorf("/assets/..%%2fapi.go: %d", status)
 	}
 }
+
+// TestOpenAPIExamples sends every request example of the OpenAPI document to the daemon:
+// each is answered 200, so the examples Swagger UI fills in, and a generated client's
+// documentation, are requests that work (the record examples are reference vectors).
+func TestOpenAPIExamples(t *testing.T) {
+	srv, _, _, _ := recordServer(t)
+	var doc struct {
+		Paths map[string]map[string]struct {
+			RequestBody struct {
+				Content map[string]struct {
+					Examples map[string]struct {
+						Ref   string          `json:"$ref"`
+						Value json.RawMessage `json:"value"`
+					} `json:"examples"`
+				} `json:"content"`
+			} `json:"requestBody"`
+		} `json:"paths"`
+		Components struct {
+			Examples map[string]struct {
+				Value json.RawMessage `json:"value"`
+			} `json:"examples"`
+		} `json:"components"`
+	}
+	status, body := get(t, srv+"/openapi.json")
+	if status != 200 || json.Unmarshal(body, &doc) != nil {
+		t.Fatalf("/openapi.json: %d", status)
+	}
+	n := 0
+	for path, ops := range doc.Paths {
+		for method, op := range ops {
+			for name, ex := range op.RequestBody.Content["application/json"].Examples {
+				value := ex.Value
+				if ex.Ref != "" {
+					value = doc.Components.Examples[strings.TrimPrefix(ex.Ref, "#/components/examples/")].Value
+				}
+				url := srv + strings.ReplaceAll(path, "{name}", "m123456")
+				if status, answer := post(t, url, "application/json", string(value)); status != 200 {
+					t.Errorf("%s %s example %q: %d %s", strings.ToUpper(method), path, name, status, answer)
+				}
+				n++
+			}
+		}
+	}
+	if n < 6 {
+		t.Errorf("only %d request examples", n)
+	}
+}
