@@ -8,6 +8,13 @@
   let vizReady = null;
   let shown = { steps: [], signatures: [] };
 
+  // Graphviz's WebAssembly start can abort without settling its promise (when a policy
+  // forbids compiling it, for one): give up with a message rather than wait forever.
+  function startViz() {
+    const timeout = new Promise((_, reject) => setTimeout(() => reject(new Error('Graphviz (WebAssembly) did not start')), 20000));
+    return Promise.race([Viz.instance(), timeout]).catch((e) => { vizReady = null; throw e; });
+  }
+
   function setState(state) { document.body.dataset.state = state; }
 
   function status(kind, parts) {
@@ -66,7 +73,8 @@
     shown = JSON.parse(verified.text);
     const graph = await post('/v1/records/graph', '{"record":' + text + '}');
     if (!graph.ok) { status('error', [errorMessage(graph)]); setState('error'); return; }
-    const viz = await (vizReady ??= Viz.instance());
+    status('', ['Drawing…']);
+    const viz = await (vizReady ??= startViz());
     const svg = viz.renderSVGElement(graph.text);
     markSteps(svg);
     $('graph').replaceChildren(svg);
