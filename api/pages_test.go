@@ -156,6 +156,25 @@ func TestViewerInBrowser(t *testing.T) {
 	}
 	noPolicyViolations(t, p)
 
+	// Input that is no record: an error, not a verdict.
+	for _, c := range []struct{ fragment, want string }{
+		{"#record=eyJub3QiOiJqc29uIg", "The record is not JSON"},
+		{"#record=a+b/c", "#record= is not base64url"},
+	} {
+		p.Navigate(ctx, "about:blank")
+		if err := p.Navigate(ctx, srv+"/viewer"+c.fragment); err != nil {
+			t.Fatal(err)
+		}
+		if err := p.WaitFor(ctx, `document.body.dataset.state === "error"`); err != nil {
+			t.Fatalf("%s: %v", c.fragment, err)
+		}
+		var msg string
+		p.Eval(ctx, `document.getElementById("status").textContent`, &msg)
+		if !strings.Contains(msg, c.want) {
+			t.Errorf("%s: %q, want %q", c.fragment, msg, c.want)
+		}
+	}
+
 	// A record chosen as a file.
 	if err := p.Navigate(ctx, srv+"/viewer"); err != nil {
 		t.Fatal(err)

@@ -143,8 +143,9 @@
 
   // #record=<base64url of the record's UTF-8 text>. A fragment is never sent to a server.
   function fromFragment() {
+    if (!location.hash.startsWith('#record=')) return null;
     const m = /^#record=([A-Za-z0-9_-]+={0,2})$/.exec(location.hash);
-    if (!m) return null;
+    if (!m) throw new Error('it holds characters other than A-Z a-z 0-9 - _');
     const b64 = m[1].replace(/-/g, '+').replace(/_/g, '/').replace(/=+$/, '');
     const bin = atob(b64 + '='.repeat((4 - (b64.length % 4)) % 4));
     return new TextDecoder().decode(Uint8Array.from(bin, (c) => c.charCodeAt(0)));
