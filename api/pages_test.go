@@ -403,7 +403,7 @@ func TestOpenAPIExamples(t *testing.T) {
 			}
 		}
 	}
-	if n < 6 {
+	if n < 9 {
 		t.Errorf("only %d request examples", n)
 	}
 }
