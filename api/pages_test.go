@@ -407,3 +407,53 @@ func TestOpenAPIExamples(t *testing.T) {
 		t.Errorf("only %d request examples", n)
 	}
 }
+
+// TestVerifyDetails checks the per-step signatures the viewer shows against the steps:
+// one per step, in order, each naming the certificate of the member that signed the step.
+func TestVerifyDetails(t *testing.T) {
+	srv, _, _, _ := recordServer(t)
+	record, err := os.ReadFile(filepath.Join(vectors, "records/bank.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, body := post(t, srv+"/v1/records/verify", "application/json", `{"details": true, "record": `+string(record)+`}`)
+	var out struct {
+		Steps []struct {
+			Signature struct {
+				Signed struct{ Name string } `json:"signed"`
+			} `json:"_signature"`
+		} `json:"steps"`
+		Signatures []struct {
+			Serial      string `json:"serial"`
+			SignedAt    string `json:"signed_at"`
+			Certificate struct {
+				Subject   string
+				NotBefore time.Time `json:"not_before"`
+				NotAfter  time.Time `json:"not_after"`
+			} `json:"certificate"`
+		} `json:"signatures"`
+	}
+	if status != 200 || json.Unmarshal(body, &out) != nil {
+		t.Fatalf("%d %s", status, body)
+	}
+	if len(out.Steps) != 9 || len(out.Signatures) != len(out.Steps) {
+		t.Fatalf("%d steps, %d signatures", len(out.Steps), len(out.Signatures))
+	}
+	serials := map[string]bool{}
+	for i, s := range out.Signatures {
+		signedAt, err := time.Parse(time.RFC3339, s.SignedAt)
+		if err != nil || !strings.Contains(s.Certificate.Subject, "O="+out.Steps[i].Signature.Signed.Name+",") ||
+			s.Certificate.NotBefore.IsZero() || signedAt.Before(s.Certificate.NotBefore) || signedAt.After(s.Certificate.NotAfter) {
+			t.Errorf("step %d signed by %q: %+v", i, out.Steps[i].Signature.Signed.Name, s)
+		}
+		serials[s.Serial] = true
+	}
+	if len(serials) != 3 {
+		t.Errorf("serials %v, want the three signers'", serials)
+	}
+	// Without details, the answer is as before.
+	status, body = post(t, srv+"/v1/records/verify", "application/json", `{"record": `+string(record)+`}`)
+	if status != 200 || strings.Contains(string(body), `"signatures"`) {
+		t.Errorf("without details: %d, signatures present", status)
+	}
+}
