@@ -49,6 +49,7 @@
     text = text.replace(/^\uFEFF/, '').trim();
     $('details').hidden = true;
     $('graph').replaceChildren();
+    delete document.body.dataset.check;
     if (!text) { status('error', ['No record given.']); setState('error'); return; }
     try { JSON.parse(text); } catch (e) {
       status('error', ['The record is not JSON: ' + e.message]); setState('error'); return;
@@ -80,7 +81,6 @@
     $('graph').replaceChildren(svg);
     const signers = new Set(shown.steps.map((s) => s._signature.signed.member));
     status('ok', [`Verified: ${shown.steps.length} steps signed by ${signers.size} member(s). Select a step to see it.`]);
-    delete document.body.dataset.check;
     setState('drawn');
   }
 
