@@ -82,7 +82,7 @@ func readManifest(t *testing.T) []manifestVector {
 // invalid one is shown as failing the manifest's check.
 func TestViewerInBrowser(t *testing.T) {
 	srv, _, _, _ := recordServer(t)
-	browser := testenv.StartChromium(t)
+	browser := testenv.StartBrowser(t)
 	p := browser.NewPage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
 	defer cancel()
@@ -227,7 +227,7 @@ func TestViewerInBrowser(t *testing.T) {
 func TestDocsInBrowser(t *testing.T) {
 	key := vectorKey(t, "123456")
 	srvURL, a := pagesServer(t, key)
-	browser := testenv.StartChromium(t)
+	browser := testenv.StartBrowser(t)
 	p := browser.NewPage(t)
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()

@@ -23,10 +23,10 @@ import (
 	"time"
 )
 
-// Chromium is a headless Chromium driven over the DevTools protocol, for the pages' tests.
+// Browser is a headless Chromium driven over the DevTools protocol, for the pages' tests.
 // The protocol is JSON over one WebSocket per page; the few frames it needs are written
 // here rather than adding a WebSocket or browser-driver module to the daemon's go.mod.
-type Chromium struct {
+type Browser struct {
 	cmd  *exec.Cmd
 	addr string // host:port of the DevTools HTTP endpoint
 }
@@ -44,9 +44,9 @@ func ChromiumPath() (string, error) {
 	return p, nil
 }
 
-// StartChromium starts a headless Chromium with a fresh profile, listening for DevTools
+// StartBrowser starts a headless Chromium with a fresh profile, listening for DevTools
 // on a loopback port it picks itself; it is stopped (with its child processes) at cleanup.
-func StartChromium(t TB) *Chromium {
+func StartBrowser(t TB) *Browser {
 	t.Helper()
 	bin, err := ChromiumPath()
 	if err != nil {
@@ -54,7 +54,7 @@ func StartChromium(t TB) *Chromium {
 	}
 	profile := t.TempDir()
 	cmd := exec.Command(bin,
-		"--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking",
+		"--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--disable-background-networking",
 		"--disable-component-update", "--disable-sync", "--no-first-run", "--disable-default-apps",
 		"--disable-extensions", "--mute-audio", "--window-size=1400,1000",
 		"--remote-debugging-address=127.0.0.1", "--remote-debugging-port=0",
@@ -68,7 +68,7 @@ func StartChromium(t TB) *Chromium {
 	}
 	done := make(chan struct{})
 	go func() { cmd.Wait(); close(done) }()
-	c := &Chromium{cmd: cmd}
+	c := &Browser{cmd: cmd}
 	t.Cleanup(func() {
 		syscall.Kill(-cmd.Process.Pid, syscall.SIGTERM)
 		select {
@@ -128,7 +128,7 @@ type cdpReply struct {
 }
 
 // NewPage opens a tab on about:blank.
-func (c *Chromium) NewPage(t TB) *Page {
+func (c *Browser) NewPage(t TB) *Page {
 	t.Helper()
 	req, _ := http.NewRequest(http.MethodPut, "http://"+c.addr+"/json/new?about:blank", nil)
 	resp, err := http.DefaultClient.Do(req)
