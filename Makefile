@@ -5,7 +5,7 @@ DEV_DIR ?= .dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv assets openapi-lint
+.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
 
 ## build: the daemon binary in bin/
 build:
@@ -53,6 +53,9 @@ fuzz-smoke:
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
+
+# The pages' npm files and the OpenAPI lint (README, Pages).
+.PHONY: assets openapi-lint
 
 ## assets: fetch the pinned npm files the pages embed (api/assets), checked against api/assets/SHA256SUMS
 assets:
