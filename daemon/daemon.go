@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -31,9 +32,6 @@ type Options struct {
 	Version string
 	// Listening, when set, is called once every listener is ready, with the addresses.
 	Listening func(socket, http string)
-	// LogBuffer, when set, is the batch Logger's JSON lines go through; the request log
-	// lines are then appended to it directly, and it is flushed when Serve returns.
-	LogBuffer *LogBuffer
 	// Load reads the configuration again for Reload (SIGHUP): the file, or the original
 	// service's environment and .env. Without it Reload fails.
 	Load func() (*conf.Config, error)
@@ -47,7 +45,8 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *Metrics
 	health  *health
-	handler http.Handler
+	api     http.Handler // the current generation's API alone
+	handler http.Handler // the same with its metrics and request log
 	opts    Options
 
 	cur      atomic.Pointer[generation]
@@ -69,6 +68,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	opts.Logger = slog.New(redactingHandler{opts.Logger.Handler()})
 	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: NewMetrics(opts.Version), opts: opts}
 	d.health = newHealth(d.metrics, d.log, d.cur.Load)
 	d.health.onReady = d.readyNow
@@ -89,7 +89,8 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	d.health.check(ctx) // backend_up, expiry warnings and /readyz are right from the start
 	d.reloadOK.Set(1)
 	d.reloadTime.SetToCurrentTime()
-	d.handler = newObserved(http.HandlerFunc(d.serveGeneration), opts.Logger, opts.LogBuffer, d.metrics)
+	d.api = http.HandlerFunc(d.serveGeneration)
+	d.handler = newObserved(d.api, opts.Logger, d.metrics)
 	return d, nil
 }
 
@@ -152,7 +153,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	if err != nil {
 		return err
 	}
-	var servers []*server
+	var servers []*http.Server
 	var listeners []net.Listener
 	closeAll := func() {
 		for _, l := range listeners {
@@ -182,7 +183,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		servers = append(servers, d.server(socketHandler))
 		socketAddr = s.Socket
 	}
-	tcp := func(passed net.Listener, addr, key string, h http.Handler) (string, error) {
+	// tcp serves a TCP listener, passed or opened on addr. On loopback, only requests for
+	// a loopback Host or an allowed_hosts name are served (hostGuard); h gets the guarded
+	// handler without and with the metrics and request log.
+	tcp := func(passed net.Listener, addr, key string, useTLS bool, h func(api, observed http.Handler) http.Handler) (string, error) {
 		l := passed
 		if l == nil {
 			if addr == "" {
@@ -193,12 +197,22 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				return "", fmt.Errorf("%s: %s: cannot listen on %s: %w", d.cfg.File, key, addr, err)
 			}
 		}
+		handler := h(d.api, d.handler)
+		if isLoopback(l.Addr()) {
+			guarded := hostGuard(d.api, s.AllowedHosts)
+			handler = h(guarded, newObserved(guarded, d.log, d.metrics))
+		}
+		a := l.Addr().String()
+		if useTLS {
+			l = tls.NewListener(l, d.tlsConfig())
+		}
 		listeners = append(listeners, l)
-		servers = append(servers, d.server(h))
-		return l.Addr().String(), nil
+		servers = append(servers, d.server(handler))
+		return a, nil
 	}
-	if httpAddr, err = tcp(in.http, s.HTTP, "server.http", d.handler); err == nil {
-		metricsAddr, err = tcp(in.metrics, s.MetricsHTTP, "server.metrics_http", d.metricsOnly())
+	useTLS := d.cur.Load().tls != nil
+	if httpAddr, err = tcp(in.http, s.HTTP, "server.http", useTLS, func(_, observed http.Handler) http.Handler { return observed }); err == nil {
+		metricsAddr, err = tcp(in.metrics, s.MetricsHTTP, "server.metrics_http", false, func(_, observed http.Handler) http.Handler { return metricsOnly(observed) })
 	}
 	if err != nil {
 		closeAll()
@@ -217,10 +231,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	for i, srv := range servers {
 		go func() { errc <- srv.Serve(listeners[i]) }()
 	}
-	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "metrics_http", metricsAddr, "keys", d.cfg.KeyNames(), "version", d.opts.Version)
-	if d.opts.LogBuffer != nil {
-		d.opts.LogBuffer.Flush() // an operator waits for this line
-	}
+	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "tls", useTLS && httpAddr != "", "metrics_http", metricsAddr, "systemd_sockets", in != (inherited{}), "keys", d.cfg.KeyNames(), "version", d.opts.Version)
 	if d.opts.Listening != nil {
 		d.opts.Listening(socketAddr, httpAddr)
 	}
@@ -256,27 +267,40 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return serveErr
 	}
 	d.log.Info("stopped")
-	if d.opts.LogBuffer != nil {
-		d.opts.LogBuffer.Flush()
-	}
 	return nil
 }
 
-// server serves h on a listener: the common requests read by the daemon itself, any
-// other connection handed to net/http (see httpserver.go).
-func (d *Daemon) server(h http.Handler) *server {
+// server is the one net/http configuration of both listeners.
+func (d *Daemon) server(h http.Handler) *http.Server {
 	sign := d.cfg.Server.SignTimeout.D()
-	return newServer(h, &http.Server{
-		Handler:           h,
+	return &http.Server{
+		Handler: h,
+		// A connection that sends no complete head within this is closed, the first
+		// request's as much as a later one's.
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Long enough for the slowest backend to sign within sign_timeout and answer.
-		WriteTimeout:   sign + 30*time.Second,
+		// The whole request, body included: max_request_bytes at a slow client's pace.
+		ReadTimeout: 10 * time.Second,
+		// From the end of each request's head (net/http sets it afresh per request, so an
+		// idle connection never carries a stale one): the body, the backend's sign_timeout
+		// and the answer. A client that never reads its answers frees its goroutine then,
+		// and a shutdown does not wait for it.
+		WriteTimeout:   sign + 15*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ConnContext:    connContext,
 		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
-	}, d.cfg.Server.MaxRequestBytes, d.log)
+	}
+}
+
+// tlsConfig is the TCP listener's TLS configuration: the current generation's, so that
+// a reload brings a renewed server certificate or client CA to the next handshake.
+func (d *Daemon) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return d.cur.Load().tls, nil
+		},
+	}
 }
 
 // withPprof adds /debug/pprof/ in front of h; the daemon does this for the Unix socket

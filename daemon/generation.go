@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -29,6 +30,7 @@ type generation struct {
 	keys    []*backends.Key
 	byName  map[string]*backends.Key
 	handler http.Handler
+	tls     *tls.Config // the TCP listener's certificate and client CA, or nil
 
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -90,7 +92,16 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 	if err != nil {
 		return nil, err
 	}
-	g = &generation{cfg: cfg, keys: keys, byName: map[string]*backends.Key{}, handler: a.Handler(), drained: make(chan struct{})}
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		return nil, err
+	}
+	if tc == nil && prev != nil {
+		// TLS turned off: the listener stays TLS until a restart (warnRestartNeeded), with
+		// the certificate it has.
+		tc = prev.tls
+	}
+	g = &generation{cfg: cfg, keys: keys, byName: map[string]*backends.Key{}, handler: a.Handler(), tls: tc, drained: make(chan struct{})}
 	for _, k := range keys {
 		g.byName[k.Name()] = k
 	}

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -40,6 +42,7 @@ type health struct {
 	mu     sync.Mutex
 	gen    *generation          // the generation errs is about
 	errs   map[string]error     // the last check's outcome by key name
+	ids    map[string]string    // the request id under which each error in errs was logged
 	last   map[string]error     // the previous outcome by key, to log changes once
 	warned map[string]time.Time // when each key's coming expiry was last logged
 }
@@ -49,7 +52,7 @@ type health struct {
 const expiryWarning = 30 * 24 * time.Hour
 
 func newHealth(m *Metrics, log *slog.Logger, current func() *generation) *health {
-	return &health{m: m, log: log, now: time.Now, current: current, last: map[string]error{}, warned: map[string]time.Time{}}
+	return &health{m: m, log: log, now: time.Now, current: current, last: map[string]error{}, ids: map[string]string{}, warned: map[string]time.Time{}}
 }
 
 func (h *health) start(ctx context.Context) {
@@ -128,6 +131,7 @@ func (h *health) store(g *generation, errs map[string]error) {
 			}
 			if nk == nil {
 				delete(h.last, k.Name())
+				delete(h.ids, k.Name())
 				delete(h.warned, k.Name())
 			}
 		}
@@ -146,10 +150,11 @@ func (h *health) store(g *generation, errs map[string]error) {
 		}
 		prev, seen := h.last[k.Name()]
 		switch {
-		case err != nil && (!seen || prev == nil):
-			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error())
+		case err != nil && (!seen || prev == nil || prev.Error() != err.Error()):
+			h.logDown(k, err)
 		case err == nil && seen && prev != nil:
 			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend())
+			delete(h.ids, k.Name())
 		}
 		h.last[k.Name()] = err
 		h.warnExpiry(k)
@@ -175,6 +180,9 @@ func (h *health) observe(name string, err error) {
 		return
 	}
 	if unavailable {
+		if _, was := h.errs[name]; !was {
+			h.logDown(h.gen.key(name), err)
+		}
 		h.errs[name] = err
 		h.down.Store(true)
 		return
@@ -184,6 +192,24 @@ func (h *health) observe(name string, err error) {
 		h.m.BackendUp.WithLabelValues(name, h.gen.key(name).Backend()).Set(1)
 	}
 	h.down.Store(len(h.errs) > 0)
+}
+
+// logDown logs why a key cannot sign, once per reason, under a request id that /readyz
+// then gives: a backend's error text names what only the operator should see (module
+// path, token label, endpoint, ARN), so the answer names the key and the id, and the log
+// has the text. Logged when found, not per probe, so that probes cannot flood the log.
+// Called with h.mu held.
+func (h *health) logDown(k *backends.Key, err error) {
+	id := requestID()
+	h.ids[k.Name()] = id
+	h.log.Warn("not ready: key cannot sign", "request_id", id, "key", k.Name(), "backend", k.Backend(), "error", err.Error())
+}
+
+// requestID names an answer and the log lines that hold what it leaves out.
+func requestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // warnExpiry logs, at most once a day, that a key's certificate ends within 30 days or
@@ -209,6 +235,7 @@ func (h *health) warnExpiry(k *backends.Key) {
 
 // reasons is /readyz: why the daemon cannot serve every key now, from the last check. A
 // key's backend must have answered that check, and its certificate must be valid now.
+// A backend's own words stay in the log (logDown).
 func (h *health) reasons(context.Context) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
@@ -223,7 +250,7 @@ func (h *health) reasonsLocked() []string {
 	now := h.now()
 	for _, k := range h.gen.keys {
 		if err := h.errs[k.Name()]; err != nil {
-			out = append(out, fmt.Sprintf("key %q (%s): %v", k.Name(), k.Backend(), err))
+			out = append(out, fmt.Sprintf("key %q (%s) cannot sign now; the daemon's log has the reason under request id %s", k.Name(), k.Backend(), h.ids[k.Name()]))
 		}
 		if leaf := k.Leaf(); leaf != nil {
 			if now.After(leaf.NotAfter) {

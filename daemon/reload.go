@@ -7,6 +7,7 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
+	"strings"
 	"time"
 
 	"github.com/ib1/provenanced/conf"
@@ -123,6 +124,9 @@ func (d *Daemon) warnRestartNeeded(cfg *conf.Config) {
 		{"server.http", was.HTTP, now.HTTP},
 		{"server.metrics_http", was.MetricsHTTP, now.MetricsHTTP},
 		{"server.pprof", fmt.Sprint(was.Pprof), fmt.Sprint(now.Pprof)},
+		{"server.allowed_hosts", strings.Join(was.AllowedHosts, ","), strings.Join(now.AllowedHosts, ",")},
+		// A new certificate, key or client CA applies from the reload; TLS on or off does not.
+		{"server.tls_cert (TLS on or off)", fmt.Sprint(was.TLSCert != ""), fmt.Sprint(now.TLSCert != "")},
 	} {
 		if f.was != f.now {
 			d.log.Warn("a listener setting changed: it takes effect only at a restart; the running listener is kept", "key", f.key, "running", f.was, "configured", f.now)
@@ -133,10 +137,10 @@ func (d *Daemon) warnRestartNeeded(cfg *conf.Config) {
 // metricsOnly serves /metrics, /healthz and /readyz and nothing else: the metrics
 // listener (server.metrics_http) that a scraper or a kubelet probe reaches, where no
 // route signs.
-func (d *Daemon) metricsOnly() http.Handler {
+func metricsOnly(next http.Handler) http.Handler {
 	mux := http.NewServeMux()
 	for _, p := range []string{"GET /metrics", "GET /healthz", "GET /readyz"} {
-		mux.Handle(p, d.handler)
+		mux.Handle(p, next)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		w.Header().Set("Content-Type", "application/json")

@@ -88,22 +88,19 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	if *check {
-		return checkConfig(cfg, stdout)
+		return checkConfig(cfg, stdout, stderr)
 	}
 	if devHelp != nil {
 		devHelp(cfg.Server.Socket, cfg.Server.HTTP) // the addresses it will really listen on
 	}
-	log, logBuf := newLogger(stderr, cfg.Server.LogLevel)
-	if logBuf != nil {
-		defer logBuf.Close()
-	}
+	log := newLogger(stderr, cfg.Server.LogLevel)
 	for _, n := range notes {
 		log.Warn(n)
 	}
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString(), LogBuffer: logBuf, LogLevel: &logLevel,
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString(), LogLevel: &logLevel,
 		Load: func() (*conf.Config, error) {
 			cfg, notes, err := load()
 			for _, n := range notes {
@@ -130,10 +127,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 
 // checkConfig is `serve -check`: everything serve would open and check at start, then
 // closed again, nothing served. Any failure is exit status 2, as a config error is.
-func checkConfig(cfg *conf.Config, stdout io.Writer) error {
+// A backend's own words on why a key cannot sign go to stderr, as the daemon's log.
+func checkConfig(cfg *conf.Config, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	keys, err := daemon.Check(ctx, cfg, daemon.Options{Version: versionString()})
+	keys, err := daemon.Check(ctx, cfg, daemon.Options{Version: versionString(), Logger: newLogger(stderr, "warn")})
 	if err != nil {
 		var ce *conf.Error
 		if errors.As(err, &ce) {
@@ -192,18 +190,16 @@ func fromOriginalEnvironment() (*conf.Config, []string, error) {
 }
 
 // newLogger logs JSON when stderr is not a terminal (journald, a container runtime,
-// a file), through a LogBuffer that batches the lines; text, line by line, for a person
-// at a terminal.
-func newLogger(w io.Writer, level string) (*slog.Logger, *daemon.LogBuffer) {
+// a file); text for a person at a terminal. Each line is written as it is logged.
+func newLogger(w io.Writer, level string) *slog.Logger {
 	logLevel.UnmarshalText([]byte(level)) // conf has checked it
 	opts := &slog.HandlerOptions{Level: &logLevel}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(w, opts)), nil
+			return slog.New(slog.NewTextHandler(w, opts))
 		}
 	}
-	buf := daemon.NewLogBuffer(w)
-	return slog.New(daemon.FlushingHandler{Handler: slog.NewJSONHandler(buf, opts), Buffer: buf}), buf
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 func printDevHelp(w io.Writer, dir string, created bool, softhsm, sock, addr string) {
