@@ -4,6 +4,7 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
 	"encoding/json"
 	"encoding/pem"
@@ -609,4 +610,44 @@ func parseLeaf(t *testing.T, bundle []byte) *x509.Certificate {
 		t.Fatal(err)
 	}
 	return c
+}
+
+// A reload brings a new server certificate and a new client CA to the next TLS
+// handshake, on the listener the daemon already has: a certificate rotation needs no
+// restart, and a client of the retired CA is refused from then on.
+func TestReloadRenewsTLS(t *testing.T) {
+	certDir := t.TempDir()
+	oldClient, oldPool := tlsFiles(t, certDir)
+	addr := freeAddr(t)
+	p, _, _ := startConfig(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\n",
+		filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), filepath.Join(certDir, "ca.pem")), addr)
+	handshake := func(client tls.Certificate, pool *x509.CertPool) error {
+		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{client}})
+		if err != nil {
+			return err
+		}
+		defer c.Close()
+		// With TLS 1.3 a refused client certificate shows at the first read.
+		c.SetDeadline(time.Now().Add(5 * time.Second))
+		if _, err := io.WriteString(c, "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\nConnection: close\r\n\r\n"); err != nil {
+			return err
+		}
+		_, err = io.ReadAll(c)
+		return err
+	}
+	if err := handshake(oldClient, oldPool); err != nil {
+		t.Fatalf("before the reload: %v", err)
+	}
+	newClient, newPool := tlsFiles(t, certDir) // a new CA, server and client certificate, same files
+	if err := handshake(newClient, newPool); err == nil {
+		t.Fatal("the new certificates are served before any reload")
+	}
+	p.Signal(syscall.SIGHUP)
+	waitFor(t, "the new server certificate", func() bool { return handshake(newClient, newPool) == nil })
+	if err := handshake(oldClient, oldPool); err == nil {
+		t.Error("a client of the retired CA still gets through after the reload")
+	}
+	if !strings.Contains(p.Output(), "reloaded") || strings.Contains(p.Output(), "reload failed") {
+		t.Errorf("the log:\n%s", p.Output())
+	}
 }
