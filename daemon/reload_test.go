@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/sha256"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -10,6 +11,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/testenv"
 )
@@ -168,4 +170,58 @@ func BenchmarkAcquire(b *testing.B) {
 			d.acquire().done()
 		}
 	})
+}
+
+// Signing over the socket while reloads swap the keys under it: no request fails, and
+// (under -race) nothing the requests, the health state and the reload share is raced.
+func TestServeWhileReloading(t *testing.T) {
+	d, write := reloadable(t)
+	listening := make(chan struct{})
+	d.opts.Listening = func(string, string) { close(listening) }
+	ctx, cancel := context.WithCancel(context.Background())
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(ctx) }()
+	defer func() {
+		cancel()
+		if err := <-served; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	}()
+	<-listening
+	c, err := client.New(client.Options{Socket: d.cfg.Server.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer c.Close()
+	var stop atomic.Bool
+	var failed, signed atomic.Int64
+	var wg sync.WaitGroup
+	for i := range 4 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for n := 0; !stop.Load(); n++ {
+				digest := sha256.Sum256(fmt.Appendf(nil, "%d %d", i, n))
+				key := []string{"signing", "other"}[n%2]
+				if _, err := c.SignDigest(ctx, key, digest[:]); err != nil {
+					failed.Add(1)
+					t.Errorf("%s: %v", key, err)
+					return
+				}
+				signed.Add(1)
+			}
+		}()
+	}
+	for i := range 10 {
+		write([]string{"other-b.pem", "other-a.pem"}[i%2])
+		if err := d.Reload(ctx); err != nil {
+			t.Fatal(err)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	stop.Store(true)
+	wg.Wait()
+	if failed.Load() != 0 || signed.Load() == 0 {
+		t.Errorf("%d signed, %d failed", signed.Load(), failed.Load())
+	}
 }
