@@ -183,10 +183,10 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		servers = append(servers, d.server(socketHandler))
 		socketAddr = s.Socket
 	}
-	// tcp serves a TCP listener, passed or opened on addr. On loopback, only requests for
-	// a loopback Host or an allowed_hosts name are served (hostGuard); h gets the guarded
-	// handler without and with the metrics and request log.
-	tcp := func(passed net.Listener, addr, key string, useTLS bool, h func(api, observed http.Handler) http.Handler) (string, error) {
+	// tcp serves wrap(the API with its metrics and request log) on a TCP listener, passed
+	// or opened on addr. On loopback, only requests for a loopback Host or an
+	// allowed_hosts name reach the API (hostGuard).
+	tcp := func(passed net.Listener, addr, key string, useTLS bool, wrap func(http.Handler) http.Handler) (string, error) {
 		l := passed
 		if l == nil {
 			if addr == "" {
@@ -197,22 +197,22 @@ func (d *Daemon) Serve(ctx context.Context) error {
 				return "", fmt.Errorf("%s: %s: cannot listen on %s: %w", d.cfg.File, key, addr, err)
 			}
 		}
-		handler := h(d.api, d.handler)
+		handler := d.handler
 		if isLoopback(l.Addr()) {
-			guarded := hostGuard(d.api, s.AllowedHosts)
-			handler = h(guarded, newObserved(guarded, d.log, d.metrics))
+			handler = newObserved(hostGuard(d.api, s.AllowedHosts), d.log, d.metrics)
 		}
 		a := l.Addr().String()
 		if useTLS {
 			l = tls.NewListener(l, d.tlsConfig())
 		}
 		listeners = append(listeners, l)
-		servers = append(servers, d.server(handler))
+		servers = append(servers, d.server(wrap(handler)))
 		return a, nil
 	}
 	useTLS := d.cur.Load().tls != nil
-	if httpAddr, err = tcp(in.http, s.HTTP, "server.http", useTLS, func(_, observed http.Handler) http.Handler { return observed }); err == nil {
-		metricsAddr, err = tcp(in.metrics, s.MetricsHTTP, "server.metrics_http", false, func(_, observed http.Handler) http.Handler { return metricsOnly(observed) })
+	asIs := func(h http.Handler) http.Handler { return h }
+	if httpAddr, err = tcp(in.http, s.HTTP, "server.http", useTLS, asIs); err == nil {
+		metricsAddr, err = tcp(in.metrics, s.MetricsHTTP, "server.metrics_http", false, metricsOnly)
 	}
 	if err != nil {
 		closeAll()

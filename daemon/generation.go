@@ -173,7 +173,7 @@ func (g *generation) notSharedBy(next *generation) []*backends.Key {
 	return out
 }
 
-// ServeHTTP serves r with the current generation's API.
+// serveGeneration serves r with the current generation's API, counted in it until done.
 func (d *Daemon) serveGeneration(w http.ResponseWriter, r *http.Request) {
 	g := d.acquire()
 	defer g.done()
