@@ -114,6 +114,7 @@ func Check(ctx context.Context, cfg *conf.Config, opts Options) (keys []string, 
 func (d *Daemon) close() {
 	if g := d.cur.Load(); g != nil {
 		backends.CloseAll(g.keys)
+		g.closeOwn()
 	}
 }
 

@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"io"
 	"net/http"
 	"sync"
 	"sync/atomic"
@@ -31,6 +32,9 @@ type generation struct {
 	byName  map[string]*backends.Key
 	handler http.Handler
 	tls     *tls.Config // the TCP listener's certificate and client CA, or nil
+	// closers are what the generation owns besides its keys' backends (an audit file,
+	// say): closed with the generation, once no request runs on it, or at shutdown.
+	closers []io.Closer
 
 	refs    atomic.Int64
 	retired atomic.Bool
@@ -45,6 +49,10 @@ func (g *generation) key(name string) *backends.Key { return g.byName[name] }
 // (conf.Key.SameKey) keeps prev's open backend and only has its certificate bundle read
 // again; any other key is opened afresh. Everything is checked here, before anything
 // is served: on error the keys opened for it are closed and prev is untouched.
+//
+// Everything else that a reload replaces as one piece belongs here too, built from cfg
+// after the keys (the clients, tokens and audit file of [clients.*] and [audit]): put
+// into g, with what must be closed in g.closers, and closed here on a later error.
 func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *generation) (g *generation, err error) {
 	bopts := backends.Options{Observe: func(name, backend string) backends.Observer {
 		metric := d.metrics.signObserver(name, backend)
@@ -158,8 +166,15 @@ func (g *generation) retire(release []*backends.Key) {
 func (g *generation) finish() {
 	g.once.Do(func() {
 		backends.CloseAll(g.release)
+		g.closeOwn()
 		close(g.drained)
 	})
+}
+
+func (g *generation) closeOwn() {
+	for _, c := range g.closers {
+		c.Close()
+	}
 }
 
 // notSharedBy lists g's keys whose backend next does not use.
