@@ -651,3 +651,27 @@ func TestReloadRenewsTLS(t *testing.T) {
 		t.Errorf("the log:\n%s", p.Output())
 	}
 }
+
+// log_level applies from the reload: request lines (info) appear once it says "info".
+func TestReloadLogLevel(t *testing.T) {
+	s := newReloadSetup(t)
+	s.writeConfig(t, "http = \"\"\nlog_level = \"warn\"\n", false)
+	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
+	hc := p.Client()
+	get := func() {
+		resp, err := hc.Get(p.URL("/v1/keys"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+	}
+	get()
+	s.writeConfig(t, "http = \"\"\nlog_level = \"info\"\n", false)
+	p.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "configuration reloaded") })
+	if strings.Contains(p.Output(), `"route":"GET /v1/keys"`) {
+		t.Fatalf("a request line at log_level warn:\n%s", p.Output())
+	}
+	get()
+	waitFor(t, "a request line at info", func() bool { return strings.Contains(p.Output(), `"route":"GET /v1/keys"`) })
+}
