@@ -91,6 +91,13 @@ func systemdListeners() (inherited, error) {
 			name = names[i]
 		}
 		syscall.CloseOnExec(fd)
+		// net.FileListener takes a datagram socket too, and fails only at Accept.
+		typ, terr := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_TYPE)
+		acc, aerr := syscall.GetsockoptInt(fd, syscall.SOL_SOCKET, syscall.SO_ACCEPTCONN)
+		if terr != nil || aerr != nil || typ != syscall.SOCK_STREAM || acc != 1 {
+			in.close()
+			return inherited{}, fmt.Errorf("socket activation: fd %d (%q) is not a listening stream socket; use ListenStream= in the .socket unit", fd, name)
+		}
 		f := os.NewFile(uintptr(fd), "LISTEN_FD_"+strconv.Itoa(fd))
 		l, err := net.FileListener(f) // a dup; the original is closed below
 		f.Close()

@@ -675,3 +675,55 @@ func TestReloadLogLevel(t *testing.T) {
 	get()
 	waitFor(t, "a request line at info", func() bool { return strings.Contains(p.Output(), `"route":"GET /v1/keys"`) })
 }
+
+// A datagram socket passed by mistake (ListenDatagram= instead of ListenStream=) is
+// refused at start with a message that says which to use, not at the first accept.
+func TestSocketActivationRefusesDatagrams(t *testing.T) {
+	activate, err := exec.LookPath("systemd-socket-activate")
+	if err != nil {
+		t.Fatalf("systemd-socket-activate (Debian package systemd) is needed: %v", err)
+	}
+	s := newReloadSetup(t)
+	s.writeConfig(t, "http = \"\"\n", false)
+	dgram := filepath.Join(s.dir, "dgram.sock")
+	cmd := exec.Command(activate, "--datagram", "-l", dgram, daemonBin, "serve", "-config", s.config)
+	var out strings.Builder
+	var mu sync.Mutex
+	cmd.Stdout = writerFunc(func(b []byte) (int, error) { mu.Lock(); defer mu.Unlock(); return out.Write(b) })
+	cmd.Stderr = cmd.Stdout
+	cmd.SysProcAttr = &syscall.SysProcAttr{Setpgid: true}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	defer func() {
+		select {
+		case <-done:
+		default:
+			syscall.Kill(-cmd.Process.Pid, syscall.SIGKILL)
+			<-done
+		}
+	}()
+	waitFor(t, "the datagram socket", func() bool { _, err := os.Lstat(dgram); return err == nil })
+	// A datagram starts the daemon.
+	c, err := net.DialUnix("unixgram", nil, &net.UnixAddr{Name: dgram, Net: "unixgram"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	c.Write([]byte("x"))
+	c.Close()
+	select {
+	case <-done:
+	case <-time.After(20 * time.Second):
+		t.Fatal("the daemon did not exit")
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if cmd.ProcessState.ExitCode() == 0 || !strings.Contains(out.String(), "not a listening stream socket") || !strings.Contains(out.String(), "ListenStream=") {
+		t.Errorf("exit %d:\n%s", cmd.ProcessState.ExitCode(), out.String())
+	}
+	if strings.Contains(out.String(), "serving") {
+		t.Errorf("it served:\n%s", out.String())
+	}
+}
