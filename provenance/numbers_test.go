@@ -103,3 +103,45 @@ func TestNumbersAgainstIB1Check(t *testing.T) {
 	}
 	checkWithIB1Check(t, rec, m.Root, m.Framework, steps)
 }
+
+// A container version written -0 is read by the reference as the integer 0, and the text
+// it signs is str(0) = "0": so 0 can be rewritten -0 in a signed record, outer or nested,
+// without touching a signature, and ib1check.py (like the reference) still accepts it.
+// Here it is refused: a signed record has one spelling.
+func TestContainerVersionMinusZero(t *testing.T) {
+	m := loadManifest(t)
+	v := newTestVerifier(t, m.Root, m.Framework)
+	root := filepath.Join(vectorsDir, m.Root)
+	for _, tc := range []struct {
+		name  string
+		block []any
+	}{
+		{"outer", []any{"steps", -1}},
+		{"nested", []any{"steps", 0, -1}},
+		{"both", nil},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			data := mutateVector(t, "records/cap.json", func(top *Object) {
+				blocks := [][]any{tc.block}
+				if tc.block == nil {
+					blocks = [][]any{{"steps", -1}, {"steps", 0, -1}}
+				}
+				for _, path := range blocks {
+					get(top, path...).([]any)[0] = json.Number("-0")
+				}
+			})
+			if ok, stderr := ib1checkVerdict(t, data, root, m.Framework); !ok {
+				t.Fatalf("ib1check.py refuses -0 (the premise is that the reference accepts it): %s", stderr)
+			}
+			_, _, err := v.VerifyJSON(data)
+			expectCheck(t, err, CheckContainerVersion)
+			if !strings.Contains(err.Error(), "only 0 is accepted") {
+				t.Errorf("the error does not explain: %v", err)
+			}
+		})
+	}
+	// Other spellings of zero: the reference refuses 0.0 (a float is not the int 0); refused here too.
+	data := mutateVector(t, "records/edp.json", func(top *Object) { get(top, "steps", -1).([]any)[0] = json.Number("0.0") })
+	_, _, err := v.VerifyJSON(data)
+	expectCheck(t, err, CheckContainerVersion)
+}
