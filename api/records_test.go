@@ -390,3 +390,45 @@ func TestOriginalServiceErrors(t *testing.T) {
 		}
 	}
 }
+
+// The original's clients may send any date-time its pydantic models accept (the full table
+// is in seeddate_test.go): offsets without a colon, lower-case t and z, Unix times as
+// numbers and as numeric strings. Times are written in UTC, whole seconds.
+func TestOriginalServiceDateInputs(t *testing.T) {
+	url, _, _, _ := recordServer(t)
+	body := strings.NewReplacer(
+		`"2025-09-20T10:00:00"`, `"2025-09-20t10:00:00z"`,
+		`"2025-10-19T10:00:00"`, `1760868000`,
+		`"2025-09-19T10:00:00"`, `"2025-09-19T11:00:00+0100"`,
+		`"2025-11-19T10:00:00"`, `"1763546400000"`,
+	).Replace(edpRequest)
+	status, rec := post(t, url+"/api/v1/sign/edp", "application/json", body)
+	if status != 200 {
+		t.Fatalf("%d %s", status, rec)
+	}
+	status, decoded := post(t, url+"/api/v1/decode", "application/json", string(rec))
+	if status != 200 {
+		t.Fatalf("decode: %d %s", status, decoded)
+	}
+	var steps []map[string]any
+	json.Unmarshal(decoded, &steps)
+	perm, transfer := steps[0], steps[2]
+	if perm["timestamp"] != "2025-09-19T10:00:00Z" || perm["expires"] != "2025-11-19T10:00:00Z" {
+		t.Errorf("permission times: %v %v", perm["timestamp"], perm["expires"])
+	}
+	params := transfer["parameters"].(map[string]any)
+	if params["from"] != "2025-09-20T00:00Z" || params["to"] != "2025-10-19T00:00Z" {
+		t.Errorf("metering period: %v", params)
+	}
+	for _, tc := range []struct{ from, to, loc string }{
+		{`"2025-09-19T10:00:00"`, `"2025-09-19T10:00:00+24:00"`, "permission_granted"},
+		{`"2025-09-20T10:00:00"`, `true`, "from_date"},
+		{`"2025-09-20T10:00:00"`, `null`, "from_date"},
+		{`"2025-10-19T10:00:00"`, `"1e9"`, "to_date"},
+	} {
+		status, out := post(t, url+"/api/v1/sign/edp", "application/json", strings.Replace(edpRequest, tc.from, tc.to, 1))
+		if status != 422 || !strings.Contains(string(out), `"loc":["body","`+tc.loc+`"]`) || !strings.Contains(string(out), "Input should be a valid datetime") {
+			t.Errorf("%s = %s: %d %s", tc.loc, tc.to, status, out)
+		}
+	}
+}
