@@ -7,6 +7,7 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
@@ -344,6 +345,9 @@ func TestOriginalServiceFlow(t *testing.T) {
 	if receipt["transfer"] != transfer["id"] || capPerm["timestamp"] != "2025-09-19T10:00:00Z" {
 		t.Errorf("receipt %v, permission timestamp %v (want the UTC of 11:00+01:00)", receipt, capPerm["timestamp"])
 	}
+	if capPerm["expires"] != "2026-09-19T11:00:00Z" {
+		t.Errorf("CAP permission expires %v, want 2026-09-19T11:00:00Z (YYYY-MM-DDTHH:MM:SSZ)", capPerm["expires"])
+	}
 	inputs := process["inputs"].([]any)
 	if inputs[0] != receipt["id"] || inputs[1] != grid["id"] || toBank["of"] != process["id"] || toBank["to"] != "bank-member-321" || toBank["path"] != "/emissions" {
 		t.Errorf("process %v, transfer %v", process, toBank)
@@ -431,4 +435,83 @@ func TestOriginalServiceDateInputs(t *testing.T) {
 			t.Errorf("%s = %s: %d %s", tc.loc, tc.to, status, out)
 		}
 	}
+}
+
+// The original's routes, given the inputs the vectors show and the vectors' signing time,
+// write the records the original wrote (edp.json, cap.json): decoded, they equal
+// edp.decoded.json and cap.decoded.json but for the step ids, which are random.
+func TestOriginalRoutesMatchTheVectors(t *testing.T) {
+	signedAt := time.Date(2026, 11, 27, 15, 33, 4, 0, time.UTC)
+	server := func(serial string) string {
+		k := vectorKey(t, serial)
+		srv, _ := newServer(t, api.Options{
+			Keys:            []*backends.Key{k},
+			MaxRequestBytes: 1 << 20,
+			Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: k, Scheme: scheme, Now: func() time.Time { return signedAt }},
+		})
+		return srv.URL
+	}
+	compare := func(name string, rec []byte, url string) {
+		t.Helper()
+		status, decoded := post(t, url+"/api/v1/decode", "application/json", string(rec))
+		if status != 200 {
+			t.Fatalf("%s: decode: %d %s", name, status, decoded)
+		}
+		want, err := os.ReadFile(filepath.Join(vectors, "records", name+".decoded.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Map the vector's ids to ours, step by step (the steps are in record order).
+		var got, w []map[string]any
+		json.Unmarshal(decoded, &got)
+		json.Unmarshal(want, &w)
+		if len(got) != len(w) {
+			t.Fatalf("%s: %d steps, want %d", name, len(got), len(w))
+		}
+		text := string(want)
+		for i := range w {
+			text = strings.ReplaceAll(text, `"`+w[i]["id"].(string)+`"`, `"`+got[i]["id"].(string)+`"`)
+		}
+		if !jsonEqual(t, decoded, []byte(text)) {
+			t.Errorf("%s: decoded record differs from %s.decoded.json (ids aside):\n%s\nwant\n%s", name, name, decoded, text)
+		}
+	}
+
+	edpURL := server("123456")
+	status, edpRec := post(t, edpURL+"/api/v1/sign/edp", "application/json", `{
+		"from_date": "2025-09-01T10:00:00", "to_date": "2025-10-01T10:00:00",
+		"permission_granted": "2025-08-28T09:15:42Z", "permission_expires": "2026-08-28T09:15:42Z",
+		"service_url": "https://api.smartmeterreading.example.com/meter-readings/0",
+		"account": "/yl4Y/aV6b80fo5cnmuDDByfuEA=", "fapi_id": "4f0b9c2e-5d7a-4e61-9b3c-1a2d3e4f5a6b",
+		"cap_member": "https://member.core.sandbox.trust.ib1.org/m/81524",
+		"origin_url": "https://www.smartdcc.co.uk/",
+		"origin_license_url": "https://smartenergycodecompany.co.uk/documents/sec/consolidated-sec/"}`)
+	if status != 200 {
+		t.Fatalf("sign/edp: %d %s", status, edpRec)
+	}
+	compare("edp", edpRec, edpURL)
+
+	// The CAP signs on the vector's own EDP record, as the original did.
+	capURL := server("98765")
+	attachment, err := os.ReadFile(filepath.Join(vectors, "records", "edp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, capRec := post(t, capURL+"/api/v1/sign/cap", "application/json", `{
+		"edp_data_attachment": `+string(attachment)+`,
+		"cap_member_id": "https://member.core.sandbox.trust.ib1.org/m/81524",
+		"bank_member_id": "https://member.core.sandbox.trust.ib1.org/m/71212388",
+		"cap_account": "dbd16978-a0a642d9aa2d95318b50e605",
+		"cap_permission_granted": "2025-09-02T14:03:05Z", "cap_permission_expires": "2026-09-02T14:03:05Z",
+		"grid_intensity_origin": "https://api.carbonintensity.org.uk/",
+		"grid_intensity_license": "https://creativecommons.org/licenses/by/4.0/",
+		"postcode": "CF99",
+		"edp_service_url": "https://api.smartmeterreading.example.com/meter-readings/0",
+		"edp_member_id": "https://member.core.sandbox.trust.ib1.org/m/2876152",
+		"bank_service_url": "https://api.emissions4u.example.com/emission-report/23",
+		"from_date": "2025-09-01", "to_date": "2025-10-01"}`)
+	if status != 200 {
+		t.Fatalf("sign/cap: %d %s", status, capRec)
+	}
+	compare("cap", capRec, capURL)
 }
