@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -65,6 +66,9 @@ func badRequest(msg string) error {
 // request it answers and reports false.
 func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request, v any, accepted string) bool {
 	body, err := a.readJSONBody(w, r)
+	if err == nil && bytes.HasPrefix(body, utf8BOM) {
+		err = badRequest("the body begins with a UTF-8 byte order mark: send JSON without one (RFC 8259 section 8.1)")
+	}
 	if err == nil {
 		err = decodeStrict(body, v, accepted)
 	}

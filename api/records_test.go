@@ -2,18 +2,23 @@ package api_test
 
 import (
 	"context"
+	"encoding/binary"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
+	"unicode/utf16"
 
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/provenance"
+	"github.com/ib1/provenanced/testenv"
 )
 
 const (
@@ -514,4 +519,110 @@ func TestOriginalRoutesMatchTheVectors(t *testing.T) {
 		t.Fatalf("sign/cap: %d %s", status, capRec)
 	}
 	compare("cap", capRec, capURL)
+}
+
+// encodings of a JSON body, as a client of the original might send them.
+func encodings(body string) map[string][]byte {
+	u16 := func(order binary.AppendByteOrder, bom bool) []byte {
+		var out []byte
+		if bom {
+			out = order.AppendUint16(out, 0xFEFF)
+		}
+		for _, u := range utf16.Encode([]rune(body)) {
+			out = order.AppendUint16(out, u)
+		}
+		return out
+	}
+	u32 := func(order binary.AppendByteOrder, bom bool) []byte {
+		var out []byte
+		if bom {
+			out = order.AppendUint32(out, 0xFEFF)
+		}
+		for _, r := range body {
+			out = order.AppendUint32(out, uint32(r))
+		}
+		return out
+	}
+	return map[string][]byte{
+		"utf-8":             []byte(body),
+		"utf-8 BOM":         append([]byte("\ufeff"), body...),
+		"utf-8 two BOMs":    append([]byte("\ufeff\ufeff"), body...),
+		"utf-16le BOM":      u16(binary.LittleEndian, true),
+		"utf-16be BOM":      u16(binary.BigEndian, true),
+		"utf-16le":          u16(binary.LittleEndian, false),
+		"utf-16be":          u16(binary.BigEndian, false),
+		"utf-32le BOM":      u32(binary.LittleEndian, true),
+		"utf-32be":          u32(binary.BigEndian, false),
+		"utf-16le odd byte": append(u16(binary.LittleEndian, true), 'x'),
+		"invalid utf-8":     append([]byte(body[:len(body)-1]), 0xFF, '}'),
+	}
+}
+
+// The original's routes read a body as json.loads does (FastAPI): a UTF-8 byte order mark
+// and UTF-16/32 bodies are accepted. Python itself is the oracle: for each encoding, the
+// daemon accepts what json.loads accepts, answers 400 "There was an error parsing the body"
+// where Python cannot decode the bytes (as FastAPI does), and 422 where the text is not
+// JSON. The /v1 routes refuse a byte order mark with a message that says so.
+func TestOriginalRoutesReadBodiesAsPythonDoes(t *testing.T) {
+	py, err := testenv.Python()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One Python run judges every body (files 0, 1, ... in a directory).
+	dir := t.TempDir()
+	var bodies [][]byte
+	oracle := func() []string {
+		for i, b := range bodies {
+			os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), b, 0o600)
+		}
+		out, err := exec.Command(py, "-c", `import json, os, sys
+for i in range(int(sys.argv[2])):
+    try:
+        json.loads(open(os.path.join(sys.argv[1], str(i)), "rb").read())
+        print("ok")
+    except UnicodeDecodeError:
+        print("decode")
+    except json.JSONDecodeError:
+        print("json")`, dir, strconv.Itoa(len(bodies))).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(string(out))
+	}
+	url, _, _, _ := recordServer(t)
+	status, edpRec := post(t, url+"/api/v1/sign/edp", "application/json", edpRequest)
+	if status != 200 {
+		t.Fatal(status)
+	}
+	type request struct{ route, name string }
+	var requests []request
+	for route, body := range map[string]string{
+		"/api/v1/decode":   string(edpRec),
+		"/api/v1/sign/edp": edpRequest,
+		"/api/v1/sign/cap": capRequest(string(edpRec), "https://member.core.sandbox.trust.ib1.org/m/2876152"),
+	} {
+		for name, data := range encodings(body) {
+			requests = append(requests, request{route, name})
+			bodies = append(bodies, data)
+		}
+	}
+	verdicts := oracle()
+	if len(verdicts) != len(bodies) {
+		t.Fatalf("Python judged %d bodies of %d", len(verdicts), len(bodies))
+	}
+	for i, data := range bodies {
+		route, name, want := requests[i].route, requests[i].name, verdicts[i]
+		status, out := post(t, url+route, "application/json", string(data))
+		switch {
+		case want == "ok" && status == 200,
+			want == "decode" && status == 400 && strings.Contains(string(out), "There was an error parsing the body"),
+			want == "json" && status == 422 && strings.Contains(string(out), "json_invalid"):
+		default:
+			t.Errorf("%s, %s: %d %.200s; Python's json.loads: %s", route, name, status, out, want)
+		}
+	}
+	status, out := post(t, url+"/v1/records/verify", "application/json", "\ufeff"+`{"record":`+string(edpRec)+`}`)
+	if status != 400 || !strings.Contains(string(out), "byte order mark") {
+		t.Errorf("/v1 with a BOM: %d %s", status, out)
+	}
 }

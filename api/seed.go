@@ -67,7 +67,13 @@ func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		}
 		return nil, false
 	}
-	return body, true
+	text, err := pythonJSONText(body)
+	if err != nil {
+		// FastAPI answers a body json.loads cannot decode so.
+		writeDetail(w, http.StatusBadRequest, "There was an error parsing the body")
+		return nil, false
+	}
+	return text, true
 }
 
 func (a *API) readSeedForm(w http.ResponseWriter, r *http.Request) (*seedForm, bool) {
