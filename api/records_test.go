@@ -235,6 +235,8 @@ func TestRecordBadInput(t *testing.T) {
 		{"/v1/records", `{"record":` + string(tampered) + `,"steps":[{"type":"receipt"}]}`, "signature", 400},
 		{"/v1/records", `{"steps":[{"type":"origin"}],"key":"nope"}`, "no key named", 404},
 		{"/v1/records", `{"stepz":[]}`, `unknown field \"stepz\"`, 400},
+		{"/v1/records", `{"steps":[{"type":"t","n":1e999}]}`, "would read it as infinity", 400},
+		{"/v1/records", `{"steps":[{"type":"t","n":1` + strings.Repeat("0", 4300) + `}]}`, "an integer of 4301 digits", 400},
 		{"/v1/records/verify", `{"record":` + string(tampered) + `}`, "signature", 400},
 		{"/v1/records/verify", `{"record":{"ib1:provenance":5}}`, "trust-framework", 400},
 		{"/v1/records/verify", `{"record":{"ib1:provenance":"` + sandboxTF + `","origins":[],"steps":"x"}}`, "container-shape", 400},
@@ -428,6 +430,9 @@ func TestOriginalServiceDateInputs(t *testing.T) {
 	params := transfer["parameters"].(map[string]any)
 	if params["from"] != "2025-09-20T00:00Z" || params["to"] != "2025-10-19T00:00Z" {
 		t.Errorf("metering period: %v", params)
+	}
+	if _, err := testenv.IB1Check(rec, filepath.Join(vectors, "pki", "root-ca-cert.pem"), sandboxTF); err != nil {
+		t.Errorf("the record does not verify with ib1check.py: %v", err)
 	}
 	for _, tc := range []struct{ from, to, loc string }{
 		{`"2025-09-19T10:00:00"`, `"2025-09-19T10:00:00+24:00"`, "permission_granted"},
