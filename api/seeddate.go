@@ -80,6 +80,10 @@ func pydanticDateTime(raw json.RawMessage) (time.Time, *seedProblem) {
 			return time.Time{}, typeProblem
 		}
 		t, err := pydanticDateTimeString(s)
+		if err == errPythonYearZero {
+			// speedate read it; Python's datetime then refused it: no date fallback.
+			return time.Time{}, &seedProblem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: s}
+		}
 		if err != "" {
 			return time.Time{}, &seedProblem{Type: "datetime_from_date_parsing", Msg: "Input should be a valid datetime or date, " + string(err), Input: s}
 		}
@@ -135,16 +139,16 @@ func pydanticDateTimeNumber(text string) (t time.Time, err dateErr, isType bool)
 // lax fallback to a date.
 func pydanticDateTimeString(s string) (time.Time, dateErr) {
 	t, err := rfc3339Lax(s)
-	if err == "" {
-		return t, ""
+	if err == "" || err == errPythonYearZero {
+		return t, err
 	}
 	if n, ok := speedateInt(s); ok {
-		if t, e := fromUnix(n, 0); e == "" {
-			return t, ""
+		if t, e := fromUnix(n, 0); e == "" || e == errPythonYearZero {
+			return t, e
 		}
 	} else if f, ok := speedateFloat(s); ok {
-		if t, e := fromUnixFloatString(f); e == "" {
-			return t, ""
+		if t, e := fromUnixFloatString(f); e == "" || e == errPythonYearZero {
+			return t, e
 		}
 	}
 	// pydantic (lax): a string that is not a datetime may be a date, at midnight. Its
@@ -163,8 +167,6 @@ func pydanticDateTimeString(s string) (time.Time, dateErr) {
 					e = errDateTooLarge
 				} else if micro != 0 || secs%86400 != 0 {
 					e = errDateNotExact
-				} else {
-					e = errPythonYearZero // the only exact date that failed as a datetime
 				}
 			}
 			return time.Time{}, e

@@ -80,8 +80,12 @@ func TestPydanticDateTime(t *testing.T) {
 		{`"2025-09-20T10:00:00Z[UTC]"`, "!datetime_from_date_parsing"},
 		{`"20250920T100000Z"`, "!datetime_from_date_parsing"},
 		{`""`, "!datetime_from_date_parsing"},
-		{`"0000-01-01T00:00:00"`, "!datetime_from_date_parsing"}, // [python]
-		{`"0000-01-01"`, "!datetime_from_date_parsing"},
+		{`"0000-01-01T00:00:00"`, "!datetime_parsing"}, // [python]: parsed, then refused
+		{`"0000-01-01"`, "!datetime_parsing"},
+		{`"0000-12-31T23:59:59+01:00"`, "!datetime_parsing"},
+		{`"-62167219200000"`, "!datetime_parsing"},
+		{`-62167219200000`, "!datetime_parsing"},
+		{`-62135596800000`, "0001-01-01T00:00:00Z"},
 		// [date]
 		{`"2025-09-20"`, "2025-09-20T00:00:00Z"},
 		{`"2025-09-31"`, "!datetime_from_date_parsing"},
@@ -92,6 +96,14 @@ func TestPydanticDateTime(t *testing.T) {
 		{`"1758362400.75"`, "2025-09-20T10:00:00Z"},
 		{`"1.7583624e9"`, "2025-09-20T10:00:00Z"},
 		{`"-1.5"`, "1969-12-31T23:59:58Z"},
+		{`"-1.25"`, "1969-12-31T23:59:58Z"},            // -1.25 s
+		{`-1.25`, "1969-12-31T23:59:58Z"},              // pydantic reads -2 s + 0.25 s = -1.75 s
+		{`"30000000000000.0"`, "1970-12-14T05:20:00Z"}, // ms to s, then s taken as ms again (pydantic does so)
+		{`"1758362400."`, "2025-09-20T10:00:00Z"},
+		{`".5"`, "1970-01-01T00:00:00Z"},
+		{`"+.5e3"`, "1970-01-01T00:08:20Z"},
+		{`"1.e3"`, "1970-01-01T00:16:40Z"},
+		{`1758362400000.5`, "2025-09-20T10:00:00Z"},
 		{`"0"`, "1970-01-01T00:00:00Z"},
 		{`"1e9"`, "!datetime_from_date_parsing"}, // no '.': not a float to speedate
 		{`"0x10"`, "!datetime_from_date_parsing"},
