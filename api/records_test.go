@@ -386,6 +386,7 @@ func TestOriginalServiceErrors(t *testing.T) {
 		{"/api/v1/sign/edp", `not json`, 422, "json_invalid"},
 		{"/api/v1/sign/edp", `[]`, 422, "model_attributes_type"},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"test-account-123"`, `123`, 1), 422, `"string_type"`},
+		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"test-account-123"`, `null`, 1), 422, `"string_type"`},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-09-20T10:00:00"`, `"20/09/2025"`, 1), 422, `"loc":["body","from_date"]`},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-10-19T10:00:00"`, `"2025-09-01T10:00:00"`, 1), 400, "to_date must be after from_date"},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-11-19T10:00:00"`, `"2025-09-01T10:00:00"`, 1), 400, "permission_expires must be after permission_granted"},

@@ -69,7 +69,8 @@ func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	}
 	text, err := pythonJSONText(body)
 	if err != nil {
-		// FastAPI answers a body json.loads cannot decode so.
+		// FastAPI's answer when json.loads fails other than on the JSON itself: here, bytes
+		// it cannot decode as text.
 		writeDetail(w, http.StatusBadRequest, "There was an error parsing the body")
 		return nil, false
 	}
@@ -96,12 +97,12 @@ func (a *API) readSeedForm(w http.ResponseWriter, r *http.Request) (*seedForm, b
 
 func (f *seedForm) str(name string) string {
 	raw, ok := f.raw[name]
-	if !ok || string(raw) == "null" {
+	if !ok {
 		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
 		return ""
 	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if err := json.Unmarshal(raw, &s); err != nil || string(raw) == "null" { // pydantic: None is not a str
 		f.problems = append(f.problems, seedProblem{Type: "string_type", Loc: []any{"body", name}, Msg: "Input should be a valid string", Input: json.RawMessage(raw)})
 		return ""
 	}
