@@ -66,9 +66,6 @@ func badRequest(msg string) error {
 // request it answers and reports false.
 func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request, v any, accepted string) bool {
 	body, err := a.readJSONBody(w, r)
-	if err == nil && bytes.HasPrefix(body, utf8BOM) {
-		err = badRequest("the body begins with a UTF-8 byte order mark: send JSON without one (RFC 8259 section 8.1)")
-	}
 	if err == nil {
 		err = decodeStrict(body, v, accepted)
 	}
@@ -94,6 +91,9 @@ func (a *API) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, erro
 	body, err := readBody(w, r, a.opts.MaxRequestBytes)
 	if err != nil {
 		return nil, err
+	}
+	if bytes.HasPrefix(body, utf8BOM) {
+		return nil, badRequest("the body begins with a UTF-8 byte order mark: send JSON without one (RFC 8259 section 8.1)")
 	}
 	return body, nil
 }

@@ -627,8 +627,16 @@ for i in range(int(sys.argv[2])):
 			t.Errorf("%s, %s: %d %.200s; Python's json.loads: %s", route, name, status, out, want)
 		}
 	}
-	status, out := post(t, url+"/v1/records/verify", "application/json", "\ufeff"+`{"record":`+string(edpRec)+`}`)
-	if status != 400 || !strings.Contains(string(out), "byte order mark") {
-		t.Errorf("/v1 with a BOM: %d %s", status, out)
+	for path, body := range map[string]string{
+		"/v1/records/verify":    `{"record":` + string(edpRec) + `}`,
+		"/v1/keys/m123456/sign": `{"digest":"` + b64(make([]byte, 32)) + `"}`,
+	} {
+		status, out := post(t, url+path, "application/json", "\ufeff"+body)
+		if status != 400 || !strings.Contains(string(out), "byte order mark") {
+			t.Errorf("%s with a BOM: %d %s", path, status, out)
+		}
+		if status, out := post(t, url+path, "application/json", body); status != 200 {
+			t.Errorf("%s without: %d %s", path, status, out)
+		}
 	}
 }
