@@ -182,3 +182,33 @@ func TestDayKeepsTheLocalDate(t *testing.T) {
 		t.Errorf("day %s, timestamp %s", day(x), provenance.FormatTimestamp(x))
 	}
 }
+
+// FuzzPydanticDateTime: whatever a client sends in a date field, the parser does not
+// panic (it indexes into hostile text), and what it accepts is a time between years 0
+// (an offset can move year 1 back across the boundary) and 9999, in whole microseconds.
+func FuzzPydanticDateTime(f *testing.F) {
+	for _, s := range []string{`"2025-09-20T10:00:00+01:00"`, `"2025-09-20t10:00z"`, `"1758362400.5"`, `1758362400000`,
+		`"2025-09-20T10:00:00−01:00"`, `"2025-09-20T10:00:00.1234567"`, `"+.5e3"`, `-1.25`, `"2025-09-20"`, `true`} {
+		f.Add(s)
+	}
+	check := func(t *testing.T, raw []byte) {
+		got, problem := pydanticDateTime(json.RawMessage(raw))
+		if problem != nil {
+			if !strings.HasPrefix(problem.Msg, "Input should be a valid datetime") {
+				t.Fatalf("%s: %q", raw, problem.Msg)
+			}
+			return
+		}
+		if u := got.UTC(); u.Year() < 0 || u.Year() > 10000 || got.Nanosecond()%1000 != 0 {
+			t.Fatalf("%s: %v", raw, got)
+		}
+	}
+	// The input is tried as a JSON value and as the text of a JSON string.
+	f.Fuzz(func(t *testing.T, s string) {
+		if json.Valid([]byte(s)) {
+			check(t, []byte(s))
+		}
+		quoted, _ := json.Marshal(s)
+		check(t, quoted)
+	})
+}
