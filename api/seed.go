@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -73,6 +72,14 @@ func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		// it cannot decode as text.
 		writeDetail(w, http.StatusBadRequest, "There was an error parsing the body")
 		return nil, false
+	}
+	if len(text) > 0 && &text[0] != &body[0] {
+		// readBody looked for repeated names in the bytes as sent; a body that had a BOM or
+		// was UTF-16/32 is looked at again as the text it is.
+		if err := duplicateName(text); err != nil {
+			writeDetail(w, http.StatusBadRequest, err.Error())
+			return nil, false
+		}
 	}
 	return text, true
 }
@@ -173,10 +180,13 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Bui
 		}
 	}
 	p.count("sign", false)
-	status, _, msg := signError(a.keys[p.Key.Name()], err)
+	id := newRequestID()
+	status, _, msg := a.signError(r.Context(), r.Pattern, a.keys[p.Key.Name()], err, id)
+	if status >= 500 {
+		w.Header().Set("X-Request-Id", id)
+	}
 	if status == http.StatusInternalServerError {
-		a.log.LogAttrs(r.Context(), slog.LevelError, "record signing failed", slog.String("route", r.Pattern), slog.String("key", p.Key.Name()), slog.String("error", err.Error()))
-		msg = "Internal server error"
+		msg = "Internal server error; the daemon's log has the reason under request id " + id
 	}
 	writeDetail(w, status, msg)
 }
