@@ -177,8 +177,9 @@ func (a *API) seedReady(w http.ResponseWriter, signing bool) bool {
 // seedSteps adds a record's steps in order and keeps the first error, so that a handler
 // lists its steps as the record has them and checks once, in signSeed.
 type seedSteps struct {
-	b   *provenance.Builder
-	err error
+	b     *provenance.Builder
+	err   error
+	added []AuditStep // for the audit log
 }
 
 // add adds a step of type typ and returns its id ("" after an error).
@@ -188,6 +189,9 @@ func (s *seedSteps) add(typ string, members ...provenance.Member) string {
 	}
 	id, err := s.b.AddStep(provenance.NewStep(typ, members...))
 	s.err = err
+	if err == nil {
+		s.added = append(s.added, AuditStep{ID: id, Type: typ})
+	}
 	return id
 }
 
@@ -196,6 +200,9 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, steps *seedSteps)
 	if steps.err != nil {
 		writeDetail(w, http.StatusBadRequest, steps.err.Error())
 		return
+	}
+	if e := auditEntry(w); e != nil {
+		e.Steps = steps.added
 	}
 	b := steps.b
 	p := a.opts.Provenance

@@ -44,6 +44,7 @@ type Daemon struct {
 	health  *health
 	handler http.Handler
 	opts    Options
+	api     *api.API
 }
 
 // New opens cfg's keys and builds the API. Nothing listens yet; every configuration
@@ -63,6 +64,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	h := newHealth(keys, m, opts.Logger)
+	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, opts: opts}
 	a, err := api.New(api.Options{
 		Provenance:      prov,
 		Keys:            keys,
@@ -71,14 +73,25 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		MaxBatch:        cfg.Server.MaxBatch,
 		Logger:          opts.Logger,
 		Metrics:         promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
-		Ready:           h.reasons,
-		Version:         opts.Version,
+		Ready: func(ctx context.Context) []string {
+			return append(h.reasons(ctx), d.auditProblem()...)
+		},
+		Version: opts.Version,
+		PeerOf:  peerOf,
 	})
 	if err != nil {
 		backends.CloseAll(keys)
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, handler: newObserved(a.Handler(), opts.Logger, opts.LogBuffer, m), opts: opts}, nil
+	d.api = a
+	ac, err := d.BuildAccess(cfg)
+	if err != nil {
+		backends.CloseAll(keys)
+		return nil, err
+	}
+	d.SetAccess(ac)
+	d.handler = newObserved(a.Handler(), opts.Logger, opts.LogBuffer, m)
+	return d, nil
 }
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
@@ -158,6 +171,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	wg.Wait()
 	d.health.stop()
+	if ac := d.api.Access(); ac != nil && ac.Audit() != nil {
+		seq, head := ac.Audit().Head()
+		d.log.Info("audit log closed", "file", ac.Audit().Path(), "seq", seq, "head", head)
+		ac.Audit().Close()
+	}
 	closeAll() // Shutdown closed them; this removes nothing twice but makes sure of the socket file
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr

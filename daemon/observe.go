@@ -57,8 +57,9 @@ type observed struct {
 }
 
 type routeCode struct {
-	route string
-	code  int
+	route  string
+	code   int
+	client string // a configured client's name, so the label's values stay bounded
 }
 
 func newObserved(next http.Handler, log *slog.Logger, access *LogBuffer, m *Metrics) *observed {
@@ -70,13 +71,14 @@ var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
 func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := recorders.Get().(*statusRecorder)
-	rec.ResponseWriter, rec.status = w, 0
+	rec.ResponseWriter, rec.status, rec.client = w, 0, ""
 	o.next.ServeHTTP(rec, r)
 	took := time.Since(start)
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
 	}
+	client := rec.client
 	rec.ResponseWriter = nil
 	recorders.Put(rec)
 
@@ -84,7 +86,7 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if route == "" {
 		route = "unmatched"
 	}
-	counter, timer := o.instruments(route, status)
+	counter, timer := o.instruments(route, status, client)
 	counter.Inc()
 	timer.Observe(took.Seconds())
 
@@ -98,7 +100,7 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p, _ := r.Context().Value(peerKey{}).(*peer)
 	if o.access != nil && level == slog.LevelInfo {
 		o.access.Append(func(b []byte) []byte {
-			return appendRequestLine(b, route, status, took, r.PathValue("name"), p, r.RemoteAddr)
+			return appendRequestLine(b, route, status, took, r.PathValue("name"), client, p, r.RemoteAddr)
 		})
 		return
 	}
@@ -106,6 +108,9 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	attrs = append(attrs, slog.String("route", route), slog.Int("status", status), slog.Float64("duration_ms", float64(took.Microseconds())/1000))
 	if k := r.PathValue("name"); k != "" {
 		attrs = append(attrs, slog.String("key", k))
+	}
+	if client != "" {
+		attrs = append(attrs, slog.String("client", client))
 	}
 	if p != nil && p.unix {
 		attrs = append(attrs, slog.Group("peer", slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid)))
@@ -117,8 +122,8 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // instruments returns the request counter and duration histogram of a route and status,
 // resolving their labels once.
-func (o *observed) instruments(route string, status int) (prometheus.Counter, prometheus.Observer) {
-	rc := routeCode{route, status}
+func (o *observed) instruments(route string, status int, client string) (prometheus.Counter, prometheus.Observer) {
+	rc := routeCode{route, status, client}
 	o.mu.RLock()
 	c, ok1 := o.byRoute[rc]
 	t, ok2 := o.times[route]
@@ -129,7 +134,7 @@ func (o *observed) instruments(route string, status int) (prometheus.Counter, pr
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if c, ok1 = o.byRoute[rc]; !ok1 {
-		c = o.m.Requests.WithLabelValues(route, strconv.Itoa(status))
+		c = o.m.Requests.WithLabelValues(route, strconv.Itoa(status), client)
 		o.byRoute[rc] = c
 	}
 	if t, ok2 = o.times[route]; !ok2 {
@@ -143,7 +148,11 @@ func (o *observed) instruments(route string, status int) (prometheus.Counter, pr
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	client string // the client the API recognised, if any
 }
+
+// NoteClient is api.ClientNoter: the API says which client it recognised.
+func (s *statusRecorder) NoteClient(name string) { s.client = name }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {
@@ -164,7 +173,7 @@ func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter 
 
 // appendRequestLine writes the request's log line as slog's JSON handler writes the
 // line of the slow path, without its allocations: this runs for every request.
-func appendRequestLine(b []byte, route string, status int, took time.Duration, key string, p *peer, remote string) []byte {
+func appendRequestLine(b []byte, route string, status int, took time.Duration, key, client string, p *peer, remote string) []byte {
 	b = append(b, `{"time":"`...)
 	b = time.Now().AppendFormat(b, time.RFC3339Nano)
 	b = append(b, `","level":"INFO","msg":"request","route":`...)
@@ -176,6 +185,10 @@ func appendRequestLine(b []byte, route string, status int, took time.Duration, k
 	if key != "" {
 		b = append(b, `,"key":`...)
 		b = appendJSONString(b, key)
+	}
+	if client != "" {
+		b = append(b, `,"client":`...)
+		b = appendJSONString(b, client)
 	}
 	if p != nil && p.unix {
 		b = append(b, `,"peer":{"uid":`...)
