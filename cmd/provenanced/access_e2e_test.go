@@ -3,17 +3,22 @@ package main
 import (
 	"bufio"
 	"bytes"
+	"context"
+	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/sha256"
+	"crypto/tls"
 	"crypto/x509"
+	"crypto/x509/pkix"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -24,6 +29,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -456,5 +462,71 @@ rate = 2
 	m := scrape(t, "http://"+d.HTTP+"/metrics")
 	if !strings.Contains(m, `provenanced_rate_limited_total{client="ops"} 2`) {
 		t.Fatalf("metrics:\n%s", grepLines(m, "rate_limited"))
+	}
+}
+
+// The client's Signer: a certificate made with x509.CreateCertificate and a TLS
+// handshake whose server key is the daemon's, both checked by the standard library.
+func TestClientSigner(t *testing.T) {
+	p, _ := startDev(t)
+	c, err := client.New(client.Options{Socket: p.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	s, err := c.Signer(ctx, "signing", 0)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if _, err := s.Sign(nil, make([]byte, 48), crypto.SHA384); err == nil || !strings.Contains(err.Error(), "SHA-256 digests only") {
+		t.Fatalf("SHA-384: %v", err)
+	}
+	tmpl := &x509.Certificate{
+		SerialNumber:          big.NewInt(7),
+		Subject:               pkix.Name{CommonName: "localhost"},
+		DNSNames:              []string{"localhost"},
+		NotBefore:             time.Now().Add(-time.Minute),
+		NotAfter:              time.Now().Add(time.Hour),
+		KeyUsage:              x509.KeyUsageDigitalSignature | x509.KeyUsageCertSign,
+		ExtKeyUsage:           []x509.ExtKeyUsage{x509.ExtKeyUsageServerAuth},
+		BasicConstraintsValid: true,
+		IsCA:                  true,
+	}
+	der, err := x509.CreateCertificate(rand.Reader, tmpl, tmpl, s.Public(), s)
+	if err != nil {
+		t.Fatal(err)
+	}
+	cert, err := x509.ParseCertificate(der)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cert.CheckSignatureFrom(cert); err != nil {
+		t.Fatalf("the certificate signed through the daemon does not verify: %v", err)
+	}
+	// TLS: the daemon's key is the server's.
+	l, err := tls.Listen("tcp", "127.0.0.1:0", &tls.Config{Certificates: []tls.Certificate{{Certificate: [][]byte{der}, PrivateKey: s}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	done := make(chan error, 1)
+	go func() {
+		conn, err := l.Accept()
+		if err != nil {
+			done <- err
+			return
+		}
+		defer conn.Close()
+		done <- conn.(*tls.Conn).Handshake()
+	}()
+	pool := x509.NewCertPool()
+	pool.AddCert(cert)
+	conn, err := tls.Dial("tcp", l.Addr().String(), &tls.Config{RootCAs: pool, ServerName: "localhost"})
+	if err != nil {
+		t.Fatalf("TLS handshake with the daemon's key: %v", err)
+	}
+	conn.Close()
+	if err := <-done; err != nil {
+		t.Fatal(err)
 	}
 }
