@@ -20,10 +20,11 @@ import (
 // SHA-256 of the previous line's bytes (without its newline), so that an edited, removed,
 // reordered or inserted line breaks the chain (VerifyAuditChain finds where).
 //
-// A line is written with one write(2) to a file opened O_APPEND, before the answer is
-// sent; then the file is fsynced, with one fsync covering every line written by then
-// (group commit), so concurrent requests share the cost. A line that cannot be written
-// fails the request (503) and no signature leaves.
+// Lines are written with write(2) to a file opened O_APPEND before the answer is sent,
+// concurrent requests' lines together (group commit); a line that cannot be written fails
+// the request (503) and no signature leaves. A written line survives a crash of the
+// daemon; against a power loss the file is fsynced every second, or, with SyncEach,
+// before the answer too.
 
 // AuditStep is a step a record operation added.
 type AuditStep struct {
@@ -144,41 +145,68 @@ func (e *AuditEntry) appendJSON(b []byte, t time.Time, seq uint64, prev []byte) 
 	return append(b, "\"}\n"...)
 }
 
-// AuditHooks tell the daemon's metrics about each write.
-type AuditHooks struct {
+// AuditOptions configure an audit log.
+type AuditOptions struct {
 	// Wrote is called after each attempt: ok, or the error.
 	Wrote func(err error)
+	// SyncEach fsyncs every batch before its writers answer ([audit] fsync = true): a
+	// line then survives a power loss, not only a crash of the daemon. Otherwise a
+	// background fsync runs every SyncInterval.
+	SyncEach bool
+	// SyncInterval is the background fsync's period (default 1s).
+	SyncInterval time.Duration
 }
 
 // AuditLog is an open audit log. Its methods are safe for concurrent use.
+//
+// Writers commit in groups: each appends its line to the pending batch under the lock,
+// and one of them (the first to find no flush running) writes the whole batch with one
+// write(2), fsyncs it, and wakes the batch's writers; lines that arrive meanwhile form the
+// next batch. Every writer still returns only once its own line is written and synced.
 type AuditLog struct {
 	path  string // "-" = standard output
-	hooks AuditHooks
-	// Sync fsyncs after each write (group commit); on by default for a file.
-	sync bool
+	hooks AuditOptions
+	sync  bool // fsync after each batch
+	dirty atomic.Bool
+	stop  chan struct{}
+	wg    sync.WaitGroup
 
-	mu   sync.Mutex
-	f    *os.File
-	w    io.Writer
-	seq  uint64
-	prev [sha256.Size]byte
-	size int64 // the file's size after the last whole line, to undo a partial write
-	buf  []byte
+	// fileMu guards the file: a flush holds it (read) while it writes and syncs; a reopen
+	// or close takes it to swap or close the file between batches.
+	fileMu sync.RWMutex
+	f      *os.File
+	w      io.Writer
+	size   int64 // the file's size after the last whole batch, to undo a partial write
+
+	mu       sync.Mutex
+	seq      uint64            // the last line's, pending or written
+	prev     [sha256.Size]byte // the last line's hash, pending or written
+	okSeq    uint64            // the last line on disk, and its hash: where a failed
+	okPrev   [sha256.Size]byte // batch rolls the chain back to
+	pending  []byte
+	spare    []byte
+	batch    *auditBatch
+	flushing bool
 
 	failed atomic.Pointer[string] // why the last write failed; nil when it did not
-
-	syncMu sync.Mutex
-	synced uint64 // every line up to this seq is on disk (under syncMu)
 }
+
+type auditBatch struct {
+	done chan struct{}
+	err  error
+}
+
+func newBatch() *auditBatch { return &auditBatch{done: make(chan struct{})} }
 
 var emptyHash = sha256.Sum256(nil)
 
 // OpenAuditLog opens (creating, mode 0600) the audit log at path, or standard output
 // for "-". The chain continues from the file's last line.
-func OpenAuditLog(path string, hooks AuditHooks) (*AuditLog, error) {
-	l := &AuditLog{path: path, hooks: hooks, prev: emptyHash}
+func OpenAuditLog(path string, opts AuditOptions) (*AuditLog, error) {
+	l := &AuditLog{path: path, hooks: opts, prev: emptyHash, batch: newBatch(), stop: make(chan struct{})}
 	if path == "-" {
 		l.w = os.Stdout
+		l.okPrev = l.prev
 		return l, nil
 	}
 	f, last, size, err := openAuditFile(path)
@@ -194,7 +222,16 @@ func OpenAuditLog(path string, hooks AuditHooks) (*AuditLog, error) {
 		l.seq = seq
 		l.prev = sha256.Sum256(last)
 	}
-	l.f, l.w, l.size, l.sync = f, f, size, true
+	l.okSeq, l.okPrev = l.seq, l.prev
+	l.f, l.w, l.size, l.sync = f, f, size, opts.SyncEach
+	if !l.sync {
+		every := opts.SyncInterval
+		if every <= 0 {
+			every = time.Second
+		}
+		l.wg.Add(1)
+		go l.syncEvery(every)
+	}
 	return l, nil
 }
 
@@ -267,31 +304,25 @@ func lineSeq(line []byte) (uint64, error) {
 // Path is the log's path ("-" for standard output).
 func (l *AuditLog) Path() string { return l.path }
 
-// Write appends one entry and returns once it is written (and, for a file, on disk). An
+// Write appends one entry and returns once it is written (and, for a file, synced). An
 // error means the entry is not in the log: the operation must not answer with a
 // signature.
 func (l *AuditLog) Write(e *AuditEntry) error {
 	l.mu.Lock()
-	seq := l.seq + 1
-	l.buf = e.appendJSON(l.buf[:0], time.Now(), seq, l.prev[:])
-	n, err := l.w.Write(l.buf)
-	if err != nil {
-		if n > 0 && l.f != nil {
-			// A torn line would break the chain for every line after it.
-			l.f.Truncate(l.size)
-		}
-		l.mu.Unlock()
-		return l.fail(err)
-	}
-	l.seq = seq
-	l.prev = sha256.Sum256(l.buf[:len(l.buf)-1])
-	l.size += int64(n)
-	f, doSync := l.f, l.sync
+	start := len(l.pending)
+	l.seq++
+	l.pending = e.appendJSON(l.pending, time.Now(), l.seq, l.prev[:])
+	l.prev = sha256.Sum256(l.pending[start : len(l.pending)-1])
+	b := l.batch
+	lead := !l.flushing
+	l.flushing = true
 	l.mu.Unlock()
-	if doSync {
-		if err := l.syncTo(f, seq); err != nil {
-			return l.fail(err)
-		}
+	if lead {
+		l.flush()
+	}
+	<-b.done
+	if b.err != nil {
+		return l.fail(b.err)
 	}
 	if l.failed.Load() != nil {
 		l.failed.Store(nil)
@@ -302,25 +333,79 @@ func (l *AuditLog) Write(e *AuditEntry) error {
 	return nil
 }
 
-// syncTo returns once line seq is on disk: one fsync covers every line written before
-// it started, so concurrent writers mostly find their line synced by another's call.
-func (l *AuditLog) syncTo(f *os.File, seq uint64) error {
-	l.syncMu.Lock()
-	defer l.syncMu.Unlock()
-	if l.synced >= seq {
-		return nil
+// flush writes batches until none is pending.
+func (l *AuditLog) flush() {
+	for {
+		l.mu.Lock()
+		if len(l.pending) == 0 {
+			l.flushing = false
+			l.mu.Unlock()
+			return
+		}
+		buf, b := l.pending, l.batch
+		seq, prev := l.seq, l.prev
+		l.pending, l.spare = l.spare[:0], nil
+		l.batch = newBatch()
+		l.mu.Unlock()
+
+		l.fileMu.RLock()
+		n, err := l.w.Write(buf)
+		if err == nil && l.sync && l.f != nil {
+			err = l.f.Sync()
+		}
+		if err != nil && n > 0 && l.f != nil {
+			// A torn line would break the chain for every line after it.
+			l.f.Truncate(l.size)
+		} else if err == nil {
+			l.size += int64(n)
+			l.dirty.Store(!l.sync)
+		}
+		l.fileMu.RUnlock()
+
+		l.mu.Lock()
+		if err != nil {
+			// The lines queued behind this batch chain from lines that are not in the
+			// file: they fail too, and the chain resumes from the last line on disk.
+			l.seq, l.prev = l.okSeq, l.okPrev
+			next := l.batch
+			l.pending = l.pending[:0]
+			l.batch = newBatch()
+			next.err = err
+			close(next.done)
+		} else {
+			l.okSeq, l.okPrev = seq, prev
+		}
+		l.spare = buf
+		l.mu.Unlock()
+		b.err = err
+		close(b.done)
 	}
-	l.mu.Lock()
-	upto := l.seq
-	same := l.f == f
-	l.mu.Unlock()
-	if err := f.Sync(); err != nil {
-		return err
+}
+
+// syncEvery fsyncs what was written, every period, when SyncEach is off.
+func (l *AuditLog) syncEvery(period time.Duration) {
+	defer l.wg.Done()
+	t := time.NewTicker(period)
+	defer t.Stop()
+	for {
+		select {
+		case <-l.stop:
+			return
+		case <-t.C:
+		}
+		if !l.dirty.Swap(false) {
+			continue
+		}
+		l.fileMu.RLock()
+		var err error
+		if l.f != nil {
+			err = l.f.Sync()
+		}
+		l.fileMu.RUnlock()
+		if err != nil {
+			l.fail(err) // lines may be lost: not ready until a write succeeds again
+		}
 	}
-	if same {
-		l.synced = upto
-	}
-	return nil
 }
 
 func (l *AuditLog) fail(err error) error {
@@ -346,7 +431,7 @@ func (l *AuditLog) Problem() string {
 func (l *AuditLog) Head() (uint64, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	return l.seq, hex.EncodeToString(l.prev[:])
+	return l.okSeq, hex.EncodeToString(l.okPrev[:])
 }
 
 // Reopen opens the log's path again (after logrotate moved the file away), continuing
@@ -357,13 +442,16 @@ func (l *AuditLog) Reopen() error {
 	if l.path == "-" {
 		return nil
 	}
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
 	f, last, size, err := openAuditFile(l.path)
 	if err != nil {
 		return err
 	}
 	l.mu.Lock()
-	defer l.mu.Unlock()
-	if last != nil && sha256.Sum256(last) != l.prev {
+	okPrev := l.okPrev
+	l.mu.Unlock()
+	if last != nil && sha256.Sum256(last) != okPrev {
 		f.Close()
 		return fmt.Errorf("audit file %s: its last line is not the last line this daemon wrote, so the chain would break; move the file aside", l.path)
 	}
@@ -378,17 +466,28 @@ func (l *AuditLog) Reopen() error {
 
 // Close syncs and closes the file.
 func (l *AuditLog) Close() error {
-	l.mu.Lock()
-	defer l.mu.Unlock()
+	select {
+	case <-l.stop:
+	default:
+		close(l.stop)
+	}
+	l.wg.Wait()
+	l.fileMu.Lock()
+	defer l.fileMu.Unlock()
 	if l.f == nil {
 		return nil
 	}
 	l.f.Sync()
 	err := l.f.Close()
 	l.f = nil
-	l.w = io.Discard
+	l.w = closedLog{}
 	return err
 }
+
+// closedLog fails every write after Close: a signature must not leave unaudited.
+type closedLog struct{}
+
+func (closedLog) Write([]byte) (int, error) { return 0, os.ErrClosed }
 
 // AuditChainError is where a chain breaks.
 type AuditChainError struct {

@@ -51,14 +51,14 @@ func writeLines(t *testing.T, path string, lines [][]byte) {
 func TestAuditChainAndTampering(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "audit.jsonl")
-	l, err := api.OpenAuditLog(path, api.AuditHooks{})
+	l, err := api.OpenAuditLog(path, api.AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	writeEntries(t, l, 5)
 	l.Close()
 	// Reopened by a new daemon: the chain continues.
-	l, err = api.OpenAuditLog(path, api.AuditHooks{})
+	l, err = api.OpenAuditLog(path, api.AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -135,7 +135,7 @@ func TestAuditChainAndTampering(t *testing.T) {
 func TestAuditReopenContinuesAcrossFiles(t *testing.T) {
 	dir := t.TempDir()
 	path := filepath.Join(dir, "audit.jsonl")
-	l, err := api.OpenAuditLog(path, api.AuditHooks{})
+	l, err := api.OpenAuditLog(path, api.AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -166,7 +166,7 @@ func TestAuditReopenContinuesAcrossFiles(t *testing.T) {
 
 func TestAuditConcurrentWritersKeepTheChain(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	l, err := api.OpenAuditLog(path, api.AuditHooks{})
+	l, err := api.OpenAuditLog(path, api.AuditOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -186,7 +186,7 @@ func TestAuditConcurrentWritersKeepTheChain(t *testing.T) {
 // An audit log on /dev/full: every write fails with ENOSPC, as on a full disk.
 func TestAuditFailClosed(t *testing.T) {
 	var failures int
-	l, err := api.OpenAuditLog("/dev/full", api.AuditHooks{Wrote: func(err error) {
+	l, err := api.OpenAuditLog("/dev/full", api.AuditOptions{Wrote: func(err error) {
 		if err != nil {
 			failures++
 		}
@@ -214,7 +214,7 @@ func TestAccessPolicyInProcess(t *testing.T) {
 		{Name: "b", TLSURI: "spiffe://x/b", Keys: []string{"*"}, Allow: []string{"csr"}},
 	}
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
-	l, _ := api.OpenAuditLog(path, api.AuditHooks{})
+	l, _ := api.OpenAuditLog(path, api.AuditOptions{})
 	defer l.Close()
 	srv, _ := newServer(t, api.Options{Access: api.NewAccess(clients, l, api.AccessHooks{})})
 	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))

@@ -50,6 +50,9 @@ type Client struct {
 type Audit struct {
 	// File is the audit log's path, "-" for standard output, "" for none.
 	File string `toml:"file"`
+	// FSync fsyncs each line (with those written at the same time) before the answer;
+	// otherwise lines are fsynced every second.
+	FSync bool `toml:"fsync"`
 }
 
 // AllKeys reports whether the client may use every key.

@@ -38,9 +38,9 @@ func newAccessMetrics(reg *prometheus.Registry) *accessMetrics {
 	return m
 }
 
-func (m *accessMetrics) auditHooks() api.AuditHooks {
+func (m *accessMetrics) auditOptions(cfg *conf.Config) api.AuditOptions {
 	ok, bad := m.AuditWrites.WithLabelValues("ok"), m.AuditWrites.WithLabelValues("error")
-	return api.AuditHooks{Wrote: func(err error) {
+	return api.AuditOptions{SyncEach: cfg.Audit.FSync, Wrote: func(err error) {
 		if err != nil {
 			bad.Inc()
 			m.AuditUp.Set(0)
@@ -73,7 +73,7 @@ func (d *Daemon) BuildAccess(cfg *conf.Config) (*api.Access, error) {
 		d.metrics.access.AuditUp.Set(1)
 		audit = cur
 	default:
-		l, err := api.OpenAuditLog(path, d.metrics.access.auditHooks())
+		l, err := api.OpenAuditLog(path, d.metrics.access.auditOptions(cfg))
 		if err != nil {
 			return nil, cfg.Errorf("audit.file", "%v", err)
 		}

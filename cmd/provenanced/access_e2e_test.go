@@ -44,7 +44,7 @@ type accessDaemon struct {
 	dir, audit string
 }
 
-func startAccessDaemon(t *testing.T, policy string, auditFile string) *accessDaemon {
+func startAccessDaemon(t testing.TB, policy string, auditFile string) *accessDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	// nobody must reach the socket and run the binary.
@@ -62,12 +62,17 @@ func startAccessDaemon(t *testing.T, policy string, auditFile string) *accessDae
 	if err != nil {
 		t.Fatal(err)
 	}
-	if auditFile == "" {
+	fsync := auditFile == "fsync"
+	if auditFile == "" || fsync {
 		auditFile = filepath.Join(dir, "audit.jsonl")
 	}
+	auditTable := fmt.Sprintf("[audit]\nfile = %q\nfsync = %v\n", auditFile, fsync)
+	if auditFile == "none" {
+		auditTable = ""
+	}
 	cfg := testenv.ConfigHead("# access tests", addr, files.RootCA) +
-		fmt.Sprintf("backend = \"pem\"\nprivate_key = %q\ncertificates = %q\n\n[keys.other]\nbackend = \"pem\"\nprivate_key = \"other-key.pem\"\n\n[audit]\nfile = %q\n\n%s",
-			files.PrivateKey, files.Bundle, auditFile, policy)
+		fmt.Sprintf("backend = \"pem\"\nprivate_key = %q\ncertificates = %q\n\n[keys.other]\nbackend = \"pem\"\nprivate_key = \"other-key.pem\"\n\n%s\n%s",
+			files.PrivateKey, files.Bundle, auditTable, policy)
 	cfg = strings.Replace(cfg, `socket_mode = "0600"`, `socket_mode = "0666"`, 1)
 	cfgPath := filepath.Join(dir, "provenanced.toml")
 	os.WriteFile(cfgPath, []byte(cfg), 0o644)
