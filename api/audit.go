@@ -1,6 +1,7 @@
 package api
 
 import (
+	"runtime"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -318,6 +319,7 @@ func (l *AuditLog) Write(e *AuditEntry) error {
 	l.flushing = true
 	l.mu.Unlock()
 	if lead {
+		runtime.Gosched()
 		l.flush()
 	}
 	<-b.done
