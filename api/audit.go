@@ -1,7 +1,6 @@
 package api
 
 import (
-	"runtime"
 	"bufio"
 	"bytes"
 	"crypto/sha256"
@@ -11,6 +10,7 @@ import (
 	"fmt"
 	"io"
 	"os"
+	"runtime"
 	"strconv"
 	"sync"
 	"sync/atomic"
