@@ -156,6 +156,9 @@ type AuditOptions struct {
 	SyncEach bool
 	// SyncInterval is the background fsync's period (default 1s).
 	SyncInterval time.Duration
+	// After is the log this one follows (a reload that moved the audit file): when the
+	// new file is empty, its chain continues from After's last line.
+	After *AuditLog
 }
 
 // AuditLog is an open audit log. Its methods are safe for concurrent use.
@@ -222,6 +225,10 @@ func OpenAuditLog(path string, opts AuditOptions) (*AuditLog, error) {
 		}
 		l.seq = seq
 		l.prev = sha256.Sum256(last)
+	} else if opts.After != nil {
+		opts.After.mu.Lock()
+		l.seq, l.prev = opts.After.okSeq, opts.After.okPrev
+		opts.After.mu.Unlock()
 	}
 	l.okSeq, l.okPrev = l.seq, l.prev
 	l.f, l.w, l.size, l.sync = f, f, size, opts.SyncEach

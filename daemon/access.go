@@ -55,7 +55,8 @@ func (m *accessMetrics) auditOptions(cfg *conf.Config) api.AuditOptions {
 // when it loaded cfg, token files read then) and its audit log. The audit log of the
 // running state, when it has the same path, is reopened rather than opened again, so
 // that the chain continues across logrotate's move; a new path starts a new log. It
-// changes nothing in the running daemon: SetAccess swaps the result in.
+// changes nothing else in the running daemon: SetAccess swaps the result in. A new path
+// whose file is empty continues the running log's chain.
 func (d *Daemon) BuildAccess(cfg *conf.Config) (*api.Access, error) {
 	var audit *api.AuditLog
 	var cur *api.AuditLog
@@ -73,7 +74,9 @@ func (d *Daemon) BuildAccess(cfg *conf.Config) (*api.Access, error) {
 		d.metrics.access.AuditUp.Set(1)
 		audit = cur
 	default:
-		l, err := api.OpenAuditLog(path, d.metrics.access.auditOptions(cfg))
+		opts := d.metrics.access.auditOptions(cfg)
+		opts.After = cur
+		l, err := api.OpenAuditLog(path, opts)
 		if err != nil {
 			return nil, cfg.Errorf("audit.file", "%v", err)
 		}
