@@ -297,6 +297,9 @@ func (c *call) WriteHeader(status int) {
 	c.wrote = true
 	if c.ac.audit != nil {
 		c.entry.Status = status
+		// An answer that carries a request id (a 503 does) has it in the audit line too,
+		// so that the line, the answer and the daemon's log can be matched.
+		c.entry.RequestID = c.ResponseWriter.Header().Get("X-Request-Id")
 		if err := c.ac.audit.Write(&c.entry); err != nil {
 			c.a.log.LogAttrs(context.Background(), slog.LevelError, "audit log write failed; answering 503", slog.String("route", c.entry.Route), slog.String("error", err.Error()))
 			c.discard = true
