@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"flag"
 	"fmt"
 	"io"
 	"math/big"
@@ -103,8 +104,8 @@ keys = ["other"]
 allow = ["csr"]
 `
 
-// request is one call: over the socket or TCP, as root or as nobody (with curl run as
-// uid 65534), with a token or none.
+// request is one call: over the socket or TCP, as root or as nobody (uid 65534), with a
+// token or none.
 type request struct {
 	name     string
 	socket   bool
@@ -118,28 +119,86 @@ type request struct {
 
 func (d *accessDaemon) do(t *testing.T, rq request) (int, string) {
 	t.Helper()
-	args := []string{"-s", "-o", "-", "-w", "\n%{http_code}", "-H", "Content-Type: application/json", "--data-binary", rq.body}
-	if rq.token != "" {
-		args = append(args, "-H", "Authorization: Bearer "+rq.token)
-	}
+	cmd := exec.Command(asClientBin(t), "-path", rq.path, "-body", rq.body)
+	cmd.Env = append(os.Environ(), asClientEnv+"=1", "AS_CLIENT_TOKEN="+rq.token)
 	if rq.socket {
-		args = append(args, "--unix-socket", d.Socket, "http://localhost"+rq.path)
+		cmd.Args = append(cmd.Args, "-socket", d.Socket)
 	} else {
-		args = append(args, "http://"+d.HTTP+rq.path)
+		cmd.Args = append(cmd.Args, "-addr", d.HTTP)
 	}
-	cmd := exec.Command("curl", args...)
 	if rq.nobody {
 		cmd.SysProcAttr = &syscall.SysProcAttr{Credential: &syscall.Credential{Uid: nobodyID, Gid: nobodyID}}
 	}
 	out, err := cmd.Output()
 	if err != nil {
-		t.Fatalf("%s: curl: %v", rq.name, err)
+		t.Fatalf("%s: the client: %v", rq.name, err)
 	}
 	s := strings.TrimSpace(string(out))
 	i := strings.LastIndexByte(s, '\n')
 	var code int
 	fmt.Sscan(s[i+1:], &code)
 	return code, s[:max(i, 0)]
+}
+
+// asClientEnv makes this test binary a one-request HTTP client (see init), so that the
+// tests can make requests as another user without any other program.
+const asClientEnv = "PROVENANCED_TEST_AS_CLIENT"
+
+func init() {
+	if os.Getenv(asClientEnv) != "1" {
+		return
+	}
+	fs := flag.NewFlagSet("client", flag.ExitOnError)
+	path := fs.String("path", "/", "")
+	body := fs.String("body", "", "")
+	sock := fs.String("socket", "", "")
+	addr := fs.String("addr", "", "")
+	fs.Parse(os.Args[1:])
+	c, url := http.DefaultClient, "http://"+*addr+*path
+	if *sock != "" {
+		c, url = testenv.UnixClient(*sock), "http://localhost"+*path
+	}
+	req, _ := http.NewRequest("POST", url, strings.NewReader(*body))
+	req.Header.Set("Content-Type", "application/json")
+	if tok := os.Getenv("AS_CLIENT_TOKEN"); tok != "" {
+		req.Header.Set("Authorization", "Bearer "+tok)
+	}
+	resp, err := c.Do(req)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, err)
+		os.Exit(1)
+	}
+	b, _ := io.ReadAll(resp.Body)
+	fmt.Printf("%s\n%d\n", b, resp.StatusCode)
+	os.Exit(0)
+}
+
+var asClient struct {
+	once sync.Once
+	path string
+	err  error
+}
+
+// asClientBin is a copy of this test binary where every user may run it.
+func asClientBin(t *testing.T) string {
+	asClient.once.Do(func() {
+		self, err := os.Executable()
+		if err != nil {
+			asClient.err = err
+			return
+		}
+		data, err := os.ReadFile(self)
+		if err != nil {
+			asClient.err = err
+			return
+		}
+		asClient.path = filepath.Join(filepath.Dir(daemonBin), "as-client")
+		asClient.err = os.WriteFile(asClient.path, data, 0o755)
+	})
+	if asClient.err != nil {
+		t.Fatal(asClient.err)
+	}
+	return asClient.path
 }
 
 func digestBody(i int) string {
