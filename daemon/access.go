@@ -60,8 +60,8 @@ func (m *accessMetrics) auditOptions(cfg *conf.Config) api.AuditOptions {
 func (d *Daemon) BuildAccess(cfg *conf.Config) (*api.Access, error) {
 	var audit *api.AuditLog
 	var cur *api.AuditLog
-	if d.api != nil {
-		if ac := d.api.Access(); ac != nil {
+	if d.app != nil {
+		if ac := d.app.Access(); ac != nil {
 			cur = ac.Audit()
 		}
 	}
@@ -96,8 +96,8 @@ func (d *Daemon) BuildAccess(cfg *conf.Config) (*api.Access, error) {
 // SetAccess swaps in access state from BuildAccess and closes the audit log it replaces,
 // if that one is not reused. Requests in flight finish with the state they started with.
 func (d *Daemon) SetAccess(ac *api.Access) {
-	old := d.api.Access()
-	d.api.SetAccess(ac)
+	old := d.app.Access()
+	d.app.SetAccess(ac)
 	d.warnOpen(ac)
 	if old != nil && old.Audit() != nil && old.Audit() != ac.Audit() {
 		seq, head := old.Audit().Head()
@@ -114,7 +114,7 @@ func (d *Daemon) warnOpen(ac *api.Access) {
 
 // auditProblem is /readyz's reason when the audit log cannot be written.
 func (d *Daemon) auditProblem() []string {
-	if ac := d.api.Access(); ac != nil && ac.Audit() != nil {
+	if ac := d.app.Access(); ac != nil && ac.Audit() != nil {
 		if p := ac.Audit().Problem(); p != "" {
 			return []string{p}
 		}
