@@ -16,6 +16,7 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
@@ -592,5 +593,30 @@ func TestClientSigner(t *testing.T) {
 	conn.Close()
 	if err := <-done; err != nil {
 		t.Fatal(err)
+	}
+}
+
+// Mutual TLS against the real binary: the verified client certificate (CN "app") is
+// the client, through the Go client's TLSConfig.
+func TestAccessByClientCertificateOverTLS(t *testing.T) {
+	certDir := t.TempDir()
+	clientCert, pool := tlsFiles(t, certDir)
+	addr := freeAddr(t)
+	startConfig(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\nhttp = %q\n[clients.app]\ntls_cn = \"app\"\nkeys = [\"signing\"]\nallow = [\"sign\"]\n",
+		filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), filepath.Join(certDir, "ca.pem"), addr), "")
+	c, err := client.New(client.Options{URL: "https://" + addr, TLSConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientCert}}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx := context.Background()
+	d := sha256.Sum256([]byte("over mutual TLS"))
+	if _, err := c.SignDigest(ctx, "signing", d[:]); err != nil {
+		t.Fatalf("the certificate's client signs: %v", err)
+	}
+	var out json.RawMessage
+	err = c.Do(ctx, "POST", "/v1/keys/signing/csr", map[string]string{"subject": "CN=x"}, &out)
+	var ce *client.Error
+	if !errors.As(err, &ce) || ce.Status != 403 || !strings.Contains(ce.Message, `client "app" may not request a CSR`) {
+		t.Fatalf("csr: %v", err)
 	}
 }
