@@ -57,13 +57,13 @@ func (m *accessMetrics) auditOptions(cfg *conf.Config) api.AuditOptions {
 // that the chain continues across logrotate's move; a new path starts a new log. It
 // changes nothing else in the running daemon: SetAccess swaps the result in. A new path
 // whose file is empty continues the running log's chain.
-func (d *Daemon) BuildAccess(cfg *conf.Config) (*api.Access, error) {
-	var audit *api.AuditLog
-	var cur *api.AuditLog
-	if d.app != nil {
-		if ac := d.app.Access(); ac != nil {
-			cur = ac.Audit()
-		}
+//
+// running is the access state being served (nil at start): its audit log is the one
+// continued.
+func (d *Daemon) BuildAccess(cfg *conf.Config, running *api.Access) (*api.Access, error) {
+	var audit, cur *api.AuditLog
+	if running != nil {
+		cur = running.Audit()
 	}
 	switch path := cfg.Audit.File; {
 	case path == "":

@@ -90,7 +90,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.app, d.tls = a, tc
-	ac, err := d.BuildAccess(cfg)
+	ac, err := d.BuildAccess(cfg, nil)
 	if err != nil {
 		backends.CloseAll(keys)
 		return nil, err
