@@ -301,17 +301,19 @@ func (c *call) WriteHeader(status int) {
 		// so that the line, the answer and the daemon's log can be matched.
 		c.entry.RequestID = c.ResponseWriter.Header().Get("X-Request-Id")
 		if err := c.ac.audit.Write(&c.entry); err != nil {
-			c.a.log.LogAttrs(context.Background(), slog.LevelError, "audit log write failed; answering 503", slog.String("route", c.entry.Route), slog.String("error", err.Error()))
+			id := newRequestID()
+			c.a.log.LogAttrs(context.Background(), slog.LevelError, "audit log write failed; answering 503", slog.String("request_id", id), slog.String("route", c.entry.Route), slog.String("error", err.Error()))
 			c.discard = true
 			h := c.ResponseWriter.Header()
 			for k := range h {
 				delete(h, k)
 			}
-			const msg = "the audit log cannot be written, so nothing is signed; see the daemon's log"
+			h.Set("X-Request-Id", id)
+			msg := "the audit log cannot be written, so nothing is signed; the daemon's log has the reason under request id " + id
 			if c.seed {
 				writeDetail(c.ResponseWriter, http.StatusServiceUnavailable, msg)
 			} else {
-				writeError(c.ResponseWriter, http.StatusServiceUnavailable, "unavailable", msg)
+				writeErrorID(c.ResponseWriter, http.StatusServiceUnavailable, "unavailable", msg, id)
 			}
 			return
 		}

@@ -418,7 +418,13 @@ func (l *AuditLog) syncEvery(period time.Duration) {
 }
 
 func (l *AuditLog) fail(err error) error {
-	msg := "the audit log cannot be written: " + err.Error()
+	// The reason shows in /readyz: the system's words without the file's path.
+	why := err
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		why = pe.Err
+	}
+	msg := "the audit log cannot be written: " + why.Error()
 	l.failed.Store(&msg)
 	if l.hooks.Wrote != nil {
 		l.hooks.Wrote(err)

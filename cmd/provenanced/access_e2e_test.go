@@ -478,7 +478,7 @@ func TestAuditFailsClosed(t *testing.T) {
 	}
 	body, _ := io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 503 || bytes.Contains(body, []byte("signature")) {
+	if resp.StatusCode != 503 || bytes.Contains(body, []byte("signature")) || !bytes.Contains(body, []byte(`"request_id"`)) || resp.Header.Get("X-Request-Id") == "" {
 		t.Fatalf("sign with the audit log full: %d %s", resp.StatusCode, body)
 	}
 	resp, err = c.Get(d.URL("/readyz"))
@@ -487,7 +487,7 @@ func TestAuditFailsClosed(t *testing.T) {
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 503 || !bytes.Contains(body, []byte("no space left on device")) {
+	if resp.StatusCode != 503 || !bytes.Contains(body, []byte("no space left on device")) || bytes.Contains(body, []byte("/dev/full")) {
 		t.Fatalf("/readyz: %d %s", resp.StatusCode, body)
 	}
 	m := scrape(t, "http://"+d.HTTP+"/metrics")
