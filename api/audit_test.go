@@ -15,6 +15,7 @@ import (
 	"testing"
 
 	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
 )
 
@@ -260,5 +261,62 @@ func TestAccessPolicyInProcess(t *testing.T) {
 		if bytes.Contains(lines[i], []byte("tok-a")) || bytes.Contains(lines[i], []byte(hex.EncodeToString(sum[:]))) {
 			t.Errorf("line %d holds the token or its hash", i+1)
 		}
+	}
+}
+
+// What a line records: the steps a record operation added (ids as in the signed record,
+// and types), a batch's digests (null for an item that could not be read).
+func TestAuditRecordsWhatWasSigned(t *testing.T) {
+	path := filepath.Join(t.TempDir(), "audit.jsonl")
+	l, err := api.OpenAuditLog(path, api.AuditOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	edp := vectorKey(t, "123456")
+	srv, _ := newServer(t, api.Options{
+		Keys:            []*backends.Key{edp},
+		MaxRequestBytes: 1 << 20,
+		Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: edp, Scheme: scheme},
+		Access:          api.NewAccess(nil, l, api.AccessHooks{}),
+	})
+	status, rec := post(t, srv.URL+"/api/v1/sign/edp", "application/json", edpRequest)
+	if status != 200 {
+		t.Fatalf("edp: %d %s", status, rec)
+	}
+	status, decoded := post(t, srv.URL+"/api/v1/decode", "application/json", string(rec))
+	if status != 200 {
+		t.Fatalf("decode: %d %s", status, decoded)
+	}
+	var steps []map[string]any
+	json.Unmarshal(decoded, &steps)
+	d := sha256.Sum256([]byte("one"))
+	batch := `{"batch":[{"digest":"` + base64.StdEncoding.EncodeToString(d[:]) + `"},{"digest":"short"}]}`
+	if status, body := post(t, srv.URL+"/v1/keys/"+edp.Name()+"/sign", "application/json", batch); status != 200 {
+		t.Fatalf("batch: %d %s", status, body)
+	}
+	lines := readLines(t, path)
+	if len(lines) != 2 { // decode is not a signing operation
+		t.Fatalf("%d lines:\n%s", len(lines), bytes.Join(lines, nil))
+	}
+	var e struct {
+		Client  *string
+		Op, Key string
+		Steps   []struct{ ID, Type string }
+		Digests []*string
+	}
+	json.Unmarshal(lines[0], &e)
+	if e.Client != nil || e.Op != "records" || e.Key != edp.Name() || len(e.Steps) != 3 {
+		t.Fatalf("edp line: %s", lines[0])
+	}
+	for i, s := range e.Steps {
+		if s.ID != steps[i]["id"] || s.Type != steps[i]["type"] {
+			t.Errorf("step %d: %+v, the record has %v %v", i, s, steps[i]["id"], steps[i]["type"])
+		}
+	}
+	e.Steps = nil
+	json.Unmarshal(lines[1], &e)
+	if e.Op != "sign" || len(e.Digests) != 2 || e.Digests[0] == nil || *e.Digests[0] != hex.EncodeToString(d[:]) || e.Digests[1] != nil {
+		t.Fatalf("batch line: %s", lines[1])
 	}
 }
