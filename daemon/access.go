@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"net"
 	"net/http"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -109,6 +110,25 @@ func (d *Daemon) SetAccess(ac *api.Access) {
 func (d *Daemon) warnOpen(ac *api.Access) {
 	if ac.Open() {
 		d.log.Warn("no [clients.NAME] in the config: whoever reaches a listener may sign with every key; add clients to say who may sign what (README: Security)")
+	}
+}
+
+// warnClearTokens warns when bearer tokens would cross a network in clear: clients with
+// tokens and a TCP listener off loopback without TLS.
+func (d *Daemon) warnClearTokens(cfg *conf.Config) {
+	s := &cfg.Server
+	if s.HTTP == "" || s.TLSCert != "" {
+		return
+	}
+	host, _, err := net.SplitHostPort(s.HTTP)
+	if ip := net.ParseIP(host); err != nil || host == "localhost" || (ip != nil && ip.IsLoopback()) {
+		return
+	}
+	for _, c := range cfg.Clients {
+		if c.TokenDigest != nil {
+			d.log.Warn("clients send bearer tokens, and the TCP listener is off loopback without TLS: anyone on the path can read a token; set server.tls_cert and tls_key", "http", s.HTTP, "client", c.Name)
+			return
+		}
 	}
 }
 

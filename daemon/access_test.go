@@ -6,6 +6,7 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
@@ -118,5 +119,43 @@ allow = ["sign"]
 	d.SetAccess(ac)
 	if c := sign(); c != 403 {
 		t.Fatalf("after the policy changed: %d, want 403", c)
+	}
+}
+
+func TestWarnsOfTokensInClear(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("tok"))
+	for _, tc := range []struct {
+		http string
+		warn bool
+	}{{"0.0.0.0:8080", true}, {"127.0.0.1:8080", false}} {
+		p := filepath.Join(dir, "p.toml")
+		os.WriteFile(p, []byte(`[server]
+http = "`+tc.http+`"
+[keys.signing]
+backend = "pem"
+private_key = "signing-key.pem"
+[clients.a]
+token_sha256 = "`+hex.EncodeToString(sum[:])+`"
+keys = ["*"]
+allow = ["sign"]
+`), 0o644)
+		cfg, err := conf.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log strings.Builder
+		if _, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(log.String(), "anyone on the path can read a token"); got != tc.warn {
+			t.Errorf("http %s: warned %v, want %v:\n%s", tc.http, got, tc.warn, log.String())
+		}
+		if strings.Contains(log.String(), "no [clients.NAME]") {
+			t.Errorf("the no-clients warning with clients configured:\n%s", log.String())
+		}
 	}
 }

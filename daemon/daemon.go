@@ -96,6 +96,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.SetAccess(ac)
+	d.warnClearTokens(cfg)
 	d.api, d.handler = a.Handler(), newObserved(a.Handler(), opts.Logger, m)
 	return d, nil
 }
