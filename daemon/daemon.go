@@ -86,6 +86,8 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.cur.Store(g)
+	d.warnOpen(g.app.Access())
+	d.warnClearTokens(cfg)
 	d.health.check(ctx) // backend_up, expiry warnings and /readyz are right from the start
 	d.reloadOK.Set(1)
 	d.reloadTime.SetToCurrentTime()
@@ -115,6 +117,9 @@ func (d *Daemon) close() {
 	if g := d.cur.Load(); g != nil {
 		backends.CloseAll(g.keys)
 		g.closeOwn()
+		if al := g.audit(); al != nil {
+			auditCloser{al, d.log}.Close()
+		}
 	}
 }
 

@@ -30,6 +30,7 @@ type generation struct {
 	cfg     *conf.Config
 	keys    []*backends.Key
 	byName  map[string]*backends.Key
+	app     *api.API // its access state: clients, tokens, the audit log
 	handler http.Handler
 	tls     *tls.Config // the TCP listener's certificate and client CA, or nil
 	// closers are what the generation owns besides its keys' backends (an audit file,
@@ -94,8 +95,11 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 		MaxBatch:        cfg.Server.MaxBatch,
 		Logger:          d.log,
 		Metrics:         promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{}),
-		Ready:           d.health.reasons,
-		Version:         d.opts.Version,
+		Ready: func(ctx context.Context) []string {
+			return append(d.health.reasons(ctx), d.auditProblem()...)
+		},
+		Version: d.opts.Version,
+		PeerOf:  peerOf,
 	})
 	if err != nil {
 		return nil, err
@@ -109,7 +113,17 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 		// the certificate it has.
 		tc = prev.tls
 	}
-	g = &generation{cfg: cfg, keys: keys, byName: map[string]*backends.Key{}, handler: a.Handler(), tls: tc, drained: make(chan struct{})}
+	// Last, since nothing after it can fail: a new audit file is open from here on.
+	var running *api.Access
+	if prev != nil {
+		running = prev.app.Access()
+	}
+	ac, err := d.BuildAccess(cfg, running)
+	if err != nil {
+		return nil, err
+	}
+	a.SetAccess(ac)
+	g = &generation{cfg: cfg, keys: keys, byName: map[string]*backends.Key{}, app: a, handler: a.Handler(), tls: tc, drained: make(chan struct{})}
 	for _, k := range keys {
 		g.byName[k.Name()] = k
 	}
@@ -175,6 +189,23 @@ func (g *generation) closeOwn() {
 	for _, c := range g.closers {
 		c.Close()
 	}
+}
+
+// auditNotSharedBy is g's audit log, to close once g has drained, when next writes
+// another one (a new path); nil when next continues the same log or g has none.
+func (g *generation) auditNotSharedBy(next *generation) *api.AuditLog {
+	old := g.audit()
+	if old == nil || old == next.audit() {
+		return nil
+	}
+	return old
+}
+
+func (g *generation) audit() *api.AuditLog {
+	if g.app == nil || g.app.Access() == nil {
+		return nil
+	}
+	return g.app.Access().Audit()
 }
 
 // notSharedBy lists g's keys whose backend next does not use.

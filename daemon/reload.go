@@ -74,7 +74,12 @@ func (d *Daemon) reload(ctx context.Context) error {
 	d.cur.Store(g)
 	d.health.store(g, errs)
 	closed := old.notSharedBy(g)
+	if al := old.auditNotSharedBy(g); al != nil {
+		old.closers = append(old.closers, auditCloser{al, d.log})
+	}
 	old.retire(closed)
+	d.warnOpen(g.app.Access())
+	d.warnClearTokens(cfg)
 	if d.opts.LogLevel != nil {
 		var lv slog.Level
 		lv.UnmarshalText([]byte(cfg.Server.LogLevel)) // conf has checked it

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -727,3 +728,63 @@ func TestSocketActivationRefusesDatagrams(t *testing.T) {
 		t.Errorf("it served:\n%s", out.String())
 	}
 }
+
+// A reload reads the clients and their token files again and reopens the audit file:
+// after logrotate's move and a new token, the old token is refused, the new one signs,
+// and the audit chain runs on unbroken across the two files.
+func TestReloadClientsAndAudit(t *testing.T) {
+	s := newReloadSetup(t)
+	tokenFile := filepath.Join(s.dir, "app.token")
+	if err := os.WriteFile(tokenFile, []byte("first-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	s.writeConfig(t, "http = \"\"\n", false)
+	cfg, _ := os.ReadFile(s.config)
+	cfg = append(cfg, "\n[clients.app]\ntoken_file = \"app.token\"\nkeys = [\"signing\"]\nallow = [\"sign\"]\n\n[audit]\nfile = \"audit.jsonl\"\n"...)
+	if err := os.WriteFile(s.config, cfg, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
+	hc := p.Client()
+	sign := func(token string) int {
+		t.Helper()
+		d := sha256.Sum256([]byte(token))
+		req, _ := http.NewRequest("POST", p.URL("/v1/keys/signing/sign"), strings.NewReader(`{"digest":"`+base64Std(d[:])+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer "+token)
+		resp, err := hc.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if code := sign("first-token"); code != 200 {
+		t.Fatalf("first token before the reload: %d\n%s", code, p.Output())
+	}
+	audit := filepath.Join(s.dir, "audit.jsonl")
+	if err := os.Rename(audit, audit+".1"); err != nil { // logrotate
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(tokenFile, []byte("second-token\n"), 0o600); err != nil {
+		t.Fatal(err)
+	}
+	p.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "configuration reloaded") })
+	if code := sign("first-token"); code != http.StatusUnauthorized {
+		t.Errorf("the replaced token after the reload: %d, want 401", code)
+	}
+	if code := sign("second-token"); code != 200 {
+		t.Errorf("the new token after the reload: %d", code)
+	}
+	if _, err := os.Stat(audit); err != nil {
+		t.Fatalf("no new audit file after the reload: %v", err)
+	}
+	out, code := testenv.Run(daemonBin, nil, "audit", "verify", audit+".1", audit)
+	if code != 0 {
+		t.Errorf("audit verify across the rotation: exit %d: %s", code, out)
+	}
+}
+
+func base64Std(b []byte) string { return base64.StdEncoding.EncodeToString(b) }
