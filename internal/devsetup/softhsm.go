@@ -1,4 +1,4 @@
-package testenv
+package devsetup
 
 import (
 	"bytes"
@@ -56,7 +56,7 @@ func FindSoftHSM() (string, error) {
 		missing = append(missing, module)
 	}
 	if len(missing) > 0 {
-		return "", fmt.Errorf("testenv: SoftHSM is not installed (missing %s): run %s", strings.Join(missing, ", "), SoftHSMInstall)
+		return "", fmt.Errorf("SoftHSM is not installed (missing %s): run %s", strings.Join(missing, ", "), SoftHSMInstall)
 	}
 	return module, nil
 }
@@ -124,7 +124,7 @@ func (h *SoftHSM) Run(name string, args ...string) ([]byte, error) {
 	var out bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &out, &out
 	if err := cmd.Run(); err != nil {
-		return out.Bytes(), fmt.Errorf("testenv: %s: %v: %s", what, err, strings.TrimSpace(out.String()))
+		return out.Bytes(), fmt.Errorf("devsetup: %s: %v: %s", what, err, strings.TrimSpace(out.String()))
 	}
 	return out.Bytes(), nil
 }
@@ -152,7 +152,7 @@ func (h *SoftHSM) InitToken(label, soPIN, pin string) error {
 		}
 	}
 	if _, ok := h.tokens[label]; !ok {
-		return fmt.Errorf("testenv: token %q was initialised, but no new folder appeared in %s", label, h.TokenDir)
+		return fmt.Errorf("devsetup: token %q was initialised, but no new folder appeared in %s", label, h.TokenDir)
 	}
 	return nil
 }
@@ -184,7 +184,7 @@ func contains(list []string, s string) bool {
 func (h *SoftHSM) TokenFolder(label string) (string, error) {
 	d, ok := h.tokens[label]
 	if !ok {
-		return "", fmt.Errorf("testenv: no token %q was initialised here", label)
+		return "", fmt.Errorf("devsetup: no token %q was initialised here", label)
 	}
 	return d, nil
 }
@@ -452,16 +452,6 @@ func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
 	return h, nil
 }
 
-// NewHSM builds a fixture in a folder of the test's own and fails the test if it cannot.
-func NewHSM(t TB, o HSMOptions) *HSM {
-	t.Helper()
-	h, err := BuildHSM(t.TempDir(), o)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return h
-}
-
 func randomPIN() (string, error) {
 	b := make([]byte, 8)
 	if _, err := rand.Read(b); err != nil {
@@ -503,7 +493,7 @@ func (h *HSM) ConfigTOML(set map[string]string) string {
 		}
 	}
 	var b strings.Builder
-	b.WriteString(ConfigHead("# Written by provenanced's testenv: a SoftHSM token and a test PKI. Not for production.\n# Run with SOFTHSM2_CONF="+h.Conf,
+	b.WriteString(ConfigHead("# Written by provenanced's devsetup: a SoftHSM token and a test PKI. Not for production.\n# Run with SOFTHSM2_CONF="+h.Conf,
 		h.opts.HTTP, filepath.Base(h.Files.RootCA)))
 	var keys []string
 	for k := range f {
