@@ -288,26 +288,17 @@ func (p *jsonParser) object() (any, error) {
 func (p *jsonParser) array() (any, error) {
 	base := len(p.values)
 	defer func() { p.values = p.values[:base] }()
-	for {
-		switch p.dec.PeekKind() {
-		case ']':
-			if _, err := p.dec.ReadToken(); err != nil {
-				return nil, err
-			}
-			return append([]any{}, p.values[base:]...), nil
-		case 0: // an error: ReadToken reports it
-			_, err := p.dec.ReadToken()
-			if err == nil {
-				err = io.ErrUnexpectedEOF
-			}
-			return nil, err
-		}
+	for p.dec.PeekKind() != ']' { // at an error PeekKind gives 0, and value reports it
 		v, err := p.value()
 		if err != nil {
 			return nil, err
 		}
 		p.values = append(p.values, v)
 	}
+	if _, err := p.dec.ReadToken(); err != nil {
+		return nil, err
+	}
+	return append([]any{}, p.values[base:]...), nil
 }
 
 // AppendJSON appends the compact JSON text of v to dst exactly as Python's
