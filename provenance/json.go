@@ -152,8 +152,9 @@ func (p *jsonParser) parseAll() (any, error) {
 	if err != nil {
 		return nil, p.syntaxError(err)
 	}
+	end := p.dec.InputOffset()
 	if _, err := p.dec.ReadToken(); err != io.EOF {
-		return nil, fmt.Errorf("invalid JSON at offset %d: unexpected data after the JSON value", p.dec.InputOffset())
+		return nil, fmt.Errorf("invalid JSON at offset %d: unexpected data after the JSON value", end)
 	}
 	return v, nil
 }
@@ -172,26 +173,30 @@ func (e *duplicateKeyError) Error() string { return e.err.Error() }
 // syntaxError rewrites a jsontext error: its text quotes the JSON pointer, whose keys may be
 // as long as any string; ours names the offset and at most the start of a key.
 func (p *jsonParser) syntaxError(err error) error {
+	offset := p.dec.InputOffset()
 	var se *jsontext.SyntacticError
-	if !errors.As(err, &se) {
-		if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
-			return fmt.Errorf("invalid JSON at offset %d: unexpected end of input", p.dec.InputOffset())
+	if errors.As(err, &se) {
+		if se.Err == jsontext.ErrDuplicateName {
+			key := se.JSONPointer.LastToken()
+			var path []string
+			for t := range se.JSONPointer.Tokens() {
+				path = append(path, t)
+			}
+			dup := &duplicateKeyError{key: key, depth: len(path), err: fmt.Errorf("invalid JSON at offset %d: duplicate key %q", se.ByteOffset, truncate(key))}
+			if len(path) > 1 {
+				dup.topKey = path[0]
+			}
+			return dup
 		}
-		return err
+		offset, err = se.ByteOffset, se.Err
 	}
-	if se.Err == jsontext.ErrDuplicateName {
-		key := se.JSONPointer.LastToken()
-		var path []string
-		for t := range se.JSONPointer.Tokens() {
-			path = append(path, t)
-		}
-		dup := &duplicateKeyError{key: key, depth: len(path), err: fmt.Errorf("invalid JSON at offset %d: duplicate key %q", se.ByteOffset, truncate(key))}
-		if len(path) > 1 {
-			dup.topKey = path[0]
-		}
-		return dup
+	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("invalid JSON at offset %d: unexpected end of input", offset)
 	}
-	return fmt.Errorf("invalid JSON at offset %d: %w", se.ByteOffset, se.Err)
+	if se == nil {
+		return err // one of ours, which says where
+	}
+	return fmt.Errorf("invalid JSON at offset %d: %w", offset, err)
 }
 
 func (p *jsonParser) value() (any, error) {
