@@ -32,11 +32,11 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 func writeErrorID(w http.ResponseWriter, status int, code, message, id string) {
 	b := make([]byte, 0, 96+len(message))
 	b = append(b, `{"error":{"code":`...)
-	b = strconv.AppendQuote(b, code)
+	b = appendJSONString(b, code)
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, message)
 	b = append(b, `,"request_id":`...)
-	b = strconv.AppendQuote(b, id)
+	b = appendJSONString(b, id)
 	b = append(b, "}}\n"...)
 	writeJSONBytes(w, status, b)
 }
