@@ -94,12 +94,9 @@ func PrepareDevHSM(dir string) (string, bool, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", false, err
 	}
-	if _, err := devsetup.FindSoftHSM(); err != nil {
-		return "", false, fmt.Errorf("dev -hsm: %w", err)
-	}
-	h, err := devsetup.BuildHSM(dir, devsetup.HSMOptions{HTTP: DevHTTP})
+	cfg, err := devsetup.BuildSoftHSM(dir, DevHTTP)
 	if err != nil {
 		return "", false, fmt.Errorf("dev -hsm: %w", err)
 	}
-	return h.Config, true, nil
+	return cfg, true, nil
 }

@@ -1,31 +1,26 @@
 // Package testenv builds the parts that tests, benchmarks and developers need to run
-// provenanced for real: a test PKI in the IB1 Trust Framework's shape and SoftHSM tokens
-// (both from internal/devsetup, which `serve -dev` uses too, so the certificates a
-// developer tries the daemon with are the ones the tests run against), a local KMS
-// emulator, the daemon as a process, load generators and second-opinion checkers.
+// provenanced for real: a test PKI in the IB1 Trust Framework's shape (from
+// internal/devsetup, which `serve -dev` uses too, so the certificates a developer tries the
+// daemon with are the ones the tests run against), SoftHSM tokens, a local KMS emulator,
+// the daemon as a process, load generators and second-opinion checkers.
 //
 // Nothing here is linked into the daemon binary.
 package testenv
 
 import "github.com/ib1/provenanced/internal/devsetup"
 
-// The test PKI and SoftHSM fixtures, under the names the tests have always used.
+// The test PKI, under the names the tests have always used.
 type (
-	CA         = devsetup.CA
-	PKI        = devsetup.PKI
-	Member     = devsetup.Member
-	Files      = devsetup.Files
-	SoftHSM    = devsetup.SoftHSM
-	KeySpec    = devsetup.KeySpec
-	HSMOptions = devsetup.HSMOptions
-	HSM        = devsetup.HSM
+	CA     = devsetup.CA
+	PKI    = devsetup.PKI
+	Member = devsetup.Member
+	Files  = devsetup.Files
 )
 
 const (
 	SandboxTrustFramework = devsetup.SandboxTrustFramework
 	SandboxScheme         = devsetup.SandboxScheme
 	DevRole               = devsetup.DevRole
-	SoftHSMInstall        = devsetup.SoftHSMInstall
 )
 
 var (
@@ -43,17 +38,4 @@ var (
 	ConfigHead      = devsetup.ConfigHead
 	WriteFileAtomic = devsetup.WriteFileAtomic
 	NewDevFiles     = devsetup.NewDevFiles
-	FindSoftHSM     = devsetup.FindSoftHSM
-	NewSoftHSM      = devsetup.NewSoftHSM
-	BuildHSM        = devsetup.BuildHSM
 )
-
-// NewHSM builds a fixture in a folder of the test's own and fails the test if it cannot.
-func NewHSM(t TB, o HSMOptions) *HSM {
-	t.Helper()
-	h, err := BuildHSM(t.TempDir(), o)
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return h
-}

@@ -2,20 +2,13 @@ package devsetup
 
 import (
 	"bytes"
-	"crypto"
-	"crypto/ecdsa"
 	"crypto/rand"
 	"crypto/x509"
-	"encoding/hex"
-	"errors"
 	"fmt"
-	"io/fs"
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
-	"sync"
 	"time"
 )
 
@@ -61,467 +54,82 @@ func FindSoftHSM() (string, error) {
 	return module, nil
 }
 
-// hsmMu builds one fixture at a time: SoftHSM has failed under parallel key generation,
-// and a test's fixture is quick to build.
-var hsmMu sync.Mutex
-
-// SoftHSM is a SoftHSM2 token folder of its own and the config file that points there.
-// SoftHSM reads SOFTHSM2_CONF when a program initialises it, so a process (or a test
-// binary) sees the tokens of the SOFTHSM2_CONF it had then.
-type SoftHSM struct {
-	Dir      string // holds softhsm2.conf and tokens/
-	Conf     string // the file for SOFTHSM2_CONF
-	TokenDir string
-	Module   string
-
-	tokens map[string]string // token label → its folder
-}
-
-// NewSoftHSM makes dir a SoftHSM home: dir/softhsm2.conf and dir/tokens.
-func NewSoftHSM(dir string) (*SoftHSM, error) {
+// BuildSoftHSM makes dir a development setup whose key is in a SoftHSM token: the token
+// "provenance" (in dir/softhsm, with softhsm2.conf for SOFTHSM2_CONF and so.pin) holding
+// the P-256 key "signing" (id 01) generated in the token, the user PIN in dir/user.pin, a
+// new PKI with the key's certificate (as NewDevFiles, without a key file), and
+// dir/provenanced.toml serving the key with the pkcs11 backend, TCP on httpAddr. It
+// returns the config's path. (testenv's SoftHSM fixtures are the tests' richer version.)
+func BuildSoftHSM(dir, httpAddr string) (string, error) {
 	module, err := FindSoftHSM()
 	if err != nil {
-		return nil, err
-	}
-	dir, err = filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	h := &SoftHSM{Dir: dir, Conf: filepath.Join(dir, "softhsm2.conf"), TokenDir: filepath.Join(dir, "tokens"), Module: module, tokens: map[string]string{}}
-	if err := os.MkdirAll(h.TokenDir, 0o700); err != nil {
-		return nil, err
-	}
-	conf := fmt.Sprintf("# SoftHSM2 for provenanced's tests and development (SOFTHSM2_CONF=%s)\ndirectories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", h.Conf, h.TokenDir)
-	if err := WriteFileAtomic(h.Conf, []byte(conf), 0o600); err != nil {
-		return nil, err
-	}
-	return h, nil
-}
-
-// Env is os.Environ() with SOFTHSM2_CONF pointing here, for a daemon or tool to run with.
-func (h *SoftHSM) Env() []string {
-	env := []string{"SOFTHSM2_CONF=" + h.Conf}
-	for _, e := range os.Environ() {
-		if !strings.HasPrefix(e, "SOFTHSM2_CONF=") {
-			env = append(env, e)
-		}
-	}
-	return env
-}
-
-// Run runs softhsm2-util or pkcs11-tool (given as name) on this token folder. Errors
-// carry the tool's output; the arguments, which may hold PINs, are not repeated.
-func (h *SoftHSM) Run(name string, args ...string) ([]byte, error) {
-	what := name
-	if len(args) > 0 {
-		what += " " + args[0]
-	}
-	if name == "pkcs11-tool" {
-		args = append([]string{"--module", h.Module}, args...)
-	}
-	cmd := exec.Command(name, args...)
-	cmd.Env = h.Env()
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Run(); err != nil {
-		return out.Bytes(), fmt.Errorf("devsetup: %s: %v: %s", what, err, strings.TrimSpace(out.String()))
-	}
-	return out.Bytes(), nil
-}
-
-// InitToken initialises a new token (or, if one has the label, initialises it again,
-// which wipes its objects) with an SO PIN and a user PIN.
-func (h *SoftHSM) InitToken(label, soPIN, pin string) error {
-	before, _ := h.tokenFolders()
-	args := []string{"--init-token", "--label", label, "--so-pin", soPIN, "--pin", pin}
-	if _, ok := h.tokens[label]; ok {
-		args = append(args, "--token", label)
-	} else {
-		args = append(args, "--free")
-	}
-	if _, err := h.Run("softhsm2-util", args...); err != nil {
-		return err
-	}
-	after, err := h.tokenFolders()
-	if err != nil {
-		return err
-	}
-	for _, d := range after {
-		if !contains(before, d) {
-			h.tokens[label] = filepath.Join(h.TokenDir, d)
-		}
-	}
-	if _, ok := h.tokens[label]; !ok {
-		return fmt.Errorf("devsetup: token %q was initialised, but no new folder appeared in %s", label, h.TokenDir)
-	}
-	return nil
-}
-
-func (h *SoftHSM) tokenFolders() ([]string, error) {
-	ents, err := os.ReadDir(h.TokenDir)
-	if err != nil {
-		return nil, err
-	}
-	var out []string
-	for _, e := range ents {
-		if e.IsDir() {
-			out = append(out, e.Name())
-		}
-	}
-	return out, nil
-}
-
-func contains(list []string, s string) bool {
-	for _, v := range list {
-		if v == s {
-			return true
-		}
-	}
-	return false
-}
-
-// TokenFolder is where SoftHSM keeps the token labelled label.
-func (h *SoftHSM) TokenFolder(label string) (string, error) {
-	d, ok := h.tokens[label]
-	if !ok {
-		return "", fmt.Errorf("devsetup: no token %q was initialised here", label)
-	}
-	return d, nil
-}
-
-// KeySpec describes a key pair for pkcs11-tool to generate in a token.
-type KeySpec struct {
-	Label string
-	ID    string // hex
-	Type  string // pkcs11-tool --key-type: "EC:prime256v1" (the default), "EC:secp384r1", "rsa:2048"
-	// AlwaysAuth sets CKA_ALWAYS_AUTHENTICATE: the PIN is needed again for each signature.
-	AlwaysAuth bool
-}
-
-// GenerateKey has the token generate a key pair (pkcs11-tool --keypairgen).
-func (h *SoftHSM) GenerateKey(token, pin string, k KeySpec) error {
-	typ := k.Type
-	if typ == "" {
-		typ = "EC:prime256v1"
-	}
-	args := []string{"--token-label", token, "--login", "--pin", pin, "--keypairgen", "--key-type", typ, "--usage-sign"}
-	if k.Label != "" {
-		args = append(args, "--label", k.Label)
-	}
-	if k.ID != "" {
-		args = append(args, "--id", k.ID)
-	}
-	if k.AlwaysAuth {
-		args = append(args, "--always-auth")
-	}
-	_, err := h.Run("pkcs11-tool", args...)
-	return err
-}
-
-// ImportKey writes a P-256 private key and its public key into the token, as an HSM
-// import (or restore from backup) would.
-func (h *SoftHSM) ImportKey(token, pin string, k KeySpec, key *ecdsa.PrivateKey) error {
-	priv, err := x509.MarshalPKCS8PrivateKey(key)
-	if err != nil {
-		return err
-	}
-	pub, err := x509.MarshalPKIXPublicKey(&key.PublicKey)
-	if err != nil {
-		return err
-	}
-	tmp, err := os.MkdirTemp(h.Dir, ".import-*")
-	if err != nil {
-		return err
-	}
-	defer os.RemoveAll(tmp)
-	for _, obj := range []struct {
-		typ  string
-		der  []byte
-		more []string
-	}{{"privkey", priv, []string{"--usage-sign"}}, {"pubkey", pub, nil}} {
-		f := filepath.Join(tmp, obj.typ+".der")
-		if err := os.WriteFile(f, obj.der, 0o600); err != nil {
-			return err
-		}
-		args := []string{"--token-label", token, "--login", "--pin", pin, "--write-object", f, "--type", obj.typ, "--label", k.Label}
-		if k.ID != "" {
-			args = append(args, "--id", k.ID)
-		}
-		if _, err := h.Run("pkcs11-tool", append(args, obj.more...)...); err != nil {
-			return err
-		}
-	}
-	return nil
-}
-
-// PublicKey reads the public key object with label (and id, if not "") from the token.
-func (h *SoftHSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
-	tmp, err := os.MkdirTemp(h.Dir, ".read-*")
-	if err != nil {
-		return nil, err
-	}
-	defer os.RemoveAll(tmp)
-	out := filepath.Join(tmp, "pub.der")
-	args := []string{"--token-label", token, "--read-object", "--type", "pubkey", "-o", out}
-	if k.Label != "" {
-		args = append(args, "--label", k.Label)
-	}
-	if k.ID != "" {
-		args = append(args, "--id", k.ID)
-	}
-	if _, err := h.Run("pkcs11-tool", args...); err != nil {
-		return nil, err
-	}
-	der, err := os.ReadFile(out)
-	if err != nil {
-		return nil, err
-	}
-	return x509.ParsePKIXPublicKey(der)
-}
-
-// RemoveToken takes the token's folder away, as if the token were pulled out of the
-// machine, and returns the function that puts it back.
-func (h *SoftHSM) RemoveToken(label string) (putBack func() error, err error) {
-	dir, err := h.TokenFolder(label)
-	if err != nil {
-		return nil, err
-	}
-	away := filepath.Join(h.Dir, filepath.Base(dir)+".removed")
-	if err := os.Rename(dir, away); err != nil {
-		return nil, err
-	}
-	return func() error { return os.Rename(away, dir) }, nil
-}
-
-// SnapshotToken copies the token's folder and returns the function that puts the copy
-// back in its place, as restoring an HSM from its backup does.
-func (h *SoftHSM) SnapshotToken(label string) (restore func() error, err error) {
-	dir, err := h.TokenFolder(label)
-	if err != nil {
-		return nil, err
-	}
-	snap := filepath.Join(h.Dir, filepath.Base(dir)+fmt.Sprintf(".snapshot-%d", time.Now().UnixNano()))
-	if err := os.CopyFS(snap, os.DirFS(dir)); err != nil {
-		return nil, err
-	}
-	return func() error {
-		// Copy into a new folder beside the token's, then swap it in by renames, so that
-		// the token is never seen half restored.
-		tmp := dir + ".restoring"
-		os.RemoveAll(tmp)
-		if err := os.CopyFS(tmp, os.DirFS(snap)); err != nil {
-			return err
-		}
-		old := dir + ".old"
-		os.RemoveAll(old)
-		if err := os.Rename(dir, old); err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return err
-		}
-		if err := os.Rename(tmp, dir); err != nil {
-			return err
-		}
-		return os.RemoveAll(old)
-	}, nil
-}
-
-// HSMOptions describe a SoftHSM fixture. The zero value is a token "provenance" with a
-// P-256 key "signing" (id 01) generated in the token and a certificate for it.
-type HSMOptions struct {
-	Token    string // token label; default "provenance"
-	KeyLabel string // default "signing"
-	KeyID    string // hex CKA_ID; default "01"
-	// KeyType is the pkcs11-tool key type: default "EC:prime256v1". A key that is not
-	// P-256 gets no certificate (and HSM.Public stays nil).
-	KeyType string
-	// Import creates the P-256 key here and imports it (HSM.Key keeps it), rather than
-	// having the token generate it.
-	Import bool
-	NoKey  bool // an empty token
-	PKI    *PKI // the PKI to issue the certificate from; default a new one
-	// MaxSessions is written as max_sessions when not zero.
-	MaxSessions int
-	// HTTP is the config's server.http ("" = no TCP listener).
-	HTTP string
-	Now  time.Time // default time.Now()
-}
-
-// HSM is a SoftHSM token with a signing key, a test PKI with the key's certificate, a
-// PIN file and a config that serves the key with the pkcs11 backend.
-type HSM struct {
-	*SoftHSM
-	Token, KeyLabel, KeyID string
-	PIN, SOPIN             string
-	PINFile                string // mode 0600
-	PKI                    *PKI
-	Files                  Files // the PKI's files; Bundle is "" for a key without a certificate
-	Leaf                   *x509.Certificate
-	Public                 crypto.PublicKey
-	Key                    *ecdsa.PrivateKey // the imported key (Import only)
-	Config                 string            // provenanced.toml
-	Socket                 string            // the config's server.socket
-	opts                   HSMOptions
-}
-
-// BuildHSM builds a SoftHSM fixture in dir: dir/softhsm (softhsm2.conf for
-// SOFTHSM2_CONF, the tokens, so.pin), the PKI's files, dir/user.pin and
-// dir/provenanced.toml.
-func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
-	hsmMu.Lock()
-	defer hsmMu.Unlock()
-	if o.Token == "" {
-		o.Token = "provenance"
-	}
-	if o.KeyLabel == "" {
-		o.KeyLabel = "signing"
-	}
-	if o.KeyID == "" {
-		o.KeyID = "01"
-	}
-	if o.Now.IsZero() {
-		o.Now = time.Now()
-	}
-	dir, err := filepath.Abs(dir)
-	if err != nil {
-		return nil, err
-	}
-	sh, err := NewSoftHSM(filepath.Join(dir, "softhsm"))
-	if err != nil {
-		return nil, err
-	}
-	h := &HSM{SoftHSM: sh, Token: o.Token, KeyLabel: o.KeyLabel, KeyID: o.KeyID, PINFile: filepath.Join(dir, "user.pin"), Config: filepath.Join(dir, "provenanced.toml"), Socket: filepath.Join(dir, "provenanced.sock"), opts: o}
-	if h.PIN, err = randomPIN(); err != nil {
-		return nil, err
-	}
-	if h.SOPIN, err = randomPIN(); err != nil {
-		return nil, err
-	}
-	if err := WriteFileAtomic(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
-	if err := WriteFileAtomic(filepath.Join(sh.Dir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
-		return nil, err
-	}
-	if err := sh.InitToken(o.Token, h.SOPIN, h.PIN); err != nil {
-		return nil, err
-	}
-	spec := KeySpec{Label: o.KeyLabel, ID: o.KeyID, Type: o.KeyType}
-	switch {
-	case o.NoKey:
-	case o.Import:
-		if h.Key, err = NewKey(); err != nil {
-			return nil, err
-		}
-		if err := sh.ImportKey(o.Token, h.PIN, spec, h.Key); err != nil {
-			return nil, err
-		}
-		h.Public = &h.Key.PublicKey
-	default:
-		if err := sh.GenerateKey(o.Token, h.PIN, spec); err != nil {
-			return nil, err
-		}
-		// Only a P-256 key gets a certificate, and so needs its public key here (and
-		// pkcs11-tool 0.23 cannot read a P-384 public key back).
-		if o.KeyType == "" || o.KeyType == "EC:prime256v1" {
-			if h.Public, err = sh.PublicKey(o.Token, spec); err != nil {
-				return nil, err
-			}
-		}
-	}
-	h.PKI = o.PKI
-	if h.PKI == nil {
-		if h.PKI, err = NewPKI(o.Now); err != nil {
-			return nil, err
-		}
-	}
-	if pub, ok := h.Public.(*ecdsa.PublicKey); ok && pub.Curve.Params().Name == "P-256" {
-		if h.Leaf, err = h.PKI.Issue(pub, DevMember(o.Now)); err != nil {
-			return nil, err
-		}
-	}
-	if h.Files, err = h.PKI.WriteFiles(dir, nil, h.Leaf); err != nil {
-		return nil, err
-	}
-	if h.Leaf == nil {
-		h.Files.Bundle = ""
-	}
-	h.Files.PrivateKey = ""
-	if err := h.WriteConfig(h.Config, nil); err != nil {
-		return nil, err
-	}
-	return h, nil
-}
-
-func randomPIN() (string, error) {
-	b := make([]byte, 8)
-	if _, err := rand.Read(b); err != nil {
 		return "", err
 	}
-	return hex.EncodeToString(b), nil
-}
-
-// KeyFields are the fixture's [keys.signing] fields as TOML values, in the order
-// ConfigTOML writes them.
-func (h *HSM) KeyFields() map[string]string {
-	f := map[string]string{
-		"backend":     `"pkcs11"`,
-		"module":      fmt.Sprintf("%q", h.Module),
-		"token_label": fmt.Sprintf("%q", h.Token),
-		"key_label":   fmt.Sprintf("%q", h.KeyLabel),
-		"pin":         fmt.Sprintf("%q", "file:"+filepath.Base(h.PINFile)),
+	if dir, err = filepath.Abs(dir); err != nil {
+		return "", err
 	}
-	if h.opts.MaxSessions != 0 {
-		f["max_sessions"] = fmt.Sprint(h.opts.MaxSessions)
+	home := filepath.Join(dir, "softhsm")
+	conf, tokens := filepath.Join(home, "softhsm2.conf"), filepath.Join(home, "tokens")
+	if err := os.MkdirAll(tokens, 0o700); err != nil {
+		return "", err
 	}
-	if h.Files.Bundle != "" {
-		f["certificates"] = fmt.Sprintf("%q", filepath.Base(h.Files.Bundle))
+	if err := WriteFileAtomic(conf, []byte(fmt.Sprintf("# SoftHSM2 for provenanced's development setup (SOFTHSM2_CONF=%s)\ndirectories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", conf, tokens)), 0o600); err != nil {
+		return "", err
 	}
-	return f
-}
-
-var keyFieldOrder = []string{"backend", "uri", "module", "token_label", "token_serial", "key_label", "key_id", "pin", "max_sessions", "certificates"}
-
-// ConfigTOML is the fixture's config. set changes fields of [keys.signing]: a TOML value
-// replaces or adds one (`"nope"`, `4`), "" removes it.
-func (h *HSM) ConfigTOML(set map[string]string) string {
-	f := h.KeyFields()
-	for k, v := range set {
-		if v == "" {
-			delete(f, k)
-		} else {
-			f[k] = v
+	pin, soPIN := rand.Text(), rand.Text() // 26 random base32 characters each
+	if err := WriteFileAtomic(filepath.Join(dir, "user.pin"), []byte(pin+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
+	if err := WriteFileAtomic(filepath.Join(home, "so.pin"), []byte(soPIN+"\n"), 0o600); err != nil {
+		return "", err
+	}
+	run := func(name string, args ...string) error {
+		cmd := exec.Command(name, args...)
+		cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+		var out bytes.Buffer
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Run(); err != nil {
+			// The arguments, which hold PINs, are not repeated.
+			return fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(out.String()))
 		}
+		return nil
 	}
-	var b strings.Builder
-	b.WriteString(ConfigHead("# Written by provenanced's devsetup: a SoftHSM token and a test PKI. Not for production.\n# Run with SOFTHSM2_CONF="+h.Conf,
-		h.opts.HTTP, filepath.Base(h.Files.RootCA)))
-	var keys []string
-	for k := range f {
-		keys = append(keys, k)
+	if err := run("softhsm2-util", "--init-token", "--free", "--label", "provenance", "--so-pin", soPIN, "--pin", pin); err != nil {
+		return "", err
 	}
-	sort.Slice(keys, func(i, j int) bool {
-		if ri, rj := fieldRank(keys[i]), fieldRank(keys[j]); ri != rj {
-			return ri < rj
-		}
-		return keys[i] < keys[j]
-	})
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s = %s\n", k, f[k])
+	token := []string{"--module", module, "--token-label", "provenance"}
+	if err := run("pkcs11-tool", append(token, "--login", "--pin", pin, "--keypairgen", "--key-type", "EC:prime256v1", "--usage-sign", "--label", "signing", "--id", "01")...); err != nil {
+		return "", err
 	}
-	return b.String()
-}
-
-func fieldRank(k string) int {
-	for i, v := range keyFieldOrder {
-		if v == k {
-			return i
-		}
+	pubFile := filepath.Join(home, ".signing-pub.der")
+	defer os.Remove(pubFile)
+	if err := run("pkcs11-tool", append(token, "--read-object", "--type", "pubkey", "--label", "signing", "-o", pubFile)...); err != nil {
+		return "", err
 	}
-	return len(keyFieldOrder)
-}
-
-// WriteConfig writes ConfigTOML(set) to path, which should be in the fixture's folder
-// (the config's paths are relative to it).
-func (h *HSM) WriteConfig(path string, set map[string]string) error {
-	return WriteFileAtomic(path, []byte(h.ConfigTOML(set)), 0o644)
+	der, err := os.ReadFile(pubFile)
+	if err != nil {
+		return "", err
+	}
+	pub, err := x509.ParsePKIXPublicKey(der)
+	if err != nil {
+		return "", err
+	}
+	now := time.Now()
+	pki, err := NewPKI(now)
+	if err != nil {
+		return "", err
+	}
+	leaf, err := pki.Issue(pub, DevMember(now))
+	if err != nil {
+		return "", err
+	}
+	files, err := pki.WriteFiles(dir, nil, leaf)
+	if err != nil {
+		return "", err
+	}
+	cfg := filepath.Join(dir, "provenanced.toml")
+	text := ConfigHead("# Written by provenanced serve -dev -hsm: a SoftHSM token and a test PKI. Not for production.\n# Run with SOFTHSM2_CONF="+conf, httpAddr, filepath.Base(files.RootCA)) +
+		fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"provenance\"\nkey_label = \"signing\"\npin = \"file:user.pin\"\ncertificates = %q\n", module, filepath.Base(files.Bundle))
+	return cfg, WriteFileAtomic(cfg, []byte(text), 0o644)
 }
