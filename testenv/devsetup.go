@@ -9,7 +9,7 @@ package testenv
 
 import "github.com/ib1/provenanced/internal/devsetup"
 
-// The test PKI, under the names the tests have always used.
+// The test PKI and SoftHSM's discovery, under the names the tests have always used.
 type (
 	CA     = devsetup.CA
 	PKI    = devsetup.PKI
@@ -21,6 +21,7 @@ const (
 	SandboxTrustFramework = devsetup.SandboxTrustFramework
 	SandboxScheme         = devsetup.SandboxScheme
 	DevRole               = devsetup.DevRole
+	SoftHSMInstall        = devsetup.SoftHSMInstall
 )
 
 var (
@@ -38,4 +39,5 @@ var (
 	ConfigHead      = devsetup.ConfigHead
 	WriteFileAtomic = devsetup.WriteFileAtomic
 	NewDevFiles     = devsetup.NewDevFiles
+	FindSoftHSM     = devsetup.FindSoftHSM
 )
