@@ -263,6 +263,9 @@ func (p *jsonParser) number(text string) (any, error) {
 	if len(text) > p.maxString {
 		return nil, fmt.Errorf("invalid JSON at offset %d: number longer than %d bytes", p.dec.InputOffset(), p.maxString)
 	}
+	if err := checkPythonNumber(text); err != nil {
+		return nil, fmt.Errorf("invalid JSON at offset %d: %v", p.dec.InputOffset()-int64(len(text)), err)
+	}
 	return json.Number(text), nil
 }
 
