@@ -63,7 +63,7 @@ func NewMetrics(version string) *Metrics {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "provenanced_build_info",
 		Help:        "Always 1; the labels say which build is running.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": revision()},
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": BuildRevision()},
 	})
 	build.Set(1)
 	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.Records, m.BackendUp, m.CertExpiry, build,
@@ -95,13 +95,40 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 	}
 }
 
-func revision() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				return s.Value
-			}
+// Revision is the source revision when the build stamps it (-ldflags "-X
+// github.com/ib1/provenanced/daemon.Revision=..."): a build without the repository's .git,
+// as in the container image, has no VCS information of its own.
+var Revision = ""
+
+// BuildRevision is the revision provenanced_build_info and `version` report: Revision,
+// else the VCS revision Go recorded at build time (with "-dirty" for uncommitted
+// changes), else "unknown".
+func BuildRevision() string {
+	if Revision != "" {
+		return Revision
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	return vcsRevision(bi.Settings)
+}
+
+func vcsRevision(settings []debug.BuildSetting) string {
+	rev, dirty := "", false
+	for _, s := range settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
 		}
 	}
-	return "unknown"
+	if rev == "" {
+		return "unknown"
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
 }
