@@ -219,7 +219,7 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, steps *seedSteps)
 			return
 		}
 	}
-	p.count("sign", false)
+	p.countErr("sign", err)
 	status, _, msg := signError(a.keys[p.Key.Name()], err)
 	if status == http.StatusInternalServerError {
 		a.log.LogAttrs(r.Context(), slog.LevelError, "record signing failed", slog.String("route", r.Pattern), slog.String("key", p.Key.Name()), slog.String("error", err.Error()))
