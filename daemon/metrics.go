@@ -11,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/backends/awskms"
 )
 
 // Metrics are the daemon's Prometheus metrics (the contract's names), on a registry of
@@ -69,6 +70,7 @@ func NewMetrics(version string) *Metrics {
 	build.Set(1)
 	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.Records, m.BackendUp, m.CertExpiry, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(awskms.Collectors()...)
 	for _, op := range []string{"sign", "verify"} {
 		for _, outcome := range Outcomes {
 			m.Records.WithLabelValues(op, outcome)
