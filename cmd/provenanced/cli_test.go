@@ -178,3 +178,19 @@ func TestConnectionErrorPermissionDenied(t *testing.T) {
 		}
 	}
 }
+
+// PROVENANCED_SOCKET=off is the daemon's "no socket" (the container image's daemon has
+// none); the CLI then goes to PROVENANCED_URL rather than look for a socket named "off".
+func TestSocketOffMeansURL(t *testing.T) {
+	addr, err := testenv.FreePort()
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Setenv("PROVENANCED_SOCKET", "off")
+	t.Setenv("PROVENANCED_URL", "http://"+addr)
+	var errw bytes.Buffer
+	run([]string{"health"}, io.Discard, &errw)
+	if !strings.Contains(errw.String(), "nothing listens at http://"+addr) {
+		t.Errorf("with PROVENANCED_SOCKET=off the CLI did not go to PROVENANCED_URL:\n%s", errw.String())
+	}
+}

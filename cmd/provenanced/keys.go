@@ -72,6 +72,9 @@ func (f daemonFlags) client() (*client.Client, context.Context, context.CancelFu
 	socket, url := *f.socket, *f.url
 	if socket == "" && url == "" {
 		socket, url = os.Getenv("PROVENANCED_SOCKET"), os.Getenv("PROVENANCED_URL")
+		if socket == "off" { // the daemon's setting for "no socket" is no place to look
+			socket = ""
+		}
 		if socket != "" && url != "" {
 			url = ""
 		}
