@@ -3,6 +3,7 @@ package deploy
 import (
 	"fmt"
 	"os"
+	"os/exec"
 	"testing"
 
 	"github.com/ib1/provenanced/testenv"
@@ -28,4 +29,9 @@ func TestMain(m *testing.M) {
 	code := m.Run()
 	os.RemoveAll(dir)
 	os.Exit(code)
+}
+
+func runGo(t *testing.T, args ...string) ([]byte, error) {
+	t.Helper()
+	return exec.Command("go", args...).CombinedOutput()
 }
