@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"runtime/debug"
 	"strings"
 	"testing"
 	"time"
@@ -129,4 +130,27 @@ func value(t *testing.T, c prometheus.Metric) float64 {
 		return d.Counter.GetValue()
 	}
 	return d.Gauge.GetValue()
+}
+
+// build_info's revision: the VCS revision Go recorded, marked when the tree had changes,
+// and "unknown" only when there is none.
+func TestVCSRevision(t *testing.T) {
+	for _, c := range []struct {
+		settings []debug.BuildSetting
+		want     string
+	}{
+		{[]debug.BuildSetting{{Key: "vcs", Value: "git"}, {Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.modified", Value: "false"}}, "abc123"},
+		{[]debug.BuildSetting{{Key: "vcs.revision", Value: "abc123"}, {Key: "vcs.modified", Value: "true"}}, "abc123-dirty"},
+		{[]debug.BuildSetting{{Key: "-trimpath", Value: "true"}}, "unknown"},
+		{nil, "unknown"},
+	} {
+		if got := vcsRevision(c.settings); got != c.want {
+			t.Errorf("vcsRevision(%v) = %q, want %q", c.settings, got, c.want)
+		}
+	}
+	defer func(r string) { Revision = r }(Revision)
+	Revision = "0123abc"
+	if got := BuildRevision(); got != "0123abc" {
+		t.Errorf("with Revision stamped, BuildRevision() = %q", got)
+	}
 }
