@@ -61,7 +61,7 @@ func TestHelpCommand(t *testing.T) {
 	}
 	// An unknown command after help is an error, with the list of commands.
 	var errw bytes.Buffer
-	if code := run([]string{"help", "nosuch"}, io.Discard, &errw); code != 2 || !strings.Contains(errw.String(), "commands:") {
+	if code := run([]string{"help", "nosuch"}, io.Discard, &errw); code != 2 || !strings.Contains(errw.String(), `unknown command "nosuch"`) || !strings.Contains(errw.String(), "commands:") {
 		t.Errorf("help nosuch: exit %d, stderr:\n%s", code, errw.String())
 	}
 	// Bare help, -h and --help: the general help on standard output, exit 0.

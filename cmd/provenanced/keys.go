@@ -48,7 +48,7 @@ func (f daemonFlags) explain(err error) error {
 	if err == nil || !errors.As(err, &oe) || oe.Op != "dial" {
 		return err
 	}
-	where, isSocket := *f.target, strings.HasPrefix(*f.target, "/") || !strings.Contains(*f.target, "://")
+	where, isSocket := *f.target, !strings.Contains(*f.target, "://")
 	how := "give the daemon's address with -url URL (or PROVENANCED_URL)"
 	if isSocket {
 		how = "give the daemon's socket with -socket PATH (or PROVENANCED_SOCKET)"

@@ -58,9 +58,12 @@ func run(args []string, stdout, stderr io.Writer) int {
 			return 0
 		}
 		// "help CMD [SUB]" is "CMD [SUB] -h", printed on standard output since it was asked for.
-		if _, ok := commands[args[1]]; ok {
-			return run(append(append([]string{}, args[1:]...), "-h"), stdout, stdout)
+		if _, ok := commands[args[1]]; !ok {
+			fmt.Fprintf(stderr, "provenanced: unknown command %q\n\n", args[1])
+			usage(stderr)
+			return 2
 		}
+		return run(append(append([]string{}, args[1:]...), "-h"), stdout, stdout)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
