@@ -2,6 +2,7 @@ package awskms_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"strings"
 	"testing"
 	"time"
@@ -73,13 +74,30 @@ func TestKMSRetryAndThrottleMetrics(t *testing.T) {
 		t.Errorf("throttled went up by %v in all, want 2 (a 500 is no throttle)", d)
 	}
 
+	// Signing, the call that matters: one throttled attempt, then the signature.
+	proxy.inject("Sign", fault{status: 400, code: "ThrottlingException", msg: "Rate exceeded", times: 1})
+	if s, err = awskms.Open(ctx, spec); err != nil {
+		t.Fatal(err)
+	}
+	digest := sha256.Sum256([]byte("counted"))
+	if _, err := s.SignContext(ctx, digest[:]); err != nil {
+		t.Fatalf("Sign after one throttled attempt: %v", err)
+	}
+	s.Close()
+	if d := kmsCounter(t, retries) - r0; d != 4 {
+		t.Errorf("retries went up by %v in all after a throttled Sign, want 4", d)
+	}
+	if d := kmsCounter(t, throttled) - th0; d != 3 {
+		t.Errorf("throttled went up by %v in all after a throttled Sign, want 3", d)
+	}
+
 	// A call that succeeds at once counts nothing.
 	if s, err = awskms.Open(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
 	s.Close()
-	if d := kmsCounter(t, retries) - r0; d != 3 {
-		t.Errorf("a call without retry counted: retries up by %v, want 3", d)
+	if d := kmsCounter(t, retries) - r0; d != 4 {
+		t.Errorf("a call without retry counted: retries up by %v, want 4", d)
 	}
 }
 
