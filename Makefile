@@ -3,9 +3,11 @@ GO      ?= go
 BIN     ?= bin/provenanced
 DEV_DIR ?= .dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
-LDFLAGS := -X main.version=$(VERSION)
+REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
+LDFLAGS := -X main.version=$(VERSION) -X github.com/ib1/provenanced/daemon.Revision=$(REVISION)
+CONTAINER ?= podman
 
-.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
+.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv image
 
 ## build: the daemon binary in bin/
 build:
@@ -14,6 +16,10 @@ build:
 ## run: the daemon on its embedded default (a development PKI and PEM key in .dev/)
 run: build
 	$(BIN) serve -dev $(DEV_DIR)
+
+## image: the container image provenanced:VERSION (CONTAINER=docker for docker)
+image:
+	$(CONTAINER) build -f deploy/container/Containerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t provenanced:$(VERSION) .
 
 ## testenv: a SoftHSM token with a P-256 key, a test PKI and a config in .testenv/, to try the PKCS#11 backend
 testenv: build

@@ -28,6 +28,9 @@ type Provenance struct {
 	Now func() time.Time
 	// Counted is told each record operation ("sign", "verify") and its outcome.
 	Counted func(operation string, ok bool)
+	// Failed, when set, is told an operation that failed with err, so that its outcome
+	// says why (timeout, unavailable, ...); without it Counted is told "not ok".
+	Failed func(operation string, err error)
 	// NotConfigured says why records cannot be verified or signed, when they cannot.
 	NotConfigured string
 }
@@ -43,6 +46,14 @@ func (p *Provenance) count(op string, ok bool) {
 	if p.Counted != nil {
 		p.Counted(op, ok)
 	}
+}
+
+func (p *Provenance) countErr(op string, err error) {
+	if p.Failed != nil {
+		p.Failed(op, err)
+		return
+	}
+	p.count(op, false)
 }
 
 // recordError is a record that failed: the check that failed and why.
@@ -151,7 +162,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	rec, err := b.SignWith(ctx, entry.signer)
 	if err != nil {
-		p.count("sign", false)
+		p.countErr("sign", err)
 		a.writeSignError(w, r, entry, err)
 		return
 	}

@@ -179,7 +179,7 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Bui
 			return
 		}
 	}
-	p.count("sign", false)
+	p.countErr("sign", err)
 	id := newRequestID()
 	status, _, msg := a.signError(r.Context(), r.Pattern, a.keys[p.Key.Name()], err, id)
 	if status >= 500 {

@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"runtime"
 	"runtime/debug"
@@ -10,6 +11,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
 	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/backends/awskms"
 )
 
 // Metrics are the daemon's Prometheus metrics (the contract's names), on a registry of
@@ -36,7 +38,7 @@ func NewMetrics(version string) *Metrics {
 		Registry: reg,
 		SignDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "provenanced_sign_duration_seconds",
-			Help:    "Time a backend took to sign, by key, backend and outcome (ok or error).",
+			Help:    "Time a backend took to sign, by key, backend and outcome (ok, timeout, unavailable, denied, invalid, error).",
 			Buckets: SignBuckets,
 		}, []string{"key", "backend", "outcome"}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -50,7 +52,7 @@ func NewMetrics(version string) *Metrics {
 		}, []string{"route"}),
 		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provenanced_records_total",
-			Help: "Provenance records signed or verified, by operation (sign, verify) and outcome (ok, error).",
+			Help: "Provenance records signed or verified, by operation (sign, verify) and outcome (ok, timeout, unavailable, denied, invalid, error).",
 		}, []string{"operation", "outcome"}),
 		BackendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "provenanced_backend_up",
@@ -64,46 +66,106 @@ func NewMetrics(version string) *Metrics {
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "provenanced_build_info",
 		Help:        "Always 1; the labels say which build is running.",
-		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": revision()},
+		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": BuildRevision()},
 	})
 	m.access = newAccessMetrics(reg)
 	build.Set(1)
 	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.Records, m.BackendUp, m.CertExpiry, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
+	reg.MustRegister(awskms.Collectors()...)
 	for _, op := range []string{"sign", "verify"} {
-		for _, outcome := range []string{"ok", "error"} {
+		for _, outcome := range Outcomes {
 			m.Records.WithLabelValues(op, outcome)
 		}
 	}
 	return m
 }
 
+// Outcomes are the values of the outcome label, the agreed set: a dashboard can tell a
+// slow backend (timeout) from a down one (unavailable), a refused client (denied) and bad
+// input (invalid) from the daemon's own failures (error).
+var Outcomes = []string{"ok", "timeout", "unavailable", "denied", "invalid", "error"}
+
+// Outcome is the outcome label of an operation that ended with err. An error that knows
+// its outcome says so with an Outcome() string method (the access policy's denials do).
+func Outcome(err error) string {
+	var o interface{ Outcome() string }
+	switch {
+	case err == nil:
+		return "ok"
+	case errors.As(err, &o):
+		return o.Outcome()
+	case errors.Is(err, context.DeadlineExceeded):
+		return "timeout" // before unavailable: a KMS call past its deadline wraps both
+	case errors.Is(err, backends.ErrUnavailable):
+		return "unavailable"
+	case errors.Is(err, backends.ErrInvalidDigest):
+		return "invalid"
+	}
+	return "error"
+}
+
 // signObserver returns the Observer that times key's signatures. The label lookups are
 // done here, once, not on every signature; an error that says the backend is unavailable
 // takes the key's backend_up down at once (the health check brings it back).
 func (m *Metrics) signObserver(name, backend string) backends.Observer {
-	ok := m.SignDuration.WithLabelValues(name, backend, "ok")
-	bad := m.SignDuration.WithLabelValues(name, backend, "error")
+	by := make(map[string]prometheus.Observer, len(Outcomes))
+	for _, o := range Outcomes {
+		by[o] = m.SignDuration.WithLabelValues(name, backend, o)
+	}
+	ok := by["ok"]
 	up := m.BackendUp.WithLabelValues(name, backend)
 	return func(took time.Duration, err error) {
 		if err == nil {
 			ok.Observe(took.Seconds())
 			return
 		}
-		bad.Observe(took.Seconds())
+		o := Outcome(err)
+		h, known := by[o]
+		if !known { // an Outcome() outside the agreed set is counted as an error
+			h = by["error"]
+		}
+		h.Observe(took.Seconds())
 		if errors.Is(err, backends.ErrUnavailable) {
 			up.Set(0)
 		}
 	}
 }
 
-func revision() string {
-	if bi, ok := debug.ReadBuildInfo(); ok {
-		for _, s := range bi.Settings {
-			if s.Key == "vcs.revision" {
-				return s.Value
-			}
+// Revision is the source revision when the build stamps it (-ldflags "-X
+// github.com/ib1/provenanced/daemon.Revision=..."): a build without the repository's .git,
+// as in the container image, has no VCS information of its own.
+var Revision = ""
+
+// BuildRevision is the revision provenanced_build_info and `version` report: Revision,
+// else the VCS revision Go recorded at build time (with "-dirty" for uncommitted
+// changes), else "unknown".
+func BuildRevision() string {
+	if Revision != "" {
+		return Revision
+	}
+	bi, ok := debug.ReadBuildInfo()
+	if !ok {
+		return "unknown"
+	}
+	return vcsRevision(bi.Settings)
+}
+
+func vcsRevision(settings []debug.BuildSetting) string {
+	rev, dirty := "", false
+	for _, s := range settings {
+		switch s.Key {
+		case "vcs.revision":
+			rev = s.Value
+		case "vcs.modified":
+			dirty = s.Value == "true"
 		}
 	}
-	return "unknown"
+	if rev == "" {
+		return "unknown"
+	}
+	if dirty {
+		rev += "-dirty"
+	}
+	return rev
 }

@@ -111,6 +111,7 @@ func connect(ctx context.Context, spec *conf.Key, o *Options) (*kms.Client, targ
 	// SDK's own client type, and would refuse another.
 	cfg.HTTPClient = resendReadOnly{cfg.HTTPClient}
 	client := kms.NewFromConfig(cfg, func(ko *kms.Options) {
+		ko.APIOptions = append(ko.APIOptions, countAttempts(spec.Name))
 		if o.Endpoint != "" {
 			ko.BaseEndpoint = aws.String(o.Endpoint)
 		}

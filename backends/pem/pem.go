@@ -20,7 +20,9 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"io/fs"
 	"os"
+	"syscall"
 
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
@@ -104,12 +106,31 @@ func unwrapPath(err error) error {
 	return err
 }
 
+// ownerHint explains a key the daemon may not read: the fix is to run the daemon as the
+// key's owner, never to open the key to more users. A container that mounts a host
+// directory is the usual case, whence the two ways to do it there.
+func ownerHint(path string, err error) string {
+	if !errors.Is(err, fs.ErrPermission) {
+		return ""
+	}
+	st, serr := os.Stat(path)
+	if serr != nil {
+		return ""
+	}
+	sys, ok := st.Sys().(*syscall.Stat_t)
+	if !ok {
+		return ""
+	}
+	return fmt.Sprintf(" (the key belongs to uid %d and the daemon runs as uid %d: run the daemon as the key's owner; in a container, docker run --user %d or podman run --userns=keep-id)",
+		sys.Uid, os.Geteuid(), sys.Uid)
+}
+
 // LoadKey reads an EC P-256 private key from a PEM file (PKCS#8 "PRIVATE KEY" or SEC1
 // "EC PRIVATE KEY") that only its owner can read.
 func LoadKey(path string) (*ecdsa.PrivateKey, error) {
 	f, err := os.Open(path)
 	if err != nil {
-		return nil, fmt.Errorf("cannot open %s: %v", path, unwrapPath(err))
+		return nil, fmt.Errorf("cannot open %s: %v%s", path, unwrapPath(err), ownerHint(path, err))
 	}
 	defer f.Close()
 	st, err := f.Stat()

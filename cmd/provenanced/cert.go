@@ -18,6 +18,10 @@ func init() {
 }
 
 func certCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		return subcommandHelp(stderr, "cert", "check -config FILE [-key NAME] [-root ROOT.pem]",
+			"check", "check that each key's certificate is for that key, chains to the root CA and is valid now")
+	}
 	if len(args) == 0 || args[0] != "check" {
 		return usageError("usage: provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]")
 	}

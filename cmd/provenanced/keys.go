@@ -6,11 +6,14 @@ import (
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"io"
+	"net"
 	"os"
 	"strings"
+	"syscall"
 	"time"
 
 	"github.com/ib1/provenanced/client"
@@ -25,6 +28,7 @@ func init() {
 type daemonFlags struct {
 	socket, url, tokenFile *string
 	timeout                *time.Duration
+	target                 *string // what client() connected to, for connection errors
 }
 
 func addDaemonFlags(fs *flag.FlagSet) daemonFlags {
@@ -33,13 +37,45 @@ func addDaemonFlags(fs *flag.FlagSet) daemonFlags {
 		url:       fs.String("url", "", "the daemon's base `URL`, such as http://127.0.0.1:8080 (default $PROVENANCED_URL)"),
 		timeout:   fs.Duration("timeout", 30*time.Second, "give up after this long"),
 		tokenFile: fs.String("token-file", "", "send the bearer token in this `file` (mode 0600) as the daemon's [clients.NAME] asks (default $PROVENANCED_TOKEN_FILE)"),
+		target:    new(string),
 	}
+}
+
+// explain turns an error of reaching the daemon into one that says what to do: the
+// bare "dial unix ...: connect: no such file or directory" leaves a user guessing
+// whether the daemon, the path or their rights are wrong. Other errors pass unchanged.
+func (f daemonFlags) explain(err error) error {
+	var oe *net.OpError
+	if err == nil || !errors.As(err, &oe) || oe.Op != "dial" {
+		return err
+	}
+	where, isSocket := *f.target, !strings.Contains(*f.target, "://")
+	how := "give the daemon's address with -url URL (or PROVENANCED_URL)"
+	if isSocket {
+		how = "give the daemon's socket with -socket PATH (or PROVENANCED_SOCKET)"
+	}
+	const start = "start the daemon with: provenanced serve -config FILE"
+	switch {
+	case errors.Is(err, syscall.ENOENT):
+		return fmt.Errorf("cannot reach the daemon: no socket at %s; is the daemon running? %s ([server] socket names the path), or %s", where, start, how)
+	case errors.Is(err, syscall.EACCES), errors.Is(err, syscall.EPERM):
+		return fmt.Errorf("cannot reach the daemon: permission denied on %s; the socket admits its owner and group ([server] socket_mode): run as a member of the daemon's group (such as provenanced), or %s", where, how)
+	case errors.Is(err, syscall.ECONNREFUSED):
+		if isSocket {
+			return fmt.Errorf("cannot reach the daemon: nothing listens on %s (a socket file left by a daemon that stopped?); %s, or %s", where, start, how)
+		}
+		return fmt.Errorf("cannot reach the daemon: nothing listens at %s; %s ([server] http names the address), or %s", where, start, how)
+	}
+	return fmt.Errorf("cannot reach the daemon at %s: %w; %s", where, err, how)
 }
 
 func (f daemonFlags) client() (*client.Client, context.Context, context.CancelFunc, error) {
 	socket, url := *f.socket, *f.url
 	if socket == "" && url == "" {
 		socket, url = os.Getenv("PROVENANCED_SOCKET"), os.Getenv("PROVENANCED_URL")
+		if socket == "off" { // the daemon's setting for "no socket" is no place to look
+			socket = ""
+		}
 		if socket != "" && url != "" {
 			url = ""
 		}
@@ -66,6 +102,7 @@ func (f daemonFlags) client() (*client.Client, context.Context, context.CancelFu
 	if err != nil {
 		return nil, nil, nil, usageError(err.Error())
 	}
+	*f.target = socket + url
 	ctx, cancel := context.WithTimeout(context.Background(), *f.timeout)
 	return c, ctx, cancel, nil
 }
@@ -89,7 +126,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	keys, err := c.Keys(ctx)
 	if err != nil {
-		return err
+		return df.explain(err)
 	}
 	if *asJSON {
 		enc := json.NewEncoder(stdout)
@@ -152,7 +189,7 @@ func signCmd(args []string, stdout, stderr io.Writer) error {
 	defer cancel()
 	sig, err := c.SignDigest(ctx, *key, digest)
 	if err != nil {
-		return err
+		return df.explain(err)
 	}
 	if *out != "" {
 		return os.WriteFile(*out, sig, 0o644)
@@ -182,7 +219,7 @@ func healthCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	var out json.RawMessage
 	if err := c.Do(ctx, "GET", path, nil, &out); err != nil {
-		return err
+		return df.explain(err)
 	}
 	fmt.Fprintf(stdout, "%s\n", out)
 	return nil

@@ -1,9 +1,19 @@
 // Command provenanced is a signing daemon for the IB1 Trust Framework and its clients.
+// It has one command that runs the daemon, three that talk to a running daemon and four
+// that work offline on the config's keys or on records:
 //
-//	provenanced serve -config FILE | -dev DIR
-//	provenanced keys [-socket S | -url U]
-//	provenanced sign -key NAME (-digest HEX | -in FILE) [-socket S | -url U]
-//	provenanced version
+//	provenanced serve [-config FILE | -dev DIR [-hsm]]
+//	provenanced keys [-socket S | -url U] [-json]
+//	provenanced sign -key NAME (-digest HEX | -in FILE) [-socket S | -url U] [-out FILE]
+//	provenanced health [-ready] [-socket S | -url U]
+//	provenanced keygen -config FILE -key NAME
+//	provenanced csr -config FILE -key NAME (-subject DN [-uri URI]... | -from CSR) [-out FILE]
+//	provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]
+//	provenanced record sign|verify|graph [flags]
+//	provenanced version | --version
+//	provenanced help [COMMAND [SUBCOMMAND]]
+//
+// 'provenanced help COMMAND' (or 'provenanced COMMAND -h') describes a command's flags; the README has the rest.
 package main
 
 import (
@@ -41,12 +51,28 @@ func main() {
 }
 
 func run(args []string, stdout, stderr io.Writer) int {
-	if len(args) == 0 || args[0] == "-h" || args[0] == "-help" || args[0] == "--help" || args[0] == "help" {
+	if len(args) == 0 {
 		usage(stderr)
-		if len(args) == 0 {
+		return 2
+	}
+	switch args[0] {
+	case "-h", "-help", "--help":
+		usage(stdout)
+		return 0
+	case "-version", "--version":
+		args = []string{"version"}
+	case "help":
+		if len(args) == 1 {
+			usage(stdout)
+			return 0
+		}
+		// "help CMD [SUB]" is "CMD [SUB] -h", printed on standard output since it was asked for.
+		if _, ok := commands[args[1]]; !ok {
+			fmt.Fprintf(stderr, "provenanced: unknown command %q\n\n", args[1])
+			usage(stderr)
 			return 2
 		}
-		return 0
+		return run(append(append([]string{}, args[1:]...), "-h"), stdout, stdout)
 	}
 	cmd, ok := commands[args[0]]
 	if !ok {
@@ -84,7 +110,21 @@ func usage(w io.Writer) {
 	for _, n := range names {
 		fmt.Fprintf(w, "  %-8s %s\n", n, commands[n].summary)
 	}
-	fmt.Fprintln(w, "\n'provenanced COMMAND -h' describes a command's flags.")
+	fmt.Fprintln(w, "\n'provenanced help COMMAND' (or 'provenanced COMMAND -h') describes a command's flags;\n'provenanced --version' prints the version.")
+}
+
+// isHelp reports whether arg asks for help, as the flag package understands it.
+func isHelp(arg string) bool { return arg == "-h" || arg == "-help" || arg == "--help" }
+
+// subcommandHelp prints the usage of a command made of subcommands and returns
+// flag.ErrHelp (exit status 0).
+func subcommandHelp(w io.Writer, name, synopsis string, subs ...string) error {
+	fmt.Fprintf(w, "usage: provenanced %s %s\n\nsubcommands:\n", name, synopsis)
+	for i := 0; i+1 < len(subs); i += 2 {
+		fmt.Fprintf(w, "  %-8s %s\n", subs[i], subs[i+1])
+	}
+	fmt.Fprintf(w, "\n'provenanced %s SUBCOMMAND -h' describes a subcommand's flags.\n", name)
+	return flag.ErrHelp
 }
 
 // usageError is a mistake on the command line: exit status 2.

@@ -19,6 +19,12 @@ func init() {
 }
 
 func recordCmd(args []string, stdout, stderr io.Writer) error {
+	if len(args) > 0 && isHelp(args[0]) {
+		return subcommandHelp(stderr, "record", "sign|verify|graph [flags]",
+			"sign", "append steps to a record (or start one) and sign it with a key of the config",
+			"verify", "verify a record against a root CA and print its steps",
+			"graph", "verify a record and print its steps as a Graphviz DOT graph")
+	}
 	if len(args) == 0 {
 		return usageError("usage: provenanced record sign|verify|graph [flags]")
 	}

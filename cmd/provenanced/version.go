@@ -5,6 +5,8 @@ import (
 	"io"
 	"runtime"
 	"runtime/debug"
+
+	"github.com/ib1/provenanced/daemon"
 )
 
 func init() {
@@ -14,11 +16,11 @@ func init() {
 			return err
 		}
 		fmt.Fprintf(stdout, "provenanced %s\n", versionString())
+		fmt.Fprintf(stdout, "revision: %s\n", daemon.BuildRevision())
 		fmt.Fprintf(stdout, "go: %s %s/%s\n", runtime.Version(), runtime.GOOS, runtime.GOARCH)
 		if bi, ok := debug.ReadBuildInfo(); ok {
 			for _, s := range bi.Settings {
-				switch s.Key {
-				case "vcs.revision", "vcs.time", "vcs.modified":
+				if s.Key == "vcs.time" {
 					fmt.Fprintf(stdout, "%s: %s\n", s.Key, s.Value)
 				}
 			}
