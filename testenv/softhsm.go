@@ -200,6 +200,11 @@ type KeySpec struct {
 
 // GenerateKey has the token generate a key pair (pkcs11-tool --keypairgen).
 func (h *SoftHSM) GenerateKey(token, pin string, k KeySpec) error {
+	return generateKey(h.Run, token, pin, k)
+}
+
+// generateKey runs pkcs11-tool --keypairgen through run, on whichever token it reaches.
+func generateKey(run func(string, ...string) ([]byte, error), token, pin string, k KeySpec) error {
 	typ := k.Type
 	if typ == "" {
 		typ = "EC:prime256v1"
@@ -214,7 +219,7 @@ func (h *SoftHSM) GenerateKey(token, pin string, k KeySpec) error {
 	if k.AlwaysAuth {
 		args = append(args, "--always-auth")
 	}
-	_, err := h.Run("pkcs11-tool", args...)
+	_, err := run("pkcs11-tool", args...)
 	return err
 }
 
@@ -256,7 +261,12 @@ func (h *SoftHSM) ImportKey(token, pin string, k KeySpec, key *ecdsa.PrivateKey)
 
 // PublicKey reads the public key object with label (and id, if not "") from the token.
 func (h *SoftHSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
-	tmp, err := os.MkdirTemp(h.Dir, ".read-*")
+	return readPublicKey(h.Run, h.Dir, token, k)
+}
+
+// readPublicKey runs pkcs11-tool --read-object through run, in a folder made in dir.
+func readPublicKey(run func(string, ...string) ([]byte, error), dir, token string, k KeySpec) (crypto.PublicKey, error) {
+	tmp, err := os.MkdirTemp(dir, ".read-*")
 	if err != nil {
 		return nil, err
 	}
@@ -269,7 +279,7 @@ func (h *SoftHSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
 	if k.ID != "" {
 		args = append(args, "--id", k.ID)
 	}
-	if _, err := h.Run("pkcs11-tool", args...); err != nil {
+	if _, err := run("pkcs11-tool", args...); err != nil {
 		return nil, err
 	}
 	der, err := os.ReadFile(out)
