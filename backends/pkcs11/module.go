@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -16,6 +18,7 @@ import (
 type cryptoki interface {
 	Initialize(...pkcs11.InitializeOption) error
 	Finalize() error
+	GetInfo() (pkcs11.Info, error)
 	GetSlotList(tokenPresent bool) ([]uint, error)
 	GetTokenInfo(slotID uint) (pkcs11.TokenInfo, error)
 	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
@@ -52,6 +55,7 @@ type module struct {
 	path  string
 	raw   *pkcs11.Ctx
 	owned bool // this process's C_Initialize is ours (not another library's in the process)
+	tpm   bool // tpm2-pkcs11: wrong PINs count towards the TPM's dictionary-attack lockout
 
 	mu  sync.RWMutex
 	p   cryptoki
@@ -84,6 +88,7 @@ func openModule(path string) (*module, error) {
 		m.refs++
 		return m, nil
 	}
+	quietTSS()
 	raw := pkcs11.New(path)
 	if raw == nil {
 		return nil, fmt.Errorf("cannot load the PKCS#11 library %s (dlopen failed: is it a PKCS#11 module for this architecture?)", path)
@@ -101,6 +106,9 @@ func openModule(path string) (*module, error) {
 			return nil, fmt.Errorf("C_Initialize of %s failed: %w", path, err)
 		}
 		m.owned = false
+	}
+	if info, err := p.GetInfo(); err == nil {
+		m.tpm = strings.Contains(info.ManufacturerID, "tpm2-software") || strings.Contains(info.LibraryDescription, "TPM2")
 	}
 	modules[path] = m
 	return m, nil
@@ -273,4 +281,16 @@ func (m *module) forgetSession(s *session) {
 		delete(m.sessions, s.h)
 	}
 	m.regMu.Unlock()
+}
+
+// quietTSS keeps the TPM software stack's own logging (tpm2-tss's "WARNING:esys:" and
+// "ERROR:tcti:" lines, which it writes to the process's stderr, between our JSON log
+// lines) off unless the operator asked for it: TSS2_LOG is tpm2-tss's documented switch.
+// It only matters to a TPM's library, and must be set before the library is loaded.
+// tpm2-pkcs11's own "ERROR:" lines cannot be turned off this way; the README says how to
+// keep them apart from the JSON log.
+func quietTSS() {
+	if _, set := os.LookupEnv("TSS2_LOG"); !set {
+		os.Setenv("TSS2_LOG", "all+NONE")
+	}
 }

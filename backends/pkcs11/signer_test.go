@@ -455,16 +455,24 @@ func TestRejectedPINIsNotRetried(t *testing.T) {
 	if err := os.WriteFile(pinFile, []byte("a-new-pin\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(retryInterval)
-	if err := s.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "has seen a wrong user PIN") {
-		t.Errorf("Ready() = %v, want the token's count of wrong PINs to stop the login", err)
-	}
+	readySays(t, s, "has seen a wrong user PIN", 5*time.Second)
 	goodLogin(t, tokNewPIN, "a-new-pin")
-	time.Sleep(retryInterval)
-	err = s.Ready(context.Background())
-	if err == nil || !strings.Contains(err.Error(), `no private key with label "signing"`) {
-		t.Errorf("Ready() = %v, want the new PIN to log in and the key to be missing", err)
+	readySays(t, s, `no private key with label "signing"`, 5*time.Second)
+}
+
+// readySays waits until Ready's error contains says: Ready answers from the key's state,
+// which the readiness checker it starts brings up to date.
+func readySays(t *testing.T, s *Signer, says string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = s.Ready(context.Background()); err != nil && strings.Contains(err.Error(), says) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	t.Fatalf("Ready() = %v after %v, want it to say %q", err, within, says)
 }
 
 // Token flags that say the PIN is locked, or near it: the PIN is not offered at all.
