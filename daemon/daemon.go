@@ -53,7 +53,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	m := NewMetrics(opts.Version)
-	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver})
+	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver, SessionWait: m.sessionWait})
 	if err != nil {
 		return nil, err
 	}

@@ -22,6 +22,7 @@ type Metrics struct {
 	Records      *prometheus.CounterVec
 	BackendUp    *prometheus.GaugeVec
 	CertExpiry   *prometheus.GaugeVec
+	SessionWait  *prometheus.HistogramVec
 }
 
 // SignBuckets span a key in memory (tens of µs) to a KMS call on a bad day (seconds).
@@ -60,6 +61,12 @@ func NewMetrics(version string) *Metrics {
 			Help: "The notAfter of each key's certificate, as a Unix timestamp.",
 		}, []string{"key"}),
 	}
+	m.SessionWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "provenanced_pkcs11_session_wait_seconds",
+		Help:    "Time a PKCS#11 key's signature waited for one of its sessions (max_sessions less the one that holds the login), by key.",
+		Buckets: SignBuckets,
+	}, []string{"key"})
+	reg.MustRegister(m.SessionWait)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "provenanced_build_info",
 		Help:        "Always 1; the labels say which build is running.",
@@ -93,6 +100,12 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 			up.Set(0)
 		}
 	}
+}
+
+// sessionWait returns what times the session waits of key name.
+func (m *Metrics) sessionWait(name string) func(time.Duration) {
+	h := m.SessionWait.WithLabelValues(name)
+	return func(d time.Duration) { h.Observe(d.Seconds()) }
 }
 
 func revision() string {

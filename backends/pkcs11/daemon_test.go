@@ -41,7 +41,7 @@ type daemonProc struct {
 }
 
 func daemonEnv(h *testenv.HSM, env ...string) []string {
-	return append([]string{"SOFTHSM2_CONF=" + h.Conf, "PROVENANCED_HTTP=off"}, env...)
+	return append(append(h.Env(), "PROVENANCED_HTTP=off"), env...)
 }
 
 // startDaemon runs the daemon on config and waits until it answers /healthz.
@@ -133,8 +133,16 @@ func opensslVerify(t *testing.T, dir, pubFile string, message, sig []byte) {
 	}
 }
 
-func TestDaemonSignsWithSoftHSM(t *testing.T) {
-	h := testenv.NewHSM(t, testenv.HSMOptions{MaxSessions: 4})
+// The daemon on each kind of token: SoftHSM, a TPM through tpm2-pkcs11, and SoftHSM
+// through p11-kit-proxy.
+func TestDaemonSigns(t *testing.T) {
+	for _, kind := range testenv.Kinds {
+		t.Run(kind, func(t *testing.T) { testDaemonSigns(t, kind) })
+	}
+}
+
+func testDaemonSigns(t *testing.T, kind string) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind, MaxSessions: 4})
 	d := startDaemon(t, h, h.Config)
 	ctx := context.Background()
 
@@ -221,6 +229,22 @@ func TestDaemonSignsWithSoftHSM(t *testing.T) {
 	}
 	if code, body := d.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", code, body)
+	}
+	if !regexp.MustCompile(`(?m)^provenanced_pkcs11_session_wait_seconds_count\{key="signing"\} [1-9]`).MatchString(metrics) {
+		t.Errorf("no session waits for the key in /metrics")
+	}
+	jsonLog(t, d.Output())
+}
+
+// jsonLog checks that every line of the daemon's output is a JSON object: nothing a
+// module prints on its own (tpm2-tss, p11-kit) is mixed into the log.
+func jsonLog(t *testing.T, out string) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Errorf("a log line that is not JSON: %q", line)
+		}
 	}
 }
 

@@ -77,9 +77,24 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if devHelp != nil {
 		devHelp(cfg.Server.Socket, cfg.Server.HTTP) // the addresses it will really listen on
 	}
+	// A PKCS#11 module's own stderr output is taken into the log rather than between its
+	// lines (see daemon.CaptureNativeStderr).
+	var moduleLines <-chan string
+	if f, ok := stderr.(*os.File); ok && f == os.Stderr && usesPKCS11(cfg) {
+		if out, lines, err := daemon.CaptureNativeStderr(); err == nil {
+			stderr, moduleLines = out, lines
+		}
+	}
 	log, logBuf := newLogger(stderr, cfg.Server.LogLevel)
 	if logBuf != nil {
 		defer logBuf.Close()
+	}
+	if moduleLines != nil {
+		go func() {
+			for line := range moduleLines {
+				log.Warn("PKCS#11 module output", "line", line)
+			}
+		}()
 	}
 	for _, n := range notes {
 		log.Warn(n)
@@ -92,6 +107,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return d.Serve(ctx)
+}
+
+func usesPKCS11(cfg *conf.Config) bool {
+	for _, k := range cfg.Keys {
+		if k.Backend == "pkcs11" {
+			return true
+		}
+	}
+	return false
 }
 
 // tuneGC trades a little memory for CPU, unless the operator has set GOGC or GOMEMLIMIT:
