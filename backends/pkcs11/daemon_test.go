@@ -538,3 +538,69 @@ func TestKeygenThenServe(t *testing.T) {
 		t.Fatalf("signing with the generated key: %v", err)
 	}
 }
+
+// A TPM that hangs (swtpm stopped with SIGSTOP), then comes back, then dies, with the
+// daemon serving it. While it hangs a request gets 503 at sign_timeout, /readyz answers
+// at once and says 503, and the key is back when the TPM is; when it dies /readyz turns
+// 503 within 15 s with no traffic at all (the periodic test signature finds it). The log
+// stays JSON throughout.
+func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
+	config := filepath.Join(filepath.Dir(h.Config), "outage.toml")
+	text := strings.Replace(h.ConfigTOML(map[string]string{"ready_check_interval": `"1s"`}), "[server]\n", "[server]\nsign_timeout = \"1s\"\n", 1)
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, h, config)
+	pid := d.Cmd.Process.Pid
+	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := h.TPM.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			h.TPM.Resume()
+		}
+	}()
+	start := time.Now()
+	_, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32))
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+		t.Fatalf("signing on a hung TPM: %v, want 503", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the request on a hung TPM took %v; sign_timeout is 1s", took)
+	}
+	start = time.Now()
+	code, body := d.get(t, "/readyz")
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("/readyz took %v on a hung TPM", took)
+	}
+	if code != http.StatusServiceUnavailable || !strings.Contains(body, "have not returned") {
+		t.Errorf("/readyz on a hung TPM: %d %s", code, body)
+	}
+	if err := h.TPM.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	d.recovers(t, pid, h.Public)
+
+	h.TPM.KillSWTPM()
+	start = time.Now()
+	for {
+		code, body := d.get(t, "/readyz")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("/readyz still %d %s 15s after the TPM died", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("/readyz said 503 %v after the TPM died", time.Since(start).Round(100*time.Millisecond))
+	jsonLog(t, d.Output())
+}
