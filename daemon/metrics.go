@@ -1,9 +1,12 @@
 package daemon
 
 import (
+	"context"
 	"errors"
 	"runtime"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -23,6 +26,9 @@ type Metrics struct {
 	BackendUp    *prometheus.GaugeVec
 	CertExpiry   *prometheus.GaugeVec
 	SessionWait  *prometheus.HistogramVec
+
+	refusedMu sync.Mutex
+	refused   map[string]*atomic.Int64 // by key: signatures refused (unavailable, timed out) since the health log said so
 }
 
 // SignBuckets span a key in memory (tens of µs) to a KMS call on a bad day (seconds).
@@ -90,6 +96,7 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 	ok := m.SignDuration.WithLabelValues(name, backend, "ok")
 	bad := m.SignDuration.WithLabelValues(name, backend, "error")
 	up := m.BackendUp.WithLabelValues(name, backend)
+	refused := m.refusedCounter(name)
 	return func(took time.Duration, err error) {
 		if err == nil {
 			ok.Observe(took.Seconds())
@@ -99,7 +106,26 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 		if errors.Is(err, backends.ErrUnavailable) {
 			up.Set(0)
 		}
+		if errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			refused.Add(1)
+		}
 	}
+}
+
+// refusedCounter is the count of key name's refused signatures, which the health check
+// logs in an outage instead of a line per request.
+func (m *Metrics) refusedCounter(name string) *atomic.Int64 {
+	m.refusedMu.Lock()
+	defer m.refusedMu.Unlock()
+	if m.refused == nil {
+		m.refused = map[string]*atomic.Int64{}
+	}
+	c, ok := m.refused[name]
+	if !ok {
+		c = new(atomic.Int64)
+		m.refused[name] = c
+	}
+	return c
 }
 
 // sessionWait returns what times the session waits of key name.
