@@ -8,6 +8,6 @@ import (
 )
 
 // CaptureNativeStderr is only done on Linux; elsewhere modules print to stderr as they like.
-func CaptureNativeStderr() (*os.File, <-chan string, error) {
-	return nil, nil, errors.New("not on this system")
+func CaptureNativeStderr() (*os.File, <-chan string, func(), error) {
+	return nil, nil, nil, errors.New("not on this system")
 }

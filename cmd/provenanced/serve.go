@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
@@ -80,9 +81,10 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	// A PKCS#11 module's own stderr output is taken into the log rather than between its
 	// lines (see daemon.CaptureNativeStderr).
 	var moduleLines <-chan string
+	restoreStderr := func() {}
 	if f, ok := stderr.(*os.File); ok && f == os.Stderr && usesPKCS11(cfg) {
-		if out, lines, err := daemon.CaptureNativeStderr(); err == nil {
-			stderr, moduleLines = out, lines
+		if out, lines, restore, err := daemon.CaptureNativeStderr(); err == nil {
+			stderr, moduleLines, restoreStderr = out, lines, restore
 		}
 	}
 	log, logBuf := newLogger(stderr, cfg.Server.LogLevel)
@@ -90,9 +92,20 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		defer logBuf.Close()
 	}
 	if moduleLines != nil {
+		done := make(chan struct{})
 		go func() {
+			defer close(done)
 			for line := range moduleLines {
 				log.Warn("PKCS#11 module output", "line", line)
+			}
+		}()
+		// On the way out the real stderr goes back to descriptor 2, where a failed start's
+		// error is printed, once the module's last lines are logged.
+		defer func() {
+			restoreStderr()
+			select {
+			case <-done:
+			case <-time.After(time.Second):
 			}
 		}()
 	}
