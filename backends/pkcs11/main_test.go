@@ -357,3 +357,10 @@ func goodLogin(t testing.TB, tok, pin string) {
 		t.Fatal(err)
 	}
 }
+
+func (f *faulty) GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, public, private []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error) {
+	if err := fault("GenerateKeyPair"); err != nil {
+		return 0, 0, err
+	}
+	return f.cryptoki.GenerateKeyPair(sh, m, public, private)
+}

@@ -175,6 +175,9 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error)
 	return nil, s.unavailable(fmt.Errorf("the token did not answer within the request's deadline (%w)", ctx.Err()))
 }
 
+// closeWait bounds Close's wait for a reconnection in progress.
+const closeWait = 5 * time.Second
+
 // abandonGrace is how long a caller whose deadline passed waits for its signature to
 // come back before it counts the call as stuck in the module.
 const abandonGrace = 20 * time.Millisecond
@@ -719,9 +722,18 @@ func (s *Signer) Close() error {
 	}
 	close(s.stop)
 	// A reconnection in progress finishes first: once the library is let go, no call may
-	// reach it. (Signatures check the generation, which release changes.)
-	s.connecting <- struct{}{}
+	// reach it. (Signatures check the generation, which release changes.) A module that
+	// hangs would hold Close, and the daemon's shutdown, for ever: past closeWait the
+	// sessions and the library are left to the process's exit.
+	select {
+	case s.connecting <- struct{}{}:
+	case <-time.After(closeWait):
+		return fmt.Errorf("%s: the PKCS#11 module did not return within %v; its sessions are left open", s.loc, closeWait)
+	}
 	defer func() { <-s.connecting }()
+	if s.stuck.Load() > 0 {
+		return fmt.Errorf("%s: calls into the PKCS#11 module have not returned; its sessions are left open", s.loc)
+	}
 	if c := s.cur.Swap(nil); c != nil {
 		s.mu.Lock()
 		s.stale = append(s.stale, c)

@@ -719,3 +719,22 @@ func TestRefusedPINIsRememberedAcrossRestarts(t *testing.T) {
 		t.Errorf("TPM lockout advice: %s", a)
 	}
 }
+
+// A token without EC mechanisms (opencryptoki's soft token answers CKR_MECHANISM_INVALID;
+// SoftHSM has them, so the fault is made here): start and keygen say the token cannot make
+// or use P-256 keys, rather than only quoting the code.
+func TestTokenWithoutP256IsNamed(t *testing.T) {
+	resetFaults()
+	t.Cleanup(resetFaults)
+	failing("SignInit", pkcs11.CKR_MECHANISM_INVALID)
+	ce := openErr(t, keyBody(tokMain, ""))
+	if ce.Key != "keys.k.key_label" || !strings.Contains(ce.Error(), "cannot make or use P-256") {
+		t.Errorf("Open: %v", ce)
+	}
+	resetFaults()
+	failing("GenerateKeyPair", pkcs11.CKR_MECHANISM_INVALID)
+	_, err := backends.Generate(context.Background(), keySpec(t, genBody("no-ec", "")))
+	if err == nil || !strings.Contains(err.Error(), "cannot make P-256 keys") {
+		t.Errorf("Generate: %v", err)
+	}
+}
