@@ -71,9 +71,9 @@ type TPM struct {
 	swtpm   *exec.Cmd
 	bus     *exec.Cmd
 	abrmd   *exec.Cmd
-	pid     int // the tpm2_ptool primary object's id
+	pid     int                         // the tpm2_ptool primary object's id
+	exits   map[*exec.Cmd]chan struct{} // closed when the process has exited
 	stopped bool
-	paused  bool
 }
 
 // StartTPM starts a TPM token stack in dir and waits until the TPM answers.
@@ -169,8 +169,7 @@ func (t *TPM) startSWTPMOnce() error {
 	if err := cmd.Start(); err != nil {
 		return fmt.Errorf("testenv: swtpm: %v", err)
 	}
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	exited := t.track(cmd)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
 		// The control port takes any number of connections; the command port is kept
@@ -241,8 +240,8 @@ func (t *TPM) startBus() error {
 		close(line)
 		for s.Scan() {
 		}
-		cmd.Wait()
 	}()
+	t.track(cmd)
 	select {
 	case addr, ok := <-line:
 		if !ok || addr == "" {
@@ -276,8 +275,7 @@ func (t *TPM) startABRMD() error {
 	t.mu.Lock()
 	t.abrmd = cmd
 	t.mu.Unlock()
-	exited := make(chan struct{})
-	go func() { cmd.Wait(); close(exited) }()
+	exited := t.track(cmd)
 	t.TCTI = "tabrmd:bus_type=session,bus_name=" + name
 	deadline := time.Now().Add(15 * time.Second)
 	for {
@@ -364,33 +362,58 @@ func (t *TPM) ClearLockout() error {
 }
 
 // Pause stops swtpm (SIGSTOP): the TPM hangs, as a wedged device or bus does.
-func (t *TPM) Pause() error { return t.signal(syscall.SIGSTOP, true) }
+func (t *TPM) Pause() error { return t.signal(syscall.SIGSTOP) }
 
 // Resume lets a paused swtpm go on.
-func (t *TPM) Resume() error { return t.signal(syscall.SIGCONT, false) }
+func (t *TPM) Resume() error { return t.signal(syscall.SIGCONT) }
 
-func (t *TPM) signal(sig syscall.Signal, paused bool) error {
+func (t *TPM) signal(sig syscall.Signal) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
 	if t.swtpm == nil || t.swtpm.Process == nil {
 		return errors.New("testenv: swtpm is not running")
 	}
-	t.paused = paused
 	return t.swtpm.Process.Signal(sig)
+}
+
+// track reaps cmd when it exits and returns the channel closed then.
+func (t *TPM) track(cmd *exec.Cmd) chan struct{} {
+	done := make(chan struct{})
+	go func() { cmd.Wait(); close(done) }()
+	t.mu.Lock()
+	if t.exits == nil {
+		t.exits = map[*exec.Cmd]chan struct{}{}
+	}
+	t.exits[cmd] = done
+	t.mu.Unlock()
+	return done
+}
+
+// kill kills cmd and waits (a little) until it has exited, so that its files can go.
+// The caller holds t.mu.
+func (t *TPM) kill(cmd *exec.Cmd) {
+	if cmd == nil || cmd.Process == nil {
+		return
+	}
+	cmd.Process.Kill()
+	if done, ok := t.exits[cmd]; ok {
+		select {
+		case <-done:
+		case <-time.After(5 * time.Second):
+		}
+	}
 }
 
 // KillSWTPM kills the simulator: the TPM is dead.
 func (t *TPM) KillSWTPM() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.swtpm != nil && t.swtpm.Process != nil {
-		t.swtpm.Process.Kill()
-		t.swtpm = nil
-	}
-	t.paused = false
+	t.kill(t.swtpm)
+	t.swtpm = nil
 }
 
-// Stop ends swtpm, abrmd and the bus. It may be called more than once.
+// Stop ends swtpm, abrmd and the bus, and waits until they have exited. It may be called
+// more than once.
 func (t *TPM) Stop() {
 	t.mu.Lock()
 	defer t.mu.Unlock()
@@ -399,8 +422,6 @@ func (t *TPM) Stop() {
 	}
 	t.stopped = true
 	for _, c := range []*exec.Cmd{t.abrmd, t.bus, t.swtpm} {
-		if c != nil && c.Process != nil {
-			c.Process.Kill()
-		}
+		t.kill(c)
 	}
 }

@@ -542,8 +542,9 @@ func TestKeygenThenServe(t *testing.T) {
 // A TPM that hangs (swtpm stopped with SIGSTOP), then comes back, then dies, with the
 // daemon serving it. While it hangs a request gets 503 at sign_timeout, /readyz answers
 // at once and says 503, and the key is back when the TPM is; when it dies /readyz turns
-// 503 within 15 s with no traffic at all (the periodic test signature finds it). The log
-// stays JSON throughout.
+// 503 within 15 s with no traffic at all (the periodic test signature finds it), refused
+// requests are counted rather than logged one by one, and when the TPM is started again
+// the key comes back without a restart. The log stays JSON throughout.
 func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
 	config := filepath.Join(filepath.Dir(h.Config), "outage.toml")
@@ -617,4 +618,10 @@ func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
 		t.Errorf("no line in the log says the key cannot sign")
 	}
 	jsonLog(t, out)
+
+	// The TPM back, with its state: the key comes back by itself.
+	if err := h.TPM.RestartSWTPM(); err != nil {
+		t.Fatal(err)
+	}
+	d.recovers(t, pid, h.Public)
 }
