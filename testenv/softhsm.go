@@ -555,6 +555,14 @@ func (h *HSM) Run(name string, args ...string) ([]byte, error) {
 	return h.SoftHSM.Run(name, args...)
 }
 
+// PublicKey reads a public key object from the fixture's token (through its own library).
+func (h *HSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
+	if h.TPM != nil {
+		return h.TPM.PublicKey(token, k)
+	}
+	return h.SoftHSM.PublicKey(token, k)
+}
+
 // p11KitProxies are where distributions put p11-kit-proxy.so.
 var p11KitProxies = []string{
 	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",

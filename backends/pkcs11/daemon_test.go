@@ -262,8 +262,15 @@ func (k remoteKey) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte
 
 // A provenance record signed with the daemon's signatures verifies with provenanced's
 // verifier and with the independent Python checker.
+// An IB1 record signed by the daemon on each kind of token.
 func TestDaemonSignsARecord(t *testing.T) {
-	h := testenv.NewHSM(t, testenv.HSMOptions{})
+	for _, kind := range testenv.Kinds {
+		t.Run(kind, func(t *testing.T) { testDaemonSignsARecord(t, kind) })
+	}
+}
+
+func testDaemonSignsARecord(t *testing.T, kind string) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind})
 	d := startDaemon(t, h, h.Config)
 	now := time.Now()
 	b := provenance.NewBuilder(testenv.SandboxTrustFramework, now, nil)
@@ -477,8 +484,15 @@ func TestDaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
 
 // provenanced keygen makes the key in the token, refuses to make it twice, and the daemon
 // serves it once it has a certificate.
+// keygen, a CSR signed in the token, and serving the new key, on each kind of token.
 func TestKeygenThenServe(t *testing.T) {
-	h := testenv.NewHSM(t, testenv.HSMOptions{NoKey: true})
+	for _, kind := range testenv.Kinds {
+		t.Run(kind, func(t *testing.T) { testKeygenThenServe(t, kind) })
+	}
+}
+
+func testKeygenThenServe(t *testing.T, kind string) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind, NoKey: true})
 	bin, err := pkcs11.DaemonBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -584,6 +598,9 @@ func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
 	// The reason is in the answer, or (when answers name nothing internal) in the log.
 	if code != http.StatusServiceUnavailable || !strings.Contains(body+d.Output(), "have not returned") {
 		t.Errorf("/readyz on a hung TPM: %d %s", code, body)
+	}
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("provenanced_backend_up = %s on a hung TPM, want 0", up)
 	}
 	if err := h.TPM.Resume(); err != nil {
 		t.Fatal(err)
