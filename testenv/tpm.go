@@ -55,7 +55,7 @@ func FindTPM() (string, error) {
 }
 
 // TPM is a TPM 2.0 token as a real machine has one, made of its real parts: the swtpm
-// simulator on two loopback ports of its own, tpm2-abrmd (the resource manager that lets
+// simulator on Unix sockets of its own, tpm2-abrmd (the resource manager that lets
 // several programs share the TPM, as the kernel's /dev/tpmrm0 does) on a private D-Bus
 // bus, and a tpm2-pkcs11 store. Nothing is shared with another TPM or the machine's
 // buses, so tests may run several at once. Stop ends every process.
@@ -65,7 +65,7 @@ type TPM struct {
 	Module string // libtpm2_pkcs11.so
 	TCTI   string // how the library and the tools reach the TPM: through abrmd
 	Bus    string // DBUS_SESSION_BUS_ADDRESS of the private bus
-	Port   int    // swtpm's command port (the control port is Port+1)
+	Socket string // swtpm's command socket (the control socket is Socket+".ctrl")
 
 	mu      sync.Mutex
 	swtpm   *exec.Cmd
@@ -73,6 +73,7 @@ type TPM struct {
 	abrmd   *exec.Cmd
 	pid     int                         // the tpm2_ptool primary object's id
 	exits   map[*exec.Cmd]chan struct{} // closed when the process has exited
+	sockDir string
 	stopped bool
 }
 
@@ -98,10 +99,12 @@ func StartTPM(dir string) (*TPM, error) {
 			t.Stop()
 		}
 	}()
-	if err := t.listen(); err != nil {
+	// A folder with a short path: a Unix socket's path has room for about 100 bytes.
+	if t.sockDir, err = os.MkdirTemp("", "swtpm-"); err != nil {
 		return nil, err
 	}
-	if err := t.startSWTPM(false); err != nil {
+	t.Socket = filepath.Join(t.sockDir, "tpm")
+	if err := t.startSWTPM(); err != nil {
 		return nil, err
 	}
 	if err := t.startBus(); err != nil {
@@ -121,48 +124,16 @@ func StartTPM(dir string) (*TPM, error) {
 	return t, nil
 }
 
-// listen finds two free loopback ports side by side for swtpm (the swtpm TCTI finds the
-// control port at the command port + 1). They are free a moment before swtpm binds them;
-// startSWTPM tries other ports if it loses that race.
-func (t *TPM) listen() error {
-	for range 50 {
-		l1, err := net.Listen("tcp", "127.0.0.1:0")
-		if err != nil {
-			return err
-		}
-		port := l1.Addr().(*net.TCPAddr).Port
-		l2, err := net.Listen("tcp", fmt.Sprintf("127.0.0.1:%d", port+1))
-		l1.Close()
-		if err != nil {
-			continue
-		}
-		l2.Close()
-		t.Port = port
-		return nil
-	}
-	return errors.New("testenv: found no two free loopback ports side by side for swtpm")
-}
-
-// startSWTPM starts swtpm on t.Port and t.Port+1 and waits until it listens; if it cannot
-// bind them (another program took one meanwhile) it tries new ports, unless keep says
-// the ports must stay (a restart, which abrmd reconnects to).
-func (t *TPM) startSWTPM(keep bool) error {
-	for try := 0; ; try++ {
-		err := t.startSWTPMOnce()
-		if err == nil || keep || try == 5 {
-			return err
-		}
-		if err := t.listen(); err != nil {
-			return err
-		}
-	}
-}
-
-func (t *TPM) startSWTPMOnce() error {
+// startSWTPM starts swtpm on its two Unix sockets (commands, and control beside it as
+// the swtpm TCTI expects: PATH.ctrl) and waits until it listens. Unix sockets rather than
+// loopback ports: nothing else on the machine can take them, or reach them.
+func (t *TPM) startSWTPM() error {
+	os.Remove(t.Socket)
+	os.Remove(t.Socket + ".ctrl")
 	cmd := exec.Command("swtpm", "socket", "--tpm2",
 		"--tpmstate", "dir="+filepath.Join(t.Dir, "state"),
-		"--server", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", t.Port),
-		"--ctrl", fmt.Sprintf("type=tcp,port=%d,bindaddr=127.0.0.1", t.Port+1),
+		"--server", "type=unixio,path="+t.Socket,
+		"--ctrl", "type=unixio,path="+t.Socket+".ctrl",
 		"--flags", "not-need-init,startup-clear",
 		"--log", "file="+filepath.Join(t.Dir, "swtpm.log"))
 	dieWithParent(cmd)
@@ -172,15 +143,15 @@ func (t *TPM) startSWTPMOnce() error {
 	exited := t.track(cmd)
 	deadline := time.Now().Add(10 * time.Second)
 	for {
-		// The control port takes any number of connections; the command port is kept
-		// for abrmd.
-		if c, err := net.Dial("tcp", fmt.Sprintf("127.0.0.1:%d", t.Port+1)); err == nil {
+		// The control socket takes any number of connections; the command socket is
+		// kept for abrmd.
+		if c, err := net.Dial("unix", t.Socket+".ctrl"); err == nil {
 			c.Close()
 			break
 		}
 		select {
 		case <-exited:
-			return fmt.Errorf("testenv: swtpm exited at start (ports %d, %d)", t.Port, t.Port+1)
+			return errors.New("testenv: swtpm exited at start")
 		default:
 		}
 		if time.Now().After(deadline) {
@@ -197,7 +168,7 @@ func (t *TPM) startSWTPMOnce() error {
 
 // RestartSWTPM starts the simulator again on its ports with its state, after KillSWTPM:
 // the TPM is back, with its keys.
-func (t *TPM) RestartSWTPM() error { return t.startSWTPM(true) }
+func (t *TPM) RestartSWTPM() error { return t.startSWTPM() }
 
 func (t *TPM) startBus() error {
 	conf := filepath.Join(t.Dir, "bus.conf")
@@ -255,8 +226,8 @@ func (t *TPM) startBus() error {
 }
 
 func (t *TPM) startABRMD() error {
-	name := fmt.Sprintf("com.intel.tss2.Tabrmd.provenanced%d", t.Port)
-	args := []string{"--session", "--dbus-name=" + name, "--tcti=" + fmt.Sprintf("swtpm:host=127.0.0.1,port=%d", t.Port), "--flush-all"}
+	name := "com.intel.tss2.Tabrmd.provenanced" + strings.ReplaceAll(filepath.Base(t.sockDir), "-", "_")
+	args := []string{"--session", "--dbus-name=" + name, "--tcti=swtpm:path=" + t.Socket, "--flush-all"}
 	if os.Geteuid() == 0 {
 		args = append(args, "--allow-root")
 	}
@@ -423,5 +394,8 @@ func (t *TPM) Stop() {
 	t.stopped = true
 	for _, c := range []*exec.Cmd{t.abrmd, t.bus, t.swtpm} {
 		t.kill(c)
+	}
+	if t.sockDir != "" {
+		os.RemoveAll(t.sockDir)
 	}
 }

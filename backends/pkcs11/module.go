@@ -63,6 +63,11 @@ type module struct {
 
 	regMu    sync.Mutex
 	sessions map[pkcs11.SessionHandle]*session // live sessions of the current generation
+	// openMu makes one C_OpenSession at a time: tpm2-pkcs11 1.9 has been seen to hand
+	// the same handle to two sessions opened at once (CKF_OS_LOCKING_OK notwithstanding),
+	// and two signatures then share one session. Sessions are opened rarely (a pool keeps
+	// them), so this costs nothing that shows.
+	openMu sync.Mutex
 
 	// Guarded by modulesMu.
 	refs  int
@@ -240,7 +245,9 @@ type session struct {
 // openSession opens a session in the current generation and records it as the owner of
 // its handle. The caller holds m.mu for reading.
 func (m *module) openSession(slot uint, flags uint, epoch uint64) (*session, error) {
+	m.openMu.Lock()
 	h, err := m.p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|flags)
+	m.openMu.Unlock()
 	if err != nil {
 		return nil, err
 	}
