@@ -24,11 +24,8 @@ const Name = "pkcs11"
 func init() { backends.Register(Name, backends.Backend{Open: Open, Generate: Generate, URI: true}) }
 
 // retryInterval is how often a key that cannot sign tries its token again, whoever asks
-// (a request, the health check, /readyz).
+// (a request, the readiness check, which Ready starts for a key that cannot sign).
 const retryInterval = time.Second
-
-// readyFresh: a key that signed this recently is ready without asking the token.
-const readyFresh = time.Second
 
 // Signer is a P-256 private key on a PKCS#11 token.
 type Signer struct {
@@ -45,7 +42,8 @@ type Signer struct {
 	// connecting is held by whoever (re)connects, so that a burst of failing requests
 	// makes one attempt, not one each.
 	connecting chan struct{}
-	// anchorMu serialises the anchor session's users (the readiness probe, closing).
+	// anchorMu serialises the anchor session's users (signatures on it when the token
+	// has no other session to give, closing).
 	anchorMu sync.Mutex
 
 	// stuck counts signatures whose caller gave up at its deadline while the call was
