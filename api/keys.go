@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -44,6 +46,30 @@ type keyEntry struct {
 	info      []byte // KeyInfo as JSON
 	sigPrefix []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","signature":"
 	batchHead []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","batch":[
+	// refusal is the last refused signature of this key (a 503) that was logged. The same
+	// refusal again within a second is not logged again, and its answer names the logged
+	// line's request id: in an outage a looping client would otherwise write a line per
+	// request (the health check logs the outage, with counts). A refusal for another
+	// reason is logged as usual.
+	refusal struct {
+		sync.Mutex
+		at      time.Time
+		err, id string
+	}
+}
+
+// repeatedRefusal reports whether a 503 with this error text repeats the one logged
+// less than a second ago, and returns that one's request id; if not, the refusal with id
+// becomes the one logged.
+func (e *keyEntry) repeatedRefusal(err, id string) (string, bool) {
+	now := time.Now()
+	e.refusal.Lock()
+	defer e.refusal.Unlock()
+	if err == e.refusal.err && now.Sub(e.refusal.at) < time.Second {
+		return e.refusal.id, true
+	}
+	e.refusal.at, e.refusal.err, e.refusal.id = now, err, id
+	return id, false
 }
 
 func newKeyEntry(k *backends.Key) (*keyEntry, error) {
@@ -278,28 +304,61 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 }
 
 // signError classifies a backend's error for the client: the status, the code and a
-// message that names the key. Backends keep secrets out of their errors.
-func signError(e *keyEntry, err error) (int, string, string) {
+// message that names the key and nothing behind it. A backend's error text can hold a
+// module path, a token label, an endpoint, a region, an ARN with its account id, or an
+// upstream's own words: it goes only to the log, under the request id the answer gives.
+// A 503 that repeats, within a second, the refusal last logged for the key is not logged
+// again: *id becomes that line's request id, which holds the same reason.
+func (a *API) signError(ctx context.Context, route string, e *keyEntry, err error, id *string) (int, string, string) {
 	name := strconv.Quote(e.key.Name())
-	switch {
-	case errors.Is(err, backends.ErrInvalidDigest):
+	if errors.Is(err, backends.ErrInvalidDigest) {
 		return http.StatusBadRequest, "bad_request", err.Error()
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "unavailable", "key " + name + " did not sign within sign_timeout"
-	case errors.Is(err, context.Canceled):
-		return http.StatusServiceUnavailable, "unavailable", "the request was cancelled before key " + name + " signed"
-	case errors.Is(err, backends.ErrUnavailable):
-		return http.StatusServiceUnavailable, "unavailable", "key " + name + " cannot sign now: " + err.Error()
 	}
-	return http.StatusInternalServerError, "internal", "key " + name + " failed to sign; see the daemon's log"
+	status, level, msg := http.StatusServiceUnavailable, slog.LevelWarn, ""
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		msg = "key " + name + " did not sign within sign_timeout"
+	case errors.Is(err, context.Canceled):
+		msg = "the request was cancelled before key " + name + " signed"
+	case errors.Is(err, backends.ErrUnavailable):
+		msg = "key " + name + " cannot sign now"
+	default:
+		status, level, msg = http.StatusInternalServerError, slog.LevelError, "key "+name+" failed to sign"
+	}
+	logged := true
+	if status == http.StatusServiceUnavailable {
+		if first, again := e.repeatedRefusal(err.Error(), *id); again {
+			*id, logged = first, false
+		}
+	}
+	if logged {
+		a.log.LogAttrs(ctx, level, "sign failed", slog.String("request_id", *id), slog.String("route", route), slog.String("key", e.key.Name()),
+			slog.String("backend", e.key.Backend()), slog.String("error", err.Error()))
+	}
+	code := "unavailable"
+	if status == http.StatusInternalServerError {
+		code = "internal"
+	}
+	return status, code, msg + "; the daemon's log has the reason under request id " + *id
 }
 
 func (a *API) writeSignError(w http.ResponseWriter, r *http.Request, e *keyEntry, err error) {
-	status, code, msg := signError(e, err)
-	if status == http.StatusInternalServerError {
-		a.log.LogAttrs(r.Context(), slog.LevelError, "sign failed", slog.String("key", e.key.Name()), slog.String("backend", e.key.Backend()), slog.String("error", err.Error()))
+	id := newRequestID()
+	status, code, msg := a.signError(r.Context(), r.Pattern, e, err, &id)
+	if status >= 500 {
+		w.Header().Set("X-Request-Id", id)
+		writeErrorID(w, status, code, msg, id)
+		return
 	}
 	writeError(w, status, code, msg)
+}
+
+// newRequestID names a failed request in its answer and in the log line that holds the
+// details.
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // batchResult is one item's outcome.
@@ -308,6 +367,7 @@ type batchResult struct {
 	status int
 	code   string
 	msg    string
+	id     string // the request id of a backend failure
 }
 
 // signBatch signs every item of a batch, spread over the cores (and over a token's
@@ -343,6 +403,8 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	var wg sync.WaitGroup
 	var next int
 	var mu sync.Mutex
+	var idOnce sync.Once // one request id for every item that failed
+	var id string
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -360,11 +422,13 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 				}
 				sig, err := e.key.SignContext(ctx, digests[i], crypto.SHA256)
 				if err != nil {
-					status, code, msg := signError(e, err)
-					if status == http.StatusInternalServerError {
-						a.log.LogAttrs(ctx, slog.LevelError, "sign failed", slog.String("key", e.key.Name()), slog.String("error", err.Error()))
-					}
+					idOnce.Do(func() { id = newRequestID() })
+					itemID := id // the logged refusal's, if this one repeats it
+					status, code, msg := a.signError(ctx, r.Pattern, e, err, &itemID)
 					results[i] = batchResult{status: status, code: code, msg: msg}
+					if status >= 500 {
+						results[i].id = itemID
+					}
 					continue
 				}
 				results[i] = batchResult{sig: sig}
@@ -374,6 +438,7 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	wg.Wait()
 	out := make([]byte, 0, len(e.batchHead)+len(items)*112)
 	out = append(out, e.batchHead...)
+	header := ""
 	for i, res := range results {
 		if i > 0 {
 			out = append(out, ',')
@@ -388,7 +453,19 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		out = strconv.AppendQuote(out, res.code)
 		out = append(out, `,"message":`...)
 		out = appendJSONString(out, res.msg)
+		if res.id != "" {
+			out = append(out, `,"request_id":"`...)
+			out = append(out, res.id...)
+			out = append(out, '"')
+			if header == "" {
+				header = res.id
+			}
+		}
 		out = append(out, "}}"...)
+	}
+	// The first failed item's: a repeated refusal's id is the line logged before.
+	if header != "" {
+		w.Header().Set("X-Request-Id", header)
 	}
 	writeJSONBytes(w, http.StatusOK, append(out, "]}\n"...))
 }

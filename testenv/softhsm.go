@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -280,6 +282,11 @@ func readPublicKey(run func(string, ...string) ([]byte, error), dir, token strin
 		args = append(args, "--id", k.ID)
 	}
 	if _, err := run("pkcs11-tool", args...); err != nil {
+		// pkcs11-tool 0.23 fails to convert some valid P-256 points it reads from
+		// tpm2-pkcs11 ("cannot create EVP_PKEY"); the point it lists is taken instead.
+		if pub, lerr := listedPublicKey(run, token, k); lerr == nil {
+			return pub, nil
+		}
 		return nil, err
 	}
 	der, err := os.ReadFile(out)
@@ -287,6 +294,36 @@ func readPublicKey(run func(string, ...string) ([]byte, error), dir, token strin
 		return nil, err
 	}
 	return x509.ParsePKIXPublicKey(der)
+}
+
+// listedPublicKey finds the P-256 public key object with k's label (and id) in what
+// pkcs11-tool --list-objects prints, and decodes its CKA_EC_POINT.
+func listedPublicKey(run func(string, ...string) ([]byte, error), token string, k KeySpec) (crypto.PublicKey, error) {
+	out, err := run("pkcs11-tool", "--token-label", token, "--list-objects", "--type", "pubkey")
+	if err != nil {
+		return nil, err
+	}
+	for _, block := range strings.Split(string(out), "Public Key Object;")[1:] {
+		fields := map[string]string{}
+		for _, line := range strings.Split(block, "\n") {
+			if name, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+				fields[name] = strings.TrimSpace(v)
+			}
+		}
+		if fields["label"] != k.Label || (k.ID != "" && fields["ID"] != k.ID) {
+			continue
+		}
+		der, err := hex.DecodeString(fields["EC_POINT"])
+		if err != nil {
+			return nil, fmt.Errorf("testenv: CKA_EC_POINT %q: %v", fields["EC_POINT"], err)
+		}
+		var point []byte
+		if rest, err := asn1.Unmarshal(der, &point); err != nil || len(rest) != 0 {
+			point = der // a token that gives the bare point
+		}
+		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	}
+	return nil, fmt.Errorf("testenv: token %q lists no public key labelled %q", token, k.Label)
 }
 
 // RemoveToken takes the token's folder away, as if the token were pulled out of the
