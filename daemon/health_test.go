@@ -224,3 +224,44 @@ func TestOutageIsLoggedByStateAndCount(t *testing.T) {
 		}
 	}
 }
+
+// /readyz asked again and again while a key is down (a probe every few seconds): the
+// reason is logged once, and every answer's request id finds it; a new reason, or the key
+// down again after it came back, is logged anew.
+func TestReadyzLogsAReasonOnce(t *testing.T) {
+	m := NewMetrics("test")
+	k, err := backends.Open(context.Background(), conf.NewKey("signing", "flaky-test", "", "test", nil), backends.Options{Observe: m.signObserver, WithoutCertificates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	h := newHealth([]*backends.Key{k}, m, slog.New(slog.NewJSONHandler(&logs, nil)))
+	flaky.down.Store(true)
+	defer flaky.down.Store(false)
+	ids := map[string]bool{}
+	for range 20 {
+		r := h.reasons(context.Background())
+		if len(r) != 1 {
+			t.Fatalf("reasons: %v", r)
+		}
+		_, id, _ := strings.Cut(r[0], "request id ")
+		ids[id] = true
+	}
+	if n := strings.Count(logs.String(), "not ready: key cannot sign"); n != 1 || len(ids) != 1 {
+		t.Errorf("%d lines and %d request ids for 20 /readyz answers with one reason:\n%s", n, len(ids), logs.String())
+	}
+	for id := range ids {
+		if !strings.Contains(logs.String(), `"request_id":"`+id+`"`) {
+			t.Errorf("request id %s is not in the log", id)
+		}
+	}
+	flaky.down.Store(false)
+	if r := h.reasons(context.Background()); len(r) != 0 {
+		t.Fatalf("reasons after recovery: %v", r)
+	}
+	flaky.down.Store(true)
+	h.reasons(context.Background())
+	if n := strings.Count(logs.String(), "not ready: key cannot sign"); n != 2 {
+		t.Errorf("%d lines after the key went down a second time, want 2", n)
+	}
+}
