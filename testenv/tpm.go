@@ -117,7 +117,11 @@ func StartTPM(dir string) (*TPM, error) {
 	if err != nil {
 		return nil, err
 	}
-	if _, err := fmt.Sscanf(string(out[bytes.Index(out, []byte("id:")):]), "id: %d", &t.pid); err != nil {
+	i := bytes.Index(out, []byte("id:"))
+	if i < 0 {
+		return nil, fmt.Errorf("testenv: tpm2_ptool init said %q", out)
+	}
+	if _, err := fmt.Sscanf(string(out[i:]), "id: %d", &t.pid); err != nil {
 		return nil, fmt.Errorf("testenv: tpm2_ptool init said %q", out)
 	}
 	ok = true
