@@ -45,9 +45,10 @@ FUZZTIME ?= 5m
 fuzz:
 	$(GO) test -run '^$$' -fuzz '^FuzzVerify$$' -fuzztime $(FUZZTIME) ./provenance/
 
-## fuzz-smoke: the same for 20 seconds (CI)
+## fuzz-smoke: FuzzVerify and FuzzParseJSON for 15 seconds each (CI)
 fuzz-smoke:
-	$(MAKE) fuzz FUZZTIME=20s
+	$(MAKE) fuzz FUZZTIME=15s
+	$(GO) test -run '^$$' -fuzz '^FuzzParseJSON$$' -fuzztime 15s ./provenance/
 
 ## lint: formatting and vet
 lint:

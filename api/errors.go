@@ -97,7 +97,14 @@ func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request, v any, accep
 // readJSONBody reads the body within the size limit (handle has checked its
 // Content-Type).
 func (a *API) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	return readBody(w, r, a.opts.MaxRequestBytes)
+	body, err := readBody(w, r, a.opts.MaxRequestBytes)
+	if err != nil {
+		return nil, err
+	}
+	if bytes.HasPrefix(body, utf8BOM) {
+		return nil, badRequest("the body begins with a UTF-8 byte order mark: send JSON without one (RFC 8259 section 8.1)")
+	}
+	return body, nil
 }
 
 // jsonOnly is in front of every POST route: the body must be declared

@@ -3,17 +3,23 @@ package api_test
 import (
 	"context"
 	"crypto/sha256"
+	"encoding/binary"
 	"encoding/json"
 	"os"
+	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
+	"time"
+	"unicode/utf16"
 
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/provenance"
+	"github.com/ib1/provenanced/testenv"
 )
 
 const (
@@ -230,6 +236,8 @@ func TestRecordBadInput(t *testing.T) {
 		{"/v1/records", `{"record":` + string(tampered) + `,"steps":[{"type":"receipt"}]}`, "signature", 400},
 		{"/v1/records", `{"steps":[{"type":"origin"}],"key":"nope"}`, "no key named", 404},
 		{"/v1/records", `{"stepz":[]}`, `unknown field \"stepz\"`, 400},
+		{"/v1/records", `{"steps":[{"type":"t","n":1e999}]}`, "would read it as infinity", 400},
+		{"/v1/records", `{"steps":[{"type":"t","n":1` + strings.Repeat("0", 4300) + `}]}`, "an integer of 4301 digits", 400},
 		{"/v1/records/verify", `{"record":` + string(tampered) + `}`, "signature", 400},
 		{"/v1/records/verify", `{"record":{"ib1:provenance":5}}`, "trust-framework", 400},
 		{"/v1/records/verify", `{"record":{"ib1:provenance":"` + sandboxTF + `","origins":[],"steps":"x"}}`, "container-shape", 400},
@@ -345,6 +353,9 @@ func TestOriginalServiceFlow(t *testing.T) {
 	if receipt["transfer"] != transfer["id"] || capPerm["timestamp"] != "2025-09-19T10:00:00Z" {
 		t.Errorf("receipt %v, permission timestamp %v (want the UTC of 11:00+01:00)", receipt, capPerm["timestamp"])
 	}
+	if capPerm["expires"] != "2026-09-19T11:00:00Z" {
+		t.Errorf("CAP permission expires %v, want 2026-09-19T11:00:00Z (YYYY-MM-DDTHH:MM:SSZ)", capPerm["expires"])
+	}
 	inputs := process["inputs"].([]any)
 	if inputs[0] != receipt["id"] || inputs[1] != grid["id"] || toBank["of"] != process["id"] || toBank["to"] != "bank-member-321" || toBank["path"] != "/emissions" {
 		t.Errorf("process %v, transfer %v", process, toBank)
@@ -376,6 +387,7 @@ func TestOriginalServiceErrors(t *testing.T) {
 		{"/api/v1/sign/edp", `not json`, 422, "json_invalid"},
 		{"/api/v1/sign/edp", `[]`, 422, "model_attributes_type"},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"test-account-123"`, `123`, 1), 422, `"string_type"`},
+		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"test-account-123"`, `null`, 1), 422, `"string_type"`},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-09-20T10:00:00"`, `"20/09/2025"`, 1), 422, `"loc":["body","from_date"]`},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-10-19T10:00:00"`, `"2025-09-01T10:00:00"`, 1), 400, "to_date must be after from_date"},
 		{"/api/v1/sign/edp", strings.Replace(edpRequest, `"2025-11-19T10:00:00"`, `"2025-09-01T10:00:00"`, 1), 400, "permission_expires must be after permission_granted"},
@@ -388,6 +400,254 @@ func TestOriginalServiceErrors(t *testing.T) {
 		status, body := post(t, url+tc.path, "application/json", tc.body)
 		if status != tc.status || !strings.Contains(string(body), tc.want) || !strings.Contains(string(body), `"detail"`) {
 			t.Errorf("%s %.50q: %d %s, want %d mentioning %s", tc.path, tc.body, status, body, tc.status, tc.want)
+		}
+	}
+}
+
+// The original's clients may send any date-time its pydantic models accept (the full table
+// is in seeddate_test.go): offsets without a colon, lower-case t and z, Unix times as
+// numbers and as numeric strings. Times are written in UTC, whole seconds.
+func TestOriginalServiceDateInputs(t *testing.T) {
+	url, _, _, _ := recordServer(t)
+	body := strings.NewReplacer(
+		`"2025-09-20T10:00:00"`, `"2025-09-20t10:00:00z"`,
+		`"2025-10-19T10:00:00"`, `1760868000`,
+		`"2025-09-19T10:00:00"`, `"2025-09-19T11:00:00+0100"`,
+		`"2025-11-19T10:00:00"`, `"1763546400000"`,
+	).Replace(edpRequest)
+	status, rec := post(t, url+"/api/v1/sign/edp", "application/json", body)
+	if status != 200 {
+		t.Fatalf("%d %s", status, rec)
+	}
+	status, decoded := post(t, url+"/api/v1/decode", "application/json", string(rec))
+	if status != 200 {
+		t.Fatalf("decode: %d %s", status, decoded)
+	}
+	var steps []map[string]any
+	json.Unmarshal(decoded, &steps)
+	perm, transfer := steps[0], steps[2]
+	if perm["timestamp"] != "2025-09-19T10:00:00Z" || perm["expires"] != "2025-11-19T10:00:00Z" {
+		t.Errorf("permission times: %v %v", perm["timestamp"], perm["expires"])
+	}
+	params := transfer["parameters"].(map[string]any)
+	if params["from"] != "2025-09-20T00:00Z" || params["to"] != "2025-10-19T00:00Z" {
+		t.Errorf("metering period: %v", params)
+	}
+	if _, err := testenv.IB1Check(rec, filepath.Join(vectors, "pki", "root-ca-cert.pem"), sandboxTF); err != nil {
+		t.Errorf("the record does not verify with ib1check.py: %v", err)
+	}
+	for _, tc := range []struct{ from, to, loc string }{
+		{`"2025-09-19T10:00:00"`, `"2025-09-19T10:00:00+24:00"`, "permission_granted"},
+		{`"2025-09-20T10:00:00"`, `true`, "from_date"},
+		{`"2025-09-20T10:00:00"`, `null`, "from_date"},
+		{`"2025-10-19T10:00:00"`, `"1e9"`, "to_date"},
+	} {
+		status, out := post(t, url+"/api/v1/sign/edp", "application/json", strings.Replace(edpRequest, tc.from, tc.to, 1))
+		if status != 422 || !strings.Contains(string(out), `"loc":["body","`+tc.loc+`"]`) || !strings.Contains(string(out), "Input should be a valid datetime") {
+			t.Errorf("%s = %s: %d %s", tc.loc, tc.to, status, out)
+		}
+	}
+}
+
+// The original's routes, given the inputs the vectors show and the vectors' signing time,
+// write the records the original wrote (edp.json, cap.json): decoded, they equal
+// edp.decoded.json and cap.decoded.json but for the step ids, which are random.
+func TestOriginalRoutesMatchTheVectors(t *testing.T) {
+	signedAt := time.Date(2026, 11, 27, 15, 33, 4, 0, time.UTC)
+	server := func(serial string) string {
+		k := vectorKey(t, serial)
+		srv, _ := newServer(t, api.Options{
+			Keys:            []*backends.Key{k},
+			MaxRequestBytes: 1 << 20,
+			Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: k, Scheme: scheme, Now: func() time.Time { return signedAt }},
+		})
+		return srv.URL
+	}
+	compare := func(name string, rec []byte, url string) {
+		t.Helper()
+		status, decoded := post(t, url+"/api/v1/decode", "application/json", string(rec))
+		if status != 200 {
+			t.Fatalf("%s: decode: %d %s", name, status, decoded)
+		}
+		want, err := os.ReadFile(filepath.Join(vectors, "records", name+".decoded.json"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		// Map the vector's ids to ours, step by step (the steps are in record order).
+		var got, w []map[string]any
+		json.Unmarshal(decoded, &got)
+		json.Unmarshal(want, &w)
+		if len(got) != len(w) {
+			t.Fatalf("%s: %d steps, want %d", name, len(got), len(w))
+		}
+		text := string(want)
+		for i := range w {
+			text = strings.ReplaceAll(text, `"`+w[i]["id"].(string)+`"`, `"`+got[i]["id"].(string)+`"`)
+		}
+		if !jsonEqual(t, decoded, []byte(text)) {
+			t.Errorf("%s: decoded record differs from %s.decoded.json (ids aside):\n%s\nwant\n%s", name, name, decoded, text)
+		}
+	}
+
+	edpURL := server("123456")
+	status, edpRec := post(t, edpURL+"/api/v1/sign/edp", "application/json", `{
+		"from_date": "2025-09-01T10:00:00", "to_date": "2025-10-01T10:00:00",
+		"permission_granted": "2025-08-28T09:15:42Z", "permission_expires": "2026-08-28T09:15:42Z",
+		"service_url": "https://api.smartmeterreading.example.com/meter-readings/0",
+		"account": "/yl4Y/aV6b80fo5cnmuDDByfuEA=", "fapi_id": "4f0b9c2e-5d7a-4e61-9b3c-1a2d3e4f5a6b",
+		"cap_member": "https://member.core.sandbox.trust.ib1.org/m/81524",
+		"origin_url": "https://www.smartdcc.co.uk/",
+		"origin_license_url": "https://smartenergycodecompany.co.uk/documents/sec/consolidated-sec/"}`)
+	if status != 200 {
+		t.Fatalf("sign/edp: %d %s", status, edpRec)
+	}
+	compare("edp", edpRec, edpURL)
+
+	// The CAP signs on the vector's own EDP record, as the original did.
+	capURL := server("98765")
+	attachment, err := os.ReadFile(filepath.Join(vectors, "records", "edp.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	status, capRec := post(t, capURL+"/api/v1/sign/cap", "application/json", `{
+		"edp_data_attachment": `+string(attachment)+`,
+		"cap_member_id": "https://member.core.sandbox.trust.ib1.org/m/81524",
+		"bank_member_id": "https://member.core.sandbox.trust.ib1.org/m/71212388",
+		"cap_account": "dbd16978-a0a642d9aa2d95318b50e605",
+		"cap_permission_granted": "2025-09-02T14:03:05Z", "cap_permission_expires": "2026-09-02T14:03:05Z",
+		"grid_intensity_origin": "https://api.carbonintensity.org.uk/",
+		"grid_intensity_license": "https://creativecommons.org/licenses/by/4.0/",
+		"postcode": "CF99",
+		"edp_service_url": "https://api.smartmeterreading.example.com/meter-readings/0",
+		"edp_member_id": "https://member.core.sandbox.trust.ib1.org/m/2876152",
+		"bank_service_url": "https://api.emissions4u.example.com/emission-report/23",
+		"from_date": "2025-09-01", "to_date": "2025-10-01"}`)
+	if status != 200 {
+		t.Fatalf("sign/cap: %d %s", status, capRec)
+	}
+	compare("cap", capRec, capURL)
+}
+
+// encodings of a JSON body, as a client of the original might send them.
+func encodings(body string) map[string][]byte {
+	u16 := func(order binary.AppendByteOrder, bom bool) []byte {
+		var out []byte
+		if bom {
+			out = order.AppendUint16(out, 0xFEFF)
+		}
+		for _, u := range utf16.Encode([]rune(body)) {
+			out = order.AppendUint16(out, u)
+		}
+		return out
+	}
+	u32 := func(order binary.AppendByteOrder, bom bool) []byte {
+		var out []byte
+		if bom {
+			out = order.AppendUint32(out, 0xFEFF)
+		}
+		for _, r := range body {
+			out = order.AppendUint32(out, uint32(r))
+		}
+		return out
+	}
+	return map[string][]byte{
+		"utf-8":             []byte(body),
+		"utf-8 BOM":         append([]byte("\ufeff"), body...),
+		"utf-8 two BOMs":    append([]byte("\ufeff\ufeff"), body...),
+		"utf-16le BOM":      u16(binary.LittleEndian, true),
+		"utf-16be BOM":      u16(binary.BigEndian, true),
+		"utf-16le":          u16(binary.LittleEndian, false),
+		"utf-16be":          u16(binary.BigEndian, false),
+		"utf-32le BOM":      u32(binary.LittleEndian, true),
+		"utf-32be":          u32(binary.BigEndian, false),
+		"utf-16le odd byte": append(u16(binary.LittleEndian, true), 'x'),
+		"invalid utf-8":     append([]byte(body[:len(body)-1]), 0xFF, '}'),
+	}
+}
+
+// The original's routes read a body as json.loads does (FastAPI): a UTF-8 byte order mark
+// and UTF-16/32 bodies are accepted. Python itself is the oracle: for each encoding, the
+// daemon accepts what json.loads accepts, answers 400 "There was an error parsing the body"
+// where Python cannot decode the bytes (as FastAPI does), and 422 where the text is not
+// JSON. The /v1 routes refuse a byte order mark with a message that says so.
+func TestOriginalRoutesReadBodiesAsPythonDoes(t *testing.T) {
+	py, err := testenv.Python()
+	if err != nil {
+		t.Fatal(err)
+	}
+	// One Python run judges every body (files 0, 1, ... in a directory).
+	dir := t.TempDir()
+	var bodies [][]byte
+	oracle := func() []string {
+		for i, b := range bodies {
+			os.WriteFile(filepath.Join(dir, strconv.Itoa(i)), b, 0o600)
+		}
+		out, err := exec.Command(py, "-c", `import json, os, sys
+for i in range(int(sys.argv[2])):
+    try:
+        json.loads(open(os.path.join(sys.argv[1], str(i)), "rb").read())
+        print("ok")
+    except UnicodeDecodeError:
+        print("decode")
+    except json.JSONDecodeError:
+        print("json")`, dir, strconv.Itoa(len(bodies))).Output()
+		if err != nil {
+			t.Fatal(err)
+		}
+		return strings.Fields(string(out))
+	}
+	url, _, _, _ := recordServer(t)
+	status, edpRec := post(t, url+"/api/v1/sign/edp", "application/json", edpRequest)
+	if status != 200 {
+		t.Fatal(status)
+	}
+	type request struct{ route, name string }
+	var requests []request
+	for route, body := range map[string]string{
+		"/api/v1/decode":   string(edpRec),
+		"/api/v1/sign/edp": edpRequest,
+		"/api/v1/sign/cap": capRequest(string(edpRec), "https://member.core.sandbox.trust.ib1.org/m/2876152"),
+	} {
+		for name, data := range encodings(body) {
+			requests = append(requests, request{route, name})
+			bodies = append(bodies, data)
+		}
+	}
+	verdicts := oracle()
+	if len(verdicts) != len(bodies) {
+		t.Fatalf("Python judged %d bodies of %d", len(verdicts), len(bodies))
+	}
+	for i, data := range bodies {
+		route, name, want := requests[i].route, requests[i].name, verdicts[i]
+		status, out := post(t, url+route, "application/json", string(data))
+		switch {
+		case want == "ok" && status == 200,
+			want == "decode" && status == 400 && strings.Contains(string(out), "There was an error parsing the body"),
+			want == "json" && status == 422 && strings.Contains(string(out), "json_invalid"):
+		default:
+			t.Errorf("%s, %s: %d %.200s; Python's json.loads: %s", route, name, status, out, want)
+		}
+	}
+	// A repeated name is refused however the body is encoded.
+	for name, data := range encodings(`{"a":1,"a":2}`) {
+		if name == "invalid utf-8" || name == "utf-16le odd byte" || name == "utf-8 two BOMs" {
+			continue
+		}
+		status, out := post(t, url+"/api/v1/sign/edp", "application/json", string(data))
+		if status != 400 || !strings.Contains(string(out), "appears twice") {
+			t.Errorf("a repeated name in %s: %d %s", name, status, out)
+		}
+	}
+	for path, body := range map[string]string{
+		"/v1/records/verify":    `{"record":` + string(edpRec) + `}`,
+		"/v1/keys/m123456/sign": `{"digest":"` + b64(make([]byte, 32)) + `"}`,
+	} {
+		status, out := post(t, url+path, "application/json", "\ufeff"+body)
+		if status != 400 || !strings.Contains(string(out), "byte order mark") {
+			t.Errorf("%s with a BOM: %d %s", path, status, out)
+		}
+		if status, out := post(t, url+path, "application/json", body); status != 200 {
+			t.Errorf("%s without: %d %s", path, status, out)
 		}
 	}
 }

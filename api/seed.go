@@ -66,7 +66,22 @@ func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 		}
 		return nil, false
 	}
-	return body, true
+	text, err := pythonJSONText(body)
+	if err != nil {
+		// FastAPI's answer when json.loads fails other than on the JSON itself: here, bytes
+		// it cannot decode as text.
+		writeDetail(w, http.StatusBadRequest, "There was an error parsing the body")
+		return nil, false
+	}
+	if len(text) > 0 && &text[0] != &body[0] {
+		// readBody looked for repeated names in the bytes as sent; a body that had a BOM or
+		// was UTF-16/32 is looked at again as the text it is.
+		if err := duplicateName(text); err != nil {
+			writeDetail(w, http.StatusBadRequest, err.Error())
+			return nil, false
+		}
+	}
+	return text, true
 }
 
 func (a *API) readSeedForm(w http.ResponseWriter, r *http.Request) (*seedForm, bool) {
@@ -89,63 +104,31 @@ func (a *API) readSeedForm(w http.ResponseWriter, r *http.Request) (*seedForm, b
 
 func (f *seedForm) str(name string) string {
 	raw, ok := f.raw[name]
-	if !ok || string(raw) == "null" {
+	if !ok {
 		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
 		return ""
 	}
 	var s string
-	if err := json.Unmarshal(raw, &s); err != nil {
+	if err := json.Unmarshal(raw, &s); err != nil || string(raw) == "null" { // pydantic: None is not a str
 		f.problems = append(f.problems, seedProblem{Type: "string_type", Loc: []any{"body", name}, Msg: "Input should be a valid string", Input: json.RawMessage(raw)})
 		return ""
 	}
 	return s
 }
 
+// time reads a datetime field as the original's pydantic model does (see seeddate.go).
 func (f *seedForm) time(name string) time.Time {
-	raw, present := f.raw[name]
-	s := f.str(name)
-	if s == "" {
-		if present && string(raw) == `""` {
-			f.problems = append(f.problems, seedProblem{Type: "datetime_from_date_parsing", Loc: []any{"body", name}, Msg: "Input should be a valid datetime or date, input is too short", Input: ""})
-		}
+	raw, ok := f.raw[name]
+	if !ok {
+		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
 		return time.Time{}
 	}
-	t, err := parseDateTime(s)
-	if err != nil {
-		f.problems = append(f.problems, seedProblem{Type: "datetime_from_date_parsing", Loc: []any{"body", name}, Msg: "Input should be a valid datetime or date: " + err.Error(), Input: s})
+	t, problem := pydanticDateTime(raw)
+	if problem != nil {
+		problem.Loc = []any{"body", name}
+		f.problems = append(f.problems, *problem)
 	}
 	return t
-}
-
-// check answers 422 with every problem found, as FastAPI does.
-func (f *seedForm) check(w http.ResponseWriter) bool {
-	if len(f.problems) > 0 {
-		writeDetail(w, http.StatusUnprocessableEntity, f.problems)
-		return false
-	}
-	return true
-}
-
-// dateTimeLayouts are the ISO 8601 forms the original's pydantic models accept for a
-// date-time; a time without an offset is taken as UTC.
-var dateTimeLayouts = []string{
-	time.RFC3339Nano,
-	"2006-01-02T15:04:05.999999999",
-	"2006-01-02T15:04Z07:00",
-	"2006-01-02T15:04",
-	"2006-01-02 15:04:05.999999999Z07:00",
-	"2006-01-02 15:04:05.999999999",
-	"2006-01-02 15:04",
-	"2006-01-02",
-}
-
-func parseDateTime(s string) (time.Time, error) {
-	for _, l := range dateTimeLayouts {
-		if t, err := time.Parse(l, s); err == nil {
-			return t, nil
-		}
-	}
-	return time.Time{}, fmt.Errorf("%q is not an ISO 8601 date-time such as 2025-09-20T10:00:00Z", s)
 }
 
 // day is the original's D(x): x's own calendar date at midnight, "2025-09-20T00:00Z".
@@ -173,30 +156,8 @@ func (a *API) seedReady(w http.ResponseWriter, signing bool) bool {
 	return true
 }
 
-// seedSteps adds a record's steps in order and keeps the first error, so that a handler
-// lists its steps as the record has them and checks once, in signSeed.
-type seedSteps struct {
-	b   *provenance.Builder
-	err error
-}
-
-// add adds a step of type typ and returns its id ("" after an error).
-func (s *seedSteps) add(typ string, members ...provenance.Member) string {
-	if s.err != nil {
-		return ""
-	}
-	id, err := s.b.AddStep(provenance.NewStep(typ, members...))
-	s.err = err
-	return id
-}
-
-// signSeed signs the record of steps and answers it, or the original's error shape.
-func (a *API) signSeed(w http.ResponseWriter, r *http.Request, steps *seedSteps) {
-	if steps.err != nil {
-		writeDetail(w, http.StatusBadRequest, steps.err.Error())
-		return
-	}
-	b := steps.b
+// signSeed signs the record b holds and answers it, or the original's error shape.
+func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Builder) {
 	p := a.opts.Provenance
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
@@ -230,6 +191,90 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, steps *seedSteps)
 	writeDetail(w, status, msg)
 }
 
+// edpRequest is the body of POST /api/v1/sign/edp, checked.
+type edpRequest struct {
+	from, to, granted, expires             time.Time
+	serviceURL, account, fapiID, capMember string
+	originURL, originLicence               string
+}
+
+// parseEDPRequest reads the form as the original's EdpProvenanceRecordRequest does: a 422
+// problem list when a field is missing or malformed, then a 400 for dates out of order.
+func parseEDPRequest(f *seedForm) (*edpRequest, int, any) {
+	r := &edpRequest{}
+	r.from, r.to = f.time("from_date"), f.time("to_date")
+	r.granted, r.expires = f.time("permission_granted"), f.time("permission_expires")
+	r.serviceURL, r.account, r.fapiID = f.str("service_url"), f.str("account"), f.str("fapi_id")
+	r.capMember, r.originURL, r.originLicence = f.str("cap_member"), f.str("origin_url"), f.str("origin_license_url")
+	if len(f.problems) > 0 {
+		return nil, http.StatusUnprocessableEntity, f.problems
+	}
+	if !r.to.After(r.from) {
+		return nil, http.StatusBadRequest, "to_date must be after from_date"
+	}
+	if !r.expires.After(r.granted) {
+		return nil, http.StatusBadRequest, "permission_expires must be after permission_granted"
+	}
+	return r, 0, nil
+}
+
+// stepAdder adds a step and returns its id: a *provenance.Builder, or a recorder in tests.
+type stepAdder interface {
+	AddStep(*provenance.Object) (string, error)
+}
+
+// seedSteps adds a record's steps in order and keeps the first error, so that the step
+// builders list their steps as the record has them and check once.
+type seedSteps struct {
+	b   stepAdder
+	err error
+}
+
+// add adds a step of type typ and returns its id ("" after an error).
+func (s *seedSteps) add(typ string, members ...provenance.Member) string {
+	if s.err != nil {
+		return ""
+	}
+	id, err := s.b.AddStep(provenance.NewStep(typ, members...))
+	s.err = err
+	return id
+}
+
+// addEDPSteps adds the original's EDP steps: permission, origin, transfer to the CAP.
+func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
+	steps := &seedSteps{b: b}
+	permission := steps.add("permission",
+		m("scheme", scheme),
+		m("timestamp", provenance.FormatTimestamp(r.granted)),
+		m("account", r.account),
+		m("allows", obj(m("licences", []any{scheme + edpLicence}))),
+		m("expires", provenance.FormatTimestamp(r.expires)),
+	)
+	origin := steps.add("origin",
+		m("scheme", scheme),
+		m("sourceType", scheme+sourceMeter),
+		m("origin", r.originURL),
+		m("originLicence", r.originLicence),
+		m("external", true),
+		m("permissions", []any{permission}),
+		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(r.from)), m("to", day(r.to)))))),
+		m("perseus:assurance", obj(m("dataSource", scheme+assuranceMeter))),
+	)
+	steps.add("transfer",
+		m("scheme", scheme),
+		m("of", origin),
+		m("to", r.capMember),
+		m("standard", scheme+edpStandard),
+		m("licence", scheme+edpLicence),
+		m("service", r.serviceURL),
+		m("path", "/readings"),
+		m("parameters", obj(m("measure", "import"), m("from", day(r.from)), m("to", day(r.to)))),
+		m("permissions", []any{permission}),
+		m("transaction", r.fapiID),
+	)
+	return steps.err
+}
+
 // signEDP is the original's POST /api/v1/sign/edp.
 func (a *API) signEDP(w http.ResponseWriter, r *http.Request) {
 	if !a.seedReady(w, true) {
@@ -239,54 +284,117 @@ func (a *API) signEDP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	from, to := f.time("from_date"), f.time("to_date")
-	granted, expires := f.time("permission_granted"), f.time("permission_expires")
-	serviceURL, account, fapiID := f.str("service_url"), f.str("account"), f.str("fapi_id")
-	capMember, originURL, originLicence := f.str("cap_member"), f.str("origin_url"), f.str("origin_license_url")
-	if !f.check(w) {
-		return
-	}
-	if !to.After(from) {
-		writeDetail(w, http.StatusBadRequest, "to_date must be after from_date")
-		return
-	}
-	if !expires.After(granted) {
-		writeDetail(w, http.StatusBadRequest, "permission_expires must be after permission_granted")
+	req, status, detail := parseEDPRequest(f)
+	if req == nil {
+		writeDetail(w, status, detail)
 		return
 	}
 	p := a.opts.Provenance
-	scheme := p.Scheme
-	steps := &seedSteps{b: provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)}
+	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
+	if err := addEDPSteps(b, p.Scheme, req); err != nil {
+		writeDetail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	a.signSeed(w, r, b)
+}
+
+// capRequest is the body of POST /api/v1/sign/cap, checked; the attachment is not yet
+// parsed.
+type capRequest struct {
+	attachment                         []byte
+	capMember, bankMember, capAccount  string
+	granted, expires                   time.Time
+	gridOrigin, gridLicense, postcode  string
+	edpService, edpMember, bankService string
+	from, to                           time.Time
+}
+
+// parseCAPRequest reads the form as the original's CapProvenanceRecordRequest does.
+func parseCAPRequest(f *seedForm) (*capRequest, int, any) {
+	r := &capRequest{}
+	attachment, present := f.raw["edp_data_attachment"]
+	if !present || string(attachment) == "null" {
+		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", "edp_data_attachment"}, Msg: "Field required"})
+	}
+	r.capMember, r.bankMember, r.capAccount = f.str("cap_member_id"), f.str("bank_member_id"), f.str("cap_account")
+	r.granted, r.expires = f.time("cap_permission_granted"), f.time("cap_permission_expires")
+	r.gridOrigin, r.gridLicense, r.postcode = f.str("grid_intensity_origin"), f.str("grid_intensity_license"), f.str("postcode")
+	r.edpService, r.edpMember, r.bankService = f.str("edp_service_url"), f.str("edp_member_id"), f.str("bank_service_url")
+	r.from, r.to = f.time("from_date"), f.time("to_date")
+	if len(f.problems) > 0 {
+		return nil, http.StatusUnprocessableEntity, f.problems
+	}
+	if !r.to.After(r.from) {
+		return nil, http.StatusBadRequest, "to_date must be after from_date"
+	}
+	if !r.expires.After(r.granted) {
+		return nil, http.StatusBadRequest, "cap_permission_expires must be after cap_permission_granted"
+	}
+	// The attachment is the EDP's record as JSON, or that JSON as a string.
+	var s string
+	if json.Unmarshal(attachment, &s) == nil {
+		attachment = json.RawMessage(s)
+	}
+	r.attachment = attachment
+	return r, 0, nil
+}
+
+// edpTransferQuery is what the CAP looks for in the EDP's record: the one transfer to it,
+// of the agreed data, signed by the EDP member in its role.
+func edpTransferQuery(scheme string, r *capRequest) *provenance.Object {
+	return obj(
+		m("type", "transfer"),
+		m("scheme", scheme),
+		m("to", r.capMember),
+		m("standard", scheme+edpStandard),
+		m("licence", scheme+edpLicence),
+		m("service", r.edpService),
+		m("path", "/readings"),
+		m("parameters", obj(m("measure", "import"), m("from", day(r.from)), m("to", day(r.to)))),
+		m("_signature", obj(m("signed", obj(m("member", r.edpMember), m("roles", []any{scheme + roleEDP}))))),
+	)
+}
+
+// addCAPSteps adds the original's CAP steps after the EDP's transfer transferID: receipt,
+// permission, grid intensity origin, process, transfer to the bank.
+func addCAPSteps(b stepAdder, scheme string, r *capRequest, transferID string) error {
+	steps := &seedSteps{b: b}
+	receipt := steps.add("receipt", m("transfer", transferID))
 	permission := steps.add("permission",
 		m("scheme", scheme),
-		m("timestamp", provenance.FormatTimestamp(granted)),
-		m("account", account),
-		m("allows", obj(m("licences", []any{scheme + edpLicence}))),
-		m("expires", provenance.FormatTimestamp(expires)),
+		m("timestamp", provenance.FormatTimestamp(r.granted)),
+		m("account", r.capAccount),
+		m("allows", obj(m("licenses", []any{scheme + capLicense}), m("processes", []any{scheme + capProcess}))),
+		m("expires", provenance.FormatTimestamp(r.expires)),
 	)
 	origin := steps.add("origin",
 		m("scheme", scheme),
-		m("sourceType", scheme+sourceMeter),
-		m("origin", originURL),
-		m("originLicence", originLicence),
+		m("sourceType", scheme+sourceGrid),
+		m("origin", r.gridOrigin),
+		m("originLicense", r.gridLicense),
 		m("external", true),
+		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(r.from)), m("to", day(r.to)))), m("postcode", r.postcode))),
+		m("perseus:assurance", obj(m("missingData", scheme+missingComplete))),
+	)
+	process := steps.add("process",
+		m("scheme", scheme),
+		m("inputs", []any{receipt, origin}),
+		m("process", scheme+capProcess),
 		m("permissions", []any{permission}),
-		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(from)), m("to", day(to)))))),
-		m("perseus:assurance", obj(m("dataSource", scheme+assuranceMeter))),
+		m("perseus:assurance", obj(m("missingData", scheme+missingSubst))),
 	)
 	steps.add("transfer",
 		m("scheme", scheme),
-		m("of", origin),
-		m("to", capMember),
-		m("standard", scheme+edpStandard),
-		m("licence", scheme+edpLicence),
-		m("service", serviceURL),
-		m("path", "/readings"),
-		m("parameters", obj(m("measure", "import"), m("from", day(from)), m("to", day(to)))),
+		m("of", process),
+		m("to", r.bankMember),
+		m("standard", scheme+capStandard),
+		m("licence", scheme+capLicence),
+		m("service", r.bankService),
+		m("path", "/emissions"),
+		m("parameters", obj(m("from", day(r.from)), m("to", day(r.to)))),
 		m("permissions", []any{permission}),
-		m("transaction", fapiID),
 	)
-	a.signSeed(w, r, steps)
+	return steps.err
 }
 
 // signCAP is the original's POST /api/v1/sign/cap: verify the EDP record, find its one
@@ -299,34 +407,13 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	attachment, present := f.raw["edp_data_attachment"]
-	if !present || string(attachment) == "null" {
-		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", "edp_data_attachment"}, Msg: "Field required"})
-	}
-	capMember, bankMember, capAccount := f.str("cap_member_id"), f.str("bank_member_id"), f.str("cap_account")
-	granted, expires := f.time("cap_permission_granted"), f.time("cap_permission_expires")
-	gridOrigin, gridLicense, postcode := f.str("grid_intensity_origin"), f.str("grid_intensity_license"), f.str("postcode")
-	edpService, edpMember, bankService := f.str("edp_service_url"), f.str("edp_member_id"), f.str("bank_service_url")
-	from, to := f.time("from_date"), f.time("to_date")
-	if !f.check(w) {
+	req, status, detail := parseCAPRequest(f)
+	if req == nil {
+		writeDetail(w, status, detail)
 		return
-	}
-	if !to.After(from) {
-		writeDetail(w, http.StatusBadRequest, "to_date must be after from_date")
-		return
-	}
-	if !expires.After(granted) {
-		writeDetail(w, http.StatusBadRequest, "cap_permission_expires must be after cap_permission_granted")
-		return
-	}
-	// The attachment is the EDP's record as JSON, or that JSON as a string.
-	var s string
-	if json.Unmarshal(attachment, &s) == nil {
-		attachment = json.RawMessage(s)
 	}
 	p := a.opts.Provenance
-	scheme := p.Scheme
-	rec, err := p.Verifier.ParseRecord(attachment)
+	rec, err := p.Verifier.ParseRecord(req.attachment)
 	if err != nil {
 		p.count("verify", false)
 		writeDetail(w, http.StatusBadRequest, "edp_data_attachment: "+err.Error())
@@ -340,63 +427,21 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.count("verify", true)
-	transfer, err := provenance.Find(steps, obj(
-		m("type", "transfer"),
-		m("scheme", scheme),
-		m("to", capMember),
-		m("standard", scheme+edpStandard),
-		m("licence", scheme+edpLicence),
-		m("service", edpService),
-		m("path", "/readings"),
-		m("parameters", obj(m("measure", "import"), m("from", day(from)), m("to", day(to)))),
-		m("_signature", obj(m("signed", obj(m("member", edpMember), m("roles", []any{scheme + roleEDP}))))),
-	))
+	transfer, err := provenance.Find(steps, edpTransferQuery(p.Scheme, req))
 	if err != nil {
 		what := "no transfer step"
 		if errors.Is(err, provenance.ErrManySteps) {
 			what = "more than one transfer step"
 		}
-		writeDetail(w, http.StatusBadRequest, fmt.Sprintf("edp_data_attachment: %s to %s from member %s for %s..%s matches", what, capMember, edpMember, day(from), day(to)))
+		writeDetail(w, http.StatusBadRequest, fmt.Sprintf("edp_data_attachment: %s to %s from member %s for %s..%s matches", what, req.capMember, req.edpMember, day(req.from), day(req.to)))
 		return
 	}
 	transferID, _ := transfer.GetString("id")
-	added := &seedSteps{b: b}
-	receipt := added.add("receipt", m("transfer", transferID))
-	permission := added.add("permission",
-		m("scheme", scheme),
-		m("timestamp", provenance.FormatTimestamp(granted)),
-		m("account", capAccount),
-		m("allows", obj(m("licenses", []any{scheme + capLicense}), m("processes", []any{scheme + capProcess}))),
-		m("expires", provenance.FormatTimestamp(expires)),
-	)
-	origin := added.add("origin",
-		m("scheme", scheme),
-		m("sourceType", scheme+sourceGrid),
-		m("origin", gridOrigin),
-		m("originLicense", gridLicense),
-		m("external", true),
-		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(from)), m("to", day(to)))), m("postcode", postcode))),
-		m("perseus:assurance", obj(m("missingData", scheme+missingComplete))),
-	)
-	process := added.add("process",
-		m("scheme", scheme),
-		m("inputs", []any{receipt, origin}),
-		m("process", scheme+capProcess),
-		m("permissions", []any{permission}),
-		m("perseus:assurance", obj(m("missingData", scheme+missingSubst))),
-	)
-	added.add("transfer",
-		m("scheme", scheme),
-		m("of", process),
-		m("to", bankMember),
-		m("standard", scheme+capStandard),
-		m("licence", scheme+capLicence),
-		m("service", bankService),
-		m("path", "/emissions"),
-		m("parameters", obj(m("from", day(from)), m("to", day(to)))),
-		m("permissions", []any{permission}),
-	)
-	a.signSeed(w, r, added)
+	if err := addCAPSteps(b, p.Scheme, req, transferID); err != nil {
+		writeDetail(w, http.StatusBadRequest, err.Error())
+		return
+	}
+	a.signSeed(w, r, b)
 }
 
 // decode is the original's POST /api/v1/decode: the body is a record; it is verified

@@ -67,6 +67,25 @@ func ib1check(t testing.TB, data []byte, rootPath, framework string) (any, error
 	return v, nil
 }
 
+// ib1checkVerdict runs ib1check.py verify on a record and returns its verdict and, for a
+// refusal, its reason; unlike ib1check it does not need the output to be JSON (Python
+// writes a float that overflowed as Infinity).
+func ib1checkVerdict(t testing.TB, data []byte, rootPath, framework string) (bool, string) {
+	t.Helper()
+	file := filepath.Join(t.TempDir(), "record.json")
+	if err := os.WriteFile(file, data, 0o600); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(findPython(t), "testdata/ib1check.py", "verify", "--root", rootPath, "--framework", framework, file)
+	var stderr strings.Builder
+	cmd.Stderr = &stderr
+	err := cmd.Run()
+	if _, exited := err.(*exec.ExitError); err != nil && !exited {
+		t.Fatal(err)
+	}
+	return err == nil, stderr.String()
+}
+
 // checkWithIB1Check requires ib1check.py to accept the record and decode it to the same
 // JSON values as this package.
 func checkWithIB1Check(t testing.TB, rec *Record, rootFile, framework string, decoded []*Object) {

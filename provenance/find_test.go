@@ -136,3 +136,32 @@ func TestContainsValues(t *testing.T) {
 		t.Fatal("huge exponents")
 	}
 }
+
+// find/filter equality differs from the reference's on purpose. The reference compares
+// Python values: True == 1, and numbers with a fraction or exponent after rounding to a
+// float64. Here values compare as the JSON text says: booleans only equal booleans, and
+// numbers by their exact decimal value (1.0 == 1 still). A check written for a flag is not
+// passed by a number, and two different numbers never match because a float cannot tell
+// them apart. The cases where the two disagree, each way:
+func TestFindEqualityIsJSONNotPython(t *testing.T) {
+	step := func(v any) *Object { return NewObject(Member{"type", "t"}, Member{"v", v}) }
+	for _, tc := range []struct {
+		have, want any
+		python     bool // what the reference's == says
+		here       bool
+	}{
+		{jsonNumber("1"), true, true, false},                                            // 1 == True in Python
+		{true, jsonNumber("1"), true, false},                                            //
+		{jsonNumber("0"), false, true, false},                                           // 0 == False
+		{jsonNumber("1.0"), jsonNumber("1"), true, true},                                // agree
+		{jsonNumber("1e0"), jsonNumber("1"), true, true},                                // agree
+		{jsonNumber("0.10000000000000001"), jsonNumber("0.1"), true, false},             // one float64 in Python
+		{jsonNumber("9007199254740993"), jsonNumber("9007199254740993.0"), false, true}, // int vs rounded float in Python
+		{jsonNumber("100000000000000000000"), jsonNumber("1e20"), true, true},           // agree (1e20 is exact in float64)
+	} {
+		got := len(Filter([]*Object{step(tc.have)}, NewObject(Member{"v", tc.want}))) == 1
+		if got != tc.here {
+			t.Errorf("step %v, required %v: match %v, want %v (Python: %v)", tc.have, tc.want, got, tc.here, tc.python)
+		}
+	}
+}

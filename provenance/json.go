@@ -187,7 +187,15 @@ func (p *jsonParser) value() (any, error) {
 	case c == '"':
 		return p.str(false)
 	case c == '-' || (c >= '0' && c <= '9'):
-		return p.number()
+		start := p.pos
+		v, err := p.number()
+		if err == nil {
+			if err = checkPythonNumber(string(v.(json.Number))); err != nil {
+				p.pos = start
+				return nil, p.errorf("%v", err)
+			}
+		}
+		return v, err
 	case c == 't':
 		return true, p.literal("true")
 	case c == 'f':

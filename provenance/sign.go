@@ -14,6 +14,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"strings"
 	"time"
 )
@@ -424,6 +425,15 @@ func withinLimits(v any, depth int, lim Limits) error {
 	case json.Number:
 		if len(v) > lim.MaxStringBytes {
 			return fmt.Errorf("a number of %d characters, more than %d", len(v), lim.MaxStringBytes)
+		}
+		if err := checkPythonNumber(string(v)); err != nil {
+			return err
+		}
+	case *big.Int:
+		if v != nil {
+			if err := checkPythonNumber(v.String()); err != nil {
+				return err
+			}
 		}
 	case *Object:
 		for _, m := range v.Members {

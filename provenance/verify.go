@@ -6,6 +6,7 @@ import (
 	"crypto/x509"
 	"encoding/asn1"
 	"encoding/base64"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"math/big"
@@ -167,7 +168,7 @@ func (v *Verifier) verify(sc *scratch, rec *Record, framework string) ([]*Object
 	// A Record may have been built in Go rather than parsed; bound it the same way, which
 	// also stops a container that (through pointers) contains itself.
 	var steps, containers int
-	if err := v.checkTree(rec.Steps, 1, &steps, &containers); err != nil {
+	if err := v.checkTree(rec.Steps, 1, &steps, &containers, nil); err != nil {
 		return nil, err
 	}
 	if need := dataSize(rec.Steps) + len(framework); cap(sc.buf) < need {
@@ -194,9 +195,15 @@ func (v *Verifier) verify(sc *scratch, rec *Record, framework string) ([]*Object
 	return st.steps, nil
 }
 
-func (v *Verifier) checkTree(c *Container, depth int, steps, containers *int) error {
+func (v *Verifier) checkTree(c *Container, depth int, steps, containers *int, path []int) error {
 	if c == nil {
 		return verr(CheckContainerShape, "", nil, "nil container")
+	}
+	// Every version is checked before any signature, so that a nested container's version
+	// is reported as such rather than as the enclosing signature failing over it.
+	if err := checkVersion(c.Version); err != nil {
+		err.Where = stepPath(append(path[:len(path):len(path)], len(c.Elements)))
+		return err
 	}
 	if depth > v.limits.MaxDepth {
 		return verr(CheckContainerShape, "", nil, "containers nested deeper than %d", v.limits.MaxDepth)
@@ -208,12 +215,12 @@ func (v *Verifier) checkTree(c *Container, depth int, steps, containers *int) er
 	if len(c.Elements) == 0 {
 		return verr(CheckContainerShape, "", nil, "container has no steps or containers")
 	}
-	for _, e := range c.Elements {
+	for i, e := range c.Elements {
 		if e.Container != nil {
 			if e.Step != "" {
 				return verr(CheckContainerShape, "", nil, "element is both a step and a container")
 			}
-			if err := v.checkTree(e.Container, depth+1, steps, containers); err != nil {
+			if err := v.checkTree(e.Container, depth+1, steps, containers, append(path[:len(path):len(path)], i)); err != nil {
 				return err
 			}
 			continue
@@ -237,8 +244,9 @@ type verifyState struct {
 func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo, path []int) error {
 	// The position is formatted only when there is an error to report.
 	blockAt := func() string { return stepPath(append(path[:len(path):len(path)], len(c.Elements))) }
-	if c.Version != "0" {
-		return verr(CheckContainerVersion, blockAt(), nil, "unsupported container format version %s", c.Version)
+	if err := checkVersion(c.Version); err != nil {
+		err.Where = blockAt()
+		return err
 	}
 	if !canonicalSerial(c.Serial) {
 		return verr(CheckSerialFormat, blockAt(), nil, "serial %q is not the canonical decimal form of a non-negative integer of at most %d digits", truncate(c.Serial), MaxSerialDigits)
@@ -571,6 +579,20 @@ func earlier(a, b time.Time) time.Time {
 		return b
 	}
 	return a
+}
+
+// checkVersion accepts the container format version 0, written "0".
+func checkVersion(v json.Number) *VerifyError {
+	switch v {
+	case "0":
+		return nil
+	case "-0":
+		// The reference reads -0 as the integer 0 and signs str(0) = "0", so the spelling is
+		// not covered by the signature: accepting it would let anyone rewrite a signed record
+		// into a byte-different one that still verifies.
+		return verr(CheckContainerVersion, "", nil, "container format version written as -0: only 0 is accepted (the signature does not cover the sign of a zero)")
+	}
+	return verr(CheckContainerVersion, "", nil, "unsupported container format version %s: only 0 is accepted", truncate(string(v)))
 }
 
 // canonicalSerial: "0" or a decimal without leading zeros, at most MaxSerialDigits digits.
