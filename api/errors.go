@@ -20,7 +20,7 @@ import (
 func writeError(w http.ResponseWriter, status int, code, message string) {
 	b := make([]byte, 0, 64+len(message))
 	b = append(b, `{"error":{"code":`...)
-	b = strconv.AppendQuote(b, code)
+	b = appendJSONString(b, code)
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, message)
 	b = append(b, "}}\n"...)
@@ -32,11 +32,11 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 func writeErrorID(w http.ResponseWriter, status int, code, message, id string) {
 	b := make([]byte, 0, 96+len(message))
 	b = append(b, `{"error":{"code":`...)
-	b = strconv.AppendQuote(b, code)
+	b = appendJSONString(b, code)
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, message)
 	b = append(b, `,"request_id":`...)
-	b = strconv.AppendQuote(b, id)
+	b = appendJSONString(b, id)
 	b = append(b, "}}\n"...)
 	writeJSONBytes(w, status, b)
 }
@@ -61,7 +61,8 @@ func writeJSON(w http.ResponseWriter, status int, v any) {
 	writeJSONBytes(w, status, append(b, '\n'))
 }
 
-// appendJSONString appends s as a JSON string, escaped as encoding/json does.
+// appendJSONString appends s as a JSON string, escaped as encoding/json does: the one JSON
+// string quoter of the answers built by hand (strconv.Quote is Go syntax, not JSON).
 func appendJSONString(b []byte, s string) []byte {
 	q, _ := json.Marshal(s)
 	return append(b, q...)

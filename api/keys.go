@@ -450,7 +450,7 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			continue
 		}
 		out = append(out, `{"error":{"code":`...)
-		out = strconv.AppendQuote(out, res.code)
+		out = appendJSONString(out, res.code)
 		out = append(out, `,"message":`...)
 		out = appendJSONString(out, res.msg)
 		if res.id != "" {

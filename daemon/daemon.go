@@ -20,9 +20,6 @@ import (
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
-
-	// The backends register themselves.
-	_ "github.com/ib1/provenanced/backends/pem"
 )
 
 // Options are what a daemon needs besides its config.

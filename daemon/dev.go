@@ -8,7 +8,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // DevConfigName is the config file `serve -dev DIR` writes in DIR.
@@ -36,19 +36,19 @@ func PrepareDev(dir string) (string, bool, error) {
 	if err := os.MkdirAll(dir, 0o755); err != nil {
 		return "", false, fmt.Errorf("dev: cannot create %s: %w", dir, err)
 	}
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		return "", false, fmt.Errorf("dev: %w", err)
 	}
-	if err := testenv.WriteFileAtomic(cfgPath, []byte(DevConfig(files)), 0o644); err != nil {
+	if err := devsetup.WriteFileAtomic(cfgPath, []byte(DevConfig(files)), 0o644); err != nil {
 		return "", false, fmt.Errorf("dev: %w", err)
 	}
 	return cfgPath, true, nil
 }
 
 // DevConfig is the config `serve -dev` writes for files.
-func DevConfig(files testenv.Files) string {
-	return testenv.ConfigHead("# Written by provenanced serve -dev: a development setup with a test PKI.\n# Not for production: the key is a PEM file and the root CA is a test one.",
+func DevConfig(files devsetup.Files) string {
+	return devsetup.ConfigHead("# Written by provenanced serve -dev: a development setup with a test PKI.\n# Not for production: the key is a PEM file and the root CA is a test one.",
 		DevHTTP, rel(files.Dir, files.RootCA)) +
 		fmt.Sprintf("backend = \"pem\"\nprivate_key = %q\ncertificates = %q\n", rel(files.Dir, files.PrivateKey), rel(files.Dir, files.Bundle))
 }
@@ -94,12 +94,9 @@ func PrepareDevHSM(dir string) (string, bool, error) {
 	} else if !errors.Is(err, fs.ErrNotExist) {
 		return "", false, err
 	}
-	if _, err := testenv.FindSoftHSM(); err != nil {
-		return "", false, fmt.Errorf("dev -hsm: %w", err)
-	}
-	h, err := testenv.BuildHSM(dir, testenv.HSMOptions{HTTP: DevHTTP})
+	cfg, err := devsetup.BuildSoftHSM(dir, DevHTTP)
 	if err != nil {
 		return "", false, fmt.Errorf("dev -hsm: %w", err)
 	}
-	return h.Config, true, nil
+	return cfg, true, nil
 }

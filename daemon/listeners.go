@@ -3,6 +3,7 @@ package daemon
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"encoding/json"
 	"net"
 	"net/http"
 	"os"
@@ -62,8 +63,8 @@ func hostGuard(next http.Handler, allowed []string) http.Handler {
 			msg += " and " + strings.Join(allowed, ", ")
 		}
 		msg += "; add the name to [server] allowed_hosts to serve it"
-		b := []byte(`{"error":{"code":"misdirected_request","message":`)
-		b = strconv.AppendQuoteToASCII(b, msg)
+		q, _ := json.Marshal(msg) // a JSON string: strconv's quoting is Go syntax
+		b := append([]byte(`{"error":{"code":"misdirected_request","message":`), q...)
 		b = append(b, "}}\n"...)
 		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("Content-Length", strconv.Itoa(len(b)))

@@ -1,6 +1,8 @@
 // Package provenance reads, verifies and writes IB1 Trust Framework provenance records, in
-// the self-contained wire format of the reference Python library ib1-provenance 0.5.3
-// (see docs/provenance-format.md), byte for byte where the format says so.
+// the self-contained wire format of the reference Python library ib1-provenance 0.5.3, byte
+// for byte where the format says so. The reference vectors in testdata/vectors (their
+// MANIFEST.md) are the executable description of that format; the README's "Provenance
+// records" section lists where this package is stricter than the reference.
 //
 // A record carries a container of signed steps. Each member that handles the data verifies
 // the record it received, includes its container whole, appends its own steps and signs the

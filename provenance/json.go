@@ -2,14 +2,16 @@ package provenance
 
 import (
 	"bytes"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
+	"io"
 	"math/big"
 	"strconv"
 	"unicode/utf16"
 	"unicode/utf8"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // JSON values in this package are plain Go values of these types, so that key order and
@@ -109,44 +111,52 @@ func (o *Object) UnmarshalJSON(data []byte) error {
 // (lim.MaxStringBytes).
 func ParseJSON(data []byte, lim Limits) (any, error) {
 	lim = lim.withDefaults()
-	p := jsonParser{data: data, maxDepth: lim.MaxDepth, maxString: lim.MaxStringBytes}
+	var p jsonParser
+	p.reset(data, lim.MaxDepth, lim.MaxStringBytes)
 	return p.parseAll()
 }
 
+// jsonParser builds values from the tokens of jsontext, whose defaults are the rules above:
+// it refuses duplicate names, invalid UTF-8 and lone surrogates, and reads the number text
+// as written. A parser may be reused; it keeps its decoder and its scratch stack.
 type jsonParser struct {
-	data      []byte
-	pos       int
-	depth     int
+	src       bytes.Buffer // the decoder reads a *bytes.Buffer in place, without copying
+	dec       jsontext.Decoder
 	maxDepth  int
 	maxString int
-	topKey    string // the member of the top-level object being parsed
-	members   []Member
-	values    []any
-	keys      map[string]string // interned object keys
+	// Members and elements gather on stacks shared by all nesting levels and are copied out
+	// once their object or array is complete: one exactly sized allocation for each.
+	members []Member
+	values  []any
 }
 
-// reset prepares a (possibly reused) parser for data, keeping its scratch stacks and
-// interned keys.
+// reset prepares a (possibly reused) parser for data.
 func (p *jsonParser) reset(data []byte, maxDepth, maxString int) {
-	p.data, p.pos, p.depth, p.topKey = data, 0, 0, ""
+	p.src = *bytes.NewBuffer(data)
+	p.dec.Reset(&p.src)
 	p.maxDepth, p.maxString = maxDepth, maxString
 }
 
-func (p *jsonParser) parseAll() (any, error) {
-	p.skipSpace()
-	v, err := p.value()
-	if err != nil {
-		return nil, err
+// release drops the parser's reference to the data it read, and any scratch memory that a
+// large input made grow.
+func (p *jsonParser) release() {
+	p.src = bytes.Buffer{}
+	p.dec.Reset(&p.src)
+	if cap(p.members) > 4096 || cap(p.values) > 4096 {
+		p.members, p.values = nil, nil
 	}
-	p.skipSpace()
-	if p.pos != len(p.data) {
-		return nil, p.errorf("unexpected data after the JSON value")
-	}
-	return v, nil
 }
 
-func (p *jsonParser) errorf(format string, args ...any) error {
-	return fmt.Errorf("invalid JSON at offset %d: %s", p.pos, fmt.Sprintf(format, args...))
+func (p *jsonParser) parseAll() (any, error) {
+	v, err := p.value()
+	if err != nil {
+		return nil, p.syntaxError(err)
+	}
+	end := p.dec.InputOffset()
+	if _, err := p.dec.ReadToken(); err != io.EOF {
+		return nil, fmt.Errorf("invalid JSON at offset %d: unexpected data after the JSON value", end)
+	}
+	return v, nil
 }
 
 // duplicateKeyError reports a key that appears twice in one object, and the nesting depth
@@ -160,402 +170,143 @@ type duplicateKeyError struct {
 
 func (e *duplicateKeyError) Error() string { return e.err.Error() }
 
-func (p *jsonParser) duplicate(key string) error {
-	return &duplicateKeyError{key: key, depth: p.depth, topKey: p.topKey, err: p.errorf("duplicate key %q", truncate(key))}
-}
-
-func (p *jsonParser) skipSpace() {
-	for p.pos < len(p.data) {
-		switch p.data[p.pos] {
-		case ' ', '\t', '\n', '\r':
-			p.pos++
-		default:
-			return
+// syntaxError rewrites a jsontext error: its text quotes the JSON pointer, whose keys may be
+// as long as any string; ours names the offset and at most the start of a key.
+func (p *jsonParser) syntaxError(err error) error {
+	offset := p.dec.InputOffset()
+	var se *jsontext.SyntacticError
+	if errors.As(err, &se) {
+		if se.Err == jsontext.ErrDuplicateName {
+			key := se.JSONPointer.LastToken()
+			var path []string
+			for t := range se.JSONPointer.Tokens() {
+				path = append(path, t)
+			}
+			dup := &duplicateKeyError{key: key, depth: len(path), err: fmt.Errorf("invalid JSON at offset %d: duplicate key %q", se.ByteOffset, truncate(key))}
+			if len(path) > 1 {
+				dup.topKey = path[0]
+			}
+			return dup
 		}
+		offset, err = se.ByteOffset, se.Err
 	}
+	if err == io.EOF || errors.Is(err, io.ErrUnexpectedEOF) {
+		return fmt.Errorf("invalid JSON at offset %d: unexpected end of input", offset)
+	}
+	if se == nil {
+		return err // one of ours, which says where
+	}
+	return fmt.Errorf("invalid JSON at offset %d: %w", offset, err)
 }
 
 func (p *jsonParser) value() (any, error) {
-	if p.pos >= len(p.data) {
-		return nil, p.errorf("unexpected end of input")
-	}
-	switch c := p.data[p.pos]; {
-	case c == '{':
-		return p.object()
-	case c == '[':
-		return p.array()
-	case c == '"':
-		return p.str(false)
-	case c == '-' || (c >= '0' && c <= '9'):
-		start := p.pos
-		v, err := p.number()
-		if err == nil {
-			if err = checkPythonNumber(string(v.(json.Number))); err != nil {
-				p.pos = start
-				return nil, p.errorf("%v", err)
-			}
-		}
-		return v, err
-	case c == 't':
-		return true, p.literal("true")
-	case c == 'f':
-		return false, p.literal("false")
-	case c == 'n':
-		return nil, p.literal("null")
-	default:
-		if c >= 0x20 && c < 0x7F {
-			return nil, p.errorf("unexpected character %q", c)
-		}
-		return nil, p.errorf("unexpected byte 0x%02x", c)
-	}
-}
-
-func (p *jsonParser) literal(word string) error {
-	if len(p.data)-p.pos < len(word) || string(p.data[p.pos:p.pos+len(word)]) != word {
-		return p.errorf("invalid literal")
-	}
-	p.pos += len(word)
-	return nil
-}
-
-func (p *jsonParser) enter() error {
-	p.depth++
-	if p.depth > p.maxDepth {
-		return p.errorf("nesting deeper than %d", p.maxDepth)
-	}
-	return nil
-}
-
-func (p *jsonParser) object() (any, error) {
-	if err := p.enter(); err != nil {
-		return nil, err
-	}
-	p.pos++ // '{'
-	// Members are gathered on a stack shared by all nesting levels and copied out once the
-	// object is complete, so each object costs one exactly sized allocation.
-	base := len(p.members)
-	defer func() { p.members = p.members[:base] }()
-	var seen map[string]struct{}
-	p.skipSpace()
-	if p.pos < len(p.data) && p.data[p.pos] == '}' {
-		p.pos++
-		p.depth--
-		return &Object{Members: []Member{}}, nil
-	}
-	for {
-		p.skipSpace()
-		if p.pos >= len(p.data) || p.data[p.pos] != '"' {
-			return nil, p.errorf("expected a string key")
-		}
-		key, err := p.str(true)
+	switch p.dec.PeekKind() {
+	case '"':
+		return p.str()
+	case '0':
+		raw, err := p.dec.ReadValue()
 		if err != nil {
 			return nil, err
 		}
-		// Duplicate keys are refused: parsers disagree on which one wins, and a signed step
-		// must mean the same thing to every reader.
-		if seen != nil {
-			if _, dup := seen[key]; dup {
-				return nil, p.duplicate(key)
-			}
-			seen[key] = struct{}{}
-		} else {
-			current := p.members[base:]
-			for i := range current {
-				if current[i].Key == key {
-					return nil, p.duplicate(key)
-				}
-			}
-			if len(current) >= 16 {
-				seen = make(map[string]struct{}, 32)
-				for i := range current {
-					seen[current[i].Key] = struct{}{}
-				}
-				seen[key] = struct{}{}
-			}
+		return p.number(string(raw))
+	}
+	tok, err := p.dec.ReadToken()
+	if err != nil {
+		return nil, err
+	}
+	switch tok.Kind() {
+	case '{', '[':
+		// jsontext v1.27 has no depth option yet (its WithDepthLimit is a TODO).
+		if p.dec.StackDepth() > p.maxDepth {
+			return nil, fmt.Errorf("invalid JSON at offset %d: nesting deeper than %d", p.dec.InputOffset(), p.maxDepth)
 		}
-		if p.depth == 1 {
-			p.topKey = key
+		if tok.Kind() == '{' {
+			return p.object()
 		}
-		p.skipSpace()
-		if p.pos >= len(p.data) || p.data[p.pos] != ':' {
-			return nil, p.errorf("expected ':'")
+		return p.array()
+	case 't':
+		return true, nil
+	case 'f':
+		return false, nil
+	default: // 'n'; the decoder reports anything else as an error
+		return nil, nil
+	}
+}
+
+// str reads a string (a value or an object key). The decoder has checked it; most strings
+// in a record have no escape and are their raw text (found with one IndexByte, where
+// Token.String would scan the string a second time byte by byte).
+func (p *jsonParser) str() (string, error) {
+	raw, err := p.dec.ReadValue()
+	if err != nil {
+		return "", err
+	}
+	var s string
+	if bytes.IndexByte(raw, '\\') < 0 {
+		s = string(raw[1 : len(raw)-1])
+	} else {
+		b, err := jsontext.AppendUnquote(nil, raw)
+		if err != nil {
+			return "", err
 		}
-		p.pos++
-		p.skipSpace()
+		s = string(b)
+	}
+	if len(s) > p.maxString {
+		return "", fmt.Errorf("invalid JSON at offset %d: string longer than %d bytes", p.dec.InputOffset(), p.maxString)
+	}
+	return s, nil
+}
+
+// number is the value of the text of a number as read. Every number the parser reads
+// passes here: this is the one place for checks on a number.
+func (p *jsonParser) number(text string) (any, error) {
+	if len(text) > p.maxString {
+		return nil, fmt.Errorf("invalid JSON at offset %d: number longer than %d bytes", p.dec.InputOffset(), p.maxString)
+	}
+	if err := checkPythonNumber(text); err != nil {
+		return nil, fmt.Errorf("invalid JSON at offset %d: %v", p.dec.InputOffset()-int64(len(text)), err)
+	}
+	return json.Number(text), nil
+}
+
+func (p *jsonParser) object() (any, error) {
+	base := len(p.members)
+	defer func() { p.members = p.members[:base] }()
+	for p.dec.PeekKind() == '"' {
+		key, err := p.str()
+		if err != nil {
+			return nil, err
+		}
 		v, err := p.value()
 		if err != nil {
 			return nil, err
 		}
 		p.members = append(p.members, Member{key, v})
-		p.skipSpace()
-		if p.pos >= len(p.data) {
-			return nil, p.errorf("unexpected end of input in object")
-		}
-		switch p.data[p.pos] {
-		case ',':
-			p.pos++
-		case '}':
-			p.pos++
-			p.depth--
-			// One spare slot: a decoded step gets "_signature" appended without a copy.
-			n := len(p.members) - base
-			members := make([]Member, n, n+1)
-			copy(members, p.members[base:])
-			return &Object{Members: members}, nil
-		default:
-			return nil, p.errorf("expected ',' or '}'")
-		}
 	}
+	if _, err := p.dec.ReadToken(); err != nil { // '}'
+		return nil, err
+	}
+	// One spare slot: a decoded step gets "_signature" appended without a copy.
+	n := len(p.members) - base
+	members := make([]Member, n, n+1)
+	copy(members, p.members[base:])
+	return &Object{Members: members}, nil
 }
 
 func (p *jsonParser) array() (any, error) {
-	if err := p.enter(); err != nil {
-		return nil, err
-	}
-	p.pos++ // '['
 	base := len(p.values)
 	defer func() { p.values = p.values[:base] }()
-	p.skipSpace()
-	if p.pos < len(p.data) && p.data[p.pos] == ']' {
-		p.pos++
-		p.depth--
-		return []any{}, nil
-	}
-	for {
-		p.skipSpace()
+	for p.dec.PeekKind() != ']' { // at an error PeekKind gives 0, and value reports it
 		v, err := p.value()
 		if err != nil {
 			return nil, err
 		}
 		p.values = append(p.values, v)
-		p.skipSpace()
-		if p.pos >= len(p.data) {
-			return nil, p.errorf("unexpected end of input in array")
-		}
-		switch p.data[p.pos] {
-		case ',':
-			p.pos++
-		case ']':
-			p.pos++
-			p.depth--
-			return append([]any(nil), p.values[base:]...), nil
-		default:
-			return nil, p.errorf("expected ',' or ']'")
-		}
 	}
-}
-
-func (p *jsonParser) number() (any, error) {
-	start := p.pos
-	d := p.data
-	i := p.pos
-	if i < len(d) && d[i] == '-' {
-		i++
+	if _, err := p.dec.ReadToken(); err != nil {
+		return nil, err
 	}
-	switch {
-	case i < len(d) && d[i] == '0':
-		i++
-	case i < len(d) && d[i] >= '1' && d[i] <= '9':
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-	default:
-		p.pos = i
-		return nil, p.errorf("invalid number")
-	}
-	if i < len(d) && d[i] == '.' {
-		i++
-		if i >= len(d) || d[i] < '0' || d[i] > '9' {
-			p.pos = i
-			return nil, p.errorf("invalid number")
-		}
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-	}
-	if i < len(d) && (d[i] == 'e' || d[i] == 'E') {
-		i++
-		if i < len(d) && (d[i] == '+' || d[i] == '-') {
-			i++
-		}
-		if i >= len(d) || d[i] < '0' || d[i] > '9' {
-			p.pos = i
-			return nil, p.errorf("invalid number")
-		}
-		for i < len(d) && d[i] >= '0' && d[i] <= '9' {
-			i++
-		}
-	}
-	if i-start > p.maxString {
-		return nil, p.errorf("number longer than %d bytes", p.maxString)
-	}
-	p.pos = i
-	return json.Number(d[start:i]), nil
-}
-
-// plainByte marks the bytes that stand for themselves inside a JSON string: printable ASCII
-// other than the quote and the backslash.
-var plainByte = func() (t [256]bool) {
-	for c := 0x20; c < 0x80; c++ {
-		t[c] = c != '"' && c != '\\'
-	}
-	return t
-}()
-
-// hasSpecialByte reports whether any of the eight bytes in x is not a plainByte: a control
-// character (< 0x20), a non-ASCII byte (>= 0x80), a quote or a backslash. It uses the usual
-// "has a zero byte" arithmetic; a false positive only costs the byte-by-byte loop.
-func hasSpecialByte(x uint64) bool {
-	const ones, highs = 0x0101010101010101, 0x8080808080808080
-	less20 := (x - 0x20*ones) & ^x
-	quote := ((x ^ '"'*ones) - ones) & ^(x ^ '"'*ones)
-	backslash := ((x ^ '\\'*ones) - ones) & ^(x ^ '\\'*ones)
-	return (x|less20|quote|backslash)&highs != 0
-}
-
-const maxInternedKeys = 256
-
-// str parses a string at p.pos (which holds '"'); intern is set for object keys.
-func (p *jsonParser) str(intern bool) (string, error) {
-	p.pos++
-	d := p.data
-	i := p.pos
-	chunk := i     // start of the bytes not yet copied to buf
-	var buf []byte // nil until the first escape
-	ascii := true
-	for {
-		// Eight bytes at a time while none of them needs attention, then byte by byte.
-		for i+8 <= len(d) && !hasSpecialByte(binary.LittleEndian.Uint64(d[i:])) {
-			i += 8
-		}
-		for i < len(d) && plainByte[d[i]] {
-			i++
-		}
-		if i >= len(d) {
-			p.pos = i
-			return "", p.errorf("unterminated string")
-		}
-		switch c := d[i]; {
-		case c == '"':
-			var out []byte
-			if buf == nil {
-				out = d[chunk:i]
-			} else {
-				buf = append(buf, d[chunk:i]...)
-				out = buf
-			}
-			if len(out) > p.maxString {
-				return "", p.errorf("string longer than %d bytes", p.maxString)
-			}
-			if !ascii && !utf8.Valid(out) {
-				return "", p.errorf("string is not valid UTF-8")
-			}
-			p.pos = i + 1
-			if intern && buf == nil {
-				// Object keys repeat from step to step; a reused parser keeps one copy.
-				if k, ok := p.keys[string(out)]; ok {
-					return k, nil
-				}
-				k := string(out)
-				if len(p.keys) < maxInternedKeys && len(k) <= 64 {
-					if p.keys == nil {
-						p.keys = make(map[string]string)
-					}
-					p.keys[k] = k
-				}
-				return k, nil
-			}
-			return string(out), nil
-		case c >= 0x80:
-			ascii = false
-			i++
-		case c < 0x20:
-			p.pos = i
-			return "", p.errorf("control character in string")
-		default: // backslash
-			if buf == nil {
-				// Size for the string up to the next quote (its end, unless an escaped quote
-				// comes first), bounded by the string limit.
-				n := bytes.IndexByte(d[i:], '"')
-				if n < 0 || n > p.maxString {
-					n = 64
-				}
-				buf = make([]byte, 0, i-chunk+n)
-			}
-			buf = append(buf, d[chunk:i]...)
-			if len(buf) > p.maxString {
-				return "", p.errorf("string longer than %d bytes", p.maxString)
-			}
-			if i+1 >= len(d) {
-				p.pos = i
-				return "", p.errorf("unterminated escape")
-			}
-			e := d[i+1]
-			i += 2
-			switch e {
-			case '"', '\\', '/':
-				buf = append(buf, e)
-			case 'b':
-				buf = append(buf, '\b')
-			case 'f':
-				buf = append(buf, '\f')
-			case 'n':
-				buf = append(buf, '\n')
-			case 'r':
-				buf = append(buf, '\r')
-			case 't':
-				buf = append(buf, '\t')
-			case 'u':
-				r, ok := hex4(d, i)
-				if !ok {
-					p.pos = i
-					return "", p.errorf("invalid \\u escape")
-				}
-				i += 4
-				if utf16.IsSurrogate(r) {
-					// Only a high surrogate followed by a low one is a character; a lone
-					// surrogate cannot be represented in UTF-8, so it is refused, not replaced.
-					if r >= 0xDC00 || i+6 > len(d) || d[i] != '\\' || d[i+1] != 'u' {
-						p.pos = i
-						return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
-					}
-					r2, ok := hex4(d, i+2)
-					if !ok || r2 < 0xDC00 || r2 > 0xDFFF {
-						p.pos = i
-						return "", p.errorf("unpaired UTF-16 surrogate in \\u escape")
-					}
-					i += 6
-					r = utf16.DecodeRune(r, r2)
-				}
-				buf = utf8.AppendRune(buf, r)
-			default:
-				p.pos = i - 1
-				return "", p.errorf("invalid escape \\%c", e)
-			}
-			chunk = i
-		}
-	}
-}
-
-func hex4(d []byte, i int) (rune, bool) {
-	if i+4 > len(d) {
-		return 0, false
-	}
-	var r rune
-	for _, c := range d[i : i+4] {
-		r <<= 4
-		switch {
-		case c >= '0' && c <= '9':
-			r |= rune(c - '0')
-		case c >= 'a' && c <= 'f':
-			r |= rune(c - 'a' + 10)
-		case c >= 'A' && c <= 'F':
-			r |= rune(c - 'A' + 10)
-		default:
-			return 0, false
-		}
-	}
-	return r, true
+	return append([]any{}, p.values[base:]...), nil
 }
 
 // AppendJSON appends the compact JSON text of v to dst exactly as Python's
@@ -748,12 +499,14 @@ func appendU4(dst []byte, r rune) []byte {
 	return append(dst, '\\', 'u', hexDigits[r>>12&0xF], hexDigits[r>>8&0xF], hexDigits[r>>4&0xF], hexDigits[r&0xF])
 }
 
-// validNumber reports whether s is a JSON number (RFC 8259 grammar).
+// validNumber reports whether s is exactly one JSON number (RFC 8259 grammar).
 func validNumber(s string) bool {
-	p := jsonParser{data: []byte(s), maxDepth: 1, maxString: len(s) + 1}
-	v, err := p.number()
-	return err == nil && p.pos == len(s) && v != nil
+	// IsValid allows whitespace around the value; a number starts with '-' or a digit and
+	// ends with a digit.
+	return len(s) > 0 && (s[0] == '-' || isDigit(s[0])) && isDigit(s[len(s)-1]) && jsontext.Value(s).IsValid()
 }
+
+func isDigit(c byte) bool { return c >= '0' && c <= '9' }
 
 // normalizeNumber gives the JSON number text of any of the number types that callers may
 // use (json.Number, Go integers and floats, *big.Int), so that comparisons deal with one.

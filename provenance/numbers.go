@@ -18,8 +18,8 @@ const MaxIntegerDigits = 4300
 // exponent whose magnitude rounds to infinity as a float64 (Python reads 1e999 as inf, a
 // value JSON cannot hold). Underflow to zero is accepted, as Python accepts it.
 //
-// It sits where number text becomes a value (the JSON parser's value step and AddStep),
-// not in the tokenizer, so that the tokenizer can be replaced without moving it.
+// It sits where number text becomes a value (the JSON parser's number and AddStep), not in
+// the tokenizer (jsontext), which reads number text as written.
 func checkPythonNumber(s string) error {
 	mag := strings.TrimPrefix(s, "-")
 	special := strings.IndexAny(mag, ".eE")

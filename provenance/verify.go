@@ -112,8 +112,8 @@ func (v *Verifier) VerifyJSON(data []byte) (*Record, []*Object, error) {
 	return rec, steps, nil
 }
 
-// scratch is the reusable working memory of one verification: the JSON parser (its stacks
-// and interned keys) and the buffer for the data for signing.
+// scratch is the reusable working memory of one verification: the JSON parser (its decoder
+// and stack) and the buffer for the data for signing.
 type scratch struct {
 	parser jsonParser
 	buf    []byte
@@ -128,12 +128,9 @@ func (v *Verifier) getScratch() *scratch {
 
 func (v *Verifier) putScratch(sc *scratch) {
 	// Keep no reference to the record, and no memory that a large record made grow.
-	sc.parser.data = nil
+	sc.parser.release()
 	if cap(sc.buf) > 1<<20 {
 		sc.buf = nil
-	}
-	if cap(sc.parser.members) > 4096 || cap(sc.parser.values) > 4096 {
-		sc.parser.members, sc.parser.values = nil, nil
 	}
 	v.scratch.Put(sc)
 }
@@ -318,7 +315,7 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 
 // decodeStep decodes one signed step string.
 func (v *Verifier) decodeStep(s string) (*Object, *VerifyError) {
-	return v.decodeStepWith(&jsonParser{maxDepth: v.limits.MaxDepth, maxString: v.limits.MaxStringBytes}, s)
+	return v.decodeStepWith(&jsonParser{}, s)
 }
 
 func (v *Verifier) decodeStepWith(p *jsonParser, s string) (*Object, *VerifyError) {

@@ -21,48 +21,6 @@ import (
 	"time"
 )
 
-// SoftHSMInstall is what to run when SoftHSM or OpenSC is missing.
-const SoftHSMInstall = "apt-get install softhsm2 opensc"
-
-// softHSMModules are where distributions put the SoftHSM library.
-var softHSMModules = []string{
-	"/usr/lib/softhsm/libsofthsm2.so",
-	"/usr/lib/x86_64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib/aarch64-linux-gnu/softhsm/libsofthsm2.so",
-	"/usr/lib64/pkcs11/libsofthsm2.so",
-	"/usr/local/lib/softhsm/libsofthsm2.so",
-	"/opt/homebrew/lib/softhsm/libsofthsm2.so",
-}
-
-// FindSoftHSM returns the path of the SoftHSM library ($SOFTHSM2_MODULE, or where
-// distributions put it), having checked that softhsm2-util and pkcs11-tool are there too.
-func FindSoftHSM() (string, error) {
-	var missing []string
-	for _, tool := range []string{"softhsm2-util", "pkcs11-tool"} {
-		if _, err := exec.LookPath(tool); err != nil {
-			missing = append(missing, tool)
-		}
-	}
-	module := os.Getenv("SOFTHSM2_MODULE")
-	if module == "" {
-		for _, p := range softHSMModules {
-			if _, err := os.Stat(p); err == nil {
-				module = p
-				break
-			}
-		}
-	}
-	if module == "" {
-		missing = append(missing, "libsofthsm2.so")
-	} else if _, err := os.Stat(module); err != nil {
-		missing = append(missing, module)
-	}
-	if len(missing) > 0 {
-		return "", fmt.Errorf("testenv: SoftHSM is not installed (missing %s): run %s", strings.Join(missing, ", "), SoftHSMInstall)
-	}
-	return module, nil
-}
-
 // hsmMu builds one fixture at a time: SoftHSM has failed under parallel key generation,
 // and a test's fixture is quick to build.
 var hsmMu sync.Mutex

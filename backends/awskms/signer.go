@@ -62,13 +62,7 @@ func open(ctx context.Context, spec *conf.Key, client api, t target) (*Signer, e
 	if out.KeyId == nil || *out.KeyId == "" {
 		return nil, fmt.Errorf("%s: keys.%s: %s: GetPublicKey returned no key ARN", spec.File, spec.Name, t)
 	}
-	s := &Signer{api: client, target: t, arn: *out.KeyId, pub: pub, pubDER: out.PublicKey}
-	if c, ok := client.(*kms.Client); ok {
-		if s.fast, err = newSignClient(ctx, c); err != nil {
-			return nil, fmt.Errorf("%s: keys.%s: %s: %v", spec.File, spec.Name, t, err)
-		}
-	}
-	return s, nil
+	return &Signer{api: client, target: t, arn: *out.KeyId, pub: pub, pubDER: out.PublicKey}, nil
 }
 
 // Signer signs with a KMS key. It is safe for concurrent use: the SDK client is.
@@ -82,9 +76,6 @@ type Signer struct {
 	arn    string
 	pub    *ecdsa.PublicKey
 	pubDER []byte
-	// fast makes the Sign calls when the client is the SDK's (always, but in tests that
-	// put a fake in its place).
-	fast *signClient
 }
 
 // Public returns the key's public half, as KMS gave it at start.
@@ -104,21 +95,12 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte, 
 // deadline. Every failure from KMS wraps backends.ErrUnavailable (HTTP 503) with KMS's
 // reason, except a cancelled ctx, which says only that.
 func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error) {
-	var sig []byte
-	var err error
-	if s.fast != nil {
-		sig, err = s.fast.Sign(ctx, s.arn, digest)
-	} else {
-		var out *kms.SignOutput
-		if out, err = s.api.Sign(ctx, &kms.SignInput{
-			KeyId:            &s.arn,
-			Message:          digest,
-			MessageType:      types.MessageTypeDigest,
-			SigningAlgorithm: types.SigningAlgorithmSpecEcdsaSha256,
-		}); err == nil {
-			sig = out.Signature
-		}
-	}
+	out, err := s.api.Sign(ctx, &kms.SignInput{
+		KeyId:            &s.arn,
+		Message:          digest,
+		MessageType:      types.MessageTypeDigest,
+		SigningAlgorithm: types.SigningAlgorithmSpecEcdsaSha256,
+	})
 	if err != nil {
 		if errors.Is(err, context.Canceled) && ctx.Err() != nil {
 			// The caller went away: KMS is not at fault, and backend_up must not drop.
@@ -126,10 +108,10 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error)
 		}
 		return nil, &kmsError{msg: s.target.String() + ": Sign: " + reason(err), err: err}
 	}
-	if len(sig) == 0 {
+	if len(out.Signature) == 0 {
 		return nil, fmt.Errorf("%s: Sign returned no signature", s.target)
 	}
-	return sig, nil
+	return out.Signature, nil
 }
 
 // Ready asks KMS for the key's public key, the one call besides Sign that the daemon's

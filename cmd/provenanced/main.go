@@ -1,9 +1,19 @@
 // Command provenanced is a signing daemon for the IB1 Trust Framework and its clients.
+// It has one command that runs the daemon, three that talk to a running daemon and four
+// that work offline on the config's keys or on records:
 //
-//	provenanced serve -config FILE | -dev DIR
-//	provenanced keys [-socket S | -url U]
-//	provenanced sign -key NAME (-digest HEX | -in FILE) [-socket S | -url U]
+//	provenanced serve [-config FILE | -dev DIR [-hsm]]
+//	provenanced keys [-socket S | -url U] [-json]
+//	provenanced sign -key NAME (-digest HEX | -in FILE) [-socket S | -url U] [-out FILE]
+//	provenanced health [-ready] [-socket S | -url U]
+//	provenanced keygen -config FILE -key NAME
+//	provenanced csr -config FILE -key NAME (-subject DN [-uri URI]... | -from CSR) [-out FILE]
+//	provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]
+//	provenanced record sign|verify|graph [flags]
 //	provenanced version
+//	provenanced help
+//
+// 'provenanced COMMAND -h' describes a command's flags; the README has the rest.
 package main
 
 import (

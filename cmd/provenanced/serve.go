@@ -16,7 +16,7 @@ import (
 
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
-	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 func init() {
@@ -250,7 +250,7 @@ To look at the token, or to run the daemon on this config yourself:
 }
 
 func softHSMModule() string {
-	if m, err := testenv.FindSoftHSM(); err == nil {
+	if m, err := devsetup.FindSoftHSM(); err == nil {
 		return m
 	}
 	return "/usr/lib/softhsm/libsofthsm2.so"

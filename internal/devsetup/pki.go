@@ -1,10 +1,12 @@
-// Package testenv builds the parts that tests, benchmarks and developers need to run
-// provenanced for real: a test PKI in the IB1 Trust Framework's shape, and (in the files
-// beside this one) SoftHSM tokens and a local KMS emulator.
+// Package devsetup builds what `provenanced serve -dev` sets up: a test PKI in the IB1
+// Trust Framework's shape, which the tests use too (through testenv), a config that serves
+// its key, and for `-dev -hsm` a SoftHSM token holding the key (softhsm.go; the tests'
+// SoftHSM and TPM fixtures are testenv's own).
 //
-// The PKI generator is also what `provenanced serve -dev` uses, so the certificates a
-// developer tries the daemon with are the ones the tests run against.
-package testenv
+// It is apart from testenv so that the daemon binary links this and nothing of the test
+// environment (emulators, fault proxies, their dummy credentials): a test in
+// cmd/provenanced checks that `go list -deps` of the binary holds no testenv.
+package devsetup
 
 import (
 	"crypto"
@@ -95,7 +97,7 @@ func NewPKI(now time.Time) (*PKI, error) {
 	}
 	root, err := issue(rootTmpl, nil, &rootKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("testenv: root CA: %w", err)
+		return nil, fmt.Errorf("devsetup: root CA: %w", err)
 	}
 	issuerKey, err := NewKey()
 	if err != nil {
@@ -113,7 +115,7 @@ func NewPKI(now time.Time) (*PKI, error) {
 	}
 	issuer, err := issue(issuerTmpl, root, &issuerKey.PublicKey, rootKey)
 	if err != nil {
-		return nil, fmt.Errorf("testenv: intermediate CA: %w", err)
+		return nil, fmt.Errorf("devsetup: intermediate CA: %w", err)
 	}
 	return &PKI{Root: CA{root, rootKey}, Issuer: CA{issuer, issuerKey}}, nil
 }
@@ -129,7 +131,7 @@ func NewKey() (*ecdsa.PrivateKey, error) {
 func (p *PKI) Issue(pub crypto.PublicKey, m Member) (*x509.Certificate, error) {
 	app, err := url.Parse(m.Application)
 	if err != nil || app.Scheme == "" {
-		return nil, fmt.Errorf("testenv: member application %q is not a URL", m.Application)
+		return nil, fmt.Errorf("devsetup: member application %q is not a URL", m.Application)
 	}
 	roles, err := utf8Sequence(m.Roles)
 	if err != nil {
@@ -147,7 +149,7 @@ func (p *PKI) Issue(pub crypto.PublicKey, m Member) (*x509.Certificate, error) {
 	}
 	ecPub, ok := pub.(*ecdsa.PublicKey)
 	if !ok {
-		return nil, fmt.Errorf("testenv: member key is %T, not an EC public key", pub)
+		return nil, fmt.Errorf("devsetup: member key is %T, not an EC public key", pub)
 	}
 	tmpl := &x509.Certificate{
 		SerialNumber: serial,
@@ -165,7 +167,7 @@ func (p *PKI) Issue(pub crypto.PublicKey, m Member) (*x509.Certificate, error) {
 	}
 	cert, err := issue(tmpl, p.Issuer.Cert, pub, p.Issuer.Key)
 	if err != nil {
-		return nil, fmt.Errorf("testenv: member certificate: %w", err)
+		return nil, fmt.Errorf("devsetup: member certificate: %w", err)
 	}
 	return cert, nil
 }
