@@ -5,7 +5,7 @@ DEV_DIR ?= .dev
 VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
 LDFLAGS := -X main.version=$(VERSION)
 
-.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
+.PHONY: build run deps test race bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv
 
 ## build: the daemon binary in bin/
 build:
@@ -27,6 +27,12 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+## race: the packages whose tests run the daemon's code in process, under the race detector
+## (the end-to-end tests in cmd/provenanced run a separately built binary, which -race would not reach)
+RACE_PKGS ?= ./api/ ./daemon/ ./conf/ ./backends/... ./provenance/ ./client/
+race:
+	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 
 ## bench: the real daemon on every backend against in-process baselines; the table goes to bench/results.md
 bench:
