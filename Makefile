@@ -60,5 +60,16 @@ lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt would change:"; echo "$$out"; exit 1; fi
 	$(GO) vet ./...
 
+# The pages' npm files and the OpenAPI lint (README, Pages).
+.PHONY: assets openapi-lint
+
+## assets: fetch the pinned npm files the pages embed (api/assets), checked against api/assets/SHA256SUMS
+assets:
+	bash api/assets/fetch.sh
+
+## openapi-lint: lint api/openapi.json with redocly's recommended rules (npm, into a temporary directory)
+openapi-lint:
+	bash api/lint-openapi.sh
+
 clean:
 	rm -rf bin

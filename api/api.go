@@ -72,6 +72,9 @@ func New(opts Options) (*API, error) {
 	a.handle("GET", "/{$}", a.index)
 	a.handle("GET", "/openapi.json", a.openAPI)
 	a.handle("GET", "/api-docs", a.docs)
+	a.handle("GET", "/docs", a.page)
+	a.handle("GET", "/viewer", a.page)
+	a.handle("GET", "/assets/{file}", a.asset)
 	a.handle("GET", "/healthz", a.healthz)
 	a.handle("GET", "/readyz", a.readyz)
 	if opts.Metrics != nil {
@@ -95,6 +98,9 @@ func New(opts Options) (*API, error) {
 }
 
 func (a *API) handle(method, path string, h http.HandlerFunc) {
+	if method == "POST" {
+		h = jsonOnly(h, strings.HasPrefix(path, "/api/v1/"))
+	}
 	a.mux.HandleFunc(method+" "+path, h)
 	a.routes = append(a.routes, Route{Method: method, Path: path})
 }

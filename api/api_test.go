@@ -1,6 +1,7 @@
 package api_test
 
 import (
+	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -9,12 +10,14 @@ import (
 	"encoding/json"
 	"fmt"
 	"io"
+	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"sort"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -328,6 +331,7 @@ func TestOpenAPIDescribesEveryRoute(t *testing.T) {
 	for r := range documented {
 		method, path, _ := strings.Cut(r, " ")
 		path = strings.ReplaceAll(path, "{name}", "signing")
+		path = strings.ReplaceAll(path, "{file}", "viewer.js")
 		req, _ := http.NewRequest(method, srv.URL+path, nil)
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
@@ -365,25 +369,63 @@ func TestBackendFaultsAre503(t *testing.T) {
 		signer  *faultySigner
 		status  int
 		mention string
+		detail  string // in the log only
 	}{
-		"unavailable": {&faultySigner{err: fmt.Errorf("%w: token removed", backends.ErrUnavailable)}, 503, "token removed"},
-		"timeout":     {&faultySigner{block: true}, 503, "sign_timeout"},
-		"other":       {&faultySigner{err: fmt.Errorf("CKR_GENERAL_ERROR")}, 500, "see the daemon's log"},
+		"unavailable": {&faultySigner{err: fmt.Errorf("%w: token removed", backends.ErrUnavailable)}, 503, `key \"faulty\" cannot sign now`, "token removed"},
+		"timeout":     {&faultySigner{block: true}, 503, "sign_timeout", "deadline exceeded"},
+		"other":       {&faultySigner{err: fmt.Errorf("CKR_GENERAL_ERROR")}, 500, "the daemon's log has the reason", "CKR_GENERAL_ERROR"},
 	} {
 		t.Run(name, func(t *testing.T) {
 			tc.signer.Signer = pemSigner(t)
 			k := keyFromSigner(t, tc.signer)
-			srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, SignTimeout: 50 * time.Millisecond})
+			var log syncBuffer
+			srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, SignTimeout: 50 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&log, nil))})
 			d := sha256.Sum256(nil)
-			status, body := post(t, srv.URL+"/v1/keys/faulty/sign", "application/json", `{"digest":"`+b64(d[:])+`"}`)
-			if status != tc.status || !strings.Contains(string(body), tc.mention) {
-				t.Errorf("%d %s, want %d mentioning %q", status, body, tc.status, tc.mention)
-			}
-			if strings.Contains(string(body), "CKR_GENERAL_ERROR") {
-				t.Errorf("an internal error's detail reached the client: %s", body)
+			for _, body := range []string{`{"digest":"` + b64(d[:]) + `"}`, `{"batch":[{"digest":"` + b64(d[:]) + `"}]}`} {
+				resp, err := http.Post(srv.URL+"/v1/keys/faulty/sign", "application/json", strings.NewReader(body))
+				if err != nil {
+					t.Fatal(err)
+				}
+				answer, _ := io.ReadAll(resp.Body)
+				resp.Body.Close()
+				status := resp.StatusCode
+				if strings.Contains(body, "batch") {
+					status = 200 // the item carries the error
+				}
+				if resp.StatusCode != status || !strings.Contains(string(answer), tc.mention) {
+					t.Errorf("%d %s, want %d mentioning %q", resp.StatusCode, answer, status, tc.mention)
+				}
+				if strings.Contains(string(answer), tc.detail) {
+					t.Errorf("the backend's detail reached the client: %s", answer)
+				}
+				id := resp.Header.Get("X-Request-Id")
+				if id == "" || !strings.Contains(string(answer), `"request_id":"`+id+`"`) {
+					t.Errorf("the answer carries no request id (header %q): %s", id, answer)
+				}
+				if !strings.Contains(log.String(), `"request_id":"`+id+`"`) || !strings.Contains(log.String(), tc.detail) {
+					t.Errorf("the log has no line with request id %s and %q:\n%s", id, tc.detail, log.String())
+				}
 			}
 		})
 	}
+}
+
+// syncBuffer is a log destination that the handlers and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  bytes.Buffer
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 var _ crypto.Signer = (*faultySigner)(nil)

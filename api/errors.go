@@ -1,6 +1,7 @@
 package api
 
 import (
+	"bytes"
 	"encoding/json"
 	"errors"
 	"io"
@@ -8,6 +9,10 @@ import (
 	"mime"
 	"net/http"
 	"strconv"
+	"strings"
+	"sync"
+
+	"github.com/go-json-experiment/json/jsontext"
 )
 
 // writeError writes the /v1 error shape. message must never hold a secret: it is for the
@@ -18,6 +23,20 @@ func writeError(w http.ResponseWriter, status int, code, message string) {
 	b = strconv.AppendQuote(b, code)
 	b = append(b, `,"message":`...)
 	b = appendJSONString(b, message)
+	b = append(b, "}}\n"...)
+	writeJSONBytes(w, status, b)
+}
+
+// writeErrorID writes the /v1 error shape with the request id under which the log holds
+// what the answer leaves out.
+func writeErrorID(w http.ResponseWriter, status int, code, message, id string) {
+	b := make([]byte, 0, 96+len(message))
+	b = append(b, `{"error":{"code":`...)
+	b = strconv.AppendQuote(b, code)
+	b = append(b, `,"message":`...)
+	b = appendJSONString(b, message)
+	b = append(b, `,"request_id":`...)
+	b = strconv.AppendQuote(b, id)
 	b = append(b, "}}\n"...)
 	writeJSONBytes(w, status, b)
 }
@@ -75,47 +94,48 @@ func (a *API) decodeRequest(w http.ResponseWriter, r *http.Request, v any, accep
 	return true
 }
 
-// readJSONBody checks the Content-Type and reads the body within the size limit.
+// readJSONBody reads the body within the size limit (handle has checked its
+// Content-Type).
 func (a *API) readJSONBody(w http.ResponseWriter, r *http.Request) ([]byte, error) {
-	ct := r.Header.Get("Content-Type")
-	if ct == "" {
-		return nil, &requestError{http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type is missing; send application/json"}
-	}
-	if ct != "application/json" {
-		mt, _, err := mime.ParseMediaType(ct)
-		if err != nil || (mt != "application/json" && !(len(mt) > 5 && mt[len(mt)-5:] == "+json")) {
-			return nil, &requestError{http.StatusUnsupportedMediaType, "unsupported_media_type", "Content-Type " + strconv.Quote(ct) + " is not JSON; send application/json"}
+	return readBody(w, r, a.opts.MaxRequestBytes)
+}
+
+// jsonOnly is in front of every POST route: the body must be declared
+// application/json (parameters such as charset allowed). A web page can send a
+// cross-site POST without asking the server first only as text/plain, a form or
+// multipart; application/json needs a CORS preflight, which the daemon never grants (it
+// sends no CORS headers), so no page in a browser can make the daemon sign.
+func jsonOnly(h http.HandlerFunc, seedShape bool) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		ct := r.Header.Get("Content-Type")
+		if ct == "application/json" {
+			h(w, r)
+			return
 		}
+		msg := "Content-Type is missing; send application/json"
+		if ct != "" {
+			if mt, _, err := mime.ParseMediaType(ct); err == nil && mt == "application/json" {
+				h(w, r)
+				return
+			}
+			msg = "Content-Type " + strconv.Quote(ct) + " is not accepted; send application/json"
+		}
+		if seedShape {
+			writeDetail(w, http.StatusUnsupportedMediaType, msg)
+			return
+		}
+		writeError(w, http.StatusUnsupportedMediaType, "unsupported_media_type", msg)
 	}
-	body, err := readBody(w, r, a.opts.MaxRequestBytes)
-	if err != nil {
-		return nil, err
-	}
-	return body, nil
 }
 
-// InMemoryBody is a request body the server has read already (the daemon's own HTTP
-// reader does so for every request it takes): handlers use its bytes as they are.
-type InMemoryBody interface {
-	Bytes() []byte
-}
-
-// readBody reads at most limit bytes; a longer body is a 413.
+// readBody reads at most limit bytes; a longer body is a 413. The buffer grows as bytes
+// arrive, never from the Content-Length a client announces: heads that promise a
+// megabyte and send nothing must cost nothing.
 func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, error) {
 	if r.ContentLength > limit {
 		return nil, tooLarge(limit)
 	}
-	if m, ok := r.Body.(InMemoryBody); ok {
-		if b := m.Bytes(); int64(len(b)) <= limit {
-			return b, nil
-		}
-		return nil, tooLarge(limit)
-	}
-	n := r.ContentLength
-	if n < 0 || n > 64<<10 {
-		n = 512
-	}
-	buf := make([]byte, 0, n+1)
+	buf := make([]byte, 0, 512)
 	rd := http.MaxBytesReader(w, r.Body, limit)
 	for {
 		if len(buf) == cap(buf) {
@@ -129,12 +149,66 @@ func readBody(w http.ResponseWriter, r *http.Request, limit int64) ([]byte, erro
 				return nil, tooLarge(limit)
 			}
 			if errors.Is(err, io.EOF) {
+				if err := duplicateName(buf); err != nil {
+					return nil, err
+				}
 				return buf, nil
 			}
 			return nil, badRequest("cannot read the request body: " + err.Error())
 		}
 	}
 }
+
+// duplicateName refuses a body with a name twice in one object: encoding/json lets the
+// last one win, so {"digest":A,"digest":B} would sign B while a proxy or a log reader
+// that keeps the first sees A. Other syntax errors are left to each route's own parser
+// and its messages.
+func duplicateName(body []byte) error {
+	if bytes.IndexByte(body, ',') < 0 {
+		return nil // no object with two members, as in every {"digest"} request
+	}
+	d := decoders.Get().(*jsontext.Decoder)
+	d.Reset(bytes.NewReader(body), jsontext.AllowInvalidUTF8(true))
+	err := d.SkipValue()
+	d.Reset(bytes.NewReader(nil))
+	decoders.Put(d)
+	var se *jsontext.SyntacticError
+	if !errors.As(err, &se) || !errors.Is(err, jsontext.ErrDuplicateName) {
+		return nil
+	}
+	where := "the body"
+	if p := pointerPath(se.JSONPointer); p != "" {
+		where = p
+	}
+	// The pointer points at the repeated member.
+	return badRequest(where + ": the name " + strconv.Quote(se.JSONPointer.LastToken()) + " appears twice; send each name once")
+}
+
+// pointerPath writes the object holding a JSON pointer's last member as the API's
+// messages name fields: steps[0].type.
+func pointerPath(p jsontext.Pointer) string {
+	var b strings.Builder
+	var toks []string
+	for t := range p.Tokens() {
+		toks = append(toks, t)
+	}
+	if len(toks) > 0 {
+		toks = toks[:len(toks)-1]
+	}
+	for _, t := range toks {
+		if _, err := strconv.Atoi(t); err == nil {
+			b.WriteString("[" + t + "]")
+			continue
+		}
+		if b.Len() > 0 {
+			b.WriteByte('.')
+		}
+		b.WriteString(t)
+	}
+	return b.String()
+}
+
+var decoders = sync.Pool{New: func() any { return jsontext.NewDecoder(bytes.NewReader(nil)) }}
 
 func tooLarge(limit int64) error {
 	return &requestError{http.StatusRequestEntityTooLarge, "too_large", "the request body is larger than max_request_bytes (" + strconv.FormatInt(limit, 10) + " bytes)"}

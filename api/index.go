@@ -32,7 +32,8 @@ func (a *API) index(w http.ResponseWriter, r *http.Request) {
 		"about":   "signing daemon for the IB1 Trust Framework: keys in an HSM (PKCS#11), AWS KMS or a PEM file; IB1 provenance records",
 		"version": a.opts.Version,
 		"openapi": "/openapi.json",
-		"docs":    "/api-docs",
+		"docs":    "/docs",
+		"viewer":  "/viewer",
 		"routes":  routes,
 	})
 }
@@ -95,7 +96,7 @@ var docsPage = template.Must(template.New("docs").Parse(`<!doctype html>
 <style>body{font-family:system-ui,sans-serif;max-width:60rem;margin:2rem auto;padding:0 1rem}
 code{background:#f3f3f3;padding:0 .2em}h2{font-size:1.05rem;margin-bottom:.2rem}p{margin-top:.2rem}</style></head>
 <body><h1>{{.Title}}</h1><p>{{.Description}}</p>
-<p>The machine-readable description is <a href="/openapi.json">/openapi.json</a> (OpenAPI 3).</p>
+<p>The machine-readable description is <a href="/openapi.json">/openapi.json</a> (OpenAPI 3.1); <a href="/docs">/docs</a> is the same, interactive.</p>
 {{range .Ops}}<h2><code>{{.Method}} {{.Path}}</code> — {{.Summary}}</h2><p>{{.Description}}</p>
 {{end}}</body></html>
 `))

@@ -4,9 +4,11 @@ import (
 	"bytes"
 	"context"
 	"crypto"
+	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
+	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
@@ -278,28 +280,51 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 }
 
 // signError classifies a backend's error for the client: the status, the code and a
-// message that names the key. Backends keep secrets out of their errors.
-func signError(e *keyEntry, err error) (int, string, string) {
+// message that names the key and nothing behind it. A backend's error text can hold a
+// module path, a token label, an endpoint, a region, an ARN with its account id, or an
+// upstream's own words: it goes only to the log, under the request id the answer gives.
+func (a *API) signError(ctx context.Context, route string, e *keyEntry, err error, id string) (int, string, string) {
 	name := strconv.Quote(e.key.Name())
-	switch {
-	case errors.Is(err, backends.ErrInvalidDigest):
+	if errors.Is(err, backends.ErrInvalidDigest) {
 		return http.StatusBadRequest, "bad_request", err.Error()
-	case errors.Is(err, context.DeadlineExceeded):
-		return http.StatusServiceUnavailable, "unavailable", "key " + name + " did not sign within sign_timeout"
-	case errors.Is(err, context.Canceled):
-		return http.StatusServiceUnavailable, "unavailable", "the request was cancelled before key " + name + " signed"
-	case errors.Is(err, backends.ErrUnavailable):
-		return http.StatusServiceUnavailable, "unavailable", "key " + name + " cannot sign now: " + err.Error()
 	}
-	return http.StatusInternalServerError, "internal", "key " + name + " failed to sign; see the daemon's log"
+	status, level, msg := http.StatusServiceUnavailable, slog.LevelWarn, ""
+	switch {
+	case errors.Is(err, context.DeadlineExceeded):
+		msg = "key " + name + " did not sign within sign_timeout"
+	case errors.Is(err, context.Canceled):
+		msg = "the request was cancelled before key " + name + " signed"
+	case errors.Is(err, backends.ErrUnavailable):
+		msg = "key " + name + " cannot sign now"
+	default:
+		status, level, msg = http.StatusInternalServerError, slog.LevelError, "key "+name+" failed to sign"
+	}
+	a.log.LogAttrs(ctx, level, "sign failed", slog.String("request_id", id), slog.String("route", route), slog.String("key", e.key.Name()),
+		slog.String("backend", e.key.Backend()), slog.String("error", err.Error()))
+	code := "unavailable"
+	if status == http.StatusInternalServerError {
+		code = "internal"
+	}
+	return status, code, msg + "; the daemon's log has the reason under request id " + id
 }
 
 func (a *API) writeSignError(w http.ResponseWriter, r *http.Request, e *keyEntry, err error) {
-	status, code, msg := signError(e, err)
-	if status == http.StatusInternalServerError {
-		a.log.LogAttrs(r.Context(), slog.LevelError, "sign failed", slog.String("key", e.key.Name()), slog.String("backend", e.key.Backend()), slog.String("error", err.Error()))
+	id := newRequestID()
+	status, code, msg := a.signError(r.Context(), r.Pattern, e, err, id)
+	if status >= 500 {
+		w.Header().Set("X-Request-Id", id)
+		writeErrorID(w, status, code, msg, id)
+		return
 	}
 	writeError(w, status, code, msg)
+}
+
+// newRequestID names a failed request in its answer and in the log line that holds the
+// details.
+func newRequestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
 }
 
 // batchResult is one item's outcome.
@@ -308,6 +333,7 @@ type batchResult struct {
 	status int
 	code   string
 	msg    string
+	id     string // the request id of a backend failure
 }
 
 // signBatch signs every item of a batch, spread over the cores (and over a token's
@@ -343,6 +369,8 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	var wg sync.WaitGroup
 	var next int
 	var mu sync.Mutex
+	var idOnce sync.Once // one request id for every item that failed
+	var id string
 	for range workers {
 		wg.Add(1)
 		go func() {
@@ -360,11 +388,12 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 				}
 				sig, err := e.key.SignContext(ctx, digests[i], crypto.SHA256)
 				if err != nil {
-					status, code, msg := signError(e, err)
-					if status == http.StatusInternalServerError {
-						a.log.LogAttrs(ctx, slog.LevelError, "sign failed", slog.String("key", e.key.Name()), slog.String("error", err.Error()))
-					}
+					idOnce.Do(func() { id = newRequestID() })
+					status, code, msg := a.signError(ctx, r.Pattern, e, err, id)
 					results[i] = batchResult{status: status, code: code, msg: msg}
+					if status >= 500 {
+						results[i].id = id
+					}
 					continue
 				}
 				results[i] = batchResult{sig: sig}
@@ -388,7 +417,15 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 		out = strconv.AppendQuote(out, res.code)
 		out = append(out, `,"message":`...)
 		out = appendJSONString(out, res.msg)
+		if res.id != "" {
+			out = append(out, `,"request_id":"`...)
+			out = append(out, res.id...)
+			out = append(out, '"')
+		}
 		out = append(out, "}}"...)
+	}
+	if id != "" {
+		w.Header().Set("X-Request-Id", id)
 	}
 	writeJSONBytes(w, http.StatusOK, append(out, "]}\n"...))
 }

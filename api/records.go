@@ -2,7 +2,9 @@ package api
 
 import (
 	"context"
+	"crypto/x509"
 	"encoding/json"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"net/http"
@@ -158,6 +160,9 @@ type verifyRecordRequest struct {
 	Find      json.RawMessage `json:"find"`
 	Filter    json.RawMessage `json:"filter"`
 	Framework string          `json:"framework"`
+	// Details asks for "signatures": for each step, who signed its container, when, and
+	// the signing certificate's validity (the record viewer shows them).
+	Details bool `json:"details"`
 }
 
 // verifyRecord is POST /v1/records/verify.
@@ -167,7 +172,7 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 	}
 	p := a.opts.Provenance
 	var req verifyRecordRequest
-	if !a.decodeRequest(w, r, &req, "record, find, filter, framework") {
+	if !a.decodeRequest(w, r, &req, "record, find, filter, framework, details") {
 		return
 	}
 	if len(req.Record) == 0 || string(req.Record) == "null" {
@@ -190,12 +195,15 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		}
 		*q.dst = v
 	}
-	steps, err := a.verify(req.Record, req.Framework)
+	steps, rec, err := a.verifyParsed(req.Record, req.Framework)
 	if err != nil {
 		a.writeRequestError(w, r, err)
 		return
 	}
 	out := map[string]any{"steps": steps}
+	if req.Details {
+		out["signatures"] = signatureDetails(rec)
+	}
 	if find != nil {
 		found, err := provenance.Find(steps, find)
 		if err != nil {
@@ -217,11 +225,17 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 // verify parses and verifies a record under framework (the configured one if empty),
 // counting the outcome.
 func (a *API) verify(raw []byte, framework string) ([]*provenance.Object, error) {
+	steps, _, err := a.verifyParsed(raw, framework)
+	return steps, err
+}
+
+// verifyParsed is verify that also returns the parsed record.
+func (a *API) verifyParsed(raw []byte, framework string) ([]*provenance.Object, *provenance.Record, error) {
 	p := a.opts.Provenance
 	rec, err := p.Verifier.ParseRecord(raw)
 	if err != nil {
 		p.count("verify", false)
-		return nil, recordError(err)
+		return nil, nil, recordError(err)
 	}
 	var steps []*provenance.Object
 	if framework == "" {
@@ -231,10 +245,59 @@ func (a *API) verify(raw []byte, framework string) ([]*provenance.Object, error)
 	}
 	if err != nil {
 		p.count("verify", false)
-		return nil, recordError(err)
+		return nil, nil, recordError(err)
 	}
 	p.count("verify", true)
-	return steps, nil
+	return steps, rec, nil
+}
+
+// stepSignature is the signature over one step's container, as the viewer shows it.
+type stepSignature struct {
+	Serial      string       `json:"serial"`
+	SignedAt    string       `json:"signed_at"`
+	Certificate *certSummary `json:"certificate,omitempty"`
+}
+
+type certSummary struct {
+	Subject   string    `json:"subject"`
+	Issuer    string    `json:"issuer"`
+	NotBefore time.Time `json:"not_before"`
+	NotAfter  time.Time `json:"not_after"`
+}
+
+// signatureDetails lists, for each step of a verified record in the order Verify returns
+// them (depth first, container order), its container's serial, signing time and signing
+// certificate. The record has verified, so every serial has a certificate that parses.
+func signatureDetails(rec *provenance.Record) []stepSignature {
+	certs := map[string]*certSummary{}
+	summary := func(serial string) *certSummary {
+		if c, ok := certs[serial]; ok {
+			return c
+		}
+		var c *certSummary
+		if values, ok := rec.Certificate(serial); ok && len(values) > 0 {
+			if block, _ := pem.Decode([]byte(values[0])); block != nil {
+				if cert, err := x509.ParseCertificate(block.Bytes); err == nil {
+					c = &certSummary{cert.Subject.String(), cert.Issuer.String(), cert.NotBefore.UTC(), cert.NotAfter.UTC()}
+				}
+			}
+		}
+		certs[serial] = c
+		return c
+	}
+	out := []stepSignature{}
+	var walk func(c *provenance.Container)
+	walk = func(c *provenance.Container) {
+		for _, e := range c.Elements {
+			if e.Container != nil {
+				walk(e.Container)
+				continue
+			}
+			out = append(out, stepSignature{c.Serial, c.Timestamp, summary(c.Serial)})
+		}
+	}
+	walk(rec.Steps)
+	return out
 }
 
 // graphRecord is POST /v1/records/graph: the verified record as Graphviz DOT.

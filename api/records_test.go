@@ -2,6 +2,7 @@ package api_test
 
 import (
 	"context"
+	"crypto/sha256"
 	"encoding/json"
 	"os"
 	"path/filepath"
@@ -388,5 +389,48 @@ func TestOriginalServiceErrors(t *testing.T) {
 		if status != tc.status || !strings.Contains(string(body), tc.want) || !strings.Contains(string(body), `"detail"`) {
 			t.Errorf("%s %.50q: %d %s, want %d mentioning %s", tc.path, tc.body, status, body, tc.status, tc.want)
 		}
+	}
+}
+
+// Every POST route takes application/json only (a web page can send text/plain, forms
+// and multipart cross-site without a preflight) and refuses a name given twice in one
+// object (encoding/json would keep the last, so {"digest":A,"digest":B} signed B).
+func TestEveryPostIsStrictJSON(t *testing.T) {
+	url, _, _, c := recordServer(t)
+	d := sha256.Sum256([]byte("x"))
+	digest := `"` + b64(d[:]) + `"`
+	dup := map[string]string{
+		"/v1/keys/m123456/sign": `{"digest":` + digest + `,"digest":"` + b64(make([]byte, 32)) + `"}`,
+		"/v1/keys/m123456/csr":  `{"subject":"a","subject":"b"}`,
+		"/v1/records":           `{"steps":[{"type":"origin","x":{"a":1,"a":2}}]}`,
+		"/v1/records/verify":    `{"record":{},"record":{}}`,
+		"/v1/records/graph":     `{"record":{},"record":{}}`,
+		"/api/v1/sign/edp":      `{"edp_id":"a","edp_id":"b"}`,
+		"/api/v1/sign/cap":      `{"cap_id":"a","cap_id":"b"}`,
+		"/api/v1/decode":        `{"a":1,"a":1}`,
+	}
+	for path, body := range dup {
+		for _, ct := range []string{"text/plain", "application/x-www-form-urlencoded", "multipart/form-data; boundary=x", "", "application/jsonx", "application/merge-patch+json"} {
+			status, answer := post(t, url+path, ct, body)
+			if status != 415 || !strings.Contains(string(answer), "application/json") {
+				t.Errorf("%s as %q: %d %s, want 415 asking for application/json", path, ct, status, answer)
+			}
+		}
+		status, answer := post(t, url+path, "application/json; charset=utf-8", body)
+		if status != 400 || !strings.Contains(string(answer), "appears twice") {
+			t.Errorf("%s %s: %d %s, want 400 naming the repeated name", path, body, status, answer)
+		}
+	}
+	// A repeated name inside a batch item is found as well, and named with its place.
+	status, answer := post(t, url+"/v1/keys/m123456/sign", "application/json", `{"batch":[{"digest":`+digest+`},{"digest":`+digest+`,"digest":`+digest+`}]}`)
+	if status != 400 || !strings.Contains(string(answer), `batch[1]: the name \"digest\" appears twice`) {
+		t.Errorf("batch: %d %s", status, answer)
+	}
+	if c["sign ok"] != 0 {
+		t.Errorf("something was signed: %v", c)
+	}
+	// The same bodies without the repetition are accepted.
+	if status, answer := post(t, url+"/v1/keys/m123456/sign", "application/json; charset=utf-8", `{"digest":`+digest+`}`); status != 200 {
+		t.Errorf("sign: %d %s", status, answer)
 	}
 }

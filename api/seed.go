@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"log/slog"
 	"net/http"
 	"time"
 
@@ -220,10 +219,13 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, steps *seedSteps)
 		}
 	}
 	p.count("sign", false)
-	status, _, msg := signError(a.keys[p.Key.Name()], err)
+	id := newRequestID()
+	status, _, msg := a.signError(r.Context(), r.Pattern, a.keys[p.Key.Name()], err, id)
+	if status >= 500 {
+		w.Header().Set("X-Request-Id", id)
+	}
 	if status == http.StatusInternalServerError {
-		a.log.LogAttrs(r.Context(), slog.LevelError, "record signing failed", slog.String("route", r.Pattern), slog.String("key", p.Key.Name()), slog.String("error", err.Error()))
-		msg = "Internal server error"
+		msg = "Internal server error; the daemon's log has the reason under request id " + id
 	}
 	writeDetail(w, status, msg)
 }

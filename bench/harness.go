@@ -189,41 +189,58 @@ func signBody() []byte {
 // drive sends n POSTs of body to path from clients clients and measures them. per is
 // the number of operations one request stands for (a batch's size).
 func (h *harness) drive(d *daemonProc, transport string, clients int, body []byte, path string, per int) row {
-	return h.driveAt(d.socket, d.http, transport, clients, body, path, per, h.cfg.n/per)
+	return h.driveAt(d.cmd.Process.Pid, d.socket, d.http, transport, clients, body, path, per, h.cfg.n/per)
 }
 
-func (h *harness) driveAt(socket, addr, transport string, clients int, body []byte, path string, per, n int) row {
+// driveAt measures the server process pid on its socket or address: the rate and latency
+// the load generator sees, and the server's own CPU time per operation, which the load
+// generator on the same cores does not distort.
+func (h *harness) driveAt(pid int, socket, addr, transport string, clients int, body []byte, path string, per, n int) row {
 	network, target := "unix", socket
 	if transport == "tcp" {
 		network, target = "tcp", addr
 	}
-	conns := make([]*testenv.RawConn, clients)
-	for i := range conns {
-		c, err := testenv.DialRaw(network, target)
-		if err != nil {
-			h.failures++
-			fmt.Fprintf(os.Stderr, "%s %s: %v\n", transport, path, err)
-			return row{Transport: transport, Clients: clients}
-		}
-		defer c.Close()
-		conns[i] = c
-	}
-	req := testenv.RawRequest(path, body)
-	op := func(i int) error {
-		_, err := conns[i].Do(req)
-		return err
-	}
+	p := testenv.NewPoster(network, target, path, body, clients)
+	defer p.Close()
+	op := func(int) error { return p.Do() }
 	// Warm both ends before measuring.
 	testenv.Load(clients, clients*8, op)
 	if n < clients {
 		n = clients
 	}
+	cpu0 := cpuTime(pid)
 	res := testenv.Load(clients, n, op)
+	cpu := cpuTime(pid) - cpu0
 	if res.Errors > 0 {
 		h.failures++
 		fmt.Fprintf(os.Stderr, "%s %s: %d errors, first: %v\n", transport, path, res.Errors, res.FirstError)
 	}
-	return row{Transport: transport, Clients: clients, Ops: res.OpsPerSec() * float64(per), P50: res.P50, P99: res.P99}
+	r := row{Transport: transport, Clients: clients, Ops: res.OpsPerSec() * float64(per), P50: res.P50, P99: res.P99}
+	if ops := (res.Ops - res.Errors) * per; ops > 0 && cpu > 0 {
+		r.CPU = cpu / time.Duration(ops)
+	}
+	return r
+}
+
+// cpuTime is a process's user and system CPU time so far (/proc/PID/stat, fields 14 and
+// 15, in USER_HZ ticks, which Linux fixes at 100 a second).
+func cpuTime(pid int) time.Duration {
+	b, err := os.ReadFile(fmt.Sprintf("/proc/%d/stat", pid))
+	if err != nil {
+		return 0
+	}
+	// The command name, field 2, is in parentheses and may hold spaces.
+	i := bytes.LastIndexByte(b, ')')
+	if i < 0 || i+2 > len(b) {
+		return 0
+	}
+	f := strings.Fields(string(b[i+2:])) // f[0] is field 3
+	if len(f) < 13 {
+		return 0
+	}
+	ut, _ := strconv.ParseInt(f[11], 10, 64)
+	st, _ := strconv.ParseInt(f[12], 10, 64)
+	return time.Duration(ut+st) * time.Second / 100
 }
 
 // inProcess runs op on workers goroutines n times and returns the rate.

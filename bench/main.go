@@ -34,10 +34,18 @@ type row struct {
 	PeakRSS   int64 // bytes, of the daemon process; 0 when not measured
 	Baseline  float64
 	BaseP50   time.Duration
-	Note      string
+	// CPU is the server process's own CPU time per operation; BaseCPU the baseline
+	// server's, when the baseline is another process (the bare server).
+	CPU, BaseCPU time.Duration
+	Note         string
 }
 
+// ratio is the row's figure against its baseline: the baseline server's CPU per
+// operation over this one's when both were measured, else the rates.
 func (r row) ratio() string {
+	if r.BaseCPU > 0 && r.CPU > 0 {
+		return strconv.FormatFloat(float64(r.BaseCPU)/float64(r.CPU), 'f', 2, 64) + " (CPU)"
+	}
 	if r.Baseline <= 0 {
 		return ""
 	}
@@ -128,9 +136,9 @@ func (h *harness) markdown(took time.Duration, smoke bool) string {
 	host, _ := os.Hostname()
 	fmt.Fprintf(&b, "# provenanced benchmark\n\n%s, %s, %d CPUs, %s, %d requests per row%s, %s in all.\n",
 		time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), runtime.Version(), h.cfg.n, map[bool]string{true: " (smoke run)"}[smoke], took.Round(time.Second))
-	fmt.Fprintf(&b, "Reproduce: `make bench` (`go run ./bench`). The load generator shares the machine with the daemon.\n\n")
-	b.WriteString("| backend | transport | workload | clients | ops/s | p50 | p99 | daemon peak RSS | baseline ops/s | baseline p50 | ratio | note |\n")
-	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
+	fmt.Fprintf(&b, "Reproduce: `make bench` (`go run ./bench`). The load generator (net/http's client) shares the machine with the daemon; \"server CPU/op\" is the server process's own user+system time per operation from /proc/PID/stat, which that sharing does not distort. The daemon logs a JSON line per request to a file throughout.\n\n")
+	b.WriteString("| backend | transport | workload | clients | ops/s | p50 | p99 | server CPU/op | daemon peak RSS | baseline ops/s | baseline p50 | ratio | note |\n")
+	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range h.rows {
 		rss := ""
 		if r.PeakRSS > 0 {
@@ -140,8 +148,8 @@ func (h *harness) markdown(took time.Duration, smoke bool) string {
 		if r.Baseline > 0 {
 			base = fmt.Sprintf("%.0f", r.Baseline)
 		}
-		fmt.Fprintf(&b, "| %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s |\n",
-			r.Backend, r.Transport, r.Workload, r.Clients, r.Ops, dur(r.P50), dur(r.P99), rss, base, dur(r.BaseP50), r.ratio(), r.Note)
+		fmt.Fprintf(&b, "| %s | %s | %s | %d | %.0f | %s | %s | %s | %s | %s | %s | %s | %s |\n",
+			r.Backend, r.Transport, r.Workload, r.Clients, r.Ops, dur(r.P50), dur(r.P99), dur(r.CPU), rss, base, dur(r.BaseP50), r.ratio(), r.Note)
 	}
 	for _, n := range h.notes {
 		fmt.Fprintf(&b, "\n%s\n", n)

@@ -64,19 +64,29 @@ func pemExtras(h *harness, d *daemonProc, dir string, key *ecdsa.PrivateKey) err
 	for _, transport := range []string{"unix", "tcp"} {
 		// Alternate daemon and bare server, twice each, and keep each one's better run:
 		// the machine's noise then falls on both alike.
+		// The same for CPU per signature: each one's lower figure.
 		var best, bestBare row
+		var cpu, cpuBare time.Duration
 		for round := 0; round < 2; round++ {
 			r := h.drive(d, transport, top, signBody(), "/v1/keys/signing/sign", 1)
 			if r.Ops > best.Ops {
 				best = r
 			}
-			b := h.driveAt(bare.socket, bare.http, transport, top, signBody(), "/sign", 1, h.cfg.n)
+			if cpu == 0 || r.CPU > 0 && r.CPU < cpu {
+				cpu = r.CPU
+			}
+			b := h.driveAt(bare.cmd.Process.Pid, bare.socket, bare.http, transport, top, signBody(), "/sign", 1, h.cfg.n)
 			if b.Ops > bestBare.Ops {
 				bestBare = b
 			}
+			if cpuBare == 0 || b.CPU > 0 && b.CPU < cpuBare {
+				cpuBare = b.CPU
+			}
 		}
+		best.CPU, bestBare.CPU = cpu, cpuBare
 		bestBare.Backend, bestBare.Workload, bestBare.Note = "pem", "bare", "bare net/http server"
-		best.Backend, best.Workload, best.Baseline, best.BaseP50, best.Note = "pem", "sign", bestBare.Ops, bestBare.P50, "vs the bare server"
+		best.Backend, best.Workload, best.Baseline, best.BaseP50, best.BaseCPU = "pem", "sign", bestBare.Ops, bestBare.P50, bestBare.CPU
+		best.Note = "vs the bare server: its CPU/op ÷ the daemon's (target ≥ 0.90)"
 		h.add(bestBare)
 		h.add(best)
 	}
@@ -92,7 +102,7 @@ func pemExtras(h *harness, d *daemonProc, dir string, key *ecdsa.PrivateKey) err
 		r := h.drive(d, "unix", c, batch, "/v1/keys/signing/sign", 64)
 		r.Backend, r.Workload = "pem", "batch64"
 		r.Baseline = inProcessSign(key, h.cfg.n).OpsPerSec()
-		r.Note = "signatures/s"
+		r.Note = "signatures/s, vs ECDSA in process on all cores (target ≥ 0.80)"
 		h.add(r)
 	}
 

@@ -23,6 +23,8 @@ import (
 
 // Defaults of the [server] and [provenance] sections.
 const (
+	// DefaultHTTP is where the original service's environment mode listens, as the
+	// original did. A config file gets a TCP listener only when it names one.
 	DefaultHTTP            = "127.0.0.1:8080"
 	DefaultSocketMode      = 0o660
 	DefaultMaxRequestBytes = 1 << 20
@@ -46,9 +48,17 @@ type Config struct {
 
 // Server is the [server] section.
 type Server struct {
-	Socket          string   `toml:"socket"`      // "" = no Unix socket
-	SocketMode      FileMode `toml:"socket_mode"` // permissions of the socket file
-	HTTP            string   `toml:"http"`        // "" = no TCP listener
+	Socket     string   `toml:"socket"`      // "" = no Unix socket
+	SocketMode FileMode `toml:"socket_mode"` // permissions of the socket file
+	HTTP       string   `toml:"http"`        // "" or absent = no TCP listener
+	// TLSCert and TLSKey make the TCP listener speak HTTPS; with TLSClientCA it requires
+	// client certificates that chain to it.
+	TLSCert     string `toml:"tls_cert"`
+	TLSKey      string `toml:"tls_key"`
+	TLSClientCA string `toml:"tls_client_ca"`
+	// AllowedHosts are the Host names, besides loopback ones, that a TCP listener on a
+	// loopback address answers.
+	AllowedHosts    []string `toml:"allowed_hosts"`
 	MaxRequestBytes int64    `toml:"max_request_bytes"`
 	ShutdownTimeout Duration `toml:"shutdown_timeout"`
 	// SignTimeout bounds each request's wait for a backend; a backend that does not
@@ -78,7 +88,6 @@ type Provenance struct {
 func Defaults() *Config {
 	return &Config{
 		Server: Server{
-			HTTP:            DefaultHTTP,
 			SocketMode:      DefaultSocketMode,
 			MaxRequestBytes: DefaultMaxRequestBytes,
 			ShutdownTimeout: Duration(DefaultShutdownTimeout),
@@ -240,6 +249,11 @@ func (c *Config) resolvePaths() {
 	if c.Server.Socket != "" {
 		c.Server.Socket = c.Path(c.Server.Socket)
 	}
+	for _, p := range []*string{&c.Server.TLSCert, &c.Server.TLSKey, &c.Server.TLSClientCA} {
+		if *p != "" {
+			*p = c.Path(*p)
+		}
+	}
 	c.Provenance.RootCA = c.ResolveSource(c.Provenance.RootCA)
 }
 
@@ -269,6 +283,17 @@ func (c *Config) Check() error {
 	if s.HTTP != "" {
 		if _, _, err := net.SplitHostPort(s.HTTP); err != nil {
 			return c.Errorf("server.http", "%q is not host:port (for example \"127.0.0.1:8080\"; \"\" for no TCP listener)", s.HTTP)
+		}
+	}
+	if (s.TLSCert == "") != (s.TLSKey == "") {
+		return c.Errorf("server.tls_cert", "tls_cert and tls_key go together: set both, or neither")
+	}
+	if s.TLSClientCA != "" && s.TLSCert == "" {
+		return c.Errorf("server.tls_client_ca", "needs tls_cert and tls_key: client certificates are asked for only over TLS")
+	}
+	for _, h := range s.AllowedHosts {
+		if h == "" || strings.ContainsAny(h, " /:@[]") {
+			return c.Errorf("server.allowed_hosts", "%q is not a host name (give names without port, such as \"signer.internal\")", h)
 		}
 	}
 	if s.MaxRequestBytes <= 0 {

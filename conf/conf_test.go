@@ -214,3 +214,33 @@ func TestSocketModeAcceptsTOMLOctal(t *testing.T) {
 		t.Errorf("socket_mode = %o", cfg.Server.SocketMode)
 	}
 }
+
+// A config file opens a TCP listener only when it names one: a socket-only file must not
+// also listen on 127.0.0.1:8080, where its socket's permissions protect nothing.
+func TestNoTCPUnlessConfigured(t *testing.T) {
+	cfg, err := Load(writeConfig(t, "[server]\nsocket = \"p.sock\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if cfg.Server.HTTP != "" {
+		t.Errorf("http = %q without server.http in the file, want none", cfg.Server.HTTP)
+	}
+	cfg, err = Load(writeConfig(t, "[server]\nhttp = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\ntls_key = \"k.pem\"\ntls_client_ca = \"ca.pem\"\nallowed_hosts = [\"signer.internal\"]\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := cfg.Server
+	if s.HTTP != "127.0.0.1:0" || !filepath.IsAbs(s.TLSCert) || filepath.Base(s.TLSKey) != "k.pem" || filepath.Base(s.TLSClientCA) != "ca.pem" || len(s.AllowedHosts) != 1 {
+		t.Errorf("server = %+v", s)
+	}
+	for text, want := range map[string]string{
+		"[server]\nhttp = \"127.0.0.1:0\"\ntls_cert = \"c.pem\"\n":                  "server.tls_cert: tls_cert and tls_key go together",
+		"[server]\nhttp = \"127.0.0.1:0\"\ntls_client_ca = \"ca.pem\"\n":            "server.tls_client_ca: needs tls_cert",
+		"[server]\nhttp = \"127.0.0.1:0\"\nallowed_hosts = [\"evil.example:80\"]\n": "server.allowed_hosts: \"evil.example:80\" is not a host name",
+	} {
+		_, err := Load(writeConfig(t, text))
+		if err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%q: %v, want %q", text, err, want)
+		}
+	}
+}

@@ -58,6 +58,7 @@ func FromEnvironment(src EnvSource) (*Config, map[string]string, error) {
 	}
 	cfg := Defaults()
 	cfg.File = file
+	cfg.Server.HTTP = DefaultHTTP // as the original listened
 	path := func(p string) string {
 		if p == "" || strings.HasPrefix(p, "s3://") || filepath.IsAbs(p) {
 			return p

@@ -54,11 +54,8 @@ certificates = "signing-bundle.pem"
 		b.Fatal(err)
 	}
 	b.Cleanup(func() { logFile.Close() })
-	// Logs go through a LogBuffer, as `provenanced serve` sets them up.
-	buf := NewLogBuffer(logFile)
-	b.Cleanup(func() { buf.Close() })
-	log := slog.New(FlushingHandler{Handler: slog.NewJSONHandler(buf, nil), Buffer: buf})
-	d, err := New(context.Background(), cfg, Options{Logger: log, LogBuffer: buf, Version: "bench"})
+	log := slog.New(slog.NewJSONHandler(logFile, nil)) // as `provenanced serve` logs
+	d, err := New(context.Background(), cfg, Options{Logger: log, Version: "bench"})
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -91,24 +88,13 @@ func startBareServer(b *testing.B, key *ecdsa.PrivateKey) string {
 }
 
 // signLoad drives POST path on the socket with {"digest"} from benchClients clients, each
-// on its own keep-alive connection, with the lean client of the benchmark harness.
+// on keep-alive connections, with the load generator of the benchmark harness.
 func signLoad(b *testing.B, sock, path string) {
 	b.Helper()
 	d := sha256.Sum256([]byte("bench"))
-	req := testenv.RawRequest(path, []byte(`{"digest":"`+base64.StdEncoding.EncodeToString(d[:])+`"}`))
-	conns := make([]*testenv.RawConn, benchClients)
-	for i := range conns {
-		c, err := testenv.DialRaw("unix", sock)
-		if err != nil {
-			b.Fatal(err)
-		}
-		defer c.Close()
-		conns[i] = c
-	}
-	op := func(i int) error {
-		_, err := conns[i].Do(req)
-		return err
-	}
+	p := testenv.NewPoster("unix", sock, path, []byte(`{"digest":"`+base64.StdEncoding.EncodeToString(d[:])+`"}`), benchClients)
+	defer p.Close()
+	op := func(int) error { return p.Do() }
 	testenv.Load(benchClients, benchClients*8, op) // warm both ends
 	b.ResetTimer()
 	r := testenv.Load(benchClients, b.N, op)

@@ -4,6 +4,7 @@ package daemon
 
 import (
 	"context"
+	"crypto/tls"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -30,9 +31,6 @@ type Options struct {
 	Version string
 	// Listening, when set, is called once every listener is ready, with the addresses.
 	Listening func(socket, http string)
-	// LogBuffer, when set, is the batch Logger's JSON lines go through; the request log
-	// lines are then appended to it directly, and it is flushed when Serve returns.
-	LogBuffer *LogBuffer
 }
 
 // Daemon is a configured daemon whose keys are open.
@@ -42,7 +40,9 @@ type Daemon struct {
 	metrics *Metrics
 	keys    []*backends.Key
 	health  *health
-	handler http.Handler
+	api     http.Handler // the API alone
+	handler http.Handler // the API with its metrics and request log
+	tls     *tls.Config  // the TCP listener's, or nil
 	opts    Options
 }
 
@@ -52,6 +52,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	if opts.Logger == nil {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
+	opts.Logger = slog.New(redactingHandler{opts.Logger.Handler()})
 	m := NewMetrics(opts.Version)
 	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver})
 	if err != nil {
@@ -78,7 +79,12 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		backends.CloseAll(keys)
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, handler: newObserved(a.Handler(), opts.Logger, opts.LogBuffer, m), opts: opts}, nil
+	tc, err := loadTLS(cfg)
+	if err != nil {
+		backends.CloseAll(keys)
+		return nil, err
+	}
+	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, api: a.Handler(), handler: newObserved(a.Handler(), opts.Logger, m), tls: tc, opts: opts}, nil
 }
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
@@ -92,7 +98,7 @@ func (d *Daemon) Handler() http.Handler { return d.handler }
 func (d *Daemon) Serve(ctx context.Context) error {
 	defer backends.CloseAll(d.keys)
 	s := &d.cfg.Server
-	var servers []*server
+	var servers []*http.Server
 	var listeners []net.Listener
 	closeAll := func() {
 		for _, l := range listeners {
@@ -119,9 +125,16 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			closeAll()
 			return fmt.Errorf("%s: server.http: cannot listen on %s: %w", d.cfg.File, s.HTTP, err)
 		}
-		listeners = append(listeners, l)
-		servers = append(servers, d.server(d.handler))
+		h := d.handler
+		if isLoopback(l.Addr()) {
+			h = newObserved(hostGuard(d.api, s.AllowedHosts), d.log, d.metrics)
+		}
 		httpAddr = l.Addr().String()
+		if d.tls != nil {
+			l = tls.NewListener(l, d.tls)
+		}
+		listeners = append(listeners, l)
+		servers = append(servers, d.server(h))
 	}
 	d.health.check(ctx) // sets backend_up and warns of expiry at once, not after the first interval
 	d.health.start(ctx)
@@ -129,10 +142,7 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	for i, srv := range servers {
 		go func() { errc <- srv.Serve(listeners[i]) }()
 	}
-	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "keys", d.cfg.KeyNames(), "version", d.opts.Version)
-	if d.opts.LogBuffer != nil {
-		d.opts.LogBuffer.Flush() // an operator waits for this line
-	}
+	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "tls", d.tls != nil && httpAddr != "", "keys", d.cfg.KeyNames(), "version", d.opts.Version)
 	if d.opts.Listening != nil {
 		d.opts.Listening(socketAddr, httpAddr)
 	}
@@ -163,27 +173,29 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		return serveErr
 	}
 	d.log.Info("stopped")
-	if d.opts.LogBuffer != nil {
-		d.opts.LogBuffer.Flush()
-	}
 	return nil
 }
 
-// server serves h on a listener: the common requests read by the daemon itself, any
-// other connection handed to net/http (see httpserver.go).
-func (d *Daemon) server(h http.Handler) *server {
+// server is the one net/http configuration of both listeners.
+func (d *Daemon) server(h http.Handler) *http.Server {
 	sign := d.cfg.Server.SignTimeout.D()
-	return newServer(h, &http.Server{
-		Handler:           h,
+	return &http.Server{
+		Handler: h,
+		// A connection that sends no complete head within this is closed, the first
+		// request's as much as a later one's.
 		ReadHeaderTimeout: 5 * time.Second,
-		ReadTimeout:       30 * time.Second,
-		// Long enough for the slowest backend to sign within sign_timeout and answer.
-		WriteTimeout:   sign + 30*time.Second,
+		// The whole request, body included: max_request_bytes at a slow client's pace.
+		ReadTimeout: 10 * time.Second,
+		// From the end of each request's head (net/http sets it afresh per request, so an
+		// idle connection never carries a stale one): the body, the backend's sign_timeout
+		// and the answer. A client that never reads its answers frees its goroutine then,
+		// and a shutdown does not wait for it.
+		WriteTimeout:   sign + 15*time.Second,
 		IdleTimeout:    2 * time.Minute,
 		MaxHeaderBytes: 64 << 10,
 		ConnContext:    connContext,
 		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
-	}, d.cfg.Server.MaxRequestBytes, d.log)
+	}
 }
 
 // withPprof adds /debug/pprof/ in front of h; the daemon does this for the Unix socket

@@ -2,6 +2,8 @@ package daemon
 
 import (
 	"context"
+	"crypto/rand"
+	"encoding/hex"
 	"fmt"
 	"log/slog"
 	"sync"
@@ -106,6 +108,13 @@ func (h *health) check(ctx context.Context) map[string]error {
 	return out
 }
 
+// requestID names an answer and the log lines that hold what it leaves out.
+func requestID() string {
+	var b [8]byte
+	rand.Read(b[:])
+	return hex.EncodeToString(b[:])
+}
+
 // warnExpiry logs, at most once a day, that a key's certificate ends within 30 days or
 // has ended. Called with h.mu held.
 func (h *health) warnExpiry(k *backends.Key) {
@@ -128,14 +137,21 @@ func (h *health) warnExpiry(k *backends.Key) {
 }
 
 // reasons is /readyz: why the daemon cannot serve every key now. A key's backend must
-// answer, and its certificate must be valid now.
+// answer, and its certificate must be valid now. A backend's error text names what only
+// the operator should see (module path, token label, endpoint, ARN): the answer says
+// which key, and the log has the text under the request id the answer gives.
 func (h *health) reasons(ctx context.Context) []string {
 	errs := h.check(ctx)
 	var out []string
 	now := h.now()
+	var id string
 	for _, k := range h.keys {
 		if err := errs[k.Name()]; err != nil {
-			out = append(out, fmt.Sprintf("key %q (%s): %v", k.Name(), k.Backend(), err))
+			if id == "" {
+				id = requestID()
+			}
+			h.log.Warn("not ready: key cannot sign", "request_id", id, "key", k.Name(), "backend", k.Backend(), "error", err.Error())
+			out = append(out, fmt.Sprintf("key %q (%s) cannot sign now; the daemon's log has the reason under request id %s", k.Name(), k.Backend(), id))
 		}
 		if leaf := k.Leaf(); leaf != nil {
 			if now.After(leaf.NotAfter) {

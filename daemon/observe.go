@@ -9,7 +9,6 @@ import (
 	"sync"
 	"syscall"
 	"time"
-	"unicode/utf8"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -26,9 +25,6 @@ type peerKey struct{}
 // connContext records the peer of a Unix socket connection once per connection, not
 // once per request.
 func connContext(ctx context.Context, c net.Conn) context.Context {
-	if h, ok := c.(interface{ NetConn() net.Conn }); ok {
-		c = h.NetConn() // a connection handed from the server's own reader to net/http
-	}
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return ctx
@@ -49,7 +45,6 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 type observed struct {
 	next    http.Handler
 	log     *slog.Logger
-	access  *LogBuffer // when set, request lines are written here directly, as slog's JSON handler would
 	m       *Metrics
 	mu      sync.RWMutex
 	byRoute map[routeCode]prometheus.Counter
@@ -61,8 +56,8 @@ type routeCode struct {
 	code  int
 }
 
-func newObserved(next http.Handler, log *slog.Logger, access *LogBuffer, m *Metrics) *observed {
-	return &observed{next: next, log: log, access: access, m: m, byRoute: map[routeCode]prometheus.Counter{}, times: map[string]prometheus.Observer{}}
+func newObserved(next http.Handler, log *slog.Logger, m *Metrics) *observed {
+	return &observed{next: next, log: log, m: m, byRoute: map[routeCode]prometheus.Counter{}, times: map[string]prometheus.Observer{}}
 }
 
 var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
@@ -96,19 +91,13 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p, _ := r.Context().Value(peerKey{}).(*peer)
-	if o.access != nil && level == slog.LevelInfo {
-		o.access.Append(func(b []byte) []byte {
-			return appendRequestLine(b, route, status, took, r.PathValue("name"), p, r.RemoteAddr)
-		})
-		return
-	}
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("route", route), slog.Int("status", status), slog.Float64("duration_ms", float64(took.Microseconds())/1000))
 	if k := r.PathValue("name"); k != "" {
 		attrs = append(attrs, slog.String("key", k))
 	}
 	if p != nil && p.unix {
-		attrs = append(attrs, slog.Group("peer", slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid)))
+		attrs = append(attrs, slog.Attr{Key: "peer", Value: slog.GroupValue(slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid))})
 	} else {
 		attrs = append(attrs, slog.String("peer", r.RemoteAddr))
 	}
@@ -161,62 +150,3 @@ func (s *statusRecorder) Write(b []byte) (int, error) {
 
 // Unwrap lets http.ResponseController reach the connection's writer.
 func (s *statusRecorder) Unwrap() http.ResponseWriter { return s.ResponseWriter }
-
-// appendRequestLine writes the request's log line as slog's JSON handler writes the
-// line of the slow path, without its allocations: this runs for every request.
-func appendRequestLine(b []byte, route string, status int, took time.Duration, key string, p *peer, remote string) []byte {
-	b = append(b, `{"time":"`...)
-	b = time.Now().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","level":"INFO","msg":"request","route":`...)
-	b = appendJSONString(b, route)
-	b = append(b, `,"status":`...)
-	b = strconv.AppendInt(b, int64(status), 10)
-	b = append(b, `,"duration_ms":`...)
-	b = strconv.AppendFloat(b, float64(took.Microseconds())/1000, 'f', -1, 64)
-	if key != "" {
-		b = append(b, `,"key":`...)
-		b = appendJSONString(b, key)
-	}
-	if p != nil && p.unix {
-		b = append(b, `,"peer":{"uid":`...)
-		b = strconv.AppendInt(b, int64(p.uid), 10)
-		b = append(b, `,"gid":`...)
-		b = strconv.AppendInt(b, int64(p.gid), 10)
-		b = append(b, `,"pid":`...)
-		b = strconv.AppendInt(b, int64(p.pid), 10)
-		b = append(b, '}')
-	} else {
-		b = append(b, `,"peer":`...)
-		b = appendJSONString(b, remote)
-	}
-	return append(b, "}\n"...)
-}
-
-// appendJSONString quotes s for JSON; invalid UTF-8 becomes U+FFFD, as encoding/json does.
-func appendJSONString(b []byte, s string) []byte {
-	const hex = "0123456789abcdef"
-	b = append(b, '"')
-	for i := 0; i < len(s); {
-		c := s[i]
-		if c < utf8.RuneSelf {
-			switch {
-			case c == '"' || c == '\\':
-				b = append(b, '\\', c)
-			case c < 0x20:
-				b = append(b, '\\', 'u', '0', '0', hex[c>>4], hex[c&0xf])
-			default:
-				b = append(b, c)
-			}
-			i++
-			continue
-		}
-		r, size := utf8.DecodeRuneInString(s[i:])
-		if r == utf8.RuneError && size == 1 {
-			b = append(b, `\ufffd`...)
-		} else {
-			b = append(b, s[i:i+size]...)
-		}
-		i += size
-	}
-	return append(b, '"')
-}

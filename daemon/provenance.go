@@ -3,7 +3,6 @@ package daemon
 import (
 	"context"
 	"crypto/x509"
-	"fmt"
 	"time"
 
 	"github.com/ib1/provenanced/api"
@@ -19,7 +18,8 @@ func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key, 
 	pc := &cfg.Provenance
 	p := &api.Provenance{Scheme: pc.Scheme, Counted: m.countRecord}
 	if pc.RootCA == "" {
-		p.NotConfigured = fmt.Sprintf("provenance.root_ca is not set in %s: records can be neither verified nor signed", cfg.File)
+		// The answer names the setting, not the config file's path.
+		p.NotConfigured = "provenance.root_ca is not set in the daemon's configuration: records can be neither verified nor signed"
 		return p, checkCertificates(cfg, keys, nil)
 	}
 	data, err := conf.ReadSource(ctx, pc.RootCA)

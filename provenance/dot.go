@@ -10,11 +10,15 @@ import (
 // others box), labelled with its type and id, and clustered by the name of its signer; an
 // edge from a step to each step it refers to, labelled with the member that refers to it:
 // "of" (a transfer's data), "transfer" (a receipt's transfer), "inputs" (a process's inputs)
-// and "permissions". References to ids not in the record are not drawn.
+// and "permissions". References to ids not in the record are not drawn. A transfer step's
+// "to" member is drawn as a dashed edge: to the cluster of that member's steps when it
+// signed some, otherwise to a dashed ellipse naming the member (nodes m0, m1, ...).
 func DOT(steps []*Object) []byte {
 	var b strings.Builder
 	b.WriteString("digraph provenance {\n")
 	b.WriteString("  rankdir=BT;\n")
+	b.WriteString("  compound=true;\n")
+	b.WriteString("  graph [fontname=\"Helvetica\", fontsize=11];\n")
 	b.WriteString("  node [fontname=\"Helvetica\", fontsize=10];\n")
 	b.WriteString("  edge [fontname=\"Helvetica\", fontsize=9];\n")
 
@@ -29,9 +33,10 @@ func DOT(steps []*Object) []byte {
 	}
 	var clusters []string
 	members := map[string][]int{}
+	clusterOf := map[string]int{} // a signer's member URL -> its cluster
 	var loose []int
 	for i, s := range steps {
-		name, ok := signerName(s)
+		name, ok := signerField(s, "name")
 		if !ok {
 			loose = append(loose, i)
 			continue
@@ -40,6 +45,11 @@ func DOT(steps []*Object) []byte {
 			clusters = append(clusters, name)
 		}
 		members[name] = append(members[name], i)
+		if member, ok := signerField(s, "member"); ok {
+			if _, seen := clusterOf[member]; !seen {
+				clusterOf[member] = len(clusters) - 1
+			}
+		}
 	}
 	writeNode := func(indent string, i int) {
 		s := steps[i]
@@ -90,6 +100,31 @@ func DOT(steps []*Object) []byte {
 			}
 		}
 	}
+	external := map[string]string{}
+	for i, s := range steps {
+		if typ, _ := s.GetString("type"); typ != "transfer" {
+			continue
+		}
+		to, ok := s.GetString("to")
+		if !ok {
+			continue
+		}
+		from := "s" + strconv.Itoa(i)
+		if c, ok := clusterOf[to]; ok {
+			// constraint=false: the recipient's steps come later and point back at this
+			// transfer; this edge must not pull the layout the other way.
+			first := "s" + strconv.Itoa(members[clusters[c]][0])
+			b.WriteString("  " + from + " -> " + first + " [label=\"to\", style=dashed, constraint=false, lhead=cluster_" + strconv.Itoa(c) + "];\n")
+			continue
+		}
+		m, ok := external[to]
+		if !ok {
+			m = "m" + strconv.Itoa(len(external))
+			external[to] = m
+			b.WriteString("  " + m + " [shape=ellipse, style=dashed, label=" + dotQuote(to) + "];\n")
+		}
+		b.WriteString("  " + from + " -> " + m + " [label=\"to\", style=dashed];\n")
+	}
 	b.WriteString("}\n")
 	return []byte(b.String())
 }
@@ -109,7 +144,8 @@ func shapeFor(typ string) string {
 	}
 }
 
-func signerName(step *Object) (string, bool) {
+// signerField is a member ("name", "member") of the step's signer, from its _signature.
+func signerField(step *Object, field string) (string, bool) {
 	sig, ok := step.Get("_signature")
 	if !ok {
 		return "", false
@@ -126,7 +162,7 @@ func signerName(step *Object) (string, bool) {
 	if !ok {
 		return "", false
 	}
-	return signer.GetString("name")
+	return signer.GetString(field)
 }
 
 // dotQuote writes s as a DOT quoted string for a label: quotes and backslashes escaped (a

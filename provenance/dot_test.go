@@ -31,6 +31,11 @@ func TestDOTCap(t *testing.T) {
 		`s6 -> s4 [label="permissions"];`,
 		`s7 -> s6 [label="of"];`,
 		`s7 -> s4 [label="permissions"];`,
+		// Transfers between members: the EDP's to the CAP, whose cluster is cluster_1; the
+		// CAP's to the bank, which signed nothing in this record.
+		`s2 -> s3 [label="to", style=dashed, constraint=false, lhead=cluster_1];`,
+		`m0 [shape=ellipse, style=dashed, label="https://member.core.sandbox.trust.ib1.org/m/71212388"];`,
+		`s7 -> m0 [label="to", style=dashed];`,
 		`subgraph cluster_0 {` + "\n" + `    label="Smart Meter Reading Co";`,
 		`subgraph cluster_1 {` + "\n" + `    label="Carbon Accounting Provider";`,
 	} {
@@ -38,8 +43,8 @@ func TestDOTCap(t *testing.T) {
 			t.Errorf("missing %q in\n%s", want, dot)
 		}
 	}
-	if n := strings.Count(dot, " -> "); n != 9 {
-		t.Errorf("%d edges, want 9", n)
+	if n := strings.Count(dot, " -> "); n != 11 {
+		t.Errorf("%d edges, want 11", n)
 	}
 	// The EDP's three steps are in its cluster, before the CAP's cluster starts.
 	edp := dot[strings.Index(dot, "cluster_0"):strings.Index(dot, "cluster_1")]

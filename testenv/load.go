@@ -1,6 +1,12 @@
 package testenv
 
 import (
+	"bytes"
+	"context"
+	"fmt"
+	"io"
+	"net"
+	"net/http"
 	"sort"
 	"sync"
 	"sync/atomic"
@@ -75,3 +81,47 @@ func Load(clients, n int, op func(client int) error) LoadResult {
 }
 
 type errBox struct{ err error }
+
+// Poster sends one prepared JSON POST again and again through net/http's client, over
+// keep-alive connections: the load generator of the benchmarks. Its own CPU does not
+// matter to them, which measure the server's CPU from /proc.
+type Poster struct {
+	client *http.Client
+	url    string
+	body   []byte
+}
+
+// NewPoster posts body to path on addr, over "unix" (addr is a socket path) or "tcp",
+// keeping up to conns connections open.
+func NewPoster(network, addr, path string, body []byte, conns int) *Poster {
+	tr := &http.Transport{MaxIdleConns: conns, MaxIdleConnsPerHost: conns, MaxConnsPerHost: conns, IdleConnTimeout: time.Minute}
+	url := "http://" + addr + path
+	if network == "unix" {
+		tr.DialContext = func(ctx context.Context, _, _ string) (net.Conn, error) {
+			var d net.Dialer
+			return d.DialContext(ctx, "unix", addr)
+		}
+		url = "http://localhost" + path
+	}
+	return &Poster{client: &http.Client{Transport: tr, Timeout: time.Minute}, url: url, body: body}
+}
+
+// Do posts once and reads the whole answer, which must be a 200.
+func (p *Poster) Do() error {
+	resp, err := p.client.Post(p.url, "application/json", bytes.NewReader(p.body))
+	if err != nil {
+		return err
+	}
+	defer resp.Body.Close()
+	b, err := io.ReadAll(resp.Body)
+	if err != nil {
+		return err
+	}
+	if resp.StatusCode != http.StatusOK {
+		return fmt.Errorf("answer %s: %s", resp.Status, bytes.TrimSpace(b))
+	}
+	return nil
+}
+
+// Close closes the idle connections.
+func (p *Poster) Close() { p.client.CloseIdleConnections() }

@@ -100,19 +100,39 @@ func opensslVerify(t *testing.T, dir, pubPath string, msg, sig []byte) {
 	}
 }
 
-func wantStatus(t *testing.T, err error, status int, contains ...string) {
+// wantStatus checks a failed sign: the answer has status and names the key and a
+// request id, and nothing of the backend's detail; the log has the detail under that id.
+func (d *runningDaemon) wantStatus(t *testing.T, err error, status int, detail ...string) {
 	t.Helper()
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Status != status {
 		t.Fatalf("want HTTP %d, got %v", status, err)
 	}
-	for _, c := range contains {
-		if !strings.Contains(ce.Message, c) {
-			t.Errorf("message %q does not contain %q", ce.Message, c)
+	_, id, ok := strings.Cut(ce.Message, "request id ")
+	if !ok || !strings.Contains(ce.Message, `key "signing"`) {
+		t.Errorf("message %q names no key and no request id", ce.Message)
+	}
+	var line string
+	for _, l := range strings.Split(d.log.String(), "\n") {
+		if id != "" && strings.Contains(l, `"request_id":"`+id+`"`) {
+			line = l
 		}
 	}
-	if strings.Contains(ce.Message, testenv.DummySecretKey) || strings.Contains(ce.Message, testenv.DummyAccessKeyID) {
-		t.Errorf("the message shows a credential: %s", ce.Message)
+	for _, c := range detail {
+		if strings.Contains(ce.Message, c) {
+			t.Errorf("message %q shows the backend's detail %q", ce.Message, c)
+		}
+		if !strings.Contains(line, c) {
+			t.Errorf("the log line of request %s does not contain %q: %s", id, c, line)
+		}
+	}
+	for _, secret := range []string{testenv.DummySecretKey, testenv.DummyAccessKeyID, "account", "111122223333", "alias/provenance", "arn:aws"} {
+		if strings.Contains(ce.Message, secret) {
+			t.Errorf("the message shows %q: %s", secret, ce.Message)
+		}
+	}
+	if strings.Contains(d.log.String(), testenv.DummySecretKey) {
+		t.Errorf("the log shows the secret key")
 	}
 }
 
@@ -137,13 +157,16 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 
 	lk.Stop()
 	_, err := d.SignDigest(ctx, "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, `key "signing" cannot sign now`, "alias/provenance", "cannot reach AWS KMS", "connection refused")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "alias/provenance", "cannot reach AWS KMS", "connection refused")
 	if up := d.backendUp(t); up != "0" {
 		t.Errorf("backend_up = %s after a failed sign, want 0", up)
 	}
 	status, body := d.get(t, "/readyz")
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "GetPublicKey") || !strings.Contains(body, "connection refused") {
-		t.Errorf("/readyz during the outage = %d %s", status, body)
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, `key \"signing\" (awskms) cannot sign now`) || strings.Contains(body, "connection refused") || strings.Contains(body, "127.0.0.1") {
+		t.Errorf("/readyz during the outage = %d %s, want the key named and no detail", status, body)
+	}
+	if !strings.Contains(d.log.String(), "GetPublicKey") {
+		t.Errorf("the log does not say why the daemon is not ready:\n%s", d.log.String())
 	}
 
 	lk.Restart(t)
@@ -192,7 +215,7 @@ func TestDaemonRetriesThrottling(t *testing.T) {
 	proxy.inject("Sign", throttle)
 	start := time.Now()
 	_, err = d.SignDigest(ctx, "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, "ThrottlingException: Rate exceeded", "after 3 attempts")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "ThrottlingException: Rate exceeded", "after 3 attempts")
 	if n := proxy.count("Sign"); n != 3 {
 		t.Errorf("KMS saw %d Sign calls, want 3", n)
 	}
@@ -227,7 +250,7 @@ func TestDaemonResendsOnDroppedConnection(t *testing.T) {
 	proxy.reset()
 	proxy.inject("Sign", fault{drop: true, times: -1})
 	_, err = d.SignDigest(ctx, "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, "cannot reach AWS KMS: it closed the connection without answering", "after 3 attempts")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "cannot reach AWS KMS: it closed the connection without answering", "after 3 attempts")
 	// Each of the retryer's attempts may be sent twice by net/http, when it went out on a
 	// kept-alive connection.
 	if n := proxy.count("Sign"); n < 3 || n > 6 {
@@ -250,7 +273,7 @@ func TestDaemonDoesNotRetryRefusals(t *testing.T) {
 	proxy.reset()
 	proxy.inject("Sign", fault{status: 400, code: "AccessDeniedException", msg: denied, times: -1})
 	_, err := d.SignDigest(ctx, "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, "AccessDeniedException: "+denied)
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "AccessDeniedException: "+denied)
 	if n := proxy.count("Sign"); n != 1 {
 		t.Errorf("access denied: KMS saw %d Sign calls, want 1", n)
 	}
@@ -261,12 +284,12 @@ func TestDaemonDoesNotRetryRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = d.SignDigest(ctx, "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, "DisabledException", "is disabled")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "DisabledException", "is disabled")
 	if n := proxy.count("Sign"); n != 1 {
 		t.Errorf("disabled key: KMS saw %d Sign calls, want 1", n)
 	}
 	status, body := d.get(t, "/readyz")
-	if status != http.StatusServiceUnavailable || !strings.Contains(body, "DisabledException") {
+	if status != http.StatusServiceUnavailable || strings.Contains(body, "DisabledException") || strings.Contains(body, key.ARN) || !strings.Contains(body, "request id") {
 		t.Errorf("/readyz with the key disabled = %d %s", status, body)
 	}
 	if up := d.backendUp(t); up != "0" {
@@ -284,7 +307,7 @@ func TestDaemonDoesNotRetryRefusals(t *testing.T) {
 	proxy.reset()
 	proxy.inject("Sign", fault{status: 400, code: "NotFoundException", msg: "Key '" + key.ARN + "' does not exist", times: 1})
 	_, err = d.SignDigest(ctx, "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, "NotFoundException", "does not exist")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "NotFoundException", "does not exist")
 	if n := proxy.count("Sign"); n != 1 {
 		t.Errorf("missing key: KMS saw %d Sign calls, want 1", n)
 	}
@@ -293,7 +316,7 @@ func TestDaemonDoesNotRetryRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = d.SignDigest(ctx, "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, "KMSInvalidStateException", "pending deletion")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "KMSInvalidStateException", "pending deletion")
 	if n := proxy.count("Sign"); n != 1 {
 		t.Errorf("key pending deletion: KMS saw %d Sign calls, want 1", n)
 	}
@@ -309,7 +332,10 @@ func TestDaemonSignTimeout(t *testing.T) {
 	digest := sha256.Sum256([]byte("slow"))
 	start := time.Now()
 	_, err := d.SignDigest(context.Background(), "signing", digest[:])
-	wantStatus(t, err, http.StatusServiceUnavailable, "did not sign within sign_timeout")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "Sign: no answer before the deadline")
+	if !strings.Contains(err.Error(), "did not sign within sign_timeout") {
+		t.Errorf("the answer does not say sign_timeout: %v", err)
+	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v with a 300ms sign_timeout", took)
 	}

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"io"
+	"log/slog"
 	"net"
 	"net/http"
 	"net/http/httptest"
@@ -72,13 +73,33 @@ type runningDaemon struct {
 	*client.Client
 	socket string
 	hc     *http.Client
+	log    *syncBuffer // the daemon's JSON log
+}
+
+// syncBuffer is a log destination that the daemon and the test share.
+type syncBuffer struct {
+	mu sync.Mutex
+	b  strings.Builder
+}
+
+func (s *syncBuffer) Write(p []byte) (int, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.Write(p)
+}
+
+func (s *syncBuffer) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.b.String()
 }
 
 func startDaemon(t testing.TB, cfg *conf.Config) *runningDaemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan struct{})
-	d, err := daemon.New(ctx, cfg, daemon.Options{Listening: func(string, string) { close(listening) }})
+	log := &syncBuffer{}
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: slog.New(slog.NewJSONHandler(log, nil)), Listening: func(string, string) { close(listening) }})
 	if err != nil {
 		cancel()
 		t.Fatalf("daemon.New: %v", err)
@@ -107,7 +128,7 @@ func startDaemon(t testing.TB, cfg *conf.Config) *runningDaemon {
 		var d net.Dialer
 		return d.DialContext(ctx, "unix", sock)
 	}}}
-	return &runningDaemon{Client: c, socket: sock, hc: hc}
+	return &runningDaemon{Client: c, socket: sock, hc: hc, log: log}
 }
 
 // get returns a route's status and body.
@@ -143,6 +164,7 @@ type fault struct {
 	times  int  // how many requests to answer so; < 0 for all
 	hang   bool // answer nothing until the caller gives up
 	drop   bool // close the connection without answering
+	echo   bool // answer an error whose message repeats the request's credentials
 }
 
 // faultProxy stands between the daemon and the emulator, on 127.0.0.1, counting the
@@ -191,9 +213,13 @@ func newFaultProxy(t testing.TB, upstream string) *faultProxy {
 				}
 				return
 			}
+			msg := f.msg
+			if f.echo {
+				msg += " Authorization: " + r.Header.Get("Authorization") + " X-Amz-Security-Token: " + r.Header.Get("X-Amz-Security-Token")
+			}
 			w.Header().Set("Content-Type", "application/x-amz-json-1.1")
 			w.WriteHeader(f.status)
-			fmt.Fprintf(w, `{"__type":%q,"message":%q}`, f.code, f.msg)
+			fmt.Fprintf(w, `{"__type":%q,"message":%q}`, f.code, msg)
 			return
 		}
 		p.mu.Unlock()

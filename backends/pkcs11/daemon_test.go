@@ -365,7 +365,9 @@ func expectExit(t *testing.T, code int, stderr, key string, says ...string) {
 	}
 }
 
-// unavailable checks that the daemon says the key cannot sign, everywhere it should.
+// unavailable checks that the daemon says the key cannot sign, everywhere it should: the
+// answer names the key and a request id, the log says why (the token's label and the
+// module stay out of answers).
 func (d *daemonProc) unavailable(t *testing.T, says string) {
 	t.Helper()
 	_, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32))
@@ -373,8 +375,16 @@ func (d *daemonProc) unavailable(t *testing.T, says string) {
 	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable || apiErr.Code != "unavailable" {
 		t.Fatalf("signing while the token is away: %v, want 503 unavailable", err)
 	}
-	if !strings.Contains(apiErr.Message, says) {
-		t.Errorf("the 503 does not say %q: %s", says, apiErr.Message)
+	_, id, _ := strings.Cut(apiErr.Message, "request id ")
+	if !strings.Contains(apiErr.Message, `key "signing" cannot sign now`) || id == "" || strings.Contains(apiErr.Message, says) {
+		t.Errorf("the 503 should name the key and a request id, and not say %q: %s", says, apiErr.Message)
+	}
+	var logged bool
+	for _, line := range strings.Split(d.Output(), "\n") {
+		logged = logged || strings.Contains(line, id) && strings.Contains(line, strings.ReplaceAll(says, `"`, `\"`))
+	}
+	if !logged {
+		t.Errorf("the log has no line with request id %s saying %q:\n%s", id, says, d.Output())
 	}
 	if up := d.backendUp(t); up != "0" {
 		t.Errorf("provenanced_backend_up = %s, want 0", up)

@@ -77,21 +77,38 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if devHelp != nil {
 		devHelp(cfg.Server.Socket, cfg.Server.HTTP) // the addresses it will really listen on
 	}
-	log, logBuf := newLogger(stderr, cfg.Server.LogLevel)
-	if logBuf != nil {
-		defer logBuf.Close()
-	}
+	log := newLogger(stderr, cfg.Server.LogLevel)
 	for _, n := range notes {
 		log.Warn(n)
 	}
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString(), LogBuffer: logBuf})
+	ignoreHangup(ctx, log)
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString()})
 	if err != nil {
 		return err
 	}
 	return d.Serve(ctx)
+}
+
+// ignoreHangup catches SIGHUP, whose default action ends the process without cleanup
+// (the socket file left behind): an operator or a unit's ExecReload sends it to reload,
+// which the daemon cannot do yet. It says so and keeps serving.
+func ignoreHangup(ctx context.Context, log *slog.Logger) {
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	go func() {
+		defer signal.Stop(hup)
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Warn("SIGHUP: reloading the configuration is not available yet; the daemon keeps serving its current configuration (restart it to apply a new one)")
+			}
+		}
+	}()
 }
 
 // tuneGC trades a little memory for CPU, unless the operator has set GOGC or GOMEMLIMIT:
@@ -138,19 +155,17 @@ func fromOriginalEnvironment() (*conf.Config, []string, error) {
 }
 
 // newLogger logs JSON when stderr is not a terminal (journald, a container runtime,
-// a file), through a LogBuffer that batches the lines; text, line by line, for a person
-// at a terminal.
-func newLogger(w io.Writer, level string) (*slog.Logger, *daemon.LogBuffer) {
+// a file); text for a person at a terminal. Each line is written as it is logged.
+func newLogger(w io.Writer, level string) *slog.Logger {
 	var lv slog.Level
 	lv.UnmarshalText([]byte(level)) // conf has checked it
 	opts := &slog.HandlerOptions{Level: lv}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
-			return slog.New(slog.NewTextHandler(w, opts)), nil
+			return slog.New(slog.NewTextHandler(w, opts))
 		}
 	}
-	buf := daemon.NewLogBuffer(w)
-	return slog.New(daemon.FlushingHandler{Handler: slog.NewJSONHandler(buf, opts), Buffer: buf}), buf
+	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
 func printDevHelp(w io.Writer, dir string, created bool, softhsm, sock, addr string) {
