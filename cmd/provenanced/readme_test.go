@@ -127,6 +127,7 @@ func TestREADME(t *testing.T) {
 		}
 		text := subst.Replace(b.text)
 		where := fmt.Sprintf("README.md:%d", b.line)
+		t.Logf("%s: %s", where, b.kind)
 		switch {
 		case b.kind == "not run":
 			if b.lang == "sh" || b.lang == "bash" {
