@@ -61,7 +61,7 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 			metric(took, err)
 			d.health.observe(name, err)
 		}
-	}}
+	}, SessionWait: d.metrics.sessionWait}
 	var keys, opened []*backends.Key
 	defer func() {
 		if err != nil {

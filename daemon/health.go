@@ -42,17 +42,26 @@ type health struct {
 	mu     sync.Mutex
 	gen    *generation          // the generation errs is about
 	errs   map[string]error     // the last check's outcome by key name
-	ids    map[string]string    // the request id under which each error in errs was logged
 	last   map[string]error     // the previous outcome by key, to log changes once
 	warned map[string]time.Time // when each key's coming expiry was last logged
+	// downSince and reported: since when each key that cannot sign has not, and when
+	// that outage's count of refused signatures was last logged.
+	downSince, reported map[string]time.Time
+	notReady            map[string]loggedReason // the /readyz reason last logged, by key
 }
+
+// outageReport is how often a key that cannot sign has a line in the log saying so, with
+// the number of signatures refused meanwhile: one line per change of state and one a
+// minute, however many requests a looping client sends.
+const outageReport = time.Minute
 
 // expiryWarning is how long before a certificate's end the daemon starts to warn, once
 // a day, in its log.
 const expiryWarning = 30 * 24 * time.Hour
 
 func newHealth(m *Metrics, log *slog.Logger, current func() *generation) *health {
-	return &health{m: m, log: log, now: time.Now, current: current, last: map[string]error{}, ids: map[string]string{}, warned: map[string]time.Time{}}
+	return &health{m: m, log: log, now: time.Now, current: current, last: map[string]error{}, warned: map[string]time.Time{},
+		downSince: map[string]time.Time{}, reported: map[string]time.Time{}, notReady: map[string]loggedReason{}}
 }
 
 func (h *health) start(ctx context.Context) {
@@ -131,8 +140,10 @@ func (h *health) store(g *generation, errs map[string]error) {
 			}
 			if nk == nil {
 				delete(h.last, k.Name())
-				delete(h.ids, k.Name())
 				delete(h.warned, k.Name())
+				delete(h.downSince, k.Name())
+				delete(h.reported, k.Name())
+				delete(h.notReady, k.Name())
 			}
 		}
 	}
@@ -149,17 +160,27 @@ func (h *health) store(g *generation, errs map[string]error) {
 			h.m.CertExpiry.WithLabelValues(k.Name()).Set(float64(leaf.NotAfter.Unix()))
 		}
 		prev, seen := h.last[k.Name()]
+		now := h.now()
+		refused := h.m.refusedCounter(k.Name())
 		switch {
-		case err != nil && (!seen || prev == nil || prev.Error() != err.Error()):
-			h.logDown(k, err)
+		case err != nil && (!seen || prev == nil):
+			h.downSince[k.Name()], h.reported[k.Name()] = now, now
+			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(), "refused", refused.Swap(0))
+		case err != nil && now.Sub(h.reported[k.Name()]) >= outageReport:
+			h.reported[k.Name()] = now
+			h.log.Warn("key still cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(),
+				"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
 		case err == nil && seen && prev != nil:
-			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend())
-			delete(h.ids, k.Name())
+			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend(),
+				"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
+			delete(h.downSince, k.Name())
+			delete(h.reported, k.Name())
+			delete(h.notReady, k.Name())
 		}
 		h.last[k.Name()] = err
 		h.warnExpiry(k)
 	}
-	ready := len(h.reasonsLocked()) == 0
+	ready := len(h.reasonsLocked(nil)) == 0
 	h.mu.Unlock()
 	if ready && h.onReady != nil {
 		h.onReady()
@@ -180,9 +201,6 @@ func (h *health) observe(name string, err error) {
 		return
 	}
 	if unavailable {
-		if _, was := h.errs[name]; !was {
-			h.logDown(h.gen.key(name), err)
-		}
 		h.errs[name] = err
 		h.down.Store(true)
 		return
@@ -194,16 +212,23 @@ func (h *health) observe(name string, err error) {
 	h.down.Store(len(h.errs) > 0)
 }
 
-// logDown logs why a key cannot sign, once per reason, under a request id that /readyz
-// then gives: a backend's error text names what only the operator should see (module
-// path, token label, endpoint, ARN), so the answer names the key and the id, and the log
-// has the text. Logged when found, not per probe, so that probes cannot flood the log.
-// Called with h.mu held.
-func (h *health) logDown(k *backends.Key, err error) {
+// notReadyID logs why key cannot sign, under a new request id, and returns the id; while
+// the reason stays the same, later /readyz answers name that line's id rather than log
+// it again (a probe every few seconds would otherwise add a line each time). A backend's
+// error text names what only the operator should see (module path, token label,
+// endpoint, ARN): the answer names the key and the id, the log has the text. Called with
+// h.mu held.
+func (h *health) notReadyID(k *backends.Key, err error) string {
+	if last, ok := h.notReady[k.Name()]; ok && last.err == err.Error() {
+		return last.id
+	}
 	id := requestID()
-	h.ids[k.Name()] = id
+	h.notReady[k.Name()] = loggedReason{err: err.Error(), id: id}
 	h.log.Warn("not ready: key cannot sign", "request_id", id, "key", k.Name(), "backend", k.Backend(), "error", err.Error())
+	return id
 }
+
+type loggedReason struct{ err, id string }
 
 // requestID names an answer and the log lines that hold what it leaves out.
 func requestID() string {
@@ -239,10 +264,12 @@ func (h *health) warnExpiry(k *backends.Key) {
 func (h *health) reasons(context.Context) []string {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	return h.reasonsLocked()
+	return h.reasonsLocked(h.notReadyID)
 }
 
-func (h *health) reasonsLocked() []string {
+// reasonsLocked lists the reasons; a key that cannot sign is named with the request id
+// that id gives, or, with id nil (a readiness test, not an answer), without one.
+func (h *health) reasonsLocked(id func(*backends.Key, error) string) []string {
 	if h.gen == nil {
 		return []string{"the keys have not been checked yet"}
 	}
@@ -250,7 +277,11 @@ func (h *health) reasonsLocked() []string {
 	now := h.now()
 	for _, k := range h.gen.keys {
 		if err := h.errs[k.Name()]; err != nil {
-			out = append(out, fmt.Sprintf("key %q (%s) cannot sign now; the daemon's log has the reason under request id %s", k.Name(), k.Backend(), h.ids[k.Name()]))
+			if id == nil {
+				out = append(out, k.Name())
+				continue
+			}
+			out = append(out, fmt.Sprintf("key %q (%s) cannot sign now; the daemon's log has the reason under request id %s", k.Name(), k.Backend(), id(k, err)))
 		}
 		if leaf := k.Leaf(); leaf != nil {
 			if now.After(leaf.NotAfter) {
