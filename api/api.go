@@ -10,9 +10,11 @@ import (
 	"log/slog"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/conf"
 )
 
 // Options configure the API.
@@ -31,6 +33,11 @@ type Options struct {
 	Version string
 	// Provenance configures the record routes; nil answers them with 503.
 	Provenance *Provenance
+	// Access is who may sign what, and the audit log (access.go); nil leaves every
+	// operation open, unaudited. API.SetAccess replaces it.
+	Access *Access
+	// PeerOf returns the Unix socket peer of a request, if it came over the socket.
+	PeerOf func(*http.Request) (Peer, bool)
 }
 
 // API holds the handlers' shared state.
@@ -41,6 +48,7 @@ type API struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	routes []Route
+	access atomic.Pointer[Access]
 }
 
 // Route is one route the API serves, as it is registered.
@@ -61,6 +69,7 @@ func New(opts Options) (*API, error) {
 		opts.SignTimeout = 10 * time.Second
 	}
 	a := &API{opts: opts, keys: map[string]*keyEntry{}, log: opts.Logger, mux: http.NewServeMux()}
+	a.access.Store(opts.Access)
 	for _, k := range opts.Keys {
 		e, err := newKeyEntry(k)
 		if err != nil {
@@ -82,13 +91,20 @@ func New(opts Options) (*API, error) {
 	}
 	a.handle("GET", "/v1/keys", a.listKeys)
 	a.handle("GET", "/v1/keys/{name}", a.getKey)
-	a.handle("POST", "/v1/keys/{name}/sign", a.sign)
-	a.handle("POST", "/v1/keys/{name}/csr", a.csr)
-	a.handle("POST", "/v1/records", a.signRecord)
+	pathKey := func(r *http.Request) string { return r.PathValue("name") }
+	recordKey := func(*http.Request) string {
+		if p := opts.Provenance; p != nil && p.Key != nil {
+			return p.Key.Name()
+		}
+		return ""
+	}
+	a.handle("POST", "/v1/keys/{name}/sign", a.guard(conf.OpSign, false, pathKey, a.sign))
+	a.handle("POST", "/v1/keys/{name}/csr", a.guard(conf.OpCSR, false, pathKey, a.csr))
+	a.handle("POST", "/v1/records", a.guard(conf.OpRecords, false, nil, a.signRecord))
 	a.handle("POST", "/v1/records/verify", a.verifyRecord)
 	a.handle("POST", "/v1/records/graph", a.graphRecord)
-	a.handle("POST", "/api/v1/sign/edp", a.signEDP)
-	a.handle("POST", "/api/v1/sign/cap", a.signCAP)
+	a.handle("POST", "/api/v1/sign/edp", a.guard(conf.OpRecords, true, recordKey, a.signEDP))
+	a.handle("POST", "/api/v1/sign/cap", a.guard(conf.OpRecords, true, recordKey, a.signCAP))
 	a.handle("POST", "/api/v1/decode", a.decode)
 	a.methodNotAllowed()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {

@@ -267,6 +267,9 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 		a.writeRequestError(w, r, err)
 		return
 	}
+	if e := auditEntry(w); e != nil {
+		e.Digest = digest
+	}
 	sig, err := e.key.SignContext(ctx, digest, crypto.SHA256)
 	if err != nil {
 		a.writeSignError(w, r, e, err)
@@ -361,6 +364,9 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			continue
 		}
 		digests[i] = d
+	}
+	if e := auditEntry(w); e != nil {
+		e.Digests = digests
 	}
 	workers := e.key.Concurrency()
 	if workers > len(items) {

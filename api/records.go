@@ -113,6 +113,9 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		writeError(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"")
 		return
 	}
+	if !allowKey(w, key.Name()) {
+		return
+	}
 	entry := a.keys[key.Name()]
 	if entry.signer == nil {
 		writeError(w, http.StatusBadRequest, "bad_request", "key: "+entry.signerErr.Error())
@@ -138,15 +141,22 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		}
 		p.count("verify", true)
 	}
+	added := make([]AuditStep, 0, len(req.Steps))
 	for i, raw := range req.Steps {
 		s, err := provenance.ParseStep(raw)
+		var id string
 		if err == nil {
-			_, err = b.AddStep(s)
+			id, err = b.AddStep(s)
 		}
 		if err != nil {
 			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("steps[%d]: %v", i, err))
 			return
 		}
+		typ, _ := s.GetString("type")
+		added = append(added, AuditStep{ID: id, Type: typ})
+	}
+	if e := auditEntry(w); e != nil {
+		e.Steps = added
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()

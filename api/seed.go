@@ -223,6 +223,30 @@ type stepAdder interface {
 	AddStep(*provenance.Object) (string, error)
 }
 
+// auditedSteps is b, and when the request is audited a stepAdder that also lists each
+// step added in the audit line.
+func auditedSteps(w http.ResponseWriter, b *provenance.Builder) stepAdder {
+	e := auditEntry(w)
+	if e == nil {
+		return b
+	}
+	return &auditSteps{b: b, e: e}
+}
+
+type auditSteps struct {
+	b *provenance.Builder
+	e *AuditEntry
+}
+
+func (s *auditSteps) AddStep(o *provenance.Object) (string, error) {
+	id, err := s.b.AddStep(o)
+	if err == nil {
+		typ, _ := o.GetString("type")
+		s.e.Steps = append(s.e.Steps, AuditStep{ID: id, Type: typ})
+	}
+	return id, err
+}
+
 // seedSteps adds a record's steps in order and keeps the first error, so that the step
 // builders list their steps as the record has them and check once.
 type seedSteps struct {
@@ -291,7 +315,7 @@ func (a *API) signEDP(w http.ResponseWriter, r *http.Request) {
 	}
 	p := a.opts.Provenance
 	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
-	if err := addEDPSteps(b, p.Scheme, req); err != nil {
+	if err := addEDPSteps(auditedSteps(w, b), p.Scheme, req); err != nil {
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
 	}
@@ -437,7 +461,7 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	transferID, _ := transfer.GetString("id")
-	if err := addCAPSteps(b, p.Scheme, req, transferID); err != nil {
+	if err := addCAPSteps(auditedSteps(w, b), p.Scheme, req, transferID); err != nil {
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
 	}

@@ -10,6 +10,7 @@ package client
 import (
 	"bytes"
 	"context"
+	"crypto/tls"
 	"encoding/base64"
 	"encoding/json"
 	"errors"
@@ -30,12 +31,19 @@ type Options struct {
 	HTTPClient *http.Client
 	// MaxConns bounds the connections kept open to the daemon (default 64).
 	MaxConns int
+	// Token is sent as "Authorization: Bearer TOKEN" when the daemon has [clients.NAME]
+	// with a token (ReadTokenFile reads one).
+	Token string
+	// TLSConfig is for an https:// URL: the daemon's CA (RootCAs) and, for mutual TLS, a
+	// client certificate (Certificates or GetClientCertificate). Ignored with HTTPClient.
+	TLSConfig *tls.Config
 }
 
 // Client talks to one daemon. It is safe for concurrent use.
 type Client struct {
-	base string
-	hc   *http.Client
+	base  string
+	hc    *http.Client
+	token string
 }
 
 // New returns a client of the daemon that opts name.
@@ -58,7 +66,7 @@ func New(opts Options) (*Client, error) {
 			MaxIdleConnsPerHost: max,
 			IdleConnTimeout:     90 * time.Second,
 		}
-		return &Client{base: "http://provenanced", hc: &http.Client{Transport: tr}}, nil
+		return &Client{base: "http://provenanced", hc: &http.Client{Transport: tr}, token: opts.Token}, nil
 	}
 	u, err := url.Parse(opts.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
@@ -68,9 +76,15 @@ func New(opts Options) (*Client, error) {
 	if hc == nil {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = max, max
+		if opts.TLSConfig != nil {
+			tr.TLSClientConfig = opts.TLSConfig.Clone()
+		}
 		hc = &http.Client{Transport: tr}
 	}
-	return &Client{base: strings.TrimRight(opts.URL, "/"), hc: hc}, nil
+	if opts.Token != "" && u.Scheme == "http" && !isLoopback(u.Hostname()) {
+		return nil, fmt.Errorf("client: a bearer token would cross the network in clear to %s; use https://", u.Host)
+	}
+	return &Client{base: strings.TrimRight(opts.URL, "/"), hc: hc, token: opts.Token}, nil
 }
 
 // Close closes idle connections.
@@ -190,6 +204,9 @@ func (c *Client) do(ctx context.Context, method, path string, in, out any) error
 	}
 	if in != nil {
 		req.Header.Set("Content-Type", "application/json")
+	}
+	if c.token != "" {
+		req.Header.Set("Authorization", "Bearer "+c.token)
 	}
 	resp, err := c.hc.Do(req)
 	if err != nil {

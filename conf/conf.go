@@ -44,6 +44,9 @@ type Config struct {
 	Provenance Provenance
 	// Keys in the order the file lists them.
 	Keys []*Key
+	// Clients in the order the file lists them (clients.go); none = no access control.
+	Clients []*Client
+	Audit   Audit
 }
 
 // Server is the [server] section.
@@ -158,7 +161,10 @@ func Parse(file string, data []byte) (*Config, error) {
 		Server     *Server                   `toml:"server"`
 		Provenance *Provenance               `toml:"provenance"`
 		Keys       map[string]toml.Primitive `toml:"keys"`
+		Clients    map[string]toml.Primitive `toml:"clients"`
+		Audit      *Audit                    `toml:"audit"`
 	}
+	raw.Audit = &cfg.Audit
 	raw.Server = &cfg.Server
 	raw.Provenance = &cfg.Provenance
 	// Syntax first, so that a value the TOML grammar accepts but a key does not (a bad
@@ -182,6 +188,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	for _, k := range md.Undecoded() {
 		if len(k) >= 2 && k[0] == "keys" {
 			continue // the backend decides, in Key.Decode
+		}
+		if len(k) >= 3 && k[0] == "clients" {
+			continue // parseClients names the client
 		}
 		return nil, cfg.unknownKey(k)
 	}
@@ -210,8 +219,14 @@ func Parse(file string, data []byte) (*Config, error) {
 		k.Certificates = cfg.ResolveSource(common.Certificates)
 		cfg.Keys = append(cfg.Keys, k)
 	}
+	if err := cfg.parseClients(md, raw.Clients); err != nil {
+		return nil, err
+	}
 	cfg.resolvePaths()
 	if err := cfg.Check(); err != nil {
+		return nil, err
+	}
+	if err := cfg.CheckClients(); err != nil {
 		return nil, err
 	}
 	return cfg, nil
@@ -239,8 +254,12 @@ func (c *Config) unknownKey(k toml.Key) error {
 		accepted = tomlFields(reflect.TypeOf(Server{}))
 	case "provenance":
 		accepted = tomlFields(reflect.TypeOf(Provenance{}))
+	case "audit":
+		accepted = tomlFields(reflect.TypeOf(Audit{}))
+	case "clients":
+		return c.Errorf(k.String(), "clients are tables: [clients.NAME]")
 	default:
-		return c.Errorf(k.String(), "unknown section; accepted: [server], [provenance], [keys.NAME]")
+		return c.Errorf(k.String(), "unknown section; accepted: [server], [provenance], [keys.NAME], [clients.NAME], [audit]")
 	}
 	return c.Errorf(k.String(), "unknown key; [%s] accepts %s", section, strings.Join(accepted, ", "))
 }

@@ -41,6 +41,7 @@ type Daemon struct {
 	handler http.Handler // the API with its metrics and request log
 	tls     *tls.Config  // the TCP listener's, or nil
 	opts    Options
+	app     *api.API // for its access state (access.go)
 }
 
 // New opens cfg's keys and builds the API. Nothing listens yet; every configuration
@@ -61,6 +62,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	h := newHealth(keys, m, opts.Logger)
+	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, opts: opts}
 	a, err := api.New(api.Options{
 		Provenance:      prov,
 		Keys:            keys,
@@ -69,8 +71,11 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		MaxBatch:        cfg.Server.MaxBatch,
 		Logger:          opts.Logger,
 		Metrics:         promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
-		Ready:           h.reasons,
-		Version:         opts.Version,
+		Ready: func(ctx context.Context) []string {
+			return append(h.reasons(ctx), d.auditProblem()...)
+		},
+		Version: opts.Version,
+		PeerOf:  peerOf,
 	})
 	if err != nil {
 		backends.CloseAll(keys)
@@ -81,7 +86,16 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		backends.CloseAll(keys)
 		return nil, err
 	}
-	return &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, api: a.Handler(), handler: newObserved(a.Handler(), opts.Logger, m), tls: tc, opts: opts}, nil
+	d.app, d.tls = a, tc
+	ac, err := d.BuildAccess(cfg, nil)
+	if err != nil {
+		backends.CloseAll(keys)
+		return nil, err
+	}
+	d.SetAccess(ac)
+	d.warnClearTokens(cfg)
+	d.api, d.handler = a.Handler(), newObserved(a.Handler(), opts.Logger, m)
+	return d, nil
 }
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
@@ -165,6 +179,11 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	wg.Wait()
 	d.health.stop()
+	if ac := d.app.Access(); ac != nil && ac.Audit() != nil {
+		seq, head := ac.Audit().Head()
+		d.log.Info("audit log closed", "file", ac.Audit().Path(), "seq", seq, "head", head)
+		ac.Audit().Close()
+	}
 	closeAll() // Shutdown closed them; this removes nothing twice but makes sure of the socket file
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr

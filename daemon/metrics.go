@@ -24,6 +24,7 @@ type Metrics struct {
 	Records      *prometheus.CounterVec
 	BackendUp    *prometheus.GaugeVec
 	CertExpiry   *prometheus.GaugeVec
+	access       *accessMetrics
 }
 
 // SignBuckets span a key in memory (tens of µs) to a KMS call on a bad day (seconds).
@@ -42,8 +43,8 @@ func NewMetrics(version string) *Metrics {
 		}, []string{"key", "backend", "outcome"}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provenanced_http_requests_total",
-			Help: "HTTP requests by route pattern and status code.",
-		}, []string{"route", "code"}),
+			Help: "HTTP requests by route pattern, status code and client (a configured client's name, \"\" when none was recognised).",
+		}, []string{"route", "code", "client"}),
 		RequestTime: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "provenanced_http_request_duration_seconds",
 			Help:    "HTTP request duration by route pattern.",
@@ -67,6 +68,7 @@ func NewMetrics(version string) *Metrics {
 		Help:        "Always 1; the labels say which build is running.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": BuildRevision()},
 	})
+	m.access = newAccessMetrics(reg)
 	build.Set(1)
 	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.Records, m.BackendUp, m.CertExpiry, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

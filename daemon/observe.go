@@ -52,8 +52,9 @@ type observed struct {
 }
 
 type routeCode struct {
-	route string
-	code  int
+	route  string
+	code   int
+	client string // a configured client's name, so the label's values stay bounded
 }
 
 func newObserved(next http.Handler, log *slog.Logger, m *Metrics) *observed {
@@ -65,13 +66,14 @@ var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
 func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := recorders.Get().(*statusRecorder)
-	rec.ResponseWriter, rec.status = w, 0
+	rec.ResponseWriter, rec.status, rec.client = w, 0, ""
 	o.next.ServeHTTP(rec, r)
 	took := time.Since(start)
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
 	}
+	client := rec.client
 	rec.ResponseWriter = nil
 	recorders.Put(rec)
 
@@ -79,7 +81,7 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if route == "" {
 		route = "unmatched"
 	}
-	counter, timer := o.instruments(route, status)
+	counter, timer := o.instruments(route, status, client)
 	counter.Inc()
 	timer.Observe(took.Seconds())
 
@@ -96,6 +98,9 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if k := r.PathValue("name"); k != "" {
 		attrs = append(attrs, slog.String("key", k))
 	}
+	if client != "" {
+		attrs = append(attrs, slog.String("client", client))
+	}
 	if p != nil && p.unix {
 		attrs = append(attrs, slog.Attr{Key: "peer", Value: slog.GroupValue(slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid))})
 	} else {
@@ -106,8 +111,8 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 
 // instruments returns the request counter and duration histogram of a route and status,
 // resolving their labels once.
-func (o *observed) instruments(route string, status int) (prometheus.Counter, prometheus.Observer) {
-	rc := routeCode{route, status}
+func (o *observed) instruments(route string, status int, client string) (prometheus.Counter, prometheus.Observer) {
+	rc := routeCode{route, status, client}
 	o.mu.RLock()
 	c, ok1 := o.byRoute[rc]
 	t, ok2 := o.times[route]
@@ -118,7 +123,7 @@ func (o *observed) instruments(route string, status int) (prometheus.Counter, pr
 	o.mu.Lock()
 	defer o.mu.Unlock()
 	if c, ok1 = o.byRoute[rc]; !ok1 {
-		c = o.m.Requests.WithLabelValues(route, strconv.Itoa(status))
+		c = o.m.Requests.WithLabelValues(route, strconv.Itoa(status), client)
 		o.byRoute[rc] = c
 	}
 	if t, ok2 = o.times[route]; !ok2 {
@@ -132,7 +137,11 @@ func (o *observed) instruments(route string, status int) (prometheus.Counter, pr
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
+	client string // the client the API recognised, if any
 }
+
+// NoteClient is api.ClientNoter: the API says which client it recognised.
+func (s *statusRecorder) NoteClient(name string) { s.client = name }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {

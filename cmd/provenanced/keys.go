@@ -26,17 +26,18 @@ func init() {
 
 // daemonFlags are the flags that say where the daemon is.
 type daemonFlags struct {
-	socket, url *string
-	timeout     *time.Duration
-	target      *string // what client() connected to, for connection errors
+	socket, url, tokenFile *string
+	timeout                *time.Duration
+	target                 *string // what client() connected to, for connection errors
 }
 
 func addDaemonFlags(fs *flag.FlagSet) daemonFlags {
 	return daemonFlags{
-		socket:  fs.String("socket", "", "the daemon's Unix `socket` (default $PROVENANCED_SOCKET)"),
-		url:     fs.String("url", "", "the daemon's base `URL`, such as http://127.0.0.1:8080 (default $PROVENANCED_URL)"),
-		timeout: fs.Duration("timeout", 30*time.Second, "give up after this long"),
-		target:  new(string),
+		socket:    fs.String("socket", "", "the daemon's Unix `socket` (default $PROVENANCED_SOCKET)"),
+		url:       fs.String("url", "", "the daemon's base `URL`, such as http://127.0.0.1:8080 (default $PROVENANCED_URL)"),
+		timeout:   fs.Duration("timeout", 30*time.Second, "give up after this long"),
+		tokenFile: fs.String("token-file", "", "send the bearer token in this `file` (mode 0600) as the daemon's [clients.NAME] asks (default $PROVENANCED_TOKEN_FILE)"),
+		target:    new(string),
 	}
 }
 
@@ -85,7 +86,19 @@ func (f daemonFlags) client() (*client.Client, context.Context, context.CancelFu
 	if socket != "" && url != "" {
 		return nil, nil, nil, usageError("-socket and -url exclude each other")
 	}
-	c, err := client.New(client.Options{Socket: socket, URL: url})
+	opts := client.Options{Socket: socket, URL: url}
+	tokenFile := *f.tokenFile
+	if tokenFile == "" {
+		tokenFile = os.Getenv("PROVENANCED_TOKEN_FILE")
+	}
+	if tokenFile != "" {
+		tok, err := client.ReadTokenFile(tokenFile)
+		if err != nil {
+			return nil, nil, nil, usageError(err.Error())
+		}
+		opts.Token = tok
+	}
+	c, err := client.New(opts)
 	if err != nil {
 		return nil, nil, nil, usageError(err.Error())
 	}

@@ -1,0 +1,161 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/hex"
+	"io"
+	"log/slog"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+// What a SIGHUP reload does with the access state: BuildAccess from the new config,
+// SetAccess. The audit chain continues across logrotate's move and across a new path,
+// and the new clients apply to the next request.
+func TestBuildAccessSwapsClientsAndContinuesTheChain(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("tok"))
+	write := func(clientKeys, auditFile string) *conf.Config {
+		p := filepath.Join(dir, "p.toml")
+		os.WriteFile(p, []byte(`[server]
+socket = "p.sock"
+[keys.signing]
+backend = "pem"
+private_key = "signing-key.pem"
+certificates = "signing-bundle.pem"
+[clients.a]
+token_sha256 = "`+hex.EncodeToString(sum[:])+`"
+keys = [`+clientKeys+`]
+allow = ["sign"]
+[audit]
+file = "`+auditFile+`"
+`), 0o644)
+		cfg, err := conf.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cfg
+	}
+	cfg := write(`"signing"`, "audit.jsonl")
+	d, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	sign := func() int {
+		dg := sha256.Sum256([]byte("x"))
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/keys/signing/sign", strings.NewReader(`{"digest":"`+base64.StdEncoding.EncodeToString(dg[:])+`"}`))
+		req.Header.Set("Content-Type", "application/json")
+		req.Header.Set("Authorization", "Bearer tok")
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := sign(); c != 200 {
+		t.Fatalf("before reload: %d", c)
+	}
+	audit := filepath.Join(dir, "audit.jsonl")
+	os.Rename(audit, audit+".1") // logrotate
+	ac, err := d.BuildAccess(write(`"*"`, "audit.jsonl"), d.app.Access())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetAccess(ac)
+	sign()
+	// A new path: the chain goes on in the new file.
+	ac, err = d.BuildAccess(write(`"*"`, "audit2.jsonl"), d.app.Access())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetAccess(ac)
+	sign()
+	res, err := api.VerifyAuditChain([]string{audit + ".1", audit, filepath.Join(dir, "audit2.jsonl")})
+	if err != nil || res.Entries != 3 || !res.Anchored {
+		t.Fatalf("chain across three files: %+v %v", res, err)
+	}
+	// A policy that no longer allows the key applies at once.
+	p := filepath.Join(dir, "p.toml")
+	os.WriteFile(p, []byte(`[server]
+socket = "p.sock"
+[keys.signing]
+backend = "pem"
+private_key = "signing-key.pem"
+certificates = "signing-bundle.pem"
+[keys.other]
+backend = "pem"
+private_key = "signing-key.pem"
+[clients.a]
+token_sha256 = "`+hex.EncodeToString(sum[:])+`"
+keys = ["other"]
+allow = ["sign"]
+`), 0o644)
+	cfg2, err := conf.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ac, err = d.BuildAccess(cfg2, d.app.Access())
+	if err != nil {
+		t.Fatal(err)
+	}
+	d.SetAccess(ac)
+	if c := sign(); c != 403 {
+		t.Fatalf("after the policy changed: %d, want 403", c)
+	}
+}
+
+func TestWarnsOfTokensInClear(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("tok"))
+	for _, tc := range []struct {
+		http string
+		warn bool
+	}{{"0.0.0.0:8080", true}, {"127.0.0.1:8080", false}} {
+		p := filepath.Join(dir, "p.toml")
+		os.WriteFile(p, []byte(`[server]
+http = "`+tc.http+`"
+[keys.signing]
+backend = "pem"
+private_key = "signing-key.pem"
+[clients.a]
+token_sha256 = "`+hex.EncodeToString(sum[:])+`"
+keys = ["*"]
+allow = ["sign"]
+`), 0o644)
+		cfg, err := conf.Load(p)
+		if err != nil {
+			t.Fatal(err)
+		}
+		var log strings.Builder
+		if _, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))}); err != nil {
+			t.Fatal(err)
+		}
+		if got := strings.Contains(log.String(), "anyone on the path can read a token"); got != tc.warn {
+			t.Errorf("http %s: warned %v, want %v:\n%s", tc.http, got, tc.warn, log.String())
+		}
+		if strings.Contains(log.String(), "no [clients.NAME]") {
+			t.Errorf("the no-clients warning with clients configured:\n%s", log.String())
+		}
+	}
+}
