@@ -470,3 +470,36 @@ func TestCSR(t *testing.T) {
 		t.Errorf("bad subject: %d %s", status, body)
 	}
 }
+
+// A client looping on a key that cannot sign: one log line for the same refusal within a
+// second, not one per request, and every answer's request id still finds it in the log.
+// (Refusals for other reasons each have a line: the awskms daemon test sends several.)
+func TestRepeatedRefusalsAreLoggedOnce(t *testing.T) {
+	signer := &faultySigner{err: fmt.Errorf("%w: token removed", backends.ErrUnavailable)}
+	signer.Signer = pemSigner(t)
+	k := keyFromSigner(t, signer)
+	var log syncBuffer
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, SignTimeout: time.Second, Logger: slog.New(slog.NewJSONHandler(&log, nil))})
+	d := sha256.Sum256(nil)
+	body := `{"digest":"` + b64(d[:]) + `"}`
+	ids := map[string]bool{}
+	for range 50 {
+		resp, err := http.Post(srv.URL+"/v1/keys/faulty/sign", "application/json", strings.NewReader(body))
+		if err != nil {
+			t.Fatal(err)
+		}
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusServiceUnavailable {
+			t.Fatalf("status %d, want 503", resp.StatusCode)
+		}
+		ids[resp.Header.Get("X-Request-Id")] = true
+	}
+	if n := strings.Count(log.String(), `"msg":"sign failed"`); n < 1 || n > 3 {
+		t.Errorf("%d log lines for 50 identical refusals within about a second:\n%s", n, log.String())
+	}
+	for id := range ids {
+		if !strings.Contains(log.String(), `"request_id":"`+id+`"`) {
+			t.Errorf("request id %s is in an answer but not in the log", id)
+		}
+	}
+}

@@ -46,6 +46,30 @@ type keyEntry struct {
 	info      []byte // KeyInfo as JSON
 	sigPrefix []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","signature":"
 	batchHead []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","batch":[
+	// refusal is the last refused signature of this key (a 503) that was logged. The same
+	// refusal again within a second is not logged again, and its answer names the logged
+	// line's request id: in an outage a looping client would otherwise write a line per
+	// request (the health check logs the outage, with counts). A refusal for another
+	// reason is logged as usual.
+	refusal struct {
+		sync.Mutex
+		at      time.Time
+		err, id string
+	}
+}
+
+// repeatedRefusal reports whether a 503 with this error text repeats the one logged
+// less than a second ago, and returns that one's request id; if not, the refusal with id
+// becomes the one logged.
+func (e *keyEntry) repeatedRefusal(err, id string) (string, bool) {
+	now := time.Now()
+	e.refusal.Lock()
+	defer e.refusal.Unlock()
+	if err == e.refusal.err && now.Sub(e.refusal.at) < time.Second {
+		return e.refusal.id, true
+	}
+	e.refusal.at, e.refusal.err, e.refusal.id = now, err, id
+	return id, false
 }
 
 func newKeyEntry(k *backends.Key) (*keyEntry, error) {
@@ -286,7 +310,9 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 // message that names the key and nothing behind it. A backend's error text can hold a
 // module path, a token label, an endpoint, a region, an ARN with its account id, or an
 // upstream's own words: it goes only to the log, under the request id the answer gives.
-func (a *API) signError(ctx context.Context, route string, e *keyEntry, err error, id string) (int, string, string) {
+// A 503 that repeats, within a second, the refusal last logged for the key is not logged
+// again: *id becomes that line's request id, which holds the same reason.
+func (a *API) signError(ctx context.Context, route string, e *keyEntry, err error, id *string) (int, string, string) {
 	name := strconv.Quote(e.key.Name())
 	if errors.Is(err, backends.ErrInvalidDigest) {
 		return http.StatusBadRequest, "bad_request", err.Error()
@@ -302,18 +328,26 @@ func (a *API) signError(ctx context.Context, route string, e *keyEntry, err erro
 	default:
 		status, level, msg = http.StatusInternalServerError, slog.LevelError, "key "+name+" failed to sign"
 	}
-	a.log.LogAttrs(ctx, level, "sign failed", slog.String("request_id", id), slog.String("route", route), slog.String("key", e.key.Name()),
-		slog.String("backend", e.key.Backend()), slog.String("error", err.Error()))
+	logged := true
+	if status == http.StatusServiceUnavailable {
+		if first, again := e.repeatedRefusal(err.Error(), *id); again {
+			*id, logged = first, false
+		}
+	}
+	if logged {
+		a.log.LogAttrs(ctx, level, "sign failed", slog.String("request_id", *id), slog.String("route", route), slog.String("key", e.key.Name()),
+			slog.String("backend", e.key.Backend()), slog.String("error", err.Error()))
+	}
 	code := "unavailable"
 	if status == http.StatusInternalServerError {
 		code = "internal"
 	}
-	return status, code, msg + "; the daemon's log has the reason under request id " + id
+	return status, code, msg + "; the daemon's log has the reason under request id " + *id
 }
 
 func (a *API) writeSignError(w http.ResponseWriter, r *http.Request, e *keyEntry, err error) {
 	id := newRequestID()
-	status, code, msg := a.signError(r.Context(), r.Pattern, e, err, id)
+	status, code, msg := a.signError(r.Context(), r.Pattern, e, err, &id)
 	if status >= 500 {
 		w.Header().Set("X-Request-Id", id)
 		writeErrorID(w, status, code, msg, id)
@@ -395,10 +429,11 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 				sig, err := e.key.SignContext(ctx, digests[i], crypto.SHA256)
 				if err != nil {
 					idOnce.Do(func() { id = newRequestID() })
-					status, code, msg := a.signError(ctx, r.Pattern, e, err, id)
+					itemID := id // the logged refusal's, if this one repeats it
+					status, code, msg := a.signError(ctx, r.Pattern, e, err, &itemID)
 					results[i] = batchResult{status: status, code: code, msg: msg}
 					if status >= 500 {
-						results[i].id = id
+						results[i].id = itemID
 					}
 					continue
 				}
@@ -409,6 +444,7 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	wg.Wait()
 	out := make([]byte, 0, len(e.batchHead)+len(items)*112)
 	out = append(out, e.batchHead...)
+	header := ""
 	for i, res := range results {
 		if i > 0 {
 			out = append(out, ',')
@@ -427,11 +463,15 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 			out = append(out, `,"request_id":"`...)
 			out = append(out, res.id...)
 			out = append(out, '"')
+			if header == "" {
+				header = res.id
+			}
 		}
 		out = append(out, "}}"...)
 	}
-	if id != "" {
-		w.Header().Set("X-Request-Id", id)
+	// The first failed item's: a repeated refusal's id is the line logged before.
+	if header != "" {
+		w.Header().Set("X-Request-Id", header)
 	}
 	writeJSONBytes(w, http.StatusOK, append(out, "]}\n"...))
 }

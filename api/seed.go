@@ -181,7 +181,7 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Bui
 	}
 	p.countErr("sign", err)
 	id := newRequestID()
-	status, _, msg := a.signError(r.Context(), r.Pattern, a.keys[p.Key.Name()], err, id)
+	status, _, msg := a.signError(r.Context(), r.Pattern, a.keys[p.Key.Name()], err, &id)
 	if status >= 500 {
 		w.Header().Set("X-Request-Id", id)
 	}

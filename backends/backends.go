@@ -56,6 +56,12 @@ type Concurrent interface {
 	Concurrency() int
 }
 
+// SessionWaiter is implemented by signers whose signatures wait for a session of a
+// bounded pool (a PKCS#11 token's): the daemon times that wait.
+type SessionWaiter interface {
+	ObserveSessionWait(func(time.Duration))
+}
+
 // Backend is what a backend registers.
 type Backend struct {
 	// Open opens the key that spec describes. It decodes its own options with
@@ -232,6 +238,9 @@ type Options struct {
 	// Observe, when set, is called once per key and returns the Observer of its
 	// signatures; metrics and audit logs hang here, once for every backend.
 	Observe func(name, backend string) Observer
+	// SessionWait, when set, is called once per key whose signer waits for sessions
+	// (SessionWaiter) and returns what to tell each wait.
+	SessionWait func(name string) func(time.Duration)
 	// ReadSource reads a certificate bundle from a path or s3:// URL.
 	ReadSource func(ctx context.Context, ref string) ([]byte, error)
 	// WithoutCertificates opens the key alone, for making its CSR before it has a
@@ -285,6 +294,9 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 				spec.Certificates, chain[0].Subject.String(), chain[0].SerialNumber, signer.Location())
 		}
 		k.chain = chain
+	}
+	if w, ok := signer.(SessionWaiter); ok && opts.SessionWait != nil {
+		w.ObserveSessionWait(opts.SessionWait(k.name))
 	}
 	if opts.Observe != nil {
 		k.observe = opts.Observe(k.name, k.backend)

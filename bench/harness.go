@@ -34,6 +34,7 @@ type backendSetup struct {
 	// client count.
 	allCores bool
 	extra    func(h *harness, d *daemonProc) error // backend-specific rows
+	clients  []int                                 // client counts, when not -clients
 	cleanup  func()
 }
 
@@ -60,6 +61,10 @@ func (h *harness) run(backend string) error {
 		s, err = setupKMS(dir)
 	case "pkcs11":
 		s, err = setupPKCS11(dir)
+	case "tpm":
+		s, err = setupTPM(dir)
+	case "p11kit":
+		s, err = setupP11Kit(dir)
 	default:
 		return fmt.Errorf("unknown backend %q", backend)
 	}
@@ -76,8 +81,12 @@ func (h *harness) run(backend string) error {
 	defer d.stop()
 	h.note(fmt.Sprintf("%s: from `serve -config` to `/readyz` 200 in %s.", backend, d.startup.Round(100*time.Microsecond)))
 	first := len(h.rows)
+	counts := h.cfg.clients
+	if s.clients != nil {
+		counts = s.clients
+	}
 	for _, transport := range []string{"unix", "tcp"} {
-		for _, c := range h.cfg.clients {
+		for _, c := range counts {
 			r := h.drive(d, transport, c, signBody(), "/v1/keys/signing/sign", 1)
 			r.Backend, r.Workload = backend, "sign"
 			clients := c

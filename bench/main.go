@@ -6,7 +6,8 @@
 //	go run ./bench                  # the full run (make bench)
 //	go run ./bench -smoke           # a small run that proves the harness works (CI)
 //
-// It needs what the tests need: SoftHSM2 for the pkcs11 rows, and the local-kms emulator
+// It needs what the tests need: SoftHSM2 for the pkcs11 rows, the TPM stack (swtpm,
+// tpm2-abrmd, tpm2-pkcs11) and p11-kit for the tpm and p11kit rows, and the local-kms emulator
 // (a Go tool of this module) for the awskms rows.
 package main
 
@@ -74,7 +75,7 @@ func main() {
 	smoke := flag.Bool("smoke", false, "a small, quick run that only proves the harness works")
 	n := flag.Int("n", 20000, "requests per measurement")
 	clients := flag.String("clients", "1,8,32", "client counts")
-	backendList := flag.String("backends", "pem,pkcs11,awskms", "backends to measure")
+	backendList := flag.String("backends", "pem,pkcs11,tpm,p11kit,awskms", "backends to measure (tpm and p11kit are the pkcs11 backend on a TPM and through p11-kit-proxy)")
 	out := flag.String("out", "bench/results.md", "where to write the Markdown table (\"\" for nowhere)")
 	flag.Parse()
 	cfg := settings{n: *n, out: *out}

@@ -6,6 +6,7 @@ import (
 	"crypto/sha256"
 	"fmt"
 	"os"
+	"strings"
 	"time"
 
 	"github.com/ThalesGroup/crypto11"
@@ -22,14 +23,51 @@ const pkcs11Sessions = 5
 // as many sessions as clients (and the one crypto11 keeps for its login). The daemon and
 // this process share the token folder, as two programs on one HSM would.
 func setupPKCS11(dir string) (*backendSetup, error) {
-	h, err := testenv.BuildHSM(dir, testenv.HSMOptions{MaxSessions: pkcs11Sessions})
+	return setupToken(dir, testenv.KindSoftHSM, pkcs11Sessions)
+}
+
+// tpmSessions: a TPM runs one command at a time, so sessions beyond a couple only
+// lengthen its queue.
+const tpmSessions = 3
+
+// setupTPM is setupPKCS11 on a TPM (tpm2-pkcs11 on swtpm, through tpm2-abrmd), measured
+// at 1 and 4 clients: it signs one at a time, whatever the number of clients.
+func setupTPM(dir string) (*backendSetup, error) {
+	s, err := setupToken(dir, testenv.KindTPM, tpmSessions)
+	if s != nil {
+		s.clients = []int{1, 4}
+	}
+	return s, err
+}
+
+// setupP11Kit is setupPKCS11 through p11-kit-proxy, the daemon and the baseline both
+// loading the proxy, at 1 and 4 clients.
+func setupP11Kit(dir string) (*backendSetup, error) {
+	s, err := setupToken(dir, testenv.KindP11Kit, pkcs11Sessions)
+	if s != nil {
+		s.clients = []int{1, 4}
+	}
+	return s, err
+}
+
+func setupToken(dir, kind string, sessions int) (*backendSetup, error) {
+	h, err := testenv.BuildHSM(dir, testenv.HSMOptions{Kind: kind, MaxSessions: sessions})
 	if err != nil {
 		return nil, err
 	}
-	// SoftHSM reads SOFTHSM2_CONF when a process loads it: here, and in the daemon, which
-	// inherits this environment.
-	prev, had := os.LookupEnv("SOFTHSM2_CONF")
-	os.Setenv("SOFTHSM2_CONF", h.Conf)
+	// The token's library reads its environment (SOFTHSM2_CONF, the TPM's store and
+	// TCTI) when a process loads it: here, and in the daemon, which inherits it.
+	type saved struct {
+		v   string
+		had bool
+	}
+	prev := map[string]saved{}
+	for _, e := range h.Env() {
+		k, v, _ := strings.Cut(e, "=")
+		old, had := os.LookupEnv(k)
+		prev[k] = saved{old, had}
+		os.Setenv(k, v)
+	}
 	digest := sha256.Sum256([]byte("provenanced bench"))
 	baseline := func(clients, n int) testenv.LoadResult {
 		ctx, err := crypto11.Configure(&crypto11.Config{Path: h.Module, TokenLabel: h.Token, Pin: h.PIN, MaxSessions: clients + 1, PoolWaitTimeout: time.Minute})
@@ -52,11 +90,14 @@ func setupPKCS11(dir string) (*backendSetup, error) {
 		config:   h.Config,
 		baseline: baseline,
 		cleanup: func() {
-			if had {
-				os.Setenv("SOFTHSM2_CONF", prev)
-			} else {
-				os.Unsetenv("SOFTHSM2_CONF")
+			for k, p := range prev {
+				if p.had {
+					os.Setenv(k, p.v)
+				} else {
+					os.Unsetenv(k)
+				}
 			}
+			h.Close()
 		},
 	}, nil
 }

@@ -52,7 +52,7 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	}
 	opts.Logger = slog.New(redactingHandler{opts.Logger.Handler()})
 	m := NewMetrics(opts.Version)
-	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver})
+	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver, SessionWait: m.sessionWait})
 	if err != nil {
 		return nil, err
 	}

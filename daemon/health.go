@@ -26,17 +26,25 @@ type health struct {
 	cancel context.CancelFunc
 	done   chan struct{}
 
-	mu     sync.Mutex
-	last   map[string]error     // the last check's outcome by key, to log changes once
-	warned map[string]time.Time // when each key's coming expiry was last logged
+	mu       sync.Mutex
+	last     map[string]error        // the last check's outcome by key, to log changes once
+	warned   map[string]time.Time    // when each key's coming expiry was last logged
+	down     map[string]time.Time    // since when each key that cannot sign has not
+	reported map[string]time.Time    // when an outage's count was last logged, by key
+	notReady map[string]loggedReason // the /readyz reason last logged, by key
 }
+
+// outageReport is how often a key that cannot sign has a line in the log saying so, with
+// the number of signatures refused meanwhile: one line per change of state and one a
+// minute, however many requests a looping client sends.
+const outageReport = time.Minute
 
 // expiryWarning is how long before a certificate's end the daemon starts to warn, once
 // a day, in its log.
 const expiryWarning = 30 * 24 * time.Hour
 
 func newHealth(keys []*backends.Key, m *Metrics, log *slog.Logger) *health {
-	h := &health{keys: keys, m: m, log: log, now: time.Now, last: map[string]error{}, warned: map[string]time.Time{}}
+	h := &health{keys: keys, m: m, log: log, now: time.Now, last: map[string]error{}, warned: map[string]time.Time{}, down: map[string]time.Time{}, reported: map[string]time.Time{}, notReady: map[string]loggedReason{}}
 	for _, k := range keys {
 		m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(1)
 		if leaf := k.Leaf(); leaf != nil {
@@ -96,17 +104,44 @@ func (h *health) check(ctx context.Context) map[string]error {
 		}
 		h.m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(up)
 		prev, seen := h.last[k.Name()]
+		now := h.now()
+		refused := h.m.refusedCounter(k.Name())
 		switch {
 		case errs[i] != nil && (!seen || prev == nil):
-			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", errs[i].Error())
+			h.down[k.Name()], h.reported[k.Name()] = now, now
+			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", errs[i].Error(), "refused", refused.Swap(0))
+		case errs[i] != nil && now.Sub(h.reported[k.Name()]) >= outageReport:
+			h.reported[k.Name()] = now
+			h.log.Warn("key still cannot sign", "key", k.Name(), "backend", k.Backend(), "error", errs[i].Error(),
+				"down_for", now.Sub(h.down[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
 		case errs[i] == nil && seen && prev != nil:
-			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend())
+			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend(),
+				"down_for", now.Sub(h.down[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
+			delete(h.down, k.Name())
+			delete(h.reported, k.Name())
 		}
 		h.last[k.Name()] = errs[i]
 		h.warnExpiry(k)
 	}
 	return out
 }
+
+// notReadyID logs why key cannot sign, under a new request id, and returns the id; while
+// the reason stays the same, later /readyz answers name that line's id rather than log
+// it again (a probe every few seconds would otherwise add a line each time).
+func (h *health) notReadyID(k *backends.Key, err error) string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if last, ok := h.notReady[k.Name()]; ok && last.err == err.Error() {
+		return last.id
+	}
+	id := requestID()
+	h.notReady[k.Name()] = loggedReason{err: err.Error(), id: id}
+	h.log.Warn("not ready: key cannot sign", "request_id", id, "key", k.Name(), "backend", k.Backend(), "error", err.Error())
+	return id
+}
+
+type loggedReason struct{ err, id string }
 
 // requestID names an answer and the log lines that hold what it leaves out.
 func requestID() string {
@@ -144,14 +179,14 @@ func (h *health) reasons(ctx context.Context) []string {
 	errs := h.check(ctx)
 	var out []string
 	now := h.now()
-	var id string
 	for _, k := range h.keys {
 		if err := errs[k.Name()]; err != nil {
-			if id == "" {
-				id = requestID()
-			}
-			h.log.Warn("not ready: key cannot sign", "request_id", id, "key", k.Name(), "backend", k.Backend(), "error", err.Error())
+			id := h.notReadyID(k, err)
 			out = append(out, fmt.Sprintf("key %q (%s) cannot sign now; the daemon's log has the reason under request id %s", k.Name(), k.Backend(), id))
+		} else {
+			h.mu.Lock()
+			delete(h.notReady, k.Name())
+			h.mu.Unlock()
 		}
 		if leaf := k.Leaf(); leaf != nil {
 			if now.After(leaf.NotAfter) {

@@ -3,11 +3,18 @@ package daemon
 import (
 	"bytes"
 	"context"
+	"crypto/ecdsa"
+	"crypto/elliptic"
+	"crypto/rand"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"os"
 	"path/filepath"
+	"regexp"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -141,5 +148,120 @@ func TestPprofOnTheSocketOnly(t *testing.T) {
 	}
 	if code := get(http.DefaultClient, "http://"+addr+"/healthz"); code != 200 {
 		t.Errorf("healthz on TCP: %d", code)
+	}
+}
+
+// flakySigner is a key in memory whose backend can be switched to "cannot sign": an
+// outage on demand, which no real in-memory key has.
+type flakySigner struct {
+	*ecdsa.PrivateKey
+	down atomic.Bool
+}
+
+func (f *flakySigner) SignContext(_ context.Context, digest []byte) ([]byte, error) {
+	if f.down.Load() {
+		return nil, fmt.Errorf("%w: the test says so", backends.ErrUnavailable)
+	}
+	return ecdsa.SignASN1(rand.Reader, f.PrivateKey, digest)
+}
+func (f *flakySigner) Ready(context.Context) error {
+	if f.down.Load() {
+		return fmt.Errorf("%w: the test says so", backends.ErrUnavailable)
+	}
+	return nil
+}
+func (f *flakySigner) Location() string { return "memory" }
+func (f *flakySigner) Close() error     { return nil }
+
+var flaky = &flakySigner{}
+
+func init() {
+	flaky.PrivateKey, _ = ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
+	backends.Register("flaky-test", backends.Backend{Open: func(context.Context, *conf.Key) (backends.Signer, error) { return flaky, nil }})
+}
+
+// In an outage the log has a line when the key goes down, one a minute while it stays
+// down with the number of signatures refused meanwhile, and one when it is back: not a
+// line per refused request.
+func TestOutageIsLoggedByStateAndCount(t *testing.T) {
+	m := NewMetrics("test")
+	k, err := backends.Open(context.Background(), conf.NewKey("signing", "flaky-test", "", "test", nil), backends.Options{Observe: m.signObserver, WithoutCertificates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	h := newHealth([]*backends.Key{k}, m, slog.New(slog.NewJSONHandler(&logs, nil)))
+	clock := time.Now()
+	h.now = func() time.Time { return clock }
+	h.check(context.Background())
+	flaky.down.Store(true)
+	defer flaky.down.Store(false)
+	digest := make([]byte, 32)
+	for range 500 {
+		if _, err := k.SignContext(context.Background(), digest, nil); !errors.Is(err, backends.ErrUnavailable) {
+			t.Fatalf("sign while down: %v", err)
+		}
+	}
+	h.check(context.Background())
+	for range 10 {
+		clock = clock.Add(10 * time.Second)
+		for range 100 {
+			k.SignContext(context.Background(), digest, nil)
+		}
+		h.check(context.Background())
+	}
+	flaky.down.Store(false)
+	clock = clock.Add(5 * time.Second)
+	h.check(context.Background())
+	text := logs.String()
+	lines := strings.Split(strings.TrimSpace(text), "\n")
+	if len(lines) != 3 {
+		t.Fatalf("%d log lines for an outage of 105s with 1500 refused signatures, want 3 (down, still down after a minute, back):\n%s", len(lines), text)
+	}
+	for i, want := range []string{`"msg":"key cannot sign".*"refused":500`, `"msg":"key still cannot sign".*"down_for":"1m0s".*"refused":600`, `"msg":"key can sign again".*"down_for":"1m45s".*"refused":400`} {
+		if !regexp.MustCompile(want).MatchString(lines[i]) {
+			t.Errorf("line %d: %s\nwant %s", i, lines[i], want)
+		}
+	}
+}
+
+// /readyz asked again and again while a key is down (a probe every few seconds): the
+// reason is logged once, and every answer's request id finds it; a new reason, or the key
+// down again after it came back, is logged anew.
+func TestReadyzLogsAReasonOnce(t *testing.T) {
+	m := NewMetrics("test")
+	k, err := backends.Open(context.Background(), conf.NewKey("signing", "flaky-test", "", "test", nil), backends.Options{Observe: m.signObserver, WithoutCertificates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var logs bytes.Buffer
+	h := newHealth([]*backends.Key{k}, m, slog.New(slog.NewJSONHandler(&logs, nil)))
+	flaky.down.Store(true)
+	defer flaky.down.Store(false)
+	ids := map[string]bool{}
+	for range 20 {
+		r := h.reasons(context.Background())
+		if len(r) != 1 {
+			t.Fatalf("reasons: %v", r)
+		}
+		_, id, _ := strings.Cut(r[0], "request id ")
+		ids[id] = true
+	}
+	if n := strings.Count(logs.String(), "not ready: key cannot sign"); n != 1 || len(ids) != 1 {
+		t.Errorf("%d lines and %d request ids for 20 /readyz answers with one reason:\n%s", n, len(ids), logs.String())
+	}
+	for id := range ids {
+		if !strings.Contains(logs.String(), `"request_id":"`+id+`"`) {
+			t.Errorf("request id %s is not in the log", id)
+		}
+	}
+	flaky.down.Store(false)
+	if r := h.reasons(context.Background()); len(r) != 0 {
+		t.Fatalf("reasons after recovery: %v", r)
+	}
+	flaky.down.Store(true)
+	h.reasons(context.Background())
+	if n := strings.Count(logs.String(), "not ready: key cannot sign"); n != 2 {
+		t.Errorf("%d lines after the key went down a second time, want 2", n)
 	}
 }

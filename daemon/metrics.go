@@ -5,6 +5,8 @@ import (
 	"errors"
 	"runtime"
 	"runtime/debug"
+	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -25,6 +27,10 @@ type Metrics struct {
 	BackendUp    *prometheus.GaugeVec
 	CertExpiry   *prometheus.GaugeVec
 	access       *accessMetrics
+	SessionWait  *prometheus.HistogramVec
+
+	refusedMu sync.Mutex
+	refused   map[string]*atomic.Int64 // by key: signatures refused (unavailable, timed out) since the health log said so
 }
 
 // SignBuckets span a key in memory (tens of µs) to a KMS call on a bad day (seconds).
@@ -63,6 +69,12 @@ func NewMetrics(version string) *Metrics {
 			Help: "The notAfter of each key's certificate, as a Unix timestamp.",
 		}, []string{"key"}),
 	}
+	m.SessionWait = prometheus.NewHistogramVec(prometheus.HistogramOpts{
+		Name:    "provenanced_pkcs11_session_wait_seconds",
+		Help:    "Time a PKCS#11 key's signature waited for one of its sessions (max_sessions less the one that holds the login), by key.",
+		Buckets: SignBuckets,
+	}, []string{"key"})
+	reg.MustRegister(m.SessionWait)
 	build := prometheus.NewGauge(prometheus.GaugeOpts{
 		Name:        "provenanced_build_info",
 		Help:        "Always 1; the labels say which build is running.",
@@ -115,6 +127,7 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 	}
 	ok := by["ok"]
 	up := m.BackendUp.WithLabelValues(name, backend)
+	refused := m.refusedCounter(name)
 	return func(took time.Duration, err error) {
 		if err == nil {
 			ok.Observe(took.Seconds())
@@ -129,7 +142,32 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 		if errors.Is(err, backends.ErrUnavailable) {
 			up.Set(0)
 		}
+		if errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {
+			refused.Add(1)
+		}
 	}
+}
+
+// refusedCounter is the count of key name's refused signatures, which the health check
+// logs in an outage instead of a line per request.
+func (m *Metrics) refusedCounter(name string) *atomic.Int64 {
+	m.refusedMu.Lock()
+	defer m.refusedMu.Unlock()
+	if m.refused == nil {
+		m.refused = map[string]*atomic.Int64{}
+	}
+	c, ok := m.refused[name]
+	if !ok {
+		c = new(atomic.Int64)
+		m.refused[name] = c
+	}
+	return c
+}
+
+// sessionWait returns what times the session waits of key name.
+func (m *Metrics) sessionWait(name string) func(time.Duration) {
+	h := m.SessionWait.WithLabelValues(name)
+	return func(d time.Duration) { h.Observe(d.Seconds()) }
 }
 
 // Revision is the source revision when the build stamps it (-ldflags "-X

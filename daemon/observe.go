@@ -86,7 +86,13 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	timer.Observe(took.Seconds())
 
 	level := slog.LevelInfo
-	if status >= 500 {
+	switch {
+	case status == http.StatusServiceUnavailable:
+		// A key that cannot sign: the health check logs the outage once per change of
+		// state and with a count of refused signatures every minute, so a client looping
+		// on 503s does not fill the log with a line per refusal (at debug level it may).
+		level = slog.LevelDebug
+	case status >= 500:
 		level = slog.LevelError
 	}
 	if !o.log.Enabled(r.Context(), level) {

@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/elliptic"
 	"crypto/rand"
 	"crypto/x509"
+	"encoding/asn1"
 	"encoding/hex"
 	"errors"
 	"fmt"
@@ -158,6 +160,11 @@ type KeySpec struct {
 
 // GenerateKey has the token generate a key pair (pkcs11-tool --keypairgen).
 func (h *SoftHSM) GenerateKey(token, pin string, k KeySpec) error {
+	return generateKey(h.Run, token, pin, k)
+}
+
+// generateKey runs pkcs11-tool --keypairgen through run, on whichever token it reaches.
+func generateKey(run func(string, ...string) ([]byte, error), token, pin string, k KeySpec) error {
 	typ := k.Type
 	if typ == "" {
 		typ = "EC:prime256v1"
@@ -172,7 +179,7 @@ func (h *SoftHSM) GenerateKey(token, pin string, k KeySpec) error {
 	if k.AlwaysAuth {
 		args = append(args, "--always-auth")
 	}
-	_, err := h.Run("pkcs11-tool", args...)
+	_, err := run("pkcs11-tool", args...)
 	return err
 }
 
@@ -214,7 +221,12 @@ func (h *SoftHSM) ImportKey(token, pin string, k KeySpec, key *ecdsa.PrivateKey)
 
 // PublicKey reads the public key object with label (and id, if not "") from the token.
 func (h *SoftHSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
-	tmp, err := os.MkdirTemp(h.Dir, ".read-*")
+	return readPublicKey(h.Run, h.Dir, token, k)
+}
+
+// readPublicKey runs pkcs11-tool --read-object through run, in a folder made in dir.
+func readPublicKey(run func(string, ...string) ([]byte, error), dir, token string, k KeySpec) (crypto.PublicKey, error) {
+	tmp, err := os.MkdirTemp(dir, ".read-*")
 	if err != nil {
 		return nil, err
 	}
@@ -227,7 +239,12 @@ func (h *SoftHSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
 	if k.ID != "" {
 		args = append(args, "--id", k.ID)
 	}
-	if _, err := h.Run("pkcs11-tool", args...); err != nil {
+	if _, err := run("pkcs11-tool", args...); err != nil {
+		// pkcs11-tool 0.23 fails to convert some valid P-256 points it reads from
+		// tpm2-pkcs11 ("cannot create EVP_PKEY"); the point it lists is taken instead.
+		if pub, lerr := listedPublicKey(run, token, k); lerr == nil {
+			return pub, nil
+		}
 		return nil, err
 	}
 	der, err := os.ReadFile(out)
@@ -235,6 +252,36 @@ func (h *SoftHSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
 		return nil, err
 	}
 	return x509.ParsePKIXPublicKey(der)
+}
+
+// listedPublicKey finds the P-256 public key object with k's label (and id) in what
+// pkcs11-tool --list-objects prints, and decodes its CKA_EC_POINT.
+func listedPublicKey(run func(string, ...string) ([]byte, error), token string, k KeySpec) (crypto.PublicKey, error) {
+	out, err := run("pkcs11-tool", "--token-label", token, "--list-objects", "--type", "pubkey")
+	if err != nil {
+		return nil, err
+	}
+	for _, block := range strings.Split(string(out), "Public Key Object;")[1:] {
+		fields := map[string]string{}
+		for _, line := range strings.Split(block, "\n") {
+			if name, v, ok := strings.Cut(strings.TrimSpace(line), ":"); ok {
+				fields[name] = strings.TrimSpace(v)
+			}
+		}
+		if fields["label"] != k.Label || (k.ID != "" && fields["ID"] != k.ID) {
+			continue
+		}
+		der, err := hex.DecodeString(fields["EC_POINT"])
+		if err != nil {
+			return nil, fmt.Errorf("testenv: CKA_EC_POINT %q: %v", fields["EC_POINT"], err)
+		}
+		var point []byte
+		if rest, err := asn1.Unmarshal(der, &point); err != nil || len(rest) != 0 {
+			point = der // a token that gives the bare point
+		}
+		return ecdsa.ParseUncompressedPublicKey(elliptic.P256(), point)
+	}
+	return nil, fmt.Errorf("testenv: token %q lists no public key labelled %q", token, k.Label)
 }
 
 // RemoveToken takes the token's folder away, as if the token were pulled out of the
@@ -282,9 +329,22 @@ func (h *SoftHSM) SnapshotToken(label string) (restore func() error, err error) 
 	}, nil
 }
 
-// HSMOptions describe a SoftHSM fixture. The zero value is a token "provenance" with a
-// P-256 key "signing" (id 01) generated in the token and a certificate for it.
+// Kinds of token a fixture can be.
+const (
+	KindSoftHSM = "softhsm" // SoftHSM2 (the default)
+	KindTPM     = "tpm"     // tpm2-pkcs11 on swtpm, through tpm2-abrmd
+	KindP11Kit  = "p11kit"  // SoftHSM2 reached through p11-kit-proxy
+)
+
+// Kinds lists every kind, for tests that run on each.
+var Kinds = []string{KindSoftHSM, KindTPM, KindP11Kit}
+
+// HSMOptions describe a token fixture. The zero value is a SoftHSM token "provenance"
+// with a P-256 key "signing" (id 01) generated in the token and a certificate for it.
 type HSMOptions struct {
+	// Kind is the token's kind (KindSoftHSM when ""). A KindTPM fixture runs processes:
+	// Close ends them (NewHSM does that at the test's cleanup).
+	Kind     string
 	Token    string // token label; default "provenance"
 	KeyLabel string // default "signing"
 	KeyID    string // hex CKA_ID; default "01"
@@ -303,10 +363,13 @@ type HSMOptions struct {
 	Now  time.Time // default time.Now()
 }
 
-// HSM is a SoftHSM token with a signing key, a test PKI with the key's certificate, a
-// PIN file and a config that serves the key with the pkcs11 backend.
+// HSM is a token with a signing key, a test PKI with the key's certificate, a PIN file
+// and a config that serves the key with the pkcs11 backend. SoftHSM is nil for a TPM.
 type HSM struct {
 	*SoftHSM
+	Kind                   string
+	Module                 string // the library the config names
+	TPM                    *TPM   // KindTPM only
 	Token, KeyLabel, KeyID string
 	PIN, SOPIN             string
 	PINFile                string // mode 0600
@@ -320,10 +383,10 @@ type HSM struct {
 	opts                   HSMOptions
 }
 
-// BuildHSM builds a SoftHSM fixture in dir: dir/softhsm (softhsm2.conf for
-// SOFTHSM2_CONF, the tokens, so.pin), the PKI's files, dir/user.pin and
-// dir/provenanced.toml.
-func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
+// BuildHSM builds a token fixture in dir: dir/softhsm (softhsm2.conf for SOFTHSM2_CONF,
+// the tokens, so.pin) or dir/tpm (the TPM's state and store, so.pin), the PKI's files,
+// dir/user.pin and dir/provenanced.toml.
+func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 	hsmMu.Lock()
 	defer hsmMu.Unlock()
 	if o.Token == "" {
@@ -335,18 +398,49 @@ func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
 	if o.KeyID == "" {
 		o.KeyID = "01"
 	}
+	if o.Kind == "" {
+		o.Kind = KindSoftHSM
+	}
 	if o.Now.IsZero() {
 		o.Now = time.Now()
 	}
-	dir, err := filepath.Abs(dir)
+	dir, err = filepath.Abs(dir)
 	if err != nil {
 		return nil, err
 	}
-	sh, err := NewSoftHSM(filepath.Join(dir, "softhsm"))
-	if err != nil {
-		return nil, err
+	h = &HSM{Kind: o.Kind, Token: o.Token, KeyLabel: o.KeyLabel, KeyID: o.KeyID, PINFile: filepath.Join(dir, "user.pin"), Config: filepath.Join(dir, "provenanced.toml"), Socket: filepath.Join(dir, "provenanced.sock"), opts: o}
+	var tok interface {
+		InitToken(label, soPIN, pin string) error
+		GenerateKey(token, pin string, k KeySpec) error
+		PublicKey(token string, k KeySpec) (crypto.PublicKey, error)
 	}
-	h := &HSM{SoftHSM: sh, Token: o.Token, KeyLabel: o.KeyLabel, KeyID: o.KeyID, PINFile: filepath.Join(dir, "user.pin"), Config: filepath.Join(dir, "provenanced.toml"), Socket: filepath.Join(dir, "provenanced.sock"), opts: o}
+	var tokDir string
+	switch o.Kind {
+	case KindSoftHSM, KindP11Kit:
+		sh, err := NewSoftHSM(filepath.Join(dir, "softhsm"))
+		if err != nil {
+			return nil, err
+		}
+		h.SoftHSM, h.Module, tok, tokDir = sh, sh.Module, sh, sh.Dir
+		if o.Kind == KindP11Kit {
+			if h.Module, err = FindP11KitProxy(); err != nil {
+				return nil, err
+			}
+		}
+	case KindTPM:
+		tp, err := StartTPM(filepath.Join(dir, "tpm"))
+		if err != nil {
+			return nil, err
+		}
+		defer func() {
+			if err != nil {
+				tp.Stop()
+			}
+		}()
+		h.TPM, h.Module, tok, tokDir = tp, tp.Module, tp, tp.Dir
+	default:
+		return nil, fmt.Errorf("testenv: unknown token kind %q", o.Kind)
+	}
 	if h.PIN, err = randomPIN(); err != nil {
 		return nil, err
 	}
@@ -357,31 +451,34 @@ func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
 		return nil, err
 	}
 	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
-	if err := WriteFileAtomic(filepath.Join(sh.Dir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
+	if err := WriteFileAtomic(filepath.Join(tokDir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
-	if err := sh.InitToken(o.Token, h.SOPIN, h.PIN); err != nil {
+	if err := tok.InitToken(o.Token, h.SOPIN, h.PIN); err != nil {
 		return nil, err
 	}
 	spec := KeySpec{Label: o.KeyLabel, ID: o.KeyID, Type: o.KeyType}
 	switch {
 	case o.NoKey:
 	case o.Import:
+		if h.SoftHSM == nil {
+			return nil, errors.New("testenv: only a SoftHSM fixture imports its key")
+		}
 		if h.Key, err = NewKey(); err != nil {
 			return nil, err
 		}
-		if err := sh.ImportKey(o.Token, h.PIN, spec, h.Key); err != nil {
+		if err := h.SoftHSM.ImportKey(o.Token, h.PIN, spec, h.Key); err != nil {
 			return nil, err
 		}
 		h.Public = &h.Key.PublicKey
 	default:
-		if err := sh.GenerateKey(o.Token, h.PIN, spec); err != nil {
+		if err := tok.GenerateKey(o.Token, h.PIN, spec); err != nil {
 			return nil, err
 		}
 		// Only a P-256 key gets a certificate, and so needs its public key here (and
 		// pkcs11-tool 0.23 cannot read a P-384 public key back).
 		if o.KeyType == "" || o.KeyType == "EC:prime256v1" {
-			if h.Public, err = sh.PublicKey(o.Token, spec); err != nil {
+			if h.Public, err = tok.PublicKey(o.Token, spec); err != nil {
 				return nil, err
 			}
 		}
@@ -411,13 +508,90 @@ func BuildHSM(dir string, o HSMOptions) (*HSM, error) {
 }
 
 // NewHSM builds a fixture in a folder of the test's own and fails the test if it cannot.
+// The fixture's processes end at the test's cleanup.
 func NewHSM(t TB, o HSMOptions) *HSM {
 	t.Helper()
 	h, err := BuildHSM(t.TempDir(), o)
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
+	t.Cleanup(h.Close)
 	return h
+}
+
+// Close ends the fixture's processes (a TPM's); a SoftHSM fixture has none.
+func (h *HSM) Close() {
+	if h.TPM != nil {
+		h.TPM.Stop()
+	}
+}
+
+// Env is what a program using the fixture's token needs in its environment, beside
+// os.Environ(): SOFTHSM2_CONF, or the TPM's store, TCTI and bus.
+func (h *HSM) Env() []string {
+	switch h.Kind {
+	case KindTPM:
+		return h.TPM.Env()
+	case KindP11Kit:
+		// p11-kit-proxy loads every module registered on the machine, tpm2-pkcs11 among
+		// them if it is installed: this keeps it from looking for a TPM on the machine's
+		// default TCTIs (among them a fixed loopback port).
+		return []string{"SOFTHSM2_CONF=" + h.Conf, "TPM2_PKCS11_TCTI=device:" + filepath.Join(h.Dir, "no-tpm")}
+	}
+	return []string{"SOFTHSM2_CONF=" + h.Conf}
+}
+
+// Run runs a tool on the fixture's token (pkcs11-tool on the token's own library, not
+// on p11-kit-proxy).
+func (h *HSM) Run(name string, args ...string) ([]byte, error) {
+	if h.TPM != nil {
+		return h.TPM.Run(name, args...)
+	}
+	return h.SoftHSM.Run(name, args...)
+}
+
+// PublicKey reads a public key object from the fixture's token (through its own library).
+func (h *HSM) PublicKey(token string, k KeySpec) (crypto.PublicKey, error) {
+	if h.TPM != nil {
+		return h.TPM.PublicKey(token, k)
+	}
+	return h.SoftHSM.PublicKey(token, k)
+}
+
+// p11KitProxies are where distributions put p11-kit-proxy.so.
+var p11KitProxies = []string{
+	"/usr/lib/x86_64-linux-gnu/p11-kit-proxy.so",
+	"/usr/lib/aarch64-linux-gnu/p11-kit-proxy.so",
+	"/usr/lib64/p11-kit-proxy.so",
+	"/usr/lib/p11-kit-proxy.so",
+}
+
+// FindP11KitProxy returns the path of p11-kit-proxy.so, having checked that p11-kit
+// knows SoftHSM. p11-kit reads module registrations from /etc/pkcs11/modules and
+// /usr/share/p11-kit/modules, and ignores a user's own (~/.config/pkcs11) in a program
+// run as root, so a test cannot point it elsewhere: it needs the softhsm2.module file
+// that Debian's softhsm2 package installs.
+func FindP11KitProxy() (string, error) {
+	proxy := ""
+	for _, p := range p11KitProxies {
+		if _, err := os.Stat(p); err == nil {
+			proxy = p
+			break
+		}
+	}
+	if proxy == "" {
+		return "", fmt.Errorf("testenv: p11-kit-proxy.so is not installed: run apt-get install p11-kit")
+	}
+	for _, d := range []string{"/etc/pkcs11/modules", "/usr/share/p11-kit/modules"} {
+		ents, _ := os.ReadDir(d)
+		for _, e := range ents {
+			b, err := os.ReadFile(filepath.Join(d, e.Name()))
+			if err == nil && strings.Contains(string(b), "libsofthsm2.so") {
+				return proxy, nil
+			}
+		}
+	}
+	return "", fmt.Errorf("testenv: p11-kit has no module registration for SoftHSM (a file naming libsofthsm2.so in /usr/share/p11-kit/modules): run apt-get install softhsm2 p11-kit")
 }
 
 func randomPIN() (string, error) {
@@ -461,7 +635,7 @@ func (h *HSM) ConfigTOML(set map[string]string) string {
 		}
 	}
 	var b strings.Builder
-	b.WriteString(ConfigHead("# Written by provenanced's testenv: a SoftHSM token and a test PKI. Not for production.\n# Run with SOFTHSM2_CONF="+h.Conf,
+	b.WriteString(ConfigHead("# Written by provenanced's testenv: a "+h.Kind+" token and a test PKI. Not for production.\n# Run with "+strings.Join(h.Env(), " "),
 		h.opts.HTTP, filepath.Base(h.Files.RootCA)))
 	var keys []string
 	for k := range f {

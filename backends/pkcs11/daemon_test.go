@@ -43,7 +43,7 @@ type daemonProc struct {
 }
 
 func daemonEnv(h *testenv.HSM, env ...string) []string {
-	return append([]string{"SOFTHSM2_CONF=" + h.Conf, "PROVENANCED_HTTP=off"}, env...)
+	return append(append(h.Env(), "PROVENANCED_HTTP=off"), env...)
 }
 
 // startDaemon runs the daemon on config and waits until it answers /healthz.
@@ -135,8 +135,16 @@ func opensslVerify(t *testing.T, dir, pubFile string, message, sig []byte) {
 	}
 }
 
-func TestDaemonSignsWithSoftHSM(t *testing.T) {
-	h := testenv.NewHSM(t, testenv.HSMOptions{MaxSessions: 4})
+// The daemon on each kind of token: SoftHSM, a TPM through tpm2-pkcs11, and SoftHSM
+// through p11-kit-proxy.
+func TestDaemonSigns(t *testing.T) {
+	for _, kind := range testenv.Kinds {
+		t.Run(kind, func(t *testing.T) { testDaemonSigns(t, kind) })
+	}
+}
+
+func testDaemonSigns(t *testing.T, kind string) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind, MaxSessions: 4})
 	d := startDaemon(t, h, h.Config)
 	ctx := context.Background()
 
@@ -224,6 +232,35 @@ func TestDaemonSignsWithSoftHSM(t *testing.T) {
 	if code, body := d.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz: %d %s", code, body)
 	}
+	if !regexp.MustCompile(`(?m)^provenanced_pkcs11_session_wait_seconds_count\{key="signing"\} [1-9]`).MatchString(metrics) {
+		t.Errorf("no session waits for the key in /metrics")
+	}
+	jsonLog(t, d.Output())
+}
+
+// logSays reports whether the daemon's log says s, within 2 s: this process reads the
+// daemon's stderr through a pipe, which may lag behind its answers.
+func (d *daemonProc) logSays(s string) bool {
+	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
+		if strings.Contains(d.Output(), s) {
+			return true
+		}
+		if time.Now().After(deadline) {
+			return false
+		}
+	}
+}
+
+// jsonLog checks that every line of the daemon's output is a JSON object: nothing a
+// module prints on its own (tpm2-tss, p11-kit) is mixed into the log.
+func jsonLog(t *testing.T, out string) {
+	t.Helper()
+	for _, line := range strings.Split(strings.TrimSpace(out), "\n") {
+		var v map[string]any
+		if err := json.Unmarshal([]byte(line), &v); err != nil {
+			t.Errorf("a log line that is not JSON: %q", line)
+		}
+	}
 }
 
 // remoteKey is a crypto.Signer whose signatures come from the daemon.
@@ -240,8 +277,15 @@ func (k remoteKey) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte
 
 // A provenance record signed with the daemon's signatures verifies with provenanced's
 // verifier and with the independent Python checker.
+// An IB1 record signed by the daemon on each kind of token.
 func TestDaemonSignsARecord(t *testing.T) {
-	h := testenv.NewHSM(t, testenv.HSMOptions{})
+	for _, kind := range testenv.Kinds {
+		t.Run(kind, func(t *testing.T) { testDaemonSignsARecord(t, kind) })
+	}
+}
+
+func testDaemonSignsARecord(t *testing.T, kind string) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind})
 	d := startDaemon(t, h, h.Config)
 	now := time.Now()
 	b := provenance.NewBuilder(testenv.SandboxTrustFramework, now, nil)
@@ -381,9 +425,13 @@ func (d *daemonProc) unavailable(t *testing.T, says string) {
 	if !strings.Contains(apiErr.Message, `key "signing" cannot sign now`) || id == "" || strings.Contains(apiErr.Message, says) {
 		t.Errorf("the 503 should name the key and a request id, and not say %q: %s", says, apiErr.Message)
 	}
+	// The daemon writes the line before it answers, but this process reads its stderr
+	// through a pipe, which may lag behind the answer.
 	var logged bool
-	for _, line := range strings.Split(d.Output(), "\n") {
-		logged = logged || strings.Contains(line, id) && strings.Contains(line, strings.ReplaceAll(says, `"`, `\"`))
+	for deadline := time.Now().Add(2 * time.Second); !logged && time.Now().Before(deadline); time.Sleep(10 * time.Millisecond) {
+		for _, line := range strings.Split(d.Output(), "\n") {
+			logged = logged || strings.Contains(line, id) && strings.Contains(line, strings.ReplaceAll(says, `"`, `\"`))
+		}
 	}
 	if !logged {
 		t.Errorf("the log has no line with request id %s saying %q:\n%s", id, says, d.Output())
@@ -465,8 +513,15 @@ func TestDaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
 
 // provenanced keygen makes the key in the token, refuses to make it twice, and the daemon
 // serves it once it has a certificate.
+// keygen, a CSR signed in the token, and serving the new key, on each kind of token.
 func TestKeygenThenServe(t *testing.T) {
-	h := testenv.NewHSM(t, testenv.HSMOptions{NoKey: true})
+	for _, kind := range testenv.Kinds {
+		t.Run(kind, func(t *testing.T) { testKeygenThenServe(t, kind) })
+	}
+}
+
+func testKeygenThenServe(t *testing.T, kind string) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind, NoKey: true})
 	bin, err := pkcs11.DaemonBinary()
 	if err != nil {
 		t.Fatal(err)
@@ -525,4 +580,96 @@ func TestKeygenThenServe(t *testing.T) {
 	if err != nil || !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
 		t.Fatalf("signing with the generated key: %v", err)
 	}
+}
+
+// A TPM that hangs (swtpm stopped with SIGSTOP), then comes back, then dies, with the
+// daemon serving it. While it hangs a request gets 503 at sign_timeout, /readyz answers
+// at once and says 503, and the key is back when the TPM is; when it dies /readyz turns
+// 503 within 15 s with no traffic at all (the periodic test signature finds it), refused
+// requests are counted rather than logged one by one, and when the TPM is started again
+// the key comes back without a restart. The log stays JSON throughout.
+func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
+	config := filepath.Join(filepath.Dir(h.Config), "outage.toml")
+	// ready_check_interval is left at its default (5s): that is what must find a dead TPM
+	// within 15 s.
+	text := strings.Replace(h.ConfigTOML(nil), "[server]\n", "[server]\nsign_timeout = \"1s\"\n", 1)
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, h, config)
+	pid := d.Cmd.Process.Pid
+	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
+		t.Fatal(err)
+	}
+
+	if err := h.TPM.Pause(); err != nil {
+		t.Fatal(err)
+	}
+	resumed := false
+	defer func() {
+		if !resumed {
+			h.TPM.Resume()
+		}
+	}()
+	start := time.Now()
+	_, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32))
+	var apiErr *client.Error
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+		t.Fatalf("signing on a hung TPM: %v, want 503", err)
+	}
+	if took := time.Since(start); took > 3*time.Second {
+		t.Errorf("the request on a hung TPM took %v; sign_timeout is 1s", took)
+	}
+	start = time.Now()
+	code, body := d.get(t, "/readyz")
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("/readyz took %v on a hung TPM", took)
+	}
+	// The reason is in the answer, or (when answers name nothing internal) in the log.
+	if code != http.StatusServiceUnavailable || !(strings.Contains(body, "have not returned") || d.logSays("have not returned")) {
+		t.Errorf("/readyz on a hung TPM: %d %s", code, body)
+	}
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("provenanced_backend_up = %s on a hung TPM, want 0", up)
+	}
+	if err := h.TPM.Resume(); err != nil {
+		t.Fatal(err)
+	}
+	resumed = true
+	d.recovers(t, pid, h.Public)
+
+	h.TPM.KillSWTPM()
+	start = time.Now()
+	for {
+		code, body := d.get(t, "/readyz")
+		if code == http.StatusServiceUnavailable {
+			break
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatalf("/readyz still %d %s 15s after the TPM died", code, body)
+		}
+		time.Sleep(200 * time.Millisecond)
+	}
+	t.Logf("/readyz said 503 %v after the TPM died", time.Since(start).Round(100*time.Millisecond))
+	// A client looping on a dead key: its refusals are counted, not logged one by one.
+	for range 50 {
+		if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err == nil {
+			t.Fatal("signed on a dead TPM")
+		}
+	}
+	out := d.Output()
+	if n := strings.Count(out, `"status":503`); n > 0 {
+		t.Errorf("%d request lines for refused signatures in the log", n)
+	}
+	if !d.logSays(`"msg":"key cannot sign"`) {
+		t.Errorf("no line in the log says the key cannot sign")
+	}
+	jsonLog(t, out)
+
+	// The TPM back, with its state: the key comes back by itself.
+	if err := h.TPM.RestartSWTPM(); err != nil {
+		t.Fatal(err)
+	}
+	d.recovers(t, pid, h.Public)
 }

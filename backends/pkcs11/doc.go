@@ -10,6 +10,8 @@
 //	key_label = "signing"                      # and/or key_id = "01" (CKA_ID in hex)
 //	pin = "file:/etc/provenanced/hsm.pin"      # or "env:HSM_PIN"
 //	max_sessions = 8                           # sessions this key may open, at least 2
+//	ready_check_interval = "5s"                # a test signature when idle this long
+//	state_dir = "/var/lib/provenanced"         # where refused PINs are remembered
 //	certificates = "signing-bundle.pem"
 //
 // module is the path of the library (relative to the config file); it comes from the
@@ -36,7 +38,7 @@
 // or env:NAME, an extension of this daemon). pin-value is refused like a PIN in the config,
 // and slot-id because SoftHSM renumbers slots; any other attribute is an error rather than
 // ignored, since a key chosen by an attribute that was dropped would be the wrong key.
-// With uri, only max_sessions may be set beside it.
+// With uri, only max_sessions, ready_check_interval and state_dir may be set beside it.
 //
 // # Sessions and login
 //
@@ -49,6 +51,12 @@
 // requests. Keep max_sessions below the token's session limit (less any other program's
 // sessions). More sessions are not always faster: SoftHSM signs on the caller's thread and
 // gains little beyond the number of cores.
+//
+// A token that refuses a session below max_sessions (CKR_SESSION_COUNT) has not gone
+// away: the signature waits for one of the key's open sessions, or, when the key has none,
+// signs on the anchor. How long signatures wait for a session is reported through
+// backends.SessionWaiter (provenanced_pkcs11_session_wait_seconds). A TPM runs one
+// command at a time: 2 or 3 sessions suit it, more only lengthen its queue.
 //
 // Keys on one token share its login: the second key's C_Login answers
 // CKR_USER_ALREADY_LOGGED_IN, and its PIN is not checked by the token.
@@ -73,6 +81,14 @@
 // restart at a time. A good login by hand clears the count. Under systemd, set
 // RestartPreventExitStatus=2 so that a config error does not become a restart loop.
 //
+// tpm2-pkcs11 never sets CKF_USER_PIN_COUNT_LOW, and a TPM counts wrong PINs towards its
+// dictionary-attack lockout, which locks every key on it and its SO PIN (3 tries on
+// swtpm's defaults). So a refused PIN is also remembered, per token, as a salted PBKDF2
+// hash in a 0600 file in state_dir (default $STATE_DIRECTORY), and not offered again after
+// a restart either; a good login removes the record. A TPM's lockout ends with its
+// recovery time or tpm2_dictionarylockout --clear-lockout, and the key comes back by
+// itself.
+//
 // While running, an error that means the session, the key's handle or the token is gone
 // (CKR_SESSION_HANDLE_INVALID, CKR_DEVICE_REMOVED, CKR_TOKEN_NOT_PRESENT,
 // CKR_OBJECT_HANDLE_INVALID, CKR_USER_NOT_LOGGED_IN, CKR_GENERAL_ERROR, ...) takes the key
@@ -80,8 +96,18 @@
 // logs in, and checks with a test signature that the key is the one it started with) and
 // tries again. If the token cannot be reached, requests fail at once with
 // backends.ErrUnavailable (HTTP 503, provenanced_backend_up 0, /readyz 503), and the key
-// tries again at most once a second, driven by requests and by the daemon's health check,
-// so it comes back by itself, without a restart, when the token does. A key that comes
+// tries again at most once a second, driven by requests and by the readiness check, so it
+// comes back by itself, without a restart, when the token does.
+//
+// Ready answers from the key's state and never calls the module. The state is kept fresh
+// by a readiness check: a key that has not signed for ready_check_interval makes a test
+// signature (at most one in flight, bounded by the interval, at most 5 s), since token and
+// session information may come from the library's cache (tpm2-pkcs11's does) and only a
+// signature reaches the device. A PKCS#11 call cannot be interrupted, so each signature
+// runs in a goroutine of its own and its caller waits no longer than its context allows:
+// at the deadline the request gets backends.ErrUnavailable, and a call still inside the
+// module marks the key degraded (not ready, new signatures refused at once) until it
+// returns. A key that comes
 // back under the configured name with another public key is not used: that needs a
 // restart and a certificate for the new key.
 //
@@ -93,8 +119,11 @@
 //
 // Generate (provenanced keygen) creates the key pair with C_GenerateKeyPair: a token key,
 // sensitive, never extractable, allowed to sign only, with the configured label and id (a
-// random 8-byte CKA_ID when only a label is given). A token that holds any object with
-// that label or id already is an error; a key is never overwritten.
+// random 8-byte CKA_ID when only a label is given). The public key's template names only
+// the curve, the id and the label: tpm2-pkcs11 refuses CKA_VERIFY or CKA_ENCRYPT there. A
+// token that holds any object with that label or id already is an error; a key is never
+// overwritten. A token without EC mechanisms (CKR_MECHANISM_INVALID) is said to be unable
+// to make or use P-256 keys.
 //
 // The backend calls miekg/pkcs11 directly rather than crypto11: crypto11's session pool
 // waits without a deadline unless configured to, it cannot be told to find a key again

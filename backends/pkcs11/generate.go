@@ -55,7 +55,8 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 		return nil, fail(errorf("", false, err, "C_OpenSession (read/write) on token %q failed", ti.Label))
 	}
 	defer m.closeSession(sess)
-	s := &Signer{cfg: cfg}
+	s := &Signer{cfg: cfg, mod: m}
+	s.guard.dir = cfg.stateDir
 	if _, err := s.login(m.p, sess.h, ti); err != nil {
 		return nil, fail(err)
 	}
@@ -85,15 +86,13 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 			return nil, err
 		}
 	}
+	// The public half's template says only what the key is and where it lives: what a
+	// public key may do is harmless, and tpm2-pkcs11 refuses a template that names
+	// CKA_VERIFY or CKA_ENCRYPT (CKR_GENERAL_ERROR) while SoftHSM accepts either form.
 	public := []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
-		pkcs11.NewAttribute(pkcs11.CKA_PRIVATE, false),
-		pkcs11.NewAttribute(pkcs11.CKA_VERIFY, true),
-		pkcs11.NewAttribute(pkcs11.CKA_ENCRYPT, false),
-		pkcs11.NewAttribute(pkcs11.CKA_WRAP, false),
-		pkcs11.NewAttribute(pkcs11.CKA_DERIVE, false),
 		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256Params),
 		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 	}
@@ -115,6 +114,9 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 		private = append(private, pkcs11.NewAttribute(pkcs11.CKA_LABEL, cfg.keyLabel))
 	}
 	pubH, privH, err := p.GenerateKeyPair(sess.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, public, private)
+	if isCode(err, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID, pkcs11.CKR_DOMAIN_PARAMS_INVALID, pkcs11.CKR_CURVE_NOT_SUPPORTED) {
+		return nil, fail(errorf("", true, err, "token %q cannot make P-256 keys (C_GenerateKeyPair with CKM_EC_KEY_PAIR_GEN); provenanced needs a token with EC P-256 support (opencryptoki's soft token, for one, has no EC mechanisms)", ti.Label))
+	}
 	if err != nil {
 		return nil, fail(errorf("", false, err, "C_GenerateKeyPair (CKM_EC_KEY_PAIR_GEN, P-256) on token %q failed", ti.Label))
 	}

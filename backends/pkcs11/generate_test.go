@@ -16,8 +16,10 @@ import (
 	"github.com/ib1/provenanced/testenv"
 )
 
-func genBody(label, id string) string {
-	b := fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\npin = \"file:user.pin\"\n", home.hsm.Module, tokSpare)
+func genBody(label, id string) string { return kinds()[0].genBody(label, id) }
+
+func (k kind) genBody(label, id string) string {
+	b := fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\npin = \"file:user.pin\"\n", k.module, k.spare)
 	if label != "" {
 		b += fmt.Sprintf("key_label = %q\n", label)
 	}
@@ -29,9 +31,11 @@ func genBody(label, id string) string {
 
 // objects is what pkcs11-tool says of the token's objects labelled label, by kind
 // ("Private Key Object", "Public Key Object").
-func objects(t *testing.T, label string) map[string]string {
+func objects(t *testing.T, label string) map[string]string { return kinds()[0].objects(t, label) }
+
+func (k kind) objects(t *testing.T, label string) map[string]string {
 	t.Helper()
-	out, err := home.hsm.Run("pkcs11-tool", "--token-label", tokSpare, "--login", "--pin", home.pin, "--list-objects")
+	out, err := k.run("pkcs11-tool", "--token-label", k.spare, "--login", "--pin", home.pin, "--list-objects")
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -58,7 +62,15 @@ func objects(t *testing.T, label string) map[string]string {
 	return found
 }
 
+// Key generation on each kind: tpm2-pkcs11 refused the public template SoftHSM took.
 func TestGenerate(t *testing.T) {
+	for _, k := range kinds() {
+		t.Run(k.name, func(t *testing.T) { testGenerate(t, k) })
+	}
+}
+
+func testGenerate(t *testing.T, k kind) {
+	genBody, objects := k.genBody, k.objects
 	spec := keySpec(t, genBody("generated", "a1b2"))
 	pub, err := backends.Generate(context.Background(), spec)
 	if err != nil {
@@ -69,7 +81,7 @@ func TestGenerate(t *testing.T) {
 		t.Fatalf("Generate returned %T", pub)
 	}
 	// What the token says, through another program.
-	fromToken, err := home.hsm.PublicKey(tokSpare, testenv.KeySpec{Label: "generated", ID: "a1b2"})
+	fromToken, err := k.public(k.spare, testenv.KeySpec{Label: "generated", ID: "a1b2"})
 	if err != nil || !ecPub.Equal(fromToken) {
 		t.Fatalf("the token's public key (%v) is not the one Generate returned", err)
 	}
@@ -103,7 +115,7 @@ func TestGenerate(t *testing.T) {
 			t.Errorf("Generate over an existing key: %v; want a config error about %s saying %q", err, tc.field, tc.says)
 		}
 	}
-	again, err := home.hsm.PublicKey(tokSpare, testenv.KeySpec{Label: "generated"})
+	again, err := k.public(k.spare, testenv.KeySpec{Label: "generated"})
 	if err != nil || !ecPub.Equal(again) {
 		t.Errorf("the key changed after the refused attempts (%v)", err)
 	}

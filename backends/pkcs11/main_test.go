@@ -4,6 +4,7 @@ package pkcs11
 
 import (
 	"context"
+	"crypto"
 	"fmt"
 	"os"
 	"path/filepath"
@@ -39,6 +40,43 @@ const (
 	tokBench    = "bench"    // "signing": for the benchmarks
 )
 
+// The TPM home: one TPM stack (swtpm, tpm2-abrmd, a tpm2-pkcs11 store) for the in-process
+// tests, with the same PINs as the SoftHSM home. Its environment is this process's: the
+// library reads it when it is initialised. Tests that stop or freeze a TPM, or that
+// would lock it, run the daemon on a TPM of their own.
+var tpmHome *testenv.TPM
+
+// Tokens of the TPM home.
+const (
+	tokTPM      = "tmain"  // "signing" (P-256, id 01)
+	tokTPMSpare = "tspare" // empty, for Generate
+	tokTPMPIN   = "tpin"   // "signing": for the wrong-PIN guard
+	tokTPMBench = "tbench" // "signing": for the benchmarks
+)
+
+// kind is one implementation the in-process tests run on. p11-kit-proxy is not among
+// them: in this process it would load the very SoftHSM library the tests use directly,
+// and its C_Finalize would end that library for them; the daemon tests run it.
+type kind struct {
+	name           string
+	module         string
+	tokMain, spare string
+	run            func(name string, args ...string) ([]byte, error)
+	public         func(token string, k testenv.KeySpec) (crypto.PublicKey, error)
+}
+
+func kinds() []kind {
+	return []kind{
+		{name: testenv.KindSoftHSM, module: home.hsm.Module, tokMain: tokMain, spare: tokSpare, run: home.hsm.Run, public: home.hsm.PublicKey},
+		{name: testenv.KindTPM, module: tpmHome.Module, tokMain: tokTPM, spare: tokTPMSpare, run: tpmHome.Run, public: tpmHome.PublicKey},
+	}
+}
+
+// body is the [keys.k] table of the key "signing" on token tok of this kind.
+func (k kind) body(tok, extra string) string {
+	return fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:user.pin\"\n%s", k.module, tok, extra)
+}
+
 func TestMain(m *testing.M) {
 	os.Exit(run(m))
 }
@@ -54,6 +92,16 @@ func run(m *testing.M) int {
 		fmt.Fprintln(os.Stderr, "backends/pkcs11 tests:", err)
 		return 1
 	}
+	defer func() {
+		if tpmHome != nil {
+			tpmHome.Stop()
+		}
+	}()
+	if err := buildTPMHome(filepath.Join(dir, "tpm")); err != nil {
+		fmt.Fprintln(os.Stderr, "backends/pkcs11 tests:", err)
+		return 1
+	}
+	tpmHome.SetEnv()
 	os.Setenv("SOFTHSM2_CONF", home.hsm.Conf)
 	binDir = filepath.Join(dir, "bin")
 	wrapModule = func(_ string, p cryptoki) cryptoki { return &faulty{cryptoki: p, raw: p.(*pkcs11.Ctx)} }
@@ -90,6 +138,26 @@ func buildHome(dir string) error {
 		return err
 	}
 	return h.GenerateKey(tokMain, home.pin, testenv.KeySpec{Label: "p384", ID: "03", Type: "EC:secp384r1"})
+}
+
+func buildTPMHome(dir string) error {
+	t, err := testenv.StartTPM(dir)
+	if err != nil {
+		return err
+	}
+	tpmHome = t
+	for _, tok := range []string{tokTPM, tokTPMSpare, tokTPMPIN, tokTPMBench} {
+		if err := t.InitToken(tok, home.soPIN, home.pin); err != nil {
+			return err
+		}
+		if tok == tokTPMSpare {
+			continue
+		}
+		if err := t.GenerateKey(tok, home.pin, testenv.KeySpec{Label: "signing", ID: "01"}); err != nil {
+			return err
+		}
+	}
+	return nil
 }
 
 var (
@@ -290,4 +358,11 @@ func goodLogin(t testing.TB, tok, pin string) {
 	if _, err := home.hsm.Run("pkcs11-tool", "--token-label", tok, "--login", "--pin", pin, "--list-objects"); err != nil {
 		t.Fatal(err)
 	}
+}
+
+func (f *faulty) GenerateKeyPair(sh pkcs11.SessionHandle, m []*pkcs11.Mechanism, public, private []*pkcs11.Attribute) (pkcs11.ObjectHandle, pkcs11.ObjectHandle, error) {
+	if err := fault("GenerateKeyPair"); err != nil {
+		return 0, 0, err
+	}
+	return f.cryptoki.GenerateKeyPair(sh, m, public, private)
 }

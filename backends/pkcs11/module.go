@@ -6,6 +6,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"os"
+	"strings"
 	"sync"
 	"time"
 
@@ -18,6 +20,7 @@ import (
 type cryptoki interface {
 	Initialize(...pkcs11.InitializeOption) error
 	Finalize() error
+	GetInfo() (pkcs11.Info, error)
 	GetSlotList(tokenPresent bool) ([]uint, error)
 	GetTokenInfo(slotID uint) (pkcs11.TokenInfo, error)
 	OpenSession(slotID uint, flags uint) (pkcs11.SessionHandle, error)
@@ -54,6 +57,7 @@ type module struct {
 	path  string
 	raw   *pkcs11.Ctx
 	owned bool // this process's C_Initialize is ours (not another library's in the process)
+	tpm   bool // tpm2-pkcs11: wrong PINs count towards the TPM's dictionary-attack lockout
 
 	mu  sync.RWMutex
 	p   cryptoki
@@ -61,6 +65,11 @@ type module struct {
 
 	regMu    sync.Mutex
 	sessions map[pkcs11.SessionHandle]*session // live sessions of the current generation
+	// openMu makes one C_OpenSession at a time: tpm2-pkcs11 1.9 has been seen to hand
+	// the same handle to two sessions opened at once (CKF_OS_LOCKING_OK notwithstanding),
+	// and two signatures then share one session. Sessions are opened rarely (a pool keeps
+	// them), so this costs nothing that shows.
+	openMu sync.Mutex
 
 	// Guarded by modulesMu.
 	refs  int
@@ -86,6 +95,7 @@ func openModule(path string) (*module, error) {
 		m.refs++
 		return m, nil
 	}
+	quietTSS()
 	raw := pkcs11.New(path)
 	if raw == nil {
 		return nil, fmt.Errorf("cannot load the PKCS#11 library %s (dlopen failed: is it a PKCS#11 module for this architecture?)", path)
@@ -103,6 +113,9 @@ func openModule(path string) (*module, error) {
 			return nil, fmt.Errorf("C_Initialize of %s failed: %w", path, err)
 		}
 		m.owned = false
+	}
+	if info, err := p.GetInfo(); err == nil {
+		m.tpm = strings.Contains(info.ManufacturerID, "tpm2-software") || strings.Contains(info.LibraryDescription, "TPM2")
 	}
 	modules[path] = m
 	return m, nil
@@ -234,7 +247,9 @@ type session struct {
 // openSession opens a session in the current generation and records it as the owner of
 // its handle. The caller holds m.mu for reading.
 func (m *module) openSession(slot uint, flags uint, epoch uint64) (*session, error) {
+	m.openMu.Lock()
 	h, err := m.p.OpenSession(slot, pkcs11.CKF_SERIAL_SESSION|flags)
+	m.openMu.Unlock()
 	if err != nil {
 		return nil, err
 	}
@@ -275,4 +290,16 @@ func (m *module) forgetSession(s *session) {
 		delete(m.sessions, s.h)
 	}
 	m.regMu.Unlock()
+}
+
+// quietTSS keeps the TPM software stack's own logging (tpm2-tss's "WARNING:esys:" and
+// "ERROR:tcti:" lines, which it writes to the process's stderr, between our JSON log
+// lines) off unless the operator asked for it: TSS2_LOG is tpm2-tss's documented switch.
+// It only matters to a TPM's library, and must be set before the library is loaded.
+// tpm2-pkcs11's own "ERROR:" lines cannot be turned off this way; the README says how to
+// keep them apart from the JSON log.
+func quietTSS() {
+	if _, set := os.LookupEnv("TSS2_LOG"); !set {
+		os.Setenv("TSS2_LOG", "all+NONE")
+	}
 }

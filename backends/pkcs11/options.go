@@ -11,6 +11,7 @@ import (
 	"os"
 	"path/filepath"
 	"strings"
+	"time"
 
 	"github.com/ib1/provenanced/conf"
 )
@@ -35,7 +36,18 @@ type Options struct {
 	// MaxSessions bounds the sessions this key opens on the token, the logged-in
 	// session that holds the login included; at least 2, default 8.
 	MaxSessions int `toml:"max_sessions"`
+	// ReadyCheckInterval is how often a key that has not signed lately makes a test
+	// signature, so that a token that died (or hung) between requests is noticed; a Go
+	// duration, default 5s.
+	ReadyCheckInterval string `toml:"ready_check_interval"`
+	// StateDir is where the key remembers a PIN its token refused, so that a restart
+	// does not offer it again (default: $STATE_DIRECTORY, which systemd's StateDirectory=
+	// sets; without either, only for as long as the process runs).
+	StateDir string `toml:"state_dir"`
 }
+
+// DefaultReadyCheckInterval is ready_check_interval when the config does not say.
+const DefaultReadyCheckInterval = 5 * time.Second
 
 // DefaultMaxSessions is max_sessions when the config does not say.
 const DefaultMaxSessions = 8
@@ -52,6 +64,8 @@ type config struct {
 	pin          pinSource
 	maxSessions  int
 	fromURI      bool
+	readyEvery   time.Duration
+	stateDir     string // "" = remember refused PINs in memory only
 }
 
 // field names the config field that holds what an error is about: with a URI, the uri.
@@ -88,7 +102,21 @@ func parseConfig(spec *conf.Key) (*config, error) {
 	if err := spec.Decode(&o); err != nil {
 		return nil, err
 	}
-	c := &config{maxSessions: o.MaxSessions}
+	c := &config{maxSessions: o.MaxSessions, readyEvery: DefaultReadyCheckInterval}
+	if o.ReadyCheckInterval != "" {
+		d, err := time.ParseDuration(o.ReadyCheckInterval)
+		if err != nil || d < 100*time.Millisecond || d > time.Hour {
+			return nil, spec.Errorf("ready_check_interval", "must be a duration from 100ms to 1h, such as \"5s\"; got %q", o.ReadyCheckInterval)
+		}
+		c.readyEvery = d
+	}
+	switch {
+	case o.StateDir != "":
+		c.stateDir = spec.Path(o.StateDir)
+	case os.Getenv("STATE_DIRECTORY") != "":
+		// systemd may list several, separated by colons; the first is this unit's own.
+		c.stateDir, _, _ = strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
+	}
 	if spec.URI != "" {
 		var given []string
 		for _, f := range []struct{ name, v string }{{"module", o.Module}, {"token_label", o.TokenLabel}, {"token_serial", o.TokenSerial}, {"key_label", o.KeyLabel}, {"key_id", o.KeyID}, {"pin", o.PIN}} {
@@ -97,7 +125,7 @@ func parseConfig(spec *conf.Key) (*config, error) {
 			}
 		}
 		if len(given) > 0 {
-			return nil, spec.Errorf("uri", "give the key either as uri or as fields, not both (%s also set); max_sessions is the only field a uri may have beside it", strings.Join(given, ", "))
+			return nil, spec.Errorf("uri", "give the key either as uri or as fields, not both (%s also set); max_sessions, ready_check_interval and state_dir are the only fields a uri may have beside it", strings.Join(given, ", "))
 		}
 		u, err := parseURI(spec.URI)
 		if err != nil {

@@ -59,3 +59,17 @@ func (p *pool) takeIdle() []*session {
 		}
 	}
 }
+
+// getIdle waits for an idle session only: the token will not open another.
+func (p *pool) getIdle(ctx context.Context) (*session, error) {
+	select {
+	case s := <-p.idle:
+		return s, nil
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	}
+}
+
+// empty reports whether the key has no signing session open (nor one being opened) that
+// a waiter could get.
+func (p *pool) empty() bool { return len(p.slots) == 0 }

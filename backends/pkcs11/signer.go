@@ -26,11 +26,8 @@ const Name = "pkcs11"
 func init() { backends.Register(Name, backends.Backend{Open: Open, Generate: Generate, URI: true}) }
 
 // retryInterval is how often a key that cannot sign tries its token again, whoever asks
-// (a request, the health check, /readyz).
+// (a request, the readiness check, which Ready starts for a key that cannot sign).
 const retryInterval = time.Second
-
-// readyFresh: a key that signed this recently is ready without asking the token.
-const readyFresh = time.Second
 
 // Signer is a P-256 private key on a PKCS#11 token.
 type Signer struct {
@@ -47,16 +44,26 @@ type Signer struct {
 	// connecting is held by whoever (re)connects, so that a burst of failing requests
 	// makes one attempt, not one each.
 	connecting chan struct{}
-	// anchorMu serialises the anchor session's users (the readiness probe, closing).
+	// anchorMu serialises the anchor session's users (signatures on it when the token
+	// has no other session to give, closing).
 	anchorMu sync.Mutex
 
-	mu       sync.Mutex
-	cause    error     // what stopped the key signing
-	downErr  error     // why it cannot sign now: cause, and what reconnecting ran into
-	lastTry  time.Time // of the last attempt to connect
-	epoch    uint64
-	stale    []*conn   // replaced connections whose anchor sessions are still open
-	rejected *[32]byte // SHA-256 of the PIN the token rejected: never offered again
+	// stuck counts signatures whose caller gave up at its deadline while the call was
+	// still inside the module: while any is, the key is degraded (not ready, and new
+	// signatures fail at once rather than queue behind a hung token).
+	stuck atomic.Int64
+	// checking is set while a readiness check runs: at most one is in flight.
+	checking atomic.Bool
+	stop     chan struct{} // closed by Close: ends the readiness checker
+	waitObs  atomic.Pointer[func(time.Duration)]
+
+	mu      sync.Mutex
+	cause   error     // what stopped the key signing
+	downErr error     // why it cannot sign now: cause, and what reconnecting ran into
+	lastTry time.Time // of the last attempt to connect
+	epoch   uint64
+	stale   []*conn // replaced connections whose anchor sessions are still open
+	guard   pinGuard
 }
 
 // conn is one working connection to the key: its token's slot, the key's handle, and the
@@ -86,7 +93,8 @@ func Open(ctx context.Context, spec *conf.Key) (backends.Signer, error) {
 	if err != nil {
 		return nil, spec.Errorf(cfg.field("module"), "%v", err)
 	}
-	s := &Signer{cfg: cfg, loc: cfg.location(), mod: m, pool: newPool(cfg.maxSessions - 1), connecting: make(chan struct{}, 1)}
+	s := &Signer{cfg: cfg, loc: cfg.location(), mod: m, pool: newPool(cfg.maxSessions - 1), connecting: make(chan struct{}, 1), stop: make(chan struct{})}
+	s.guard.dir = cfg.stateDir
 	c, _, err := s.connect(ctx)
 	if err != nil {
 		m.release(nil)
@@ -98,6 +106,7 @@ func Open(ctx context.Context, spec *conf.Key) (backends.Signer, error) {
 	}
 	s.cur.Store(c)
 	m.addUser(s)
+	go s.watch()
 	return s, nil
 }
 
@@ -121,17 +130,73 @@ func (s *Signer) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byt
 
 var ecdsaMechanism = []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_ECDSA, nil)}
 
-// SignContext signs a 32-byte digest and returns a DER signature. It waits for a session
-// no longer than ctx allows. When the session or the key's handle breaks, it reconnects
-// (once, shared with any other request that saw the same break) and tries again once;
-// while the token cannot be reached it fails at once with backends.ErrUnavailable.
+// SignContext signs a 32-byte digest and returns a DER signature.
+//
+// A PKCS#11 call cannot be interrupted: a token that hangs (a wedged device, a TPM whose
+// resource manager stopped answering) holds the calling thread for as long as it likes.
+// So the work runs in a goroutine of its own and the caller waits no longer than ctx
+// allows: at the deadline it gets backends.ErrUnavailable, and if the call is still
+// inside the module the key is marked degraded until the call returns.
 func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error) {
 	// CKM_ECDSA signs whatever it is given, and SoftHSM quietly signs the first 32 bytes
 	// of a longer input: the length is checked here, whoever the caller is.
 	if len(digest) != sha256.Size {
 		return nil, fmt.Errorf("%w: a SHA-256 digest is 32 bytes, got %d", backends.ErrInvalidDigest, len(digest))
 	}
+	if err := s.hung(); err != nil {
+		return nil, err
+	}
+	type result struct {
+		sig []byte
+		err error
+	}
+	done := make(chan result, 1)
+	go func() {
+		sig, err := s.signWithin(ctx, digest)
+		done <- result{sig, err}
+	}()
+	select {
+	case r := <-done:
+		return r.sig, r.err
+	case <-ctx.Done():
+	}
+	// Waiting for a session, or for another request's reconnection, ends with ctx at
+	// once; a call inside the module does not.
+	select {
+	case r := <-done:
+		return r.sig, r.err
+	case <-time.After(abandonGrace):
+	}
+	s.stuck.Add(1)
+	go func() {
+		<-done
+		s.stuck.Add(-1)
+	}()
+	return nil, s.unavailable(fmt.Errorf("the token did not answer within the request's deadline (%w)", ctx.Err()))
+}
+
+// closeWait bounds Close's wait for a reconnection in progress.
+const closeWait = 5 * time.Second
+
+// abandonGrace is how long a caller whose deadline passed waits for its signature to
+// come back before it counts the call as stuck in the module.
+const abandonGrace = 20 * time.Millisecond
+
+// hung is the error of a key with calls stuck in its module, or nil.
+func (s *Signer) hung() error {
+	if n := s.stuck.Load(); n > 0 {
+		return s.unavailable(fmt.Errorf("%d call(s) into the PKCS#11 module have not returned since their requests gave up; the token, or the way to it, is hung", n))
+	}
+	return nil
+}
+
+// signWithin is SignContext's work, run in a goroutine of its own. It waits for a session
+// no longer than ctx allows. When the session or the key's handle breaks, it reconnects
+// (once, shared with any other request that saw the same break) and tries again once;
+// while the token cannot be reached it fails at once with backends.ErrUnavailable.
+func (s *Signer) signWithin(ctx context.Context, digest []byte) ([]byte, error) {
 	var failure error
+	busy := 0
 	for tries, reconnects := 0, 0; tries < 2 && reconnects < 3; {
 		c := s.cur.Load()
 		if c == nil {
@@ -145,6 +210,20 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error)
 			continue
 		}
 		sess, c, err := s.session(ctx, c)
+		if errors.Is(err, errUseAnchor) {
+			raw, err := s.signOnAnchor(c, digest)
+			if err == nil {
+				s.lastOK.Store(time.Now().UnixNano())
+				return derSignature(raw)
+			}
+			if !brokenSession(err) {
+				return nil, s.signError(err)
+			}
+			failure = fmt.Errorf("C_Sign: %w", err)
+			s.markDown(c, failure)
+			tries++
+			continue
+		}
 		if err != nil {
 			if ctx.Err() != nil {
 				return nil, fmt.Errorf("%s: waiting for one of its %d signing sessions: %w", s.loc, s.cfg.maxSessions-1, err)
@@ -162,9 +241,14 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error)
 		}
 		if !brokenSession(err) {
 			s.pool.put(sess)
-			return nil, fmt.Errorf("%s: C_Sign: %w", s.loc, err)
+			return nil, s.signError(err)
 		}
 		s.discard(sess, err)
+		if busySession(err) && busy < 3 {
+			// This session is in a state it should not be in; the token is fine.
+			busy++
+			continue
+		}
 		failure = fmt.Errorf("C_Sign: %w", err)
 		s.markDown(c, failure)
 		tries++
@@ -173,6 +257,30 @@ func (s *Signer) SignContext(ctx context.Context, digest []byte) ([]byte, error)
 		failure = s.lastError()
 	}
 	return nil, s.unavailable(failure)
+}
+
+// errUseAnchor: the token allows no session beyond the anchor; sign on that.
+var errUseAnchor = errors.New("the token has no session to spare")
+
+// signOnAnchor signs on the key's logged-in anchor session, one signature at a time.
+func (s *Signer) signOnAnchor(c *conn, digest []byte) ([]byte, error) {
+	m := s.mod
+	s.anchorMu.Lock()
+	defer s.anchorMu.Unlock()
+	m.mu.RLock()
+	defer m.mu.RUnlock()
+	if c.gen != m.gen {
+		return nil, pkcs11.Error(pkcs11.CKR_SESSION_HANDLE_INVALID)
+	}
+	return signRaw(m.p, c.anchor.h, c, digest)
+}
+
+// signError is the error of a signature the token refused while the key stays usable.
+func (s *Signer) signError(err error) error {
+	if isCode(err, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID) {
+		return fmt.Errorf("%s: the token cannot make or use P-256 ECDSA keys (C_SignInit with CKM_ECDSA: %w); provenanced needs a token with EC P-256 support", s.loc, err)
+	}
+	return fmt.Errorf("%s: C_Sign: %w", s.loc, err)
 }
 
 // sign runs one CKM_ECDSA signature on sess and returns r||s.
@@ -203,8 +311,21 @@ func signRaw(p cryptoki, sh pkcs11.SessionHandle, c *conn, digest []byte) ([]byt
 // room. Sessions of an older connection are closed on the way.
 func (s *Signer) session(ctx context.Context, c *conn) (*session, *conn, error) {
 	m := s.mod
+	start := time.Now()
+	defer func() {
+		if f := s.waitObs.Load(); f != nil {
+			(*f)(time.Since(start))
+		}
+	}()
+	full := false // the token has no session to spare: wait for one of ours
 	for {
-		sess, err := s.pool.get(ctx)
+		var sess *session
+		var err error
+		if full {
+			sess, err = s.pool.getIdle(ctx)
+		} else {
+			sess, err = s.pool.get(ctx)
+		}
 		if err != nil {
 			return nil, c, err
 		}
@@ -222,6 +343,16 @@ func (s *Signer) session(ctx context.Context, c *conn) (*session, *conn, error) 
 			m.mu.RUnlock()
 			if err != nil {
 				s.pool.drop()
+				// The token's (or the library's) limit on sessions, below max_sessions: not
+				// a lost token. Wait for a session this key has open; with none open, the
+				// anchor session signs.
+				if isCode(err, pkcs11.CKR_SESSION_COUNT) {
+					if s.pool.empty() {
+						return nil, c, errUseAnchor
+					}
+					full = true
+					continue
+				}
 				return nil, c, err
 			}
 			return sess, c, nil
@@ -262,6 +393,13 @@ func brokenSession(err error) bool {
 		return false
 	}
 	return true
+}
+
+// busySession reports whether err is about one session's state (an operation left
+// active, the library's session table full) rather than the token: another session will
+// do.
+func busySession(err error) bool {
+	return isCode(err, pkcs11.CKR_OPERATION_ACTIVE, pkcs11.CKR_SESSION_COUNT)
 }
 
 // markDown records that c stopped working, once, however many requests saw it.
@@ -410,6 +548,9 @@ func (s *Signer) connect(ctx context.Context) (*conn, uint64, error) {
 		c.pin = pin
 	}
 	raw, err := signRaw(m.p, anchor.h, c, probeDigest[:])
+	if isCode(err, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID) {
+		return nil, gen, errorf(cfg.keyField(), true, err, "token %q cannot make or use P-256 ECDSA keys (C_SignInit with CKM_ECDSA refused); provenanced needs a token with EC P-256 support", ti.Label)
+	}
 	if err != nil {
 		return nil, gen, errorf("", false, err, "a test signature with the key with %s on token %q failed", cfg.keyWanted(), ti.Label)
 	}
@@ -439,89 +580,139 @@ func (s *Signer) login(p cryptoki, sh pkcs11.SessionHandle, ti pkcs11.TokenInfo)
 	if err != nil {
 		return "", errorf("pin", true, nil, "%v", err)
 	}
-	sum := sha256.Sum256([]byte(pin))
-	s.mu.Lock()
-	rejected := s.rejected != nil && *s.rejected == sum
-	s.mu.Unlock()
-	if rejected {
-		return "", errorf("pin", true, nil, "token %q rejected the PIN from %s before, and provenanced does not offer a rejected PIN again, so as not to lock the token; put the right PIN there (it is read again at the next attempt)", ti.Label, src)
+	id := tokenID(s.cfg.module, ti)
+	if refused, at := s.guard.refused(id, pin); refused {
+		return "", errorf("pin", true, nil, "token %q rejected the PIN from %s before (at %s), and provenanced does not offer a rejected PIN again, so as not to lock the token; put the right PIN there (it is read again at the next attempt)", ti.Label, src, at.Format(time.RFC3339))
 	}
 	if ti.Flags&pkcs11.CKF_USER_PIN_LOCKED != 0 {
-		return "", errorf("pin", true, nil, "token %q has locked its user PIN after too many wrong ones; unlock it with the SO PIN (for example pkcs11-tool --init-pin --login --login-type so), then start provenanced again", ti.Label)
+		return "", errorf("pin", true, nil, "token %q has locked its user PIN after too many wrong ones; %s", ti.Label, s.unlockAdvice())
 	}
 	if ti.Flags&pkcs11.CKF_USER_PIN_FINAL_TRY != 0 {
 		return "", errorf("pin", true, nil, "token %q will lock its user PIN at the next wrong one, so provenanced will not try; check the PIN in %s by hand (a good login, such as pkcs11-tool --login --list-objects, resets the count)", ti.Label, src)
 	}
 	// A wrong PIN since the last good login: perhaps this daemon's own, before a restart.
 	// A service manager that restarts a daemon whose PIN is wrong would lock the token
-	// one restart at a time; this stops it after the first.
+	// one restart at a time; this stops it after the first. (Tokens that never set the
+	// flag, tpm2-pkcs11 among them, have the guard's record instead.)
 	if ti.Flags&pkcs11.CKF_USER_PIN_COUNT_LOW != 0 {
 		return "", errorf("pin", true, nil, "token %q has seen a wrong user PIN since its last good login, so provenanced will not try another; check the PIN in %s by hand (a good login, such as pkcs11-tool --login --list-objects, resets the count)", ti.Label, src)
 	}
 	err = p.Login(sh, pkcs11.CKU_USER, pin)
 	switch {
 	case err == nil, isCode(err, pkcs11.CKR_USER_ALREADY_LOGGED_IN):
+		s.guard.forget(id)
 		return pin, nil
 	case isCode(err, pkcs11.CKR_PIN_INCORRECT, pkcs11.CKR_PIN_INVALID, pkcs11.CKR_PIN_LEN_RANGE):
-		s.mu.Lock()
-		s.rejected = &sum
-		s.mu.Unlock()
-		return "", errorf("pin", true, err, "token %q rejected the PIN from %s; provenanced tried once and will not try that PIN again, so as not to lock the token", ti.Label, src)
+		kept := "it is recorded (as a salted hash) in " + s.guard.dir + ", so a restart will not offer it either"
+		if werr := s.guard.remember(id, ti.Label, pin); werr != nil {
+			kept = "this process will not offer it again, but it could not be recorded for a restart (" + werr.Error() + "); set state_dir to a folder provenanced may write"
+		}
+		return "", errorf("pin", true, err, "token %q rejected the PIN from %s; provenanced tried once and will not try that PIN again, so as not to lock the token: %s", ti.Label, src, kept)
 	case isCode(err, pkcs11.CKR_PIN_LOCKED):
-		return "", errorf("pin", true, err, "token %q has locked its user PIN; unlock it with the SO PIN, then start provenanced again", ti.Label)
+		return "", errorf("pin", true, err, "token %q has locked its user PIN; %s", ti.Label, s.unlockAdvice())
 	case isCode(err, pkcs11.CKR_PIN_EXPIRED):
 		return "", errorf("pin", true, err, "the user PIN of token %q has expired; set a new one (pkcs11-tool --change-pin)", ti.Label)
 	}
 	return "", errorf("", false, err, "C_Login on token %q failed", ti.Label)
 }
 
-// Ready reports whether the key can sign now. A key that signed within the last second
-// is ready; otherwise the anchor session asks the token whether it, the login and the
-// key's handle are still there. A key that cannot sign tries to reconnect (at most once a
-// second), so that it comes back by itself when its token does.
+// unlockAdvice says how to get out of a PIN lockout on this kind of token.
+func (s *Signer) unlockAdvice() string {
+	if s.mod != nil && s.mod.tpm {
+		// The TPM's dictionary-attack lockout covers every authorisation, the SO PIN's
+		// included; it ends by itself, or at once with the lockout hierarchy's password.
+		return "the TPM is in dictionary-attack lockout, which the SO PIN cannot undo: wait for its recovery time (tpm2_getcap properties-variable shows TPM2_PT_LOCKOUT_RECOVERY) or clear it with tpm2_dictionarylockout --clear-lockout (and the lockout password, if one is set); fix the PIN first. The key comes back by itself, without a restart"
+	}
+	return "unlock it with the SO PIN (for example pkcs11-tool --init-pin --login --login-type so), then start provenanced again"
+}
+
+// Ready reports, from the key's state and without calling the module, whether the key
+// can sign now: it never waits on a token that hangs. The state is kept fresh by the
+// readiness checker (see watch) and by every signature; a key that cannot sign has a
+// check started now, so that it comes back soon after its token does.
 func (s *Signer) Ready(ctx context.Context) error {
-	c := s.cur.Load()
-	if c == nil {
-		return s.recover(ctx)
+	if s.closed.Load() {
+		return fmt.Errorf("%s: the key is closed", s.loc)
 	}
-	if time.Since(time.Unix(0, s.lastOK.Load())) < readyFresh {
-		return nil
+	if err := s.hung(); err != nil {
+		return err
 	}
-	if err := s.probe(c); err != nil {
-		s.markDown(c, err)
-		return s.recover(ctx)
+	if s.cur.Load() == nil {
+		s.check()
+		return s.unavailable(s.lastError())
 	}
 	return nil
 }
 
-func (s *Signer) probe(c *conn) error {
-	m := s.mod
-	s.anchorMu.Lock()
-	defer s.anchorMu.Unlock()
-	m.mu.RLock()
-	defer m.mu.RUnlock()
-	if c.gen != m.gen {
-		return errors.New("the PKCS#11 library was re-initialised")
+// watch runs the readiness check every ready_check_interval until Close.
+func (s *Signer) watch() {
+	t := time.NewTicker(s.cfg.readyEvery)
+	defer t.Stop()
+	for {
+		select {
+		case <-s.stop:
+			return
+		case <-t.C:
+			s.check()
+		}
 	}
-	ti, err := m.p.GetTokenInfo(c.slot)
-	if err != nil {
-		return fmt.Errorf("token %q: C_GetTokenInfo: %w", c.token, err)
-	}
-	if ti.Label != c.token || (s.cfg.tokenSerial != "" && ti.SerialNumber != s.cfg.tokenSerial) {
-		return fmt.Errorf("the slot of token %q now holds token %q (serial %s)", c.token, ti.Label, ti.SerialNumber)
-	}
-	si, err := m.p.GetSessionInfo(c.anchor.h)
-	if err != nil {
-		return fmt.Errorf("token %q: C_GetSessionInfo: %w", c.token, err)
-	}
-	if s.cfg.pin.set() && si.State != pkcs11.CKS_RO_USER_FUNCTIONS && si.State != pkcs11.CKS_RW_USER_FUNCTIONS {
-		return fmt.Errorf("token %q: the login is gone (session state %d)", c.token, si.State)
-	}
-	if _, err := m.p.GetAttributeValue(c.anchor.h, c.key, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, nil)}); err != nil {
-		return fmt.Errorf("token %q: the key's handle: %w", c.token, err)
-	}
-	return nil
 }
+
+// checkTimeout bounds one readiness check: a token that takes longer is hung.
+func (s *Signer) checkTimeout() time.Duration { return min(s.cfg.readyEvery, 5*time.Second) }
+
+// check starts a readiness check unless one is running. A key that cannot sign tries to
+// reconnect; a key that has not signed within the interval makes a test signature, since
+// a token's and session's information may come from the library's cache (tpm2-pkcs11's
+// does) and only a signature reaches the device. Either way the work is bounded like a
+// request's: a hung module leaves the key degraded, not the checker stuck.
+func (s *Signer) check() {
+	if s.closed.Load() || !s.checking.CompareAndSwap(false, true) {
+		return
+	}
+	go func() {
+		defer s.checking.Store(false)
+		ctx, cancel := context.WithTimeout(context.Background(), s.checkTimeout())
+		defer cancel()
+		if s.hung() != nil {
+			return
+		}
+		if s.cur.Load() == nil {
+			s.bounded(ctx, func() { s.recover(ctx) })
+			return
+		}
+		if time.Since(time.Unix(0, s.lastOK.Load())) < s.cfg.readyEvery {
+			return
+		}
+		// Failures mark the key down inside SignContext; a deadline marks it degraded.
+		s.SignContext(ctx, probeDigest[:])
+	}()
+}
+
+// bounded runs f, waiting no longer than ctx allows; if f is still running then, the key
+// counts it as stuck until it returns.
+func (s *Signer) bounded(ctx context.Context, f func()) {
+	done := make(chan struct{})
+	go func() { f(); close(done) }()
+	select {
+	case <-done:
+		return
+	case <-ctx.Done():
+	}
+	select {
+	case <-done:
+		return
+	case <-time.After(abandonGrace):
+	}
+	s.stuck.Add(1)
+	go func() {
+		<-done
+		s.stuck.Add(-1)
+	}()
+}
+
+// ObserveSessionWait has the key report how long each signature waited for a session.
+func (s *Signer) ObserveSessionWait(f func(time.Duration)) { s.waitObs.Store(&f) }
 
 // Close closes the key's sessions and lets go of the library (the last key of a library
 // finalizes it).
@@ -529,10 +720,20 @@ func (s *Signer) Close() error {
 	if !s.closed.CompareAndSwap(false, true) {
 		return nil
 	}
+	close(s.stop)
 	// A reconnection in progress finishes first: once the library is let go, no call may
-	// reach it. (Signatures check the generation, which release changes.)
-	s.connecting <- struct{}{}
+	// reach it. (Signatures check the generation, which release changes.) A module that
+	// hangs would hold Close, and the daemon's shutdown, for ever: past closeWait the
+	// sessions and the library are left to the process's exit.
+	select {
+	case s.connecting <- struct{}{}:
+	case <-time.After(closeWait):
+		return fmt.Errorf("%s: the PKCS#11 module did not return within %v; its sessions are left open", s.loc, closeWait)
+	}
 	defer func() { <-s.connecting }()
+	if s.stuck.Load() > 0 {
+		return fmt.Errorf("%s: calls into the PKCS#11 module have not returned; its sessions are left open", s.loc)
+	}
 	if c := s.cur.Swap(nil); c != nil {
 		s.mu.Lock()
 		s.stale = append(s.stale, c)

@@ -13,6 +13,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -29,12 +30,18 @@ func digestOf(s string) []byte {
 }
 
 func TestSignConcurrentlyWithinMaxSessions(t *testing.T) {
+	for _, k := range kinds() {
+		t.Run(k.name, func(t *testing.T) { testSignConcurrently(t, k) })
+	}
+}
+
+func testSignConcurrently(t *testing.T, k kind) {
 	resetFaults()
-	s := openKey(t, keyBody(tokMain, "max_sessions = 4\n"))
-	if got, want := s.Location(), `PKCS#11 token "main" key label "signing"`; got != want {
+	s := openKey(t, k.body(k.tokMain, "max_sessions = 4\n"))
+	if got, want := s.Location(), fmt.Sprintf(`PKCS#11 token %q key label "signing"`, k.tokMain); got != want {
 		t.Errorf("Location() = %q, want %q", got, want)
 	}
-	want, err := home.hsm.PublicKey(tokMain, testenv.KeySpec{Label: "signing", ID: "01"})
+	want, err := k.public(k.tokMain, testenv.KeySpec{Label: "signing", ID: "01"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -457,16 +464,24 @@ func TestRejectedPINIsNotRetried(t *testing.T) {
 	if err := os.WriteFile(pinFile, []byte("a-new-pin\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	time.Sleep(retryInterval)
-	if err := s.Ready(context.Background()); err == nil || !strings.Contains(err.Error(), "has seen a wrong user PIN") {
-		t.Errorf("Ready() = %v, want the token's count of wrong PINs to stop the login", err)
-	}
+	readySays(t, s, "has seen a wrong user PIN", 5*time.Second)
 	goodLogin(t, tokNewPIN, "a-new-pin")
-	time.Sleep(retryInterval)
-	err = s.Ready(context.Background())
-	if err == nil || !strings.Contains(err.Error(), `no private key with label "signing"`) {
-		t.Errorf("Ready() = %v, want the new PIN to log in and the key to be missing", err)
+	readySays(t, s, `no private key with label "signing"`, 5*time.Second)
+}
+
+// readySays waits until Ready's error contains says: Ready answers from the key's state,
+// which the readiness checker it starts brings up to date.
+func readySays(t *testing.T, s *Signer, says string, within time.Duration) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	var err error
+	for time.Now().Before(deadline) {
+		if err = s.Ready(context.Background()); err != nil && strings.Contains(err.Error(), says) {
+			return
+		}
+		time.Sleep(50 * time.Millisecond)
 	}
+	t.Fatalf("Ready() = %v after %v, want it to say %q", err, within, says)
 }
 
 // Token flags that say the PIN is locked, or near it: the PIN is not offered at all.
@@ -526,5 +541,202 @@ func TestAlwaysAuthenticateKey(t *testing.T) {
 	}
 	if _, err := f.raw.Sign(sh, digestOf("no second login")); err == nil {
 		t.Error("SoftHSM signed with an always-authenticate key without CKU_CONTEXT_SPECIFIC")
+	}
+}
+
+// A module call that hangs (faults.block holds C_Sign, as a frozen swtpm does; the daemon
+// test freezes a real one): the request gets ErrUnavailable at its deadline, the key is
+// degraded at once, Ready answers without waiting and says why, new signatures fail fast,
+// and the key is back when the call returns.
+func TestHungModuleIsBoundedByTheDeadline(t *testing.T) {
+	resetFaults()
+	t.Cleanup(resetFaults)
+	s := openKey(t, keyBody(tokMain, "max_sessions = 3\n"))
+	mustSign(t, s, "before")
+	release := make(chan struct{})
+	faults.Lock()
+	faults.block = release
+	faults.on.Store(true)
+	faults.Unlock()
+	defer func() {
+		select {
+		case <-release:
+		default:
+			close(release)
+		}
+	}()
+	ctx, cancel := context.WithTimeout(context.Background(), 200*time.Millisecond)
+	defer cancel()
+	start := time.Now()
+	_, err := s.SignContext(ctx, digestOf("hangs"))
+	if !errors.Is(err, backends.ErrUnavailable) {
+		t.Fatalf("err = %v, want ErrUnavailable", err)
+	}
+	if took := time.Since(start); took > time.Second {
+		t.Errorf("the signature returned after %v; its deadline was 200ms", took)
+	}
+	start = time.Now()
+	rerr := s.Ready(context.Background())
+	if rerr == nil || !strings.Contains(rerr.Error(), "have not returned") {
+		t.Errorf("Ready() = %v, want it to say a call is stuck", rerr)
+	}
+	if took := time.Since(start); took > 100*time.Millisecond {
+		t.Errorf("Ready took %v with a hung module", took)
+	}
+	start = time.Now()
+	if _, err := s.SignContext(context.Background(), digestOf("while hung")); !errors.Is(err, backends.ErrUnavailable) || time.Since(start) > 100*time.Millisecond {
+		t.Errorf("a signature while hung: %v after %v; want ErrUnavailable at once", err, time.Since(start))
+	}
+	close(release)
+	resetFaults()
+	deadline := time.Now().Add(5 * time.Second)
+	for s.Ready(context.Background()) != nil && time.Now().Before(deadline) {
+		time.Sleep(10 * time.Millisecond)
+	}
+	mustSign(t, s, "after")
+}
+
+// CKR_SESSION_COUNT (the token's session table is full, which SoftHSM cannot be made to
+// say): signatures wait for the key's own sessions, or use the anchor, and the key stays
+// up; it is not treated as a lost token.
+func TestSessionCountWaitsForASession(t *testing.T) {
+	resetFaults()
+	t.Cleanup(resetFaults)
+	s := openKey(t, keyBody(tokMain, "max_sessions = 4\n"))
+	var waits atomic.Int64
+	s.ObserveSessionWait(func(time.Duration) { waits.Add(1) })
+	mustSign(t, s, "one session open")
+	s2 := openKey(t, keyBody(tokMain, "max_sessions = 4\n")) // no signing session yet
+	failing("OpenSession", pkcs11.CKR_SESSION_COUNT)
+	logins := faults.logins.Load()
+	var wg sync.WaitGroup
+	errs := make(chan error, 8)
+	for g := range 8 {
+		wg.Add(1)
+		go func() {
+			defer wg.Done()
+			for i := range 10 {
+				d := digestOf(fmt.Sprintf("%d/%d", g, i))
+				sig, err := s.SignContext(context.Background(), d)
+				if err != nil || !ecdsa.VerifyASN1(s.pub, d, sig) {
+					errs <- fmt.Errorf("%d/%d: %v", g, i, err)
+					return
+				}
+			}
+		}()
+	}
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		t.Error(err)
+	}
+	if err := s.Ready(context.Background()); err != nil {
+		t.Errorf("Ready() = %v after CKR_SESSION_COUNT", err)
+	}
+	if n := faults.logins.Load() - logins; n != 0 {
+		t.Errorf("%d logins: the key reconnected, as if the token were lost", n)
+	}
+	if n := waits.Load(); n < 81 {
+		t.Errorf("the session wait was observed %d times for 81 signatures", n)
+	}
+
+	// With no session of its own to wait for, the key signs on its anchor.
+	mustSign(t, s2, "anchor only")
+	if err := s2.Ready(context.Background()); err != nil {
+		t.Errorf("Ready() = %v after signing on the anchor", err)
+	}
+}
+
+// The readiness check reaches the token with a test signature, with no traffic: a token
+// that fails (CKR_DEVICE_ERROR from C_Sign, as tpm2-pkcs11 says when its TPM is gone, while
+// token and session information still come from its cache) makes the key not ready within
+// ready_check_interval and a little, and it comes back by itself.
+func TestReadinessCheckReachesTheToken(t *testing.T) {
+	resetFaults()
+	t.Cleanup(resetFaults)
+	s := openKey(t, keyBody(tokMain, "ready_check_interval = \"200ms\"\n"))
+	mustSign(t, s, "before")
+	failing("Sign", pkcs11.CKR_DEVICE_ERROR)
+	failing("SignInit", pkcs11.CKR_DEVICE_ERROR)
+	readySays(t, s, "CKR_DEVICE_ERROR", 3*time.Second)
+	resetFaults()
+	waitReady(t, s, 5*time.Second)
+	mustSign(t, s, "after")
+}
+
+func TestReadyCheckIntervalIsChecked(t *testing.T) {
+	for _, v := range []string{`"1ms"`, `"2h"`, `"soon"`} {
+		ce := openErr(t, keyBody(tokMain, "ready_check_interval = "+v+"\n"))
+		if ce.Key != "keys.k.ready_check_interval" {
+			t.Errorf("%s: %v", v, ce)
+		}
+	}
+}
+
+// tpm2-pkcs11 never sets CKF_USER_PIN_COUNT_LOW, and each wrong PIN counts towards the
+// TPM's dictionary-attack lockout: a refused PIN is remembered in state_dir, and a key
+// opened again (a restarted daemon) does not offer it, and says how to unlock a TPM.
+func TestRefusedPINIsRememberedAcrossRestarts(t *testing.T) {
+	resetFaults()
+	t.Cleanup(func() {
+		resetFaults()
+		if err := tpmHome.ClearLockout(); err != nil {
+			t.Error(err)
+		}
+	})
+	state := t.TempDir()
+	k := kinds()[1]
+	body := strings.Replace(k.body(tokTPMPIN, fmt.Sprintf("state_dir = %q\n", state)), "user.pin", "wrong.pin", 1)
+	ce := openErr(t, body)
+	if ce.Key != "keys.k.pin" || !strings.Contains(ce.Error(), "rejected the PIN") || !strings.Contains(ce.Error(), state) {
+		t.Fatalf("first open: %v", ce)
+	}
+	if n := faults.logins.Load(); n != 1 {
+		t.Fatalf("%d logins, want the one", n)
+	}
+	files, _ := filepath.Glob(filepath.Join(state, "pkcs11-refused-pin-*.json"))
+	if len(files) != 1 {
+		t.Fatalf("state_dir holds %v", files)
+	}
+	b, _ := os.ReadFile(files[0])
+	if strings.Contains(string(b), "not-the-pin") {
+		t.Fatal("the state file holds the PIN itself")
+	}
+	for range 3 {
+		ce = openErr(t, body)
+		if !strings.Contains(ce.Error(), "before") || !strings.Contains(ce.Error(), "does not offer a rejected PIN again") {
+			t.Fatalf("open again: %v", ce)
+		}
+	}
+	if n := faults.logins.Load(); n != 1 {
+		t.Errorf("%d logins after three restarts, want still one", n)
+	}
+	// The right PIN logs in and clears the record.
+	openKey(t, k.body(tokTPMPIN, fmt.Sprintf("state_dir = %q\n", state)))
+	if files, _ := filepath.Glob(filepath.Join(state, "pkcs11-refused-pin-*.json")); len(files) != 0 {
+		t.Errorf("the record stays after a good login: %v", files)
+	}
+	s := &Signer{mod: &module{tpm: true}}
+	if a := s.unlockAdvice(); !strings.Contains(a, "tpm2_dictionarylockout --clear-lockout") || strings.Contains(a, "SO PIN (") {
+		t.Errorf("TPM lockout advice: %s", a)
+	}
+}
+
+// A token without EC mechanisms (opencryptoki's soft token answers CKR_MECHANISM_INVALID;
+// SoftHSM has them, so the fault is made here): start and keygen say the token cannot make
+// or use P-256 keys, rather than only quoting the code.
+func TestTokenWithoutP256IsNamed(t *testing.T) {
+	resetFaults()
+	t.Cleanup(resetFaults)
+	failing("SignInit", pkcs11.CKR_MECHANISM_INVALID)
+	ce := openErr(t, keyBody(tokMain, ""))
+	if ce.Key != "keys.k.key_label" || !strings.Contains(ce.Error(), "cannot make or use P-256") {
+		t.Errorf("Open: %v", ce)
+	}
+	resetFaults()
+	failing("GenerateKeyPair", pkcs11.CKR_MECHANISM_INVALID)
+	_, err := backends.Generate(context.Background(), keySpec(t, genBody("no-ec", "")))
+	if err == nil || !strings.Contains(err.Error(), "cannot make P-256 keys") {
+		t.Errorf("Generate: %v", err)
 	}
 }

@@ -12,6 +12,7 @@ import (
 	"runtime/debug"
 	"strings"
 	"syscall"
+	"time"
 
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
@@ -77,7 +78,34 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if devHelp != nil {
 		devHelp(cfg.Server.Socket, cfg.Server.HTTP) // the addresses it will really listen on
 	}
+	// A PKCS#11 module's own stderr output is taken into the log rather than between its
+	// lines (see daemon.CaptureNativeStderr).
+	var moduleLines <-chan string
+	restoreStderr := func() {}
+	if f, ok := stderr.(*os.File); ok && f == os.Stderr && usesPKCS11(cfg) {
+		if out, lines, restore, err := daemon.CaptureNativeStderr(); err == nil {
+			stderr, moduleLines, restoreStderr = out, lines, restore
+		}
+	}
 	log := newLogger(stderr, cfg.Server.LogLevel)
+	if moduleLines != nil {
+		done := make(chan struct{})
+		go func() {
+			defer close(done)
+			for line := range moduleLines {
+				log.Warn("PKCS#11 module output", "line", line)
+			}
+		}()
+		// On the way out the real stderr goes back to descriptor 2, where a failed start's
+		// error is printed, once the module's last lines are logged.
+		defer func() {
+			restoreStderr()
+			select {
+			case <-done:
+			case <-time.After(time.Second):
+			}
+		}()
+	}
 	for _, n := range notes {
 		log.Warn(n)
 	}
@@ -90,6 +118,15 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	return d.Serve(ctx)
+}
+
+func usesPKCS11(cfg *conf.Config) bool {
+	for _, k := range cfg.Keys {
+		if k.Backend == "pkcs11" {
+			return true
+		}
+	}
+	return false
 }
 
 // ignoreHangup catches SIGHUP, whose default action ends the process without cleanup
