@@ -7,7 +7,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X github.com/ib1/provenanced/daemon.Revision=$(REVISION)
 CONTAINER ?= podman
 
-.PHONY: build run deps test bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv image
+.PHONY: build run deps test race bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv image
 
 ## build: the daemon binary in bin/
 build:
@@ -33,6 +33,12 @@ deps:
 test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
+
+## race: the packages whose tests run the daemon's code in process, under the race detector
+## (the end-to-end tests in cmd/provenanced run a separately built binary, which -race would not reach)
+RACE_PKGS ?= ./api/ ./daemon/ ./conf/ ./backends/... ./provenance/ ./client/
+race:
+	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 
 ## bench: the real daemon on every backend against in-process baselines; the table goes to bench/results.md
 bench:

@@ -161,6 +161,9 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 	if up := d.backendUp(t); up != "0" {
 		t.Errorf("backend_up = %s after a failed sign, want 0", up)
 	}
+	if n := d.signCount(t, "unavailable"); n != "1" {
+		t.Errorf("sign_duration_seconds_count{outcome=unavailable} = %s after one failed sign, want 1", n)
+	}
 	status, body := d.get(t, "/readyz")
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, `key \"signing\" (awskms) cannot sign now`) || strings.Contains(body, "connection refused") || strings.Contains(body, "127.0.0.1") {
 		t.Errorf("/readyz during the outage = %d %s, want the key named and no detail", status, body)
@@ -182,6 +185,9 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 	}
 	if up := d.backendUp(t); up != "1" {
 		t.Errorf("backend_up = %s after the outage, want 1", up)
+	}
+	if n := d.signCount(t, "ok"); n != "2" {
+		t.Errorf("sign_duration_seconds_count{outcome=ok} = %s, want 2", n)
 	}
 }
 
@@ -338,6 +344,9 @@ func TestDaemonSignTimeout(t *testing.T) {
 	}
 	if took := time.Since(start); took > 3*time.Second {
 		t.Errorf("took %v with a 300ms sign_timeout", took)
+	}
+	if n := d.signCount(t, "timeout"); n != "1" {
+		t.Errorf("sign_duration_seconds_count{outcome=timeout} = %s after one timed-out sign, want 1", n)
 	}
 }
 

@@ -146,13 +146,25 @@ func (d *runningDaemon) get(t testing.TB, path string) (int, string) {
 // backendUp is provenanced_backend_up of key "signing", as /metrics shows it.
 func (d *runningDaemon) backendUp(t testing.TB) string {
 	t.Helper()
+	return d.series(t, `provenanced_backend_up{backend="awskms",key="signing"}`)
+}
+
+// signCount is the number of signatures of key "signing" timed with outcome.
+func (d *runningDaemon) signCount(t testing.TB, outcome string) string {
+	t.Helper()
+	return d.series(t, `provenanced_sign_duration_seconds_count{backend="awskms",key="signing",outcome="`+outcome+`"}`)
+}
+
+// series is the value of one series (its name and labels as /metrics prints them).
+func (d *runningDaemon) series(t testing.TB, name string) string {
+	t.Helper()
 	_, body := d.get(t, "/metrics")
 	for _, line := range strings.Split(body, "\n") {
-		if strings.HasPrefix(line, `provenanced_backend_up{backend="awskms",key="signing"} `) {
-			return strings.TrimSpace(line[strings.LastIndexByte(line, ' '):])
+		if strings.HasPrefix(line, name+" ") {
+			return strings.TrimSpace(line[len(name):])
 		}
 	}
-	t.Fatalf("no provenanced_backend_up for key signing in /metrics")
+	t.Fatalf("no %s in /metrics", name)
 	return ""
 }
 

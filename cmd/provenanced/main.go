@@ -1,6 +1,6 @@
 // Command provenanced is a signing daemon for the IB1 Trust Framework and its clients.
-// It has one command that runs the daemon, three that talk to a running daemon and four
-// that work offline on the config's keys or on records:
+// It has one command that runs the daemon, three that talk to a running daemon and five
+// that work offline on the config's keys, on records or on the audit log:
 //
 //	provenanced serve [-config FILE | -dev DIR [-hsm]]
 //	provenanced keys [-socket S | -url U] [-json]
@@ -10,10 +10,12 @@
 //	provenanced csr -config FILE -key NAME (-subject DN [-uri URI]... | -from CSR) [-out FILE]
 //	provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]
 //	provenanced record sign|verify|graph [flags]
+//	provenanced audit verify [-head HEX] FILE...
 //	provenanced version | --version
 //	provenanced help [COMMAND [SUBCOMMAND]]
 //
-// 'provenanced help COMMAND' (or 'provenanced COMMAND -h') describes a command's flags; the README has the rest.
+// 'provenanced help COMMAND' (or 'provenanced COMMAND -h') describes a command's flags; the
+// README has the rest.
 package main
 
 import (

@@ -125,6 +125,18 @@ func TestOriginalTestClientFlow(t *testing.T) {
 	if n := recordsCount(t, c, base+"/metrics", "verify", "ok"); n < 4 {
 		t.Errorf("records_total{verify,ok} = %d, want at least 4", n)
 	}
+	// A record that fails verification is counted as invalid, not dropped.
+	tampered := bytes.Replace(edp, []byte(`Z","ME`), []byte(`Z","MF`), 1) // the signature's DER header
+	if bytes.Equal(tampered, edp) {
+		t.Fatalf("no signature to tamper with in %s", edp)
+	}
+	before := recordsCount(t, c, base+"/metrics", "verify", "invalid")
+	if status, body := postJSON(t, c, base+"/v1/records/verify", map[string]json.RawMessage{"record": tampered}); status != http.StatusBadRequest {
+		t.Fatalf("verify of a tampered record: %d %s", status, body)
+	}
+	if n := recordsCount(t, c, base+"/metrics", "verify", "invalid"); n != before+1 {
+		t.Errorf("records_total{verify,invalid} = %d after a tampered record, want %d", n, before+1)
+	}
 }
 
 // copyVectorPKI copies the reference vectors' root and the EDP's bundle and key into dir

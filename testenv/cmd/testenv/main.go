@@ -4,6 +4,12 @@
 // and the commands to run the daemon with it. `make testenv` runs it.
 //
 //	go run ./testenv/cmd/testenv [-dir .testenv] [-bin bin/provenanced]
+//
+// With "issue" it plays the Directory for a member trying the daemon locally: it makes a
+// test root CA and intermediate, and issues a member certificate in the IB1 profile for the
+// public key of a CSR (one made by provenanced csr, whatever backend holds the key).
+//
+//	go run ./testenv/cmd/testenv issue -csr signing.csr -dir /etc/provenanced
 package main
 
 import (
@@ -18,6 +24,13 @@ import (
 )
 
 func main() {
+	if len(os.Args) > 1 && os.Args[1] == "issue" {
+		if err := issueCmd(os.Args[2:]); err != nil {
+			fmt.Fprintln(os.Stderr, "testenv issue:", err)
+			os.Exit(1)
+		}
+		return
+	}
 	dir := flag.String("dir", ".testenv", "the `folder` to build in (kept if it holds a config already)")
 	bin := flag.String("bin", "bin/provenanced", "the daemon `binary` the printed commands run")
 	http := flag.String("http", "127.0.0.1:8080", "the config's server.http (\"\" for the Unix socket only)")
