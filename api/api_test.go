@@ -1,7 +1,6 @@
 package api_test
 
 import (
-	"bytes"
 	"context"
 	"crypto"
 	"crypto/ecdsa"
@@ -17,7 +16,6 @@ import (
 	"path/filepath"
 	"sort"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
@@ -378,7 +376,7 @@ func TestBackendFaultsAre503(t *testing.T) {
 		t.Run(name, func(t *testing.T) {
 			tc.signer.Signer = pemSigner(t)
 			k := keyFromSigner(t, tc.signer)
-			var log syncBuffer
+			var log testenv.SyncBuffer
 			srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, SignTimeout: 50 * time.Millisecond, Logger: slog.New(slog.NewJSONHandler(&log, nil))})
 			d := sha256.Sum256(nil)
 			for _, body := range []string{`{"digest":"` + b64(d[:]) + `"}`, `{"batch":[{"digest":"` + b64(d[:]) + `"}]}`} {
@@ -408,24 +406,6 @@ func TestBackendFaultsAre503(t *testing.T) {
 			}
 		})
 	}
-}
-
-// syncBuffer is a log destination that the handlers and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  bytes.Buffer
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
 }
 
 var _ crypto.Signer = (*faultySigner)(nil)
@@ -478,7 +458,7 @@ func TestRepeatedRefusalsAreLoggedOnce(t *testing.T) {
 	signer := &faultySigner{err: fmt.Errorf("%w: token removed", backends.ErrUnavailable)}
 	signer.Signer = pemSigner(t)
 	k := keyFromSigner(t, signer)
-	var log syncBuffer
+	var log testenv.SyncBuffer
 	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{k}, SignTimeout: time.Second, Logger: slog.New(slog.NewJSONHandler(&log, nil))})
 	d := sha256.Sum256(nil)
 	body := `{"digest":"` + b64(d[:]) + `"}`

@@ -267,6 +267,18 @@ func Open(ctx context.Context, spec *conf.Key, opts Options) (*Key, error) {
 	return k, nil
 }
 
+// Reuse returns a key for spec that signs through old's open backend (its sessions,
+// client, handles) with spec's certificate bundle read again: what a reload does for a
+// key whose table did not change (conf.Key.SameKey), so that a renewed bundle is picked
+// up without reopening a token. The two keys share the backend: close only one of them,
+// once nothing uses the other.
+func Reuse(ctx context.Context, old *Key, spec *conf.Key, opts Options) (*Key, error) {
+	return newKey(ctx, spec, old.signer, opts)
+}
+
+// SharesBackend reports whether k and o sign through the same open backend (Reuse).
+func (k *Key) SharesBackend(o *Key) bool { return k.signer == o.signer }
+
 func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*Key, error) {
 	pub, ok := signer.Public().(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {

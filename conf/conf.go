@@ -72,6 +72,9 @@ type Server struct {
 	Pprof bool `toml:"pprof"`
 	// LogLevel is debug, info, warn or error.
 	LogLevel string `toml:"log_level"`
+	// MetricsHTTP is a TCP listener that serves only /metrics, /healthz and /readyz, for
+	// a scraper or a probe that must not reach the signing routes; "" = none.
+	MetricsHTTP string `toml:"metrics_http"`
 }
 
 // Provenance is the [provenance] section.
@@ -197,6 +200,9 @@ func Parse(file string, data []byte) (*Config, error) {
 	dir := filepath.Dir(file)
 	for _, name := range keyOrder(md) {
 		k := &Key{Name: name, File: file, Dir: dir, fromTOML: true, md: md, prim: raw.Keys[name]}
+		if tables, ok := syntax["keys"].(map[string]any); ok {
+			k.table, _ = tables[name].(map[string]any)
+		}
 		var common struct {
 			Backend      string `toml:"backend"`
 			Certificates string `toml:"certificates"`
@@ -302,6 +308,11 @@ func (c *Config) Check() error {
 	if s.HTTP != "" {
 		if _, _, err := net.SplitHostPort(s.HTTP); err != nil {
 			return c.Errorf("server.http", "%q is not host:port (for example \"127.0.0.1:8080\"; \"\" for no TCP listener)", s.HTTP)
+		}
+	}
+	if s.MetricsHTTP != "" {
+		if _, _, err := net.SplitHostPort(s.MetricsHTTP); err != nil {
+			return c.Errorf("server.metrics_http", "%q is not host:port (for example \"127.0.0.1:9090\"; \"\" or absent for none)", s.MetricsHTTP)
 		}
 	}
 	if (s.TLSCert == "") != (s.TLSKey == "") {
@@ -427,6 +438,7 @@ type Key struct {
 	Vars map[string]string
 
 	fromTOML bool
+	table    map[string]any // the key's table as the file has it, for SameKey
 	md       toml.MetaData
 	prim     toml.Primitive
 	opts     any // what Decode copies for keys not read from TOML
@@ -491,6 +503,32 @@ func (k *Key) decodeFields(fields map[string]any, v any) error {
 		return k.Errorf(u[0].String(), "unknown for backend %q", k.Backend)
 	}
 	return nil
+}
+
+// SameKey reports whether k and o open the same key the same way: the same name,
+// backend and options, relative paths resolved against the same folder. The certificate
+// bundle is left out: a reload reads it again whether or not its reference changed. A
+// reload keeps a key's open backend (PKCS#11 sessions, KMS client) when this holds, so
+// any option that could change what Open does must count here, and does: the whole
+// table is compared.
+func (k *Key) SameKey(o *Key) bool {
+	if k.Name != o.Name || k.Backend != o.Backend || k.URI != o.URI || k.Dir != o.Dir || k.fromTOML != o.fromTOML {
+		return false
+	}
+	if k.fromTOML {
+		return reflect.DeepEqual(withoutCertificates(k.table), withoutCertificates(o.table))
+	}
+	return reflect.DeepEqual(k.opts, o.opts)
+}
+
+func withoutCertificates(t map[string]any) map[string]any {
+	out := make(map[string]any, len(t))
+	for f, v := range t {
+		if f != "certificates" {
+			out[f] = v
+		}
+	}
+	return out
 }
 
 // Path resolves p relative to the config file's folder.

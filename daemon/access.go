@@ -1,6 +1,7 @@
 package daemon
 
 import (
+	"log/slog"
 	"net"
 	"net/http"
 
@@ -96,9 +97,12 @@ func (d *Daemon) BuildAccess(cfg *conf.Config, running *api.Access) (*api.Access
 
 // SetAccess swaps in access state from BuildAccess and closes the audit log it replaces,
 // if that one is not reused. Requests in flight finish with the state they started with.
+// A reload does this as part of the whole generation (buildGeneration); this swaps the
+// access state alone, into the generation being served.
 func (d *Daemon) SetAccess(ac *api.Access) {
-	old := d.app.Access()
-	d.app.SetAccess(ac)
+	app := d.cur.Load().app
+	old := app.Access()
+	app.SetAccess(ac)
 	d.warnOpen(ac)
 	if old != nil && old.Audit() != nil && old.Audit() != ac.Audit() {
 		seq, head := old.Audit().Head()
@@ -111,6 +115,18 @@ func (d *Daemon) warnOpen(ac *api.Access) {
 	if ac.Open() {
 		d.log.Warn("no [clients.NAME] in the config: whoever reaches a listener may sign with every key; add clients to say who may sign what (README: Security)")
 	}
+}
+
+// auditCloser closes a retired generation's audit log, saying where its chain ended.
+type auditCloser struct {
+	l   *api.AuditLog
+	log *slog.Logger
+}
+
+func (c auditCloser) Close() error {
+	seq, head := c.l.Head()
+	c.log.Info("audit log closed", "file", c.l.Path(), "seq", seq, "head", head)
+	return c.l.Close()
 }
 
 // warnClearTokens warns when bearer tokens would cross a network in clear: clients with
@@ -134,7 +150,10 @@ func (d *Daemon) warnClearTokens(cfg *conf.Config) {
 
 // auditProblem is /readyz's reason when the audit log cannot be written.
 func (d *Daemon) auditProblem() []string {
-	if ac := d.app.Access(); ac != nil && ac.Audit() != nil {
+	if g := d.cur.Load(); g == nil || g.app == nil {
+		return nil
+	}
+	if ac := d.cur.Load().app.Access(); ac != nil && ac.Audit() != nil {
 		if p := ac.Audit().Problem(); p != "" {
 			return []string{p}
 		}

@@ -75,14 +75,14 @@ file = "`+auditFile+`"
 	}
 	audit := filepath.Join(dir, "audit.jsonl")
 	os.Rename(audit, audit+".1") // logrotate
-	ac, err := d.BuildAccess(write(`"*"`, "audit.jsonl"), d.app.Access())
+	ac, err := d.BuildAccess(write(`"*"`, "audit.jsonl"), d.cur.Load().app.Access())
 	if err != nil {
 		t.Fatal(err)
 	}
 	d.SetAccess(ac)
 	sign()
 	// A new path: the chain goes on in the new file.
-	ac, err = d.BuildAccess(write(`"*"`, "audit2.jsonl"), d.app.Access())
+	ac, err = d.BuildAccess(write(`"*"`, "audit2.jsonl"), d.cur.Load().app.Access())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ allow = ["sign"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac, err = d.BuildAccess(cfg2, d.app.Access())
+	ac, err = d.BuildAccess(cfg2, d.cur.Load().app.Access())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -12,12 +12,13 @@ import (
 	"net/http"
 	"net/http/pprof"
 	"os"
+	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
+	"github.com/prometheus/client_golang/prometheus"
 
-	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
 )
@@ -28,20 +29,34 @@ type Options struct {
 	Version string
 	// Listening, when set, is called once every listener is ready, with the addresses.
 	Listening func(socket, http string)
+	// Load reads the configuration again for Reload (SIGHUP): the file, or the original
+	// service's environment and .env. Without it Reload fails.
+	Load func() (*conf.Config, error)
+	// LogLevel, when set, is the Logger's level; a reload sets it from server.log_level.
+	LogLevel *slog.LevelVar
 }
 
 // Daemon is a configured daemon whose keys are open.
 type Daemon struct {
-	cfg     *conf.Config
+	cfg     *conf.Config // as at New: the listeners, which only a restart changes
 	log     *slog.Logger
 	metrics *Metrics
-	keys    []*backends.Key
 	health  *health
-	api     http.Handler // the API alone
-	handler http.Handler // the API with its metrics and request log
-	tls     *tls.Config  // the TCP listener's, or nil
+	api     http.Handler // the current generation's API alone
+	handler http.Handler // the same with its metrics and request log
 	opts    Options
-	app     *api.API // for its access state (access.go)
+
+	cur      atomic.Pointer[generation]
+	reloadMu sync.Mutex
+	stopping bool // under reloadMu: Serve is shutting down, no reload may start
+	// reloadOK and reloadTime are provenanced_config_last_reload_successful and
+	// provenanced_config_last_reload_success_timestamp_seconds.
+	reloadOK, reloadTime prometheus.Gauge
+	// ready is set once READY=1 has been sent: a reload then ends with READY=1 again,
+	// while one during startup must not claim readiness early.
+	ready atomic.Bool
+	// listening is set once Serve has its listeners: READY=1 waits for it.
+	listening atomic.Bool
 }
 
 // New opens cfg's keys and builds the API. Nothing listens yet; every configuration
@@ -51,51 +66,69 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		opts.Logger = slog.New(slog.DiscardHandler)
 	}
 	opts.Logger = slog.New(redactingHandler{opts.Logger.Handler()})
-	m := NewMetrics(opts.Version)
-	keys, err := backends.OpenAll(ctx, cfg, backends.Options{Observe: m.signObserver, SessionWait: m.sessionWait})
-	if err != nil {
-		return nil, err
-	}
-	prov, err := newProvenance(ctx, cfg, keys, m)
-	if err != nil {
-		backends.CloseAll(keys)
-		return nil, err
-	}
-	h := newHealth(keys, m, opts.Logger)
-	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: m, keys: keys, health: h, opts: opts}
-	a, err := api.New(api.Options{
-		Provenance:      prov,
-		Keys:            keys,
-		MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		SignTimeout:     cfg.Server.SignTimeout.D(),
-		MaxBatch:        cfg.Server.MaxBatch,
-		Logger:          opts.Logger,
-		Metrics:         promhttp.HandlerFor(m.Registry, promhttp.HandlerOpts{}),
-		Ready: func(ctx context.Context) []string {
-			return append(h.reasons(ctx), d.auditProblem()...)
-		},
-		Version: opts.Version,
-		PeerOf:  peerOf,
+	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: NewMetrics(opts.Version), opts: opts}
+	d.health = newHealth(d.metrics, d.log, d.cur.Load)
+	d.health.onReady = d.readyNow
+	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "provenanced_config_last_reload_successful",
+		Help: "1 when the last reload (SIGHUP) succeeded, or none was asked for; 0 when it failed and the previous configuration is still served.",
 	})
+	d.reloadTime = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "provenanced_config_last_reload_success_timestamp_seconds",
+		Help: "When the configuration being served was loaded (at start or by the last successful reload), as a Unix timestamp.",
+	})
+	d.metrics.Registry.MustRegister(d.reloadOK, d.reloadTime)
+	g, err := d.buildGeneration(ctx, cfg, nil)
 	if err != nil {
-		backends.CloseAll(keys)
 		return nil, err
 	}
-	tc, err := loadTLS(cfg)
-	if err != nil {
-		backends.CloseAll(keys)
-		return nil, err
-	}
-	d.app, d.tls = a, tc
-	ac, err := d.BuildAccess(cfg, nil)
-	if err != nil {
-		backends.CloseAll(keys)
-		return nil, err
-	}
-	d.SetAccess(ac)
+	d.cur.Store(g)
+	d.warnOpen(g.app.Access())
 	d.warnClearTokens(cfg)
-	d.api, d.handler = a.Handler(), newObserved(a.Handler(), opts.Logger, m)
+	d.health.check(ctx) // backend_up, expiry warnings and /readyz are right from the start
+	d.reloadOK.Set(1)
+	d.reloadTime.SetToCurrentTime()
+	d.api = http.HandlerFunc(d.serveGeneration)
+	d.handler = newObserved(d.api, opts.Logger, d.metrics)
 	return d, nil
+}
+
+// Check opens what cfg describes, as New does, asks every key's backend whether it can
+// sign and checks that every certificate is valid now; then closes it all. It is
+// `provenanced serve -check`: nothing listens.
+func Check(ctx context.Context, cfg *conf.Config, opts Options) (keys []string, err error) {
+	d, err := New(ctx, cfg, opts)
+	if err != nil {
+		return nil, err
+	}
+	defer d.close()
+	d.health.check(ctx)
+	if r := d.health.reasons(ctx); len(r) > 0 {
+		return nil, errors.New(strings.Join(r, "; "))
+	}
+	return cfg.KeyNames(), nil
+}
+
+// close closes the backends of the generation being served.
+func (d *Daemon) close() {
+	if g := d.cur.Load(); g != nil {
+		backends.CloseAll(g.keys)
+		g.closeOwn()
+		if al := g.audit(); al != nil {
+			auditCloser{al, d.log}.Close()
+		}
+	}
+}
+
+// Close closes the keys of a daemon that was built (New) but will not Serve, which
+// closes them itself.
+func (d *Daemon) Close() { d.close() }
+
+// readyNow sends READY=1, once, when the daemon listens and a check found it ready.
+func (d *Daemon) readyNow() {
+	if d.listening.Load() && d.ready.CompareAndSwap(false, true) {
+		d.notify("READY=1\nSTATUS=serving")
+	}
 }
 
 // Metrics exposes the daemon's metrics, for tests and benchmarks.
@@ -104,11 +137,25 @@ func (d *Daemon) Metrics() *Metrics { return d.metrics }
 // Handler is the daemon's HTTP handler with its metrics and request log.
 func (d *Daemon) Handler() http.Handler { return d.handler }
 
+// notify tells systemd about the daemon's state (sd_notify); a failure is logged, never
+// fatal: the daemon serves all the same.
+func (d *Daemon) notify(state string) {
+	if err := sdNotify(state); err != nil {
+		d.log.Warn("cannot notify the service manager", "state", strings.ReplaceAll(state, "\n", " "), "error", err.Error())
+	}
+}
+
 // Serve listens and serves until ctx is done, then stops accepting, lets requests in
 // flight finish (up to shutdown_timeout), closes the keys and removes the socket.
+// Listeners passed by systemd (socket activation) take the place of those the config
+// names; the daemon then neither creates nor removes the socket file.
 func (d *Daemon) Serve(ctx context.Context) error {
-	defer backends.CloseAll(d.keys)
+	defer d.close()
 	s := &d.cfg.Server
+	in, err := systemdListeners()
+	if err != nil {
+		return err
+	}
 	var servers []*http.Server
 	var listeners []net.Listener
 	closeAll := func() {
@@ -116,44 +163,78 @@ func (d *Daemon) Serve(ctx context.Context) error {
 			l.Close()
 		}
 	}
-	var socketAddr, httpAddr string
-	if s.Socket != "" {
+	var socketAddr, httpAddr, metricsAddr string
+	socketHandler := d.handler
+	if s.Pprof {
+		socketHandler = withPprof(socketHandler)
+	}
+	switch {
+	case in.socket != nil:
+		listeners = append(listeners, in.socket)
+		servers = append(servers, d.server(socketHandler))
+		socketAddr = in.socket.Addr().String()
+		if s.Socket != "" && socketAddr != s.Socket {
+			d.log.Warn("the socket systemd passed is not at server.socket; clients must use the systemd one", "systemd", socketAddr, "server.socket", s.Socket)
+		}
+	case s.Socket != "":
 		l, err := listenUnix(s.Socket, os.FileMode(s.SocketMode))
 		if err != nil {
+			in.close()
 			return err
 		}
 		listeners = append(listeners, l)
-		h := d.handler
-		if s.Pprof {
-			h = withPprof(h)
-		}
-		servers = append(servers, d.server(h))
+		servers = append(servers, d.server(socketHandler))
 		socketAddr = s.Socket
 	}
-	if s.HTTP != "" {
-		l, err := net.Listen("tcp", s.HTTP)
-		if err != nil {
-			closeAll()
-			return fmt.Errorf("%s: server.http: cannot listen on %s: %w", d.cfg.File, s.HTTP, err)
+	// tcp serves wrap(the API with its metrics and request log) on a TCP listener, passed
+	// or opened on addr. On loopback, only requests for a loopback Host or an
+	// allowed_hosts name reach the API (hostGuard).
+	tcp := func(passed net.Listener, addr, key string, useTLS bool, wrap func(http.Handler) http.Handler) (string, error) {
+		l := passed
+		if l == nil {
+			if addr == "" {
+				return "", nil
+			}
+			var err error
+			if l, err = net.Listen("tcp", addr); err != nil {
+				return "", fmt.Errorf("%s: %s: cannot listen on %s: %w", d.cfg.File, key, addr, err)
+			}
 		}
-		h := d.handler
+		handler := d.handler
 		if isLoopback(l.Addr()) {
-			h = newObserved(hostGuard(d.api, s.AllowedHosts), d.log, d.metrics)
+			handler = newObserved(hostGuard(d.api, s.AllowedHosts), d.log, d.metrics)
 		}
-		httpAddr = l.Addr().String()
-		if d.tls != nil {
-			l = tls.NewListener(l, d.tls)
+		a := l.Addr().String()
+		if useTLS {
+			l = tls.NewListener(l, d.tlsConfig())
 		}
 		listeners = append(listeners, l)
-		servers = append(servers, d.server(h))
+		servers = append(servers, d.server(wrap(handler)))
+		return a, nil
 	}
-	d.health.check(ctx) // sets backend_up and warns of expiry at once, not after the first interval
+	useTLS := d.cur.Load().tls != nil
+	asIs := func(h http.Handler) http.Handler { return h }
+	if httpAddr, err = tcp(in.http, s.HTTP, "server.http", useTLS, asIs); err == nil {
+		metricsAddr, err = tcp(in.metrics, s.MetricsHTTP, "server.metrics_http", false, metricsOnly)
+	}
+	if err != nil {
+		closeAll()
+		in.close()
+		return err
+	}
+	d.listening.Store(true)
+	if len(d.health.reasons(ctx)) == 0 { // as New's check found; otherwise the first background check that finds it ready
+		d.readyNow()
+	} else {
+		// Visible to every local user (systemctl status): the reasons stay in /readyz and the log.
+		d.notify("STATUS=listening, but not ready: GET /readyz says why")
+	}
 	d.health.start(ctx)
 	errc := make(chan error, len(servers))
 	for i, srv := range servers {
 		go func() { errc <- srv.Serve(listeners[i]) }()
 	}
-	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "tls", d.tls != nil && httpAddr != "", "keys", d.cfg.KeyNames(), "version", d.opts.Version)
+	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "tls", useTLS && httpAddr != "", "metrics_http", metricsAddr, "systemd_sockets", in != (inherited{}), "keys", d.cfg.KeyNames(), "version", d.opts.Version)
 	if d.opts.Listening != nil {
 		d.opts.Listening(socketAddr, httpAddr)
 	}
@@ -163,8 +244,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
-	d.log.Info("shutting down", "timeout", s.ShutdownTimeout.D().String())
-	sctx, cancel := context.WithTimeout(context.Background(), s.ShutdownTimeout.D())
+	d.notify("STOPPING=1")
+	timeout := d.cur.Load().cfg.Server.ShutdownTimeout.D()
+	d.log.Info("shutting down", "timeout", timeout.String())
+	d.reloadMu.Lock() // a reload running now finishes first; none starts after
+	d.stopping = true
+	d.reloadMu.Unlock()
+	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
 	for _, srv := range servers {
@@ -179,11 +265,6 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	}
 	wg.Wait()
 	d.health.stop()
-	if ac := d.app.Access(); ac != nil && ac.Audit() != nil {
-		seq, head := ac.Audit().Head()
-		d.log.Info("audit log closed", "file", ac.Audit().Path(), "seq", seq, "head", head)
-		ac.Audit().Close()
-	}
 	closeAll() // Shutdown closed them; this removes nothing twice but makes sure of the socket file
 	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
 		return serveErr
@@ -211,6 +292,17 @@ func (d *Daemon) server(h http.Handler) *http.Server {
 		MaxHeaderBytes: 64 << 10,
 		ConnContext:    connContext,
 		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+	}
+}
+
+// tlsConfig is the TCP listener's TLS configuration: the current generation's, so that
+// a reload brings a renewed server certificate or client CA to the next handshake.
+func (d *Daemon) tlsConfig() *tls.Config {
+	return &tls.Config{
+		MinVersion: tls.VersionTLS12,
+		GetConfigForClient: func(*tls.ClientHelloInfo) (*tls.Config, error) {
+			return d.cur.Load().tls, nil
+		},
 	}
 }
 

@@ -53,7 +53,7 @@ func TestPrepareDevHSM(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer d.keys[0].Close()
+	defer d.close()
 	msg := "hello"
 	rec := httptest.NewRecorder()
 	req := httptest.NewRequest("POST", "/v1/keys/signing/sign", strings.NewReader(`{"message":"`+base64.StdEncoding.EncodeToString([]byte(msg))+`"}`))

@@ -4,34 +4,50 @@ import (
 	"context"
 	"crypto/rand"
 	"encoding/hex"
+	"errors"
 	"fmt"
 	"log/slog"
 	"sync"
+	"sync/atomic"
 	"time"
 
 	"github.com/ib1/provenanced/backends"
 )
 
 // healthInterval is how often each key's backend is asked whether it can sign, so that
-// provenanced_backend_up follows a token that went away (or came back) between requests.
+// provenanced_backend_up and /readyz follow a token that went away (or came back)
+// between requests.
 const healthInterval = 5 * time.Second
 
-// health watches the keys: backend_up and the certificate expiry gauges, and the reasons
-// /readyz gives.
+// health watches the keys of the generation being served: backend_up and the
+// certificate expiry gauges, and the reasons /readyz gives. Only the background check
+// (and a reload, for the keys it is about to serve) asks the backends; /readyz reads what
+// the last check found, so a probe never costs a KMS call or a token round trip, and a
+// flood of probes cannot become a flood of backend calls.
 type health struct {
-	keys   []*backends.Key
-	m      *Metrics
-	log    *slog.Logger
-	now    func() time.Time
-	cancel context.CancelFunc
-	done   chan struct{}
+	m       *Metrics
+	log     *slog.Logger
+	now     func() time.Time
+	current func() *generation
+	cancel  context.CancelFunc
+	done    chan struct{}
+	// onReady is called after every check that finds nothing that keeps /readyz from
+	// answering 200 (for systemd's READY=1); set before any check runs.
+	onReady func()
 
-	mu       sync.Mutex
-	last     map[string]error        // the last check's outcome by key, to log changes once
-	warned   map[string]time.Time    // when each key's coming expiry was last logged
-	down     map[string]time.Time    // since when each key that cannot sign has not
-	reported map[string]time.Time    // when an outage's count was last logged, by key
-	notReady map[string]loggedReason // the /readyz reason last logged, by key
+	// down is set while a key is known down, so that observe takes the lock on a
+	// successful signature only when there is something to clear.
+	down atomic.Bool
+
+	mu     sync.Mutex
+	gen    *generation          // the generation errs is about
+	errs   map[string]error     // the last check's outcome by key name
+	last   map[string]error     // the previous outcome by key, to log changes once
+	warned map[string]time.Time // when each key's coming expiry was last logged
+	// downSince and reported: since when each key that cannot sign has not, and when
+	// that outage's count of refused signatures was last logged.
+	downSince, reported map[string]time.Time
+	notReady            map[string]loggedReason // the /readyz reason last logged, by key
 }
 
 // outageReport is how often a key that cannot sign has a line in the log saying so, with
@@ -43,15 +59,9 @@ const outageReport = time.Minute
 // a day, in its log.
 const expiryWarning = 30 * 24 * time.Hour
 
-func newHealth(keys []*backends.Key, m *Metrics, log *slog.Logger) *health {
-	h := &health{keys: keys, m: m, log: log, now: time.Now, last: map[string]error{}, warned: map[string]time.Time{}, down: map[string]time.Time{}, reported: map[string]time.Time{}, notReady: map[string]loggedReason{}}
-	for _, k := range keys {
-		m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(1)
-		if leaf := k.Leaf(); leaf != nil {
-			m.CertExpiry.WithLabelValues(k.Name()).Set(float64(leaf.NotAfter.Unix()))
-		}
-	}
-	return h
+func newHealth(m *Metrics, log *slog.Logger, current func() *generation) *health {
+	return &health{m: m, log: log, now: time.Now, current: current, last: map[string]error{}, warned: map[string]time.Time{},
+		downSince: map[string]time.Time{}, reported: map[string]time.Time{}, notReady: map[string]loggedReason{}}
 }
 
 func (h *health) start(ctx context.Context) {
@@ -66,9 +76,7 @@ func (h *health) start(ctx context.Context) {
 			case <-ctx.Done():
 				return
 			case <-t.C:
-				cctx, cancel := context.WithTimeout(ctx, healthInterval)
-				h.check(cctx)
-				cancel()
+				h.check(ctx)
 			}
 		}
 	}()
@@ -81,11 +89,21 @@ func (h *health) stop() {
 	}
 }
 
-// check asks every key, in parallel, and returns the problems by key name.
-func (h *health) check(ctx context.Context) map[string]error {
-	errs := make([]error, len(h.keys))
+// check asks the current generation's keys and records what they say; a backend that
+// does not answer within healthInterval counts as down.
+func (h *health) check(ctx context.Context) {
+	ctx, cancel := context.WithTimeout(ctx, healthInterval)
+	defer cancel()
+	g := h.current()
+	h.store(g, probe(ctx, g.keys))
+}
+
+// probe asks every key, in parallel, whether it can sign, and returns the problems by
+// key name.
+func probe(ctx context.Context, keys []*backends.Key) map[string]error {
+	errs := make([]error, len(keys))
 	var wg sync.WaitGroup
-	for i, k := range h.keys {
+	for i, k := range keys {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
@@ -94,44 +112,113 @@ func (h *health) check(ctx context.Context) map[string]error {
 	}
 	wg.Wait()
 	out := map[string]error{}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	for i, k := range h.keys {
-		up := 1.0
+	for i, k := range keys {
 		if errs[i] != nil {
-			up = 0
 			out[k.Name()] = errs[i]
 		}
-		h.m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(up)
-		prev, seen := h.last[k.Name()]
-		now := h.now()
-		refused := h.m.refusedCounter(k.Name())
-		switch {
-		case errs[i] != nil && (!seen || prev == nil):
-			h.down[k.Name()], h.reported[k.Name()] = now, now
-			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", errs[i].Error(), "refused", refused.Swap(0))
-		case errs[i] != nil && now.Sub(h.reported[k.Name()]) >= outageReport:
-			h.reported[k.Name()] = now
-			h.log.Warn("key still cannot sign", "key", k.Name(), "backend", k.Backend(), "error", errs[i].Error(),
-				"down_for", now.Sub(h.down[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
-		case errs[i] == nil && seen && prev != nil:
-			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend(),
-				"down_for", now.Sub(h.down[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
-			delete(h.down, k.Name())
-			delete(h.reported, k.Name())
-		}
-		h.last[k.Name()] = errs[i]
-		h.warnExpiry(k)
 	}
 	return out
 }
 
-// notReadyID logs why key cannot sign, under a new request id, and returns the id; while
-// the reason stays the same, later /readyz answers name that line's id rather than log
-// it again (a probe every few seconds would otherwise add a line each time).
-func (h *health) notReadyID(k *backends.Key, err error) string {
+// store records the outcome of probing g's keys, unless another generation is served by
+// now (a reload raced a background check: the reload's own probe is the fresher one).
+// The gauges of keys that g no longer has are removed.
+func (h *health) store(g *generation, errs map[string]error) {
+	h.mu.Lock()
+	if g != h.current() {
+		h.mu.Unlock()
+		return
+	}
+	if h.gen != nil && h.gen != g {
+		for _, k := range h.gen.keys {
+			nk := g.key(k.Name())
+			if nk == nil || nk.Backend() != k.Backend() {
+				h.m.BackendUp.DeleteLabelValues(k.Name(), k.Backend())
+			}
+			if nk == nil || nk.Leaf() == nil {
+				h.m.CertExpiry.DeleteLabelValues(k.Name())
+			}
+			if nk == nil {
+				delete(h.last, k.Name())
+				delete(h.warned, k.Name())
+				delete(h.downSince, k.Name())
+				delete(h.reported, k.Name())
+				delete(h.notReady, k.Name())
+			}
+		}
+	}
+	h.gen, h.errs = g, errs
+	h.down.Store(len(errs) > 0)
+	for _, k := range g.keys {
+		err := errs[k.Name()]
+		up := 1.0
+		if err != nil {
+			up = 0
+		}
+		h.m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(up)
+		if leaf := k.Leaf(); leaf != nil {
+			h.m.CertExpiry.WithLabelValues(k.Name()).Set(float64(leaf.NotAfter.Unix()))
+		}
+		prev, seen := h.last[k.Name()]
+		now := h.now()
+		refused := h.m.refusedCounter(k.Name())
+		switch {
+		case err != nil && (!seen || prev == nil):
+			h.downSince[k.Name()], h.reported[k.Name()] = now, now
+			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(), "refused", refused.Swap(0))
+		case err != nil && now.Sub(h.reported[k.Name()]) >= outageReport:
+			h.reported[k.Name()] = now
+			h.log.Warn("key still cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(),
+				"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
+		case err == nil && seen && prev != nil:
+			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend(),
+				"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
+			delete(h.downSince, k.Name())
+			delete(h.reported, k.Name())
+			delete(h.notReady, k.Name())
+		}
+		h.last[k.Name()] = err
+		h.warnExpiry(k)
+	}
+	ready := len(h.reasonsLocked(nil)) == 0
+	h.mu.Unlock()
+	if ready && h.onReady != nil {
+		h.onReady()
+	}
+}
+
+// observe takes what a signature just showed about its key's backend, without asking it
+// anything more: a backend found unavailable is down for /readyz at once, and one that
+// signed is up again, rather than either waiting for the next background check.
+func (h *health) observe(name string, err error) {
+	unavailable := errors.Is(err, backends.ErrUnavailable)
+	if !unavailable && (err != nil || !h.down.Load()) {
+		return
+	}
 	h.mu.Lock()
 	defer h.mu.Unlock()
+	if h.gen == nil || h.gen.key(name) == nil {
+		return
+	}
+	if unavailable {
+		h.errs[name] = err
+		h.down.Store(true)
+		return
+	}
+	if _, was := h.errs[name]; was {
+		delete(h.errs, name)
+		h.m.BackendUp.WithLabelValues(name, h.gen.key(name).Backend()).Set(1)
+	}
+	h.down.Store(len(h.errs) > 0)
+}
+
+// notReadyID logs why key cannot sign, under a new request id, and returns the id; while
+// the reason stays the same, later /readyz answers name that line's id rather than log
+// it again (a probe every few seconds would otherwise add a line each time). A backend's
+// error text names what only the operator should see (module path, token label,
+// endpoint, ARN): the answer names the key and the id, the log has the text. Called with
+// h.mu held.
+func (h *health) notReadyID(k *backends.Key, err error) string {
 	if last, ok := h.notReady[k.Name()]; ok && last.err == err.Error() {
 		return last.id
 	}
@@ -164,29 +251,37 @@ func (h *health) warnExpiry(k *backends.Key) {
 	}
 	h.warned[k.Name()] = now
 	if left <= 0 {
-		h.log.Error("certificate expired: the key's records and signatures will not verify; install a renewed bundle", "key", k.Name(), "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
+		h.log.Error("certificate expired: the key's records and signatures will not verify; install a renewed bundle and reload (SIGHUP)", "key", k.Name(), "serial", leaf.SerialNumber.String(), "not_after", leaf.NotAfter.UTC().Format(time.RFC3339))
 		return
 	}
-	h.log.Warn("certificate expires soon: renew it (provenanced csr, then install the new bundle)", "key", k.Name(), "serial", leaf.SerialNumber.String(),
+	h.log.Warn("certificate expires soon: renew it (provenanced csr, then install the new bundle and reload with SIGHUP)", "key", k.Name(), "serial", leaf.SerialNumber.String(),
 		"not_after", leaf.NotAfter.UTC().Format(time.RFC3339), "days_left", int(left.Hours()/24))
 }
 
-// reasons is /readyz: why the daemon cannot serve every key now. A key's backend must
-// answer, and its certificate must be valid now. A backend's error text names what only
-// the operator should see (module path, token label, endpoint, ARN): the answer says
-// which key, and the log has the text under the request id the answer gives.
-func (h *health) reasons(ctx context.Context) []string {
-	errs := h.check(ctx)
+// reasons is /readyz: why the daemon cannot serve every key now, from the last check. A
+// key's backend must have answered that check, and its certificate must be valid now.
+// A backend's own words stay in the log (logDown).
+func (h *health) reasons(context.Context) []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.reasonsLocked(h.notReadyID)
+}
+
+// reasonsLocked lists the reasons; a key that cannot sign is named with the request id
+// that id gives, or, with id nil (a readiness test, not an answer), without one.
+func (h *health) reasonsLocked(id func(*backends.Key, error) string) []string {
+	if h.gen == nil {
+		return []string{"the keys have not been checked yet"}
+	}
 	var out []string
 	now := h.now()
-	for _, k := range h.keys {
-		if err := errs[k.Name()]; err != nil {
-			id := h.notReadyID(k, err)
-			out = append(out, fmt.Sprintf("key %q (%s) cannot sign now; the daemon's log has the reason under request id %s", k.Name(), k.Backend(), id))
-		} else {
-			h.mu.Lock()
-			delete(h.notReady, k.Name())
-			h.mu.Unlock()
+	for _, k := range h.gen.keys {
+		if err := h.errs[k.Name()]; err != nil {
+			if id == nil {
+				out = append(out, k.Name())
+				continue
+			}
+			out = append(out, fmt.Sprintf("key %q (%s) cannot sign now; the daemon's log has the reason under request id %s", k.Name(), k.Backend(), id(k, err)))
 		}
 		if leaf := k.Leaf(); leaf != nil {
 			if now.After(leaf.NotAfter) {

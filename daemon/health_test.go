@@ -55,13 +55,17 @@ func TestExpiryWarnsOnceADayAndFailsReadiness(t *testing.T) {
 	now := time.Now()
 	k := keyWithCertificate(t, now.Add(-time.Hour), now.Add(10*24*time.Hour))
 	var logs bytes.Buffer
-	h := newHealth([]*backends.Key{k}, NewMetrics("test"), slog.New(slog.NewJSONHandler(&logs, nil)))
+	g := &generation{keys: []*backends.Key{k}}
+	h := newHealth(NewMetrics("test"), slog.New(slog.NewJSONHandler(&logs, nil)), func() *generation { return g })
 	clock := now
 	h.now = func() time.Time { return clock }
+	if r := h.reasons(context.Background()); len(r) != 1 || !strings.Contains(r[0], "not been checked") {
+		t.Errorf("reasons before the first check: %v", r)
+	}
+	h.check(context.Background())
 	if r := h.reasons(context.Background()); len(r) != 0 {
 		t.Errorf("ready key has reasons: %v", r)
 	}
-	h.check(context.Background())
 	if n := strings.Count(logs.String(), "certificate expires soon"); n != 1 {
 		t.Errorf("%d expiry warnings in one day, want 1:\n%s", n, logs.String())
 	}
@@ -74,6 +78,7 @@ func TestExpiryWarnsOnceADayAndFailsReadiness(t *testing.T) {
 		t.Errorf("no days_left in %s", logs.String())
 	}
 	clock = now.Add(11 * 24 * time.Hour)
+	h.check(context.Background())
 	r := h.reasons(context.Background())
 	if len(r) != 1 || !strings.Contains(r[0], "expired") {
 		t.Errorf("expired certificate: reasons %v", r)
@@ -190,7 +195,8 @@ func TestOutageIsLoggedByStateAndCount(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	h := newHealth([]*backends.Key{k}, m, slog.New(slog.NewJSONHandler(&logs, nil)))
+	g := &generation{keys: []*backends.Key{k}, byName: map[string]*backends.Key{k.Name(): k}}
+	h := newHealth(m, slog.New(slog.NewJSONHandler(&logs, nil)), func() *generation { return g })
 	clock := time.Now()
 	h.now = func() time.Time { return clock }
 	h.check(context.Background())
@@ -235,9 +241,11 @@ func TestReadyzLogsAReasonOnce(t *testing.T) {
 		t.Fatal(err)
 	}
 	var logs bytes.Buffer
-	h := newHealth([]*backends.Key{k}, m, slog.New(slog.NewJSONHandler(&logs, nil)))
+	g := &generation{keys: []*backends.Key{k}, byName: map[string]*backends.Key{k.Name(): k}}
+	h := newHealth(m, slog.New(slog.NewJSONHandler(&logs, nil)), func() *generation { return g })
 	flaky.down.Store(true)
 	defer flaky.down.Store(false)
+	h.check(context.Background()) // /readyz answers from the last check
 	ids := map[string]bool{}
 	for range 20 {
 		r := h.reasons(context.Background())
@@ -256,10 +264,12 @@ func TestReadyzLogsAReasonOnce(t *testing.T) {
 		}
 	}
 	flaky.down.Store(false)
+	h.check(context.Background())
 	if r := h.reasons(context.Background()); len(r) != 0 {
 		t.Fatalf("reasons after recovery: %v", r)
 	}
 	flaky.down.Store(true)
+	h.check(context.Background())
 	h.reasons(context.Background())
 	if n := strings.Count(logs.String(), "not ready: key cannot sign"); n != 2 {
 		t.Errorf("%d lines after the key went down a second time, want 2", n)

@@ -41,7 +41,7 @@ func Chromium(t TB) (bin string, dumpDOM func(url string) string) {
 			"--virtual-time-budget=15000",
 			"--dump-dom", url)
 		cmd.Env = append(os.Environ(), "HOME="+profile)
-		var stderr syncBuffer
+		var stderr SyncBuffer
 		cmd.Stderr = &stderr
 		out, err := cmd.Output()
 		if err != nil {

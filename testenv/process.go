@@ -65,7 +65,7 @@ type Process struct {
 	Cmd    *exec.Cmd
 	Socket string // "" when it has none
 	HTTP   string // host:port, "" when it has none
-	stderr *syncBuffer
+	stderr *SyncBuffer
 	done   chan struct{}
 	err    error
 }
@@ -77,7 +77,7 @@ func StartDaemon(t TB, bin string, socket, httpAddr string, env []string, args .
 	t.Helper()
 	cmd := exec.Command(bin, args...)
 	cmd.Env = append(os.Environ(), env...)
-	p := &Process{Cmd: cmd, Socket: socket, HTTP: httpAddr, stderr: &syncBuffer{}, done: make(chan struct{})}
+	p := &Process{Cmd: cmd, Socket: socket, HTTP: httpAddr, stderr: &SyncBuffer{}, done: make(chan struct{})}
 	cmd.Stderr = p.stderr
 	cmd.Stdout = p.stderr
 	if err := cmd.Start(); err != nil {
@@ -168,18 +168,19 @@ func Run(bin string, env []string, args ...string) (string, int) {
 	return strings.TrimSpace(string(out)), cmd.ProcessState.ExitCode()
 }
 
-type syncBuffer struct {
+// SyncBuffer is an output that a process (or a logger) writes while a test reads it.
+type SyncBuffer struct {
 	mu sync.Mutex
 	b  bytes.Buffer
 }
 
-func (s *syncBuffer) Write(p []byte) (int, error) {
+func (s *SyncBuffer) Write(p []byte) (int, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.Write(p)
 }
 
-func (s *syncBuffer) String() string {
+func (s *SyncBuffer) String() string {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.b.String()

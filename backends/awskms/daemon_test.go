@@ -168,7 +168,8 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, `key \"signing\" (awskms) cannot sign now`) || strings.Contains(body, "connection refused") || strings.Contains(body, "127.0.0.1") {
 		t.Errorf("/readyz during the outage = %d %s, want the key named and no detail", status, body)
 	}
-	if !strings.Contains(d.log.String(), "GetPublicKey") {
+	// The failed signature told the daemon already; the log has KMS's words.
+	if !strings.Contains(d.log.String(), "not ready: key cannot sign") || !strings.Contains(d.log.String(), "cannot reach AWS KMS") {
 		t.Errorf("the log does not say why the daemon is not ready:\n%s", d.log.String())
 	}
 
@@ -188,6 +189,24 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 	}
 	if n := d.signCount(t, "ok"); n != "2" {
 		t.Errorf("sign_duration_seconds_count{outcome=ok} = %s, want 2", n)
+	}
+}
+
+// /readyz answers from what the background check (and the last signatures) found: a
+// probe costs no KMS call, so a kubelet probing every second, or anyone flooding the
+// route, does not become a stream of KMS requests.
+func TestReadyzAsksKMSNothing(t *testing.T) {
+	_, _, proxy, cfg := behindProxy(t)
+	d := startDaemon(t, cfg)
+	before := proxy.count("GetPublicKey")
+	for range 50 {
+		if status, body := d.get(t, "/readyz"); status != http.StatusOK {
+			t.Fatalf("/readyz = %d %s", status, body)
+		}
+	}
+	// At most one background check (every 5 s) may fall within the loop.
+	if n := proxy.count("GetPublicKey") - before; n > 1 {
+		t.Errorf("50 probes of /readyz made %d KMS calls", n)
 	}
 }
 

@@ -58,8 +58,9 @@
 //
 // Every failed Sign is HTTP 503 with KMS's reason (its error code and message) and takes
 // provenanced_backend_up to 0. The daemon's health check calls Ready every few seconds
-// and /readyz calls it too: one GetPublicKey attempt on the key's ARN (the IAM policy
-// allows nothing else), which brings backend_up back to 1 once KMS answers again.
+// (/readyz answers from what it found, never calling KMS itself): one GetPublicKey
+// attempt on the key's ARN (the IAM policy allows nothing else), which brings backend_up
+// back to 1 once KMS answers again.
 // Signing needs no restart to resume: the next request simply reaches KMS.
 //
 // The SDK client keeps up to 256 idle connections, so that many concurrent signers do

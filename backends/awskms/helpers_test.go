@@ -73,32 +73,14 @@ type runningDaemon struct {
 	*client.Client
 	socket string
 	hc     *http.Client
-	log    *syncBuffer // the daemon's JSON log
-}
-
-// syncBuffer is a log destination that the daemon and the test share.
-type syncBuffer struct {
-	mu sync.Mutex
-	b  strings.Builder
-}
-
-func (s *syncBuffer) Write(p []byte) (int, error) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.Write(p)
-}
-
-func (s *syncBuffer) String() string {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	return s.b.String()
+	log    *testenv.SyncBuffer // the daemon's JSON log
 }
 
 func startDaemon(t testing.TB, cfg *conf.Config) *runningDaemon {
 	t.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan struct{})
-	log := &syncBuffer{}
+	log := &testenv.SyncBuffer{}
 	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: slog.New(slog.NewJSONHandler(log, nil)), Listening: func(string, string) { close(listening) }})
 	if err != nil {
 		cancel()

@@ -463,8 +463,7 @@ func TestLoopbackListenerRefusesForeignHostsAndSimplePosts(t *testing.T) {
 }
 
 // A config file without server.http opens no TCP socket at all; SIGHUP is caught (the
-// daemon says reload is not available and keeps serving); SIGTERM then stops it cleanly
-// and removes the socket.
+// daemon reloads and keeps serving); SIGTERM then stops it cleanly and removes the socket.
 func TestSocketOnlyConfigAndSIGHUP(t *testing.T) {
 	p, _, pub := startConfig(t, "", "")
 	pid := p.Cmd.Process.Pid

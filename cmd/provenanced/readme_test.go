@@ -10,10 +10,11 @@ import (
 	"path/filepath"
 	"regexp"
 	"strings"
-	"sync"
 	"syscall"
 	"testing"
 	"time"
+
+	"github.com/ib1/provenanced/testenv"
 )
 
 // The README is tested: a newcomer pastes its command blocks in order, so a test does the
@@ -149,7 +150,7 @@ func TestREADME(t *testing.T) {
 		case b.kind == "background":
 			shellcheck(t, where, text)
 			cmd := blockCommand(ns, scratch, env, text)
-			out := new(lockedBuffer)
+			out := new(testenv.SyncBuffer)
 			cmd.Stdout, cmd.Stderr = out, out
 			if err := cmd.Start(); err != nil {
 				t.Fatalf("%s: %v", where, err)
@@ -286,23 +287,6 @@ func countRun(blocks []readmeBlock) int {
 		}
 	}
 	return n
-}
-
-type lockedBuffer struct {
-	mu  sync.Mutex
-	buf bytes.Buffer
-}
-
-func (b *lockedBuffer) Write(p []byte) (int, error) {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.Write(p)
-}
-
-func (b *lockedBuffer) String() string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	return b.buf.String()
 }
 
 // matchOutput checks that each non-blank line of want appears in got, in order.

@@ -24,7 +24,8 @@ func init() {
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "[-config FILE | -dev DIR [-hsm]]", stderr)
+	fs := newFlags("serve", "[-check] [-config FILE | -dev DIR [-hsm]]", stderr)
+	check := fs.Bool("check", false, "check the configuration, open the keys and check their certificates, then exit: 0 if all is well, 2 if not; nothing is served")
 	configPath := fs.String("config", "", "the TOML config `file` (default $PROVENANCED_CONFIG; without either, the original service's environment and ./.env)")
 	devDir := fs.String("dev", "", "create a development setup (test PKI, PEM key, config) in `dir` if it has none, and serve it")
 	hsm := fs.Bool("hsm", false, "with -dev: keep the development key in a SoftHSM token in dir, served by the pkcs11 backend (needs softhsm2 and opensc)")
@@ -59,21 +60,35 @@ func serve(args []string, stdout, stderr io.Writer) error {
 		devHelp = func(sock, addr string) { printDevHelp(stderr, dir, created, softhsm, sock, addr) }
 		*configPath = p
 	}
-	var cfg *conf.Config
-	var notes []string
-	if *configPath != "" {
+	// SIGHUP reloads; caught from here on, so that one arriving while the keys open is
+	// kept for after rather than ending the process (its default action).
+	hup := make(chan os.Signal, 1)
+	signal.Notify(hup, syscall.SIGHUP)
+	defer signal.Stop(hup)
+	// load reads the configuration: at start, and again at every reload.
+	load := func() (*conf.Config, []string, error) {
+		var cfg *conf.Config
+		var notes []string
 		var err error
-		if cfg, err = conf.Load(*configPath); err != nil {
-			return err
+		if *configPath != "" {
+			cfg, err = conf.Load(*configPath)
+		} else {
+			cfg, notes, err = fromOriginalEnvironment()
 		}
-	} else {
-		var err error
-		if cfg, notes, err = fromOriginalEnvironment(); err != nil {
-			return err
+		if err != nil {
+			return nil, nil, err
 		}
+		if err := cfg.ApplyEnv(os.Getenv); err != nil {
+			return nil, nil, err
+		}
+		return cfg, notes, nil
 	}
-	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+	cfg, notes, err := load()
+	if err != nil {
 		return err
+	}
+	if *check {
+		return checkConfig(cfg, stdout, stderr)
 	}
 	if devHelp != nil {
 		devHelp(cfg.Server.Socket, cfg.Server.HTTP) // the addresses it will really listen on
@@ -112,11 +127,28 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	tuneGC()
 	ctx, stop := signal.NotifyContext(context.Background(), syscall.SIGTERM, syscall.SIGINT)
 	defer stop()
-	ignoreHangup(ctx, log)
-	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString()})
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString(), LogLevel: &logLevel,
+		Load: func() (*conf.Config, error) {
+			cfg, notes, err := load()
+			for _, n := range notes {
+				log.Warn(n)
+			}
+			return cfg, err
+		}})
 	if err != nil {
 		return err
 	}
+	go func() {
+		for {
+			select {
+			case <-ctx.Done():
+				return
+			case <-hup:
+				log.Info("SIGHUP: reloading the configuration")
+				d.Reload(ctx) // logs its outcome
+			}
+		}
+	}()
 	return d.Serve(ctx)
 }
 
@@ -129,24 +161,26 @@ func usesPKCS11(cfg *conf.Config) bool {
 	return false
 }
 
-// ignoreHangup catches SIGHUP, whose default action ends the process without cleanup
-// (the socket file left behind): an operator or a unit's ExecReload sends it to reload,
-// which the daemon cannot do yet. It says so and keeps serving.
-func ignoreHangup(ctx context.Context, log *slog.Logger) {
-	hup := make(chan os.Signal, 1)
-	signal.Notify(hup, syscall.SIGHUP)
-	go func() {
-		defer signal.Stop(hup)
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				log.Warn("SIGHUP: reloading the configuration is not available yet; the daemon keeps serving its current configuration (restart it to apply a new one)")
-			}
+// checkConfig is `serve -check`: everything serve would open and check at start, then
+// closed again, nothing served. Any failure is exit status 2, as a config error is.
+// A backend's own words on why a key cannot sign go to stderr, as the daemon's log.
+func checkConfig(cfg *conf.Config, stdout, stderr io.Writer) error {
+	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
+	defer cancel()
+	keys, err := daemon.Check(ctx, cfg, daemon.Options{Version: versionString(), Logger: newLogger(stderr, "warn")})
+	if err != nil {
+		var ce *conf.Error
+		if errors.As(err, &ce) {
+			return err
 		}
-	}()
+		return &conf.Error{File: cfg.File, Msg: "check failed", Err: err}
+	}
+	fmt.Fprintf(stdout, "%s: ok: keys %s open, can sign and have valid certificates\n", cfg.File, strings.Join(keys, ", "))
+	return nil
 }
+
+// logLevel is the logger's level, which a reload sets from server.log_level.
+var logLevel slog.LevelVar
 
 // tuneGC trades a little memory for CPU, unless the operator has set GOGC or GOMEMLIMIT:
 // the daemon's live heap is a few MiB, and with Go's default of collecting at twice that,
@@ -194,9 +228,8 @@ func fromOriginalEnvironment() (*conf.Config, []string, error) {
 // newLogger logs JSON when stderr is not a terminal (journald, a container runtime,
 // a file); text for a person at a terminal. Each line is written as it is logged.
 func newLogger(w io.Writer, level string) *slog.Logger {
-	var lv slog.Level
-	lv.UnmarshalText([]byte(level)) // conf has checked it
-	opts := &slog.HandlerOptions{Level: lv}
+	logLevel.UnmarshalText([]byte(level)) // conf has checked it
+	opts := &slog.HandlerOptions{Level: &logLevel}
 	if f, ok := w.(*os.File); ok {
 		if st, err := f.Stat(); err == nil && st.Mode()&os.ModeCharDevice != 0 {
 			return slog.New(slog.NewTextHandler(w, opts))
