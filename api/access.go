@@ -186,6 +186,15 @@ type call struct {
 	discard bool // the audit line failed: the handler's answer is dropped
 }
 
+// errDenied is a request the clients' policy refused (401, 403, 429), for the metrics'
+// outcome label.
+var errDenied deniedError
+
+type deniedError struct{}
+
+func (deniedError) Error() string   { return "refused by the clients' policy" }
+func (deniedError) Outcome() string { return "denied" }
+
 var opVerbs = map[string]string{conf.OpSign: "sign", conf.OpRecords: "sign records", conf.OpCSR: "request a CSR"}
 
 // guard puts a signing route under access control: op names the route's operation, keyOf
@@ -280,6 +289,9 @@ func (c *call) forbid() {
 
 func (c *call) deny(status int, code, msg string) {
 	c.entry.Reason = msg
+	if p := c.a.opts.Provenance; p != nil && c.entry.Op == conf.OpRecords {
+		p.countErr("sign", errDenied) // records_total{outcome="denied"}
+	}
 	if c.seed {
 		writeDetail(c, status, msg)
 		return

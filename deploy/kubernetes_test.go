@@ -165,7 +165,10 @@ func TestKubernetesSidecar(t *testing.T) {
 	// The config: the socket on the shared volume, no signing listener on the network,
 	// the metrics listener on the port the probes use.
 	var cfg struct {
-		Server map[string]any
+		Server  map[string]any
+		Clients map[string]struct {
+			UIDs []int64 `toml:"uids"`
+		}
 	}
 	if _, err := toml.Decode(m.cm.Data["provenanced.toml"], &cfg); err != nil {
 		t.Fatalf("the ConfigMap's provenanced.toml: %v", err)
@@ -187,6 +190,23 @@ func TestKubernetesSidecar(t *testing.T) {
 	}
 	if !shared["provenanced"] || !shared["app"] {
 		t.Errorf("the socket %s is not on a volume both containers mount: %v", sock, shared)
+	}
+
+	// The policy admits the application container's user.
+	for _, c := range spec.Containers {
+		if c.Name != "app" {
+			continue
+		}
+		if c.SecurityContext == nil || c.SecurityContext.RunAsUser == nil {
+			t.Fatal("the app container's uid is not set: [clients.app] cannot name it")
+		}
+		found := false
+		for _, u := range cfg.Clients["app"].UIDs {
+			found = found || u == *c.SecurityContext.RunAsUser
+		}
+		if !found {
+			t.Errorf("[clients.app] uids %v does not hold the app container's uid %d", cfg.Clients["app"].UIDs, *c.SecurityContext.RunAsUser)
+		}
 	}
 
 	// IRSA reaches the sidecar only: every other container is skipped.

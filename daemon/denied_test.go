@@ -1,0 +1,79 @@
+package daemon
+
+import (
+	"context"
+	"crypto/sha256"
+	"encoding/hex"
+	"io"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
+)
+
+// A records request the clients' policy refuses counts as records_total{operation="sign",
+// outcome="denied"}, not as an error of the daemon's.
+func TestRecordsDeniedByPolicyCountsDenied(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	sum := sha256.Sum256([]byte("tok"))
+	p := filepath.Join(dir, "p.toml")
+	os.WriteFile(p, []byte(`[server]
+socket = "p.sock"
+[provenance]
+root_ca = "root-ca.pem"
+key = "signing"
+[keys.signing]
+backend = "pem"
+private_key = "signing-key.pem"
+certificates = "signing-bundle.pem"
+[clients.a]
+token_sha256 = "`+hex.EncodeToString(sum[:])+`"
+keys = ["signing"]
+allow = ["sign"]
+`), 0o644)
+	cfg, err := conf.Load(p)
+	if err != nil {
+		t.Fatal(err)
+	}
+	d, err := New(context.Background(), cfg, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv := httptest.NewServer(d.Handler())
+	defer srv.Close()
+	post := func(token string) int {
+		req, _ := http.NewRequest("POST", srv.URL+"/v1/records", strings.NewReader(`{"steps":[{"type":"origin","a":1}]}`))
+		req.Header.Set("Content-Type", "application/json")
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		resp, err := http.DefaultClient.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		return resp.StatusCode
+	}
+	if c := post("tok"); c != http.StatusForbidden {
+		t.Fatalf("records by a client allowed only sign: %d, want 403", c)
+	}
+	if c := post(""); c != http.StatusUnauthorized {
+		t.Fatalf("records without identity: %d, want 401", c)
+	}
+	if v := value(t, d.metrics.Records.WithLabelValues("sign", "denied")); v != 2 {
+		t.Errorf("records_total{sign,denied} = %v, want 2", v)
+	}
+	if v := value(t, d.metrics.Records.WithLabelValues("sign", "error")); v != 0 {
+		t.Errorf("records_total{sign,error} = %v, want 0", v)
+	}
+}
