@@ -1,19 +1,13 @@
 package testenv
 
 import (
-	"bufio"
 	"context"
-	"crypto/rand"
-	"crypto/sha1"
 	"encoding/base64"
-	"encoding/binary"
 	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
-	"net"
 	"net/http"
-	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -21,11 +15,13 @@ import (
 	"sync"
 	"syscall"
 	"time"
+
+	"github.com/coder/websocket"
 )
 
 // Browser is a headless Chromium driven over the DevTools protocol, for the pages' tests.
-// The protocol is JSON over one WebSocket per page; the few frames it needs are written
-// here rather than adding a WebSocket or browser-driver module to the daemon's go.mod.
+// The protocol is JSON over one WebSocket per page (github.com/coder/websocket: tests
+// only, never linked into the daemon).
 type Browser struct {
 	cmd  *exec.Cmd
 	addr string // host:port of the DevTools HTTP endpoint
@@ -147,7 +143,7 @@ func (c *Browser) NewPage(t TB) *Page {
 		t.Fatalf("testenv: chromium websocket: %v", err)
 	}
 	p := &Page{ws: ws, pending: map[int64]chan cdpReply{}}
-	t.Cleanup(func() { ws.conn.Close() })
+	t.Cleanup(func() { ws.close() })
 	go p.read()
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
@@ -374,111 +370,30 @@ func (p *Page) Screenshot(ctx context.Context, file string) error {
 	return os.WriteFile(file, png, 0o644)
 }
 
-// wsConn is the client side of a WebSocket (RFC 6455) as far as DevTools needs it: text
-// messages, masked frames out, unmasked and possibly fragmented frames in, ping answered.
+// wsConn is the DevTools connection: one WebSocket, through github.com/coder/websocket.
 type wsConn struct {
-	conn net.Conn
-	r    *bufio.Reader
-	wmu  sync.Mutex
+	c *websocket.Conn
 }
 
 func dialWS(rawURL string) (*wsConn, error) {
-	u, err := url.Parse(rawURL)
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	c, _, err := websocket.Dial(ctx, rawURL, nil)
 	if err != nil {
 		return nil, err
 	}
-	conn, err := net.DialTimeout("tcp", u.Host, 10*time.Second)
-	if err != nil {
-		return nil, err
-	}
-	var nonce [16]byte
-	rand.Read(nonce[:])
-	key := base64.StdEncoding.EncodeToString(nonce[:])
-	fmt.Fprintf(conn, "GET %s HTTP/1.1\r\nHost: %s\r\nUpgrade: websocket\r\nConnection: Upgrade\r\n"+
-		"Sec-WebSocket-Key: %s\r\nSec-WebSocket-Version: 13\r\n\r\n", u.RequestURI(), u.Host, key)
-	r := bufio.NewReaderSize(conn, 64<<10)
-	resp, err := http.ReadResponse(r, nil)
-	if err != nil {
-		conn.Close()
-		return nil, err
-	}
-	sum := sha1.Sum([]byte(key + "258EAFA5-E914-47DA-95CA-C5AB0DC85B11"))
-	if resp.StatusCode != http.StatusSwitchingProtocols || resp.Header.Get("Sec-WebSocket-Accept") != base64.StdEncoding.EncodeToString(sum[:]) {
-		conn.Close()
-		return nil, fmt.Errorf("websocket handshake: %s", resp.Status)
-	}
-	return &wsConn{conn: conn, r: r}, nil
+	// A screenshot comes back as one message of base64 PNG: far above the 32 KiB default.
+	c.SetReadLimit(256 << 20)
+	return &wsConn{c: c}, nil
 }
 
-func (c *wsConn) writeFrame(opcode byte, payload []byte) error {
-	c.wmu.Lock()
-	defer c.wmu.Unlock()
-	hdr := []byte{0x80 | opcode}
-	switch n := len(payload); {
-	case n < 126:
-		hdr = append(hdr, 0x80|byte(n))
-	case n <= 0xFFFF:
-		hdr = append(hdr, 0x80|126)
-		hdr = binary.BigEndian.AppendUint16(hdr, uint16(n))
-	default:
-		hdr = append(hdr, 0x80|127)
-		hdr = binary.BigEndian.AppendUint64(hdr, uint64(n))
-	}
-	var mask [4]byte
-	rand.Read(mask[:])
-	hdr = append(hdr, mask[:]...)
-	masked := make([]byte, len(payload))
-	for i, b := range payload {
-		masked[i] = b ^ mask[i%4]
-	}
-	_, err := c.conn.Write(append(hdr, masked...))
-	return err
+func (w *wsConn) writeText(p []byte) error {
+	return w.c.Write(context.Background(), websocket.MessageText, p)
 }
 
-func (c *wsConn) writeText(p []byte) error { return c.writeFrame(0x1, p) }
-
-func (c *wsConn) readMessage() ([]byte, error) {
-	var msg []byte
-	for {
-		var h [2]byte
-		if _, err := io.ReadFull(c.r, h[:]); err != nil {
-			return nil, err
-		}
-		fin, opcode := h[0]&0x80 != 0, h[0]&0x0F
-		n := uint64(h[1] & 0x7F)
-		switch n {
-		case 126:
-			var b [2]byte
-			if _, err := io.ReadFull(c.r, b[:]); err != nil {
-				return nil, err
-			}
-			n = uint64(binary.BigEndian.Uint16(b[:]))
-		case 127:
-			var b [8]byte
-			if _, err := io.ReadFull(c.r, b[:]); err != nil {
-				return nil, err
-			}
-			n = binary.BigEndian.Uint64(b[:])
-		}
-		if n > 256<<20 {
-			return nil, fmt.Errorf("websocket frame of %d bytes", n)
-		}
-		payload := make([]byte, n)
-		if _, err := io.ReadFull(c.r, payload); err != nil {
-			return nil, err
-		}
-		switch opcode {
-		case 0x8:
-			return nil, io.EOF
-		case 0x9:
-			c.writeFrame(0xA, payload)
-			continue
-		case 0xA:
-			continue
-		}
-		msg = append(msg, payload...)
-		if fin {
-			return msg, nil
-		}
-	}
+func (w *wsConn) readMessage() ([]byte, error) {
+	_, msg, err := w.c.Read(context.Background())
+	return msg, err
 }
+
+func (w *wsConn) close() error { return w.c.CloseNow() }
