@@ -238,7 +238,18 @@ func newLogger(w io.Writer, level string) *slog.Logger {
 	return slog.New(slog.NewJSONHandler(w, opts))
 }
 
+// selfCommand is how to run this binary again from the same folder: the path it was
+// started by (bin/provenanced under make run), or plain provenanced when it was found on
+// $PATH. A newcomer who has installed nothing can paste the help's commands as printed.
+func selfCommand() string {
+	if strings.Contains(os.Args[0], "/") {
+		return os.Args[0]
+	}
+	return "provenanced"
+}
+
 func printDevHelp(w io.Writer, dir string, created bool, softhsm, sock, addr string) {
+	self := selfCommand()
 	what := "using the existing development setup"
 	if created {
 		what = "created a development setup (test PKI, P-256 key, config)"
@@ -254,9 +265,9 @@ func printDevHelp(w io.Writer, dir string, created bool, softhsm, sock, addr str
 To look at the token, or to run the daemon on this config yourself:
   export SOFTHSM2_CONF=%s
   pkcs11-tool --module %s --token-label provenance --login --pin "$(cat %s)" --list-objects
-  provenanced serve -config %s
+  %s serve -config %s
 
-`, filepath.Join(dir, "user.pin"), softhsm, softHSMModule(), filepath.Join(dir, "user.pin"), filepath.Join(dir, daemon.DevConfigName))
+`, filepath.Join(dir, "user.pin"), softhsm, softHSMModule(), filepath.Join(dir, "user.pin"), self, filepath.Join(dir, daemon.DevConfigName))
 	}()
 	// Either listener may be off (PROVENANCED_SOCKET=off, PROVENANCED_HTTP=off): show
 	// only what answers.
@@ -276,7 +287,7 @@ To look at the token, or to run the daemon on this config yourself:
 	tries = append(tries,
 		"  curl -s "+target+"/v1/keys/signing\n",
 		"  curl -s -H 'Content-Type: application/json' -d '{\"message\":\"aGVsbG8=\"}' "+target+"/v1/keys/signing/sign\n",
-		"  provenanced sign "+sign+" -key signing -digest $(printf hello | sha256sum | cut -d' ' -f1)\n")
+		"  "+self+" sign "+sign+" -key signing -digest $(printf hello | sha256sum | cut -d' ' -f1)\n")
 	fmt.Fprintf(w, "provenanced: %s in %s\n  config:   %s\n  root CA:  %s\n  listens:  %s\n\nTry it from another terminal:\n%s\n",
 		what, dir, filepath.Join(dir, daemon.DevConfigName), filepath.Join(dir, "root-ca.pem"),
 		strings.Join(listens, " and "), strings.Join(tries, ""))
