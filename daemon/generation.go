@@ -161,7 +161,7 @@ func (d *Daemon) acquire() *generation {
 
 func (g *generation) done() {
 	if g.refs.Add(-1) == 0 && g.retired.Load() {
-		g.finish()
+		g.finishIfIdle()
 	}
 }
 
@@ -172,6 +172,15 @@ func (g *generation) done() {
 func (g *generation) retire(release []*backends.Key) {
 	g.release = release
 	g.retired.Store(true)
+	g.finishIfIdle()
+}
+
+// finishIfIdle finishes g if no request runs on it, read after retired was seen set. The
+// count done saw fall to zero is not enough: between that and its look at retired, a
+// request may have acquired g (still current then) and a reload retired it. Once retired,
+// no request can take g any more (acquire checks the pointer after counting), so a zero
+// read now stays zero but for acquirers passing through, whose own done looks again.
+func (g *generation) finishIfIdle() {
 	if g.refs.Load() == 0 {
 		g.finish()
 	}
