@@ -93,6 +93,23 @@ func (s *reloadSetup) renew(t *testing.T) string {
 	return leaf.SerialNumber.String()
 }
 
+// serve starts the daemon on the setup's config and returns it, a client on its socket
+// (closed at cleanup) and key "signing" as it is served before any reload.
+func (s *reloadSetup) serve(t *testing.T) (*testenv.Process, *client.Client, *client.Key) {
+	t.Helper()
+	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
+	c, err := client.New(client.Options{Socket: s.socket()})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { c.Close() })
+	before, err := c.Key(context.Background(), "signing")
+	if err != nil {
+		t.Fatal(err)
+	}
+	return p, c, before
+}
+
 func (s *reloadSetup) socket() string { return filepath.Join(s.dir, "provenanced.sock") }
 
 // metricOf reads one series from /metrics as a float (timestamps do not fit metricValue).
@@ -138,18 +155,9 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 func TestReloadUnderLoad(t *testing.T) {
 	s := newReloadSetup(t)
 	s.writeConfig(t, "http = \"\"\n", true)
-	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
+	p, c, before := s.serve(t)
 	hc := p.Client()
-	c, err := client.New(client.Options{Socket: s.socket()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	ctx := context.Background()
-	before, err := c.Key(ctx, "signing")
-	if err != nil {
-		t.Fatal(err)
-	}
 	if _, err := c.Key(ctx, "other"); err != nil {
 		t.Fatalf("key other before the reload: %v", err)
 	}
@@ -210,7 +218,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if err := p.Signal(syscall.Signal(0)); err != nil {
 		t.Fatalf("the process that served before the reload is gone: %v", err)
 	}
-	_, err = c.Key(ctx, "other")
+	_, err := c.Key(ctx, "other")
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Status != http.StatusNotFound {
 		t.Errorf("key other after it left the config: %v, want 404", err)
@@ -246,18 +254,9 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 	}
 	server := fmt.Sprintf("http = \"\"\nmetrics_http = %q\n", metricsAddr)
 	s.writeConfig(t, server, false)
-	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
+	p, c, before := s.serve(t)
 	hc := p.Client()
-	c, err := client.New(client.Options{Socket: s.socket()})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer c.Close()
 	ctx := context.Background()
-	before, err := c.Key(ctx, "signing")
-	if err != nil {
-		t.Fatal(err)
-	}
 
 	// The metrics listener.
 	mc := &http.Client{Timeout: 10 * time.Second}
