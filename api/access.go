@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/conf"
 )
 
@@ -44,7 +45,7 @@ type Access struct {
 	byURI   map[string]*accessClient
 	byDNS   map[string]*accessClient
 	byCN    map[string]*accessClient
-	audit   *AuditLog
+	audit   *audit.Log
 	hooks   AccessHooks
 }
 
@@ -56,7 +57,7 @@ type accessClient struct {
 
 // NewAccess builds the access state of clients (checked by conf) and audit (nil for no
 // audit log). With no clients, every operation stays open to whoever reaches a listener.
-func NewAccess(clients []*conf.Client, audit *AuditLog, hooks AccessHooks) *Access {
+func NewAccess(clients []*conf.Client, audit *audit.Log, hooks AccessHooks) *Access {
 	ac := &Access{
 		open:  len(clients) == 0,
 		byUID: map[int]*accessClient{}, byGID: map[int]*accessClient{},
@@ -97,7 +98,7 @@ func NewAccess(clients []*conf.Client, audit *AuditLog, hooks AccessHooks) *Acce
 func (ac *Access) Open() bool { return ac.open }
 
 // Audit is the audit log, or nil.
-func (ac *Access) Audit() *AuditLog { return ac.audit }
+func (ac *Access) Audit() *audit.Log { return ac.audit }
 
 // identify finds the client of a request, in the contract's order: a bearer token (a
 // wrong one is the end of it), a verified client certificate, the socket peer's uid then
@@ -181,7 +182,7 @@ type call struct {
 	ac      *Access
 	client  *accessClient
 	seed    bool // the original's routes: errors in its {"detail"} shape
-	entry   AuditEntry
+	entry   audit.Entry
 	wrote   bool
 	discard bool // the audit line failed: the handler's answer is dropped
 }
@@ -212,11 +213,11 @@ func (a *API) guard(op string, seed bool, keyOf func(*http.Request) string, h ht
 		if a.opts.PeerOf != nil {
 			if p, ok := a.opts.PeerOf(r); ok {
 				peer = &p
-				c.entry.PeerUnix, c.entry.UID, c.entry.GID, c.entry.PID = true, p.UID, p.GID, p.PID
+				c.entry.Peer = audit.Peer{Unix: true, UID: p.UID, GID: p.GID, PID: p.PID}
 			}
 		}
 		if peer == nil {
-			c.entry.Addr = r.RemoteAddr
+			c.entry.Peer.Addr = r.RemoteAddr
 		}
 		if keyOf != nil {
 			c.entry.Key = keyOf(r)
@@ -272,7 +273,7 @@ func allowKey(w http.ResponseWriter, key string) bool {
 }
 
 // auditEntry is the entry a handler adds what it signs to, or nil without an audit log.
-func auditEntry(w http.ResponseWriter) *AuditEntry {
+func auditEntry(w http.ResponseWriter) *audit.Entry {
 	if c, ok := w.(*call); ok {
 		return &c.entry
 	}

@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/provenance"
 )
@@ -141,7 +142,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		}
 		p.count("verify", true)
 	}
-	added := make([]AuditStep, 0, len(req.Steps))
+	added := make([]audit.Step, 0, len(req.Steps))
 	for i, raw := range req.Steps {
 		s, err := provenance.ParseStep(raw)
 		var id string
@@ -153,7 +154,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 			return
 		}
 		typ, _ := s.GetString("type")
-		added = append(added, AuditStep{ID: id, Type: typ})
+		added = append(added, audit.Step{ID: id, Type: typ})
 	}
 	if e := auditEntry(w); e != nil {
 		e.Steps = added

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/provenance"
 )
 
@@ -235,14 +236,14 @@ func auditedSteps(w http.ResponseWriter, b *provenance.Builder) stepAdder {
 
 type auditSteps struct {
 	b *provenance.Builder
-	e *AuditEntry
+	e *audit.Entry
 }
 
 func (s *auditSteps) AddStep(o *provenance.Object) (string, error) {
 	id, err := s.b.AddStep(o)
 	if err == nil {
 		typ, _ := o.GetString("type")
-		s.e.Steps = append(s.e.Steps, AuditStep{ID: id, Type: typ})
+		s.e.Steps = append(s.e.Steps, audit.Step{ID: id, Type: typ})
 	}
 	return id, err
 }

@@ -8,49 +8,24 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/conf"
 )
 
-// accessMetrics are the metrics of clients and the audit log.
+// accessMetrics are the metrics of clients.
 type accessMetrics struct {
-	AuditWrites *prometheus.CounterVec
-	AuditUp     prometheus.Gauge
 	RateLimited *prometheus.CounterVec
 }
 
 func newAccessMetrics(reg *prometheus.Registry) *accessMetrics {
 	m := &accessMetrics{
-		AuditWrites: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "provenanced_audit_writes_total",
-			Help: "Audit log lines written (ok) or that could not be written (error); an error fails the operation.",
-		}, []string{"outcome"}),
-		AuditUp: prometheus.NewGauge(prometheus.GaugeOpts{
-			Name: "provenanced_audit_up",
-			Help: "1 when the audit log can be written (or none is configured), 0 after a write failed.",
-		}),
 		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
 			Name: "provenanced_rate_limited_total",
 			Help: "Requests refused with 429 because the client was over its rate, by client.",
 		}, []string{"client"}),
 	}
-	m.AuditWrites.WithLabelValues("ok")
-	m.AuditWrites.WithLabelValues("error")
-	m.AuditUp.Set(1)
-	reg.MustRegister(m.AuditWrites, m.AuditUp, m.RateLimited)
+	reg.MustRegister(m.RateLimited)
 	return m
-}
-
-func (m *accessMetrics) auditOptions(cfg *conf.Config) api.AuditOptions {
-	ok, bad := m.AuditWrites.WithLabelValues("ok"), m.AuditWrites.WithLabelValues("error")
-	return api.AuditOptions{SyncEach: cfg.Audit.FSync, Wrote: func(err error) {
-		if err != nil {
-			bad.Inc()
-			m.AuditUp.Set(0)
-			return
-		}
-		ok.Inc()
-		m.AuditUp.Set(1)
-	}}
 }
 
 // BuildAccess builds the access state of cfg: its clients and policies (checked by conf
@@ -63,7 +38,7 @@ func (m *accessMetrics) auditOptions(cfg *conf.Config) api.AuditOptions {
 // running is the access state being served (nil at start): its audit log is the one
 // continued.
 func (d *Daemon) BuildAccess(cfg *conf.Config, running *api.Access) (*api.Access, error) {
-	var audit, cur *api.AuditLog
+	var al, cur *audit.Log
 	if running != nil {
 		cur = running.Audit()
 	}
@@ -73,22 +48,19 @@ func (d *Daemon) BuildAccess(cfg *conf.Config, running *api.Access) (*api.Access
 		if err := cur.Reopen(); err != nil {
 			return nil, cfg.Errorf("audit.file", "%v", err)
 		}
-		d.metrics.access.AuditUp.Set(1)
-		audit = cur
+		al = cur
 	default:
-		opts := d.metrics.access.auditOptions(cfg)
-		opts.After = cur
-		l, err := api.OpenAuditLog(path, opts)
+		l, err := audit.Open(path, audit.Options{Metrics: d.metrics.audit, SyncEach: cfg.Audit.FSync, After: cur})
 		if err != nil {
 			return nil, cfg.Errorf("audit.file", "%v", err)
 		}
-		audit = l
+		al = l
 	}
 	rl := map[string]prometheus.Counter{}
 	for _, c := range cfg.Clients {
 		rl[c.Name] = d.metrics.access.RateLimited.WithLabelValues(c.Name)
 	}
-	return api.NewAccess(cfg.Clients, audit, api.AccessHooks{RateLimited: func(name string) {
+	return api.NewAccess(cfg.Clients, al, api.AccessHooks{RateLimited: func(name string) {
 		if c := rl[name]; c != nil {
 			c.Inc()
 		}
@@ -119,7 +91,7 @@ func (d *Daemon) warnOpen(ac *api.Access) {
 
 // auditCloser closes a retired generation's audit log, saying where its chain ended.
 type auditCloser struct {
-	l   *api.AuditLog
+	l   *audit.Log
 	log *slog.Logger
 }
 

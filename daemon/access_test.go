@@ -15,7 +15,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/audit"
+
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/testenv"
 )
@@ -73,8 +74,8 @@ file = "`+auditFile+`"
 	if c := sign(); c != 200 {
 		t.Fatalf("before reload: %d", c)
 	}
-	audit := filepath.Join(dir, "audit.jsonl")
-	os.Rename(audit, audit+".1") // logrotate
+	auditFile := filepath.Join(dir, "audit.jsonl")
+	os.Rename(auditFile, auditFile+".1") // logrotate
 	ac, err := d.BuildAccess(write(`"*"`, "audit.jsonl"), d.cur.Load().app.Access())
 	if err != nil {
 		t.Fatal(err)
@@ -88,7 +89,7 @@ file = "`+auditFile+`"
 	}
 	d.SetAccess(ac)
 	sign()
-	res, err := api.VerifyAuditChain([]string{audit + ".1", audit, filepath.Join(dir, "audit2.jsonl")})
+	res, err := audit.Verify([]string{auditFile + ".1", auditFile, filepath.Join(dir, "audit2.jsonl")})
 	if err != nil || res.Entries != 3 || !res.Anchored {
 		t.Fatalf("chain across three files: %+v %v", res, err)
 	}

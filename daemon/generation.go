@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus/promhttp"
 
 	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
 )
@@ -202,7 +203,7 @@ func (g *generation) closeOwn() {
 
 // auditNotSharedBy is g's audit log, to close once g has drained, when next writes
 // another one (a new path); nil when next continues the same log or g has none.
-func (g *generation) auditNotSharedBy(next *generation) *api.AuditLog {
+func (g *generation) auditNotSharedBy(next *generation) *audit.Log {
 	old := g.audit()
 	if old == nil || old == next.audit() {
 		return nil
@@ -210,7 +211,7 @@ func (g *generation) auditNotSharedBy(next *generation) *api.AuditLog {
 	return old
 }
 
-func (g *generation) audit() *api.AuditLog {
+func (g *generation) audit() *audit.Log {
 	if g.app == nil || g.app.Access() == nil {
 		return nil
 	}

@@ -12,6 +12,7 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/backends/awskms"
 )
@@ -27,6 +28,7 @@ type Metrics struct {
 	BackendUp    *prometheus.GaugeVec
 	CertExpiry   *prometheus.GaugeVec
 	access       *accessMetrics
+	audit        *audit.Metrics
 	SessionWait  *prometheus.HistogramVec
 
 	refusedMu sync.Mutex
@@ -81,6 +83,7 @@ func NewMetrics(version string) *Metrics {
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": BuildRevision()},
 	})
 	m.access = newAccessMetrics(reg)
+	m.audit = audit.NewMetrics(reg)
 	build.Set(1)
 	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.Records, m.BackendUp, m.CertExpiry, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))

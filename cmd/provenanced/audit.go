@@ -5,7 +5,7 @@ import (
 	"fmt"
 	"io"
 
-	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/audit"
 )
 
 func init() {
@@ -28,9 +28,9 @@ func auditCmd(args []string, stdout, stderr io.Writer) error {
 	if fs.NArg() == 0 {
 		return usageError("audit verify: name at least one FILE")
 	}
-	res, err := api.VerifyAuditChain(fs.Args())
+	res, err := audit.Verify(fs.Args())
 	if err != nil {
-		var ce *api.AuditChainError
+		var ce *audit.ChainError
 		if errors.As(err, &ce) {
 			return fmt.Errorf("chain broken at %w", ce)
 		}

@@ -1,7 +1,16 @@
-package api
+// Package audit is provenanced's audit log: one JSON line per signing operation, each
+// carrying in "prev" the hex SHA-256 of the previous line's bytes (without its newline),
+// so that an edited, removed, reordered or inserted line breaks the chain (Verify finds
+// where).
+//
+// Lines are written with write(2) to a file opened O_APPEND before the answer is sent,
+// concurrent requests' lines together (group commit); a line that cannot be written fails
+// the request (503) and no signature leaves. A written line survives a crash of the
+// daemon; against a power loss the file is fsynced every second, or, with SyncEach,
+// before the answer too.
+package audit
 
 import (
-	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
@@ -11,145 +20,15 @@ import (
 	"io"
 	"os"
 	"runtime"
-	"strconv"
 	"sync"
 	"sync/atomic"
 	"time"
 )
 
-// The audit log: one JSON line per signing operation, each carrying in "prev" the hex
-// SHA-256 of the previous line's bytes (without its newline), so that an edited, removed,
-// reordered or inserted line breaks the chain (VerifyAuditChain finds where).
-//
-// Lines are written with write(2) to a file opened O_APPEND before the answer is sent,
-// concurrent requests' lines together (group commit); a line that cannot be written fails
-// the request (503) and no signature leaves. A written line survives a crash of the
-// daemon; against a power loss the file is fsynced every second, or, with SyncEach,
-// before the answer too.
-
-// AuditStep is a step a record operation added.
-type AuditStep struct {
-	ID   string `json:"id"`
-	Type string `json:"type"`
-}
-
-// AuditEntry is what a line records about one operation. The writer adds time, seq and
-// prev.
-type AuditEntry struct {
-	Client *string // nil: no client recognised
-	// Peer is the socket peer's credentials, or the TCP peer's address.
-	PeerUnix       bool
-	UID, GID, PID  int
-	Addr           string
-	Op, Route, Key string
-	Status         int
-	Digest         []byte   // a single signature's SHA-256 digest
-	Digests        [][]byte // a batch's digests; nil items could not be read
-	Steps          []AuditStep
-	RequestID      string
-	Reason         string // why a request was denied or failed, as the client was told
-}
-
-// Outcome is ok, denied (401, 403, 429) or error.
-func (e *AuditEntry) Outcome() string {
-	switch {
-	case e.Status < 300:
-		return "ok"
-	case e.Status == 401 || e.Status == 403 || e.Status == 429:
-		return "denied"
-	}
-	return "error"
-}
-
-func (e *AuditEntry) appendJSON(b []byte, t time.Time, seq uint64, prev []byte) []byte {
-	b = append(b, `{"time":"`...)
-	b = t.UTC().AppendFormat(b, time.RFC3339Nano)
-	b = append(b, `","seq":`...)
-	b = strconv.AppendUint(b, seq, 10)
-	b = append(b, `,"client":`...)
-	if e.Client == nil {
-		b = append(b, "null"...)
-	} else {
-		b = appendJSONString(b, *e.Client)
-	}
-	b = append(b, `,"peer":`...)
-	if e.PeerUnix {
-		b = append(b, `{"uid":`...)
-		b = strconv.AppendInt(b, int64(e.UID), 10)
-		b = append(b, `,"gid":`...)
-		b = strconv.AppendInt(b, int64(e.GID), 10)
-		b = append(b, `,"pid":`...)
-		b = strconv.AppendInt(b, int64(e.PID), 10)
-		b = append(b, '}')
-	} else {
-		b = appendJSONString(b, e.Addr)
-	}
-	b = append(b, `,"op":`...)
-	b = appendJSONString(b, e.Op)
-	b = append(b, `,"route":`...)
-	b = appendJSONString(b, e.Route)
-	b = append(b, `,"key":`...)
-	if e.Key == "" {
-		b = append(b, "null"...)
-	} else {
-		b = appendJSONString(b, e.Key)
-	}
-	b = append(b, `,"outcome":"`...)
-	b = append(b, e.Outcome()...)
-	b = append(b, `","status":`...)
-	b = strconv.AppendInt(b, int64(e.Status), 10)
-	if e.Digest != nil {
-		b = append(b, `,"digest":"`...)
-		b = hex.AppendEncode(b, e.Digest)
-		b = append(b, '"')
-	}
-	if e.Digests != nil {
-		b = append(b, `,"digests":[`...)
-		for i, d := range e.Digests {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			if d == nil {
-				b = append(b, "null"...)
-				continue
-			}
-			b = append(b, '"')
-			b = hex.AppendEncode(b, d)
-			b = append(b, '"')
-		}
-		b = append(b, ']')
-	}
-	if e.Steps != nil {
-		b = append(b, `,"steps":[`...)
-		for i, s := range e.Steps {
-			if i > 0 {
-				b = append(b, ',')
-			}
-			b = append(b, `{"id":`...)
-			b = appendJSONString(b, s.ID)
-			b = append(b, `,"type":`...)
-			b = appendJSONString(b, s.Type)
-			b = append(b, '}')
-		}
-		b = append(b, ']')
-	}
-	if e.Reason != "" {
-		b = append(b, `,"reason":`...)
-		b = appendJSONString(b, e.Reason)
-	}
-	if e.RequestID != "" {
-		b = append(b, `,"request_id":`...)
-		b = appendJSONString(b, e.RequestID)
-	}
-	b = append(b, `,"prev":"`...)
-	b = hex.AppendEncode(b, prev)
-	return append(b, "\"}\n"...)
-}
-
-// AuditOptions configure an audit log.
-type AuditOptions struct {
-	// Wrote is called after each attempt: ok, or the error.
-	Wrote func(err error)
+// Options configure an audit log.
+type Options struct {
+	// Metrics count the writes (nil: not counted).
+	Metrics *Metrics
 	// SyncEach fsyncs every batch before its writers answer ([audit] fsync = true): a
 	// line then survives a power loss, not only a crash of the daemon. Otherwise a
 	// background fsync runs every SyncInterval.
@@ -158,18 +37,18 @@ type AuditOptions struct {
 	SyncInterval time.Duration
 	// After is the log this one follows (a reload that moved the audit file): when the
 	// new file is empty, its chain continues from After's last line.
-	After *AuditLog
+	After *Log
 }
 
-// AuditLog is an open audit log. Its methods are safe for concurrent use.
+// Log is an open audit log. Its methods are safe for concurrent use.
 //
 // Writers commit in groups: each appends its line to the pending batch under the lock,
 // and one of them (the first to find no flush running) writes the whole batch with one
 // write(2), fsyncs it, and wakes the batch's writers; lines that arrive meanwhile form the
 // next batch. Every writer still returns only once its own line is written and synced.
-type AuditLog struct {
+type Log struct {
 	path  string // "-" = standard output
-	hooks AuditOptions
+	m     *Metrics
 	sync  bool // fsync after each batch
 	dirty atomic.Bool
 	stop  chan struct{}
@@ -189,25 +68,25 @@ type AuditLog struct {
 	okPrev   [sha256.Size]byte // batch rolls the chain back to
 	pending  []byte
 	spare    []byte
-	batch    *auditBatch
+	batch    *batch
 	flushing bool
 
 	failed atomic.Pointer[string] // why the last write failed; nil when it did not
 }
 
-type auditBatch struct {
+type batch struct {
 	done chan struct{}
 	err  error
 }
 
-func newBatch() *auditBatch { return &auditBatch{done: make(chan struct{})} }
+func newBatch() *batch { return &batch{done: make(chan struct{})} }
 
 var emptyHash = sha256.Sum256(nil)
 
-// OpenAuditLog opens (creating, mode 0600) the audit log at path, or standard output
+// Open opens (creating, mode 0600) the audit log at path, or standard output
 // for "-". The chain continues from the file's last line.
-func OpenAuditLog(path string, opts AuditOptions) (*AuditLog, error) {
-	l := &AuditLog{path: path, hooks: opts, prev: emptyHash, batch: newBatch(), stop: make(chan struct{})}
+func Open(path string, opts Options) (*Log, error) {
+	l := &Log{path: path, m: opts.Metrics, prev: emptyHash, batch: newBatch(), stop: make(chan struct{})}
 	if path == "-" {
 		l.w = os.Stdout
 		l.okPrev = l.prev
@@ -310,16 +189,16 @@ func lineSeq(line []byte) (uint64, error) {
 }
 
 // Path is the log's path ("-" for standard output).
-func (l *AuditLog) Path() string { return l.path }
+func (l *Log) Path() string { return l.path }
 
 // Write appends one entry and returns once it is written (and, for a file, synced). An
 // error means the entry is not in the log: the operation must not answer with a
 // signature.
-func (l *AuditLog) Write(e *AuditEntry) error {
+func (l *Log) Write(e *Entry) error {
 	l.mu.Lock()
 	start := len(l.pending)
 	l.seq++
-	l.pending = e.appendJSON(l.pending, time.Now(), l.seq, l.prev[:])
+	l.pending = e.appendLine(l.pending, time.Now(), l.seq, l.prev[:])
 	l.prev = sha256.Sum256(l.pending[start : len(l.pending)-1])
 	b := l.batch
 	lead := !l.flushing
@@ -336,14 +215,12 @@ func (l *AuditLog) Write(e *AuditEntry) error {
 	if l.failed.Load() != nil {
 		l.failed.Store(nil)
 	}
-	if l.hooks.Wrote != nil {
-		l.hooks.Wrote(nil)
-	}
+	l.m.wrote(nil)
 	return nil
 }
 
 // flush writes batches until none is pending.
-func (l *AuditLog) flush() {
+func (l *Log) flush() {
 	for {
 		l.mu.Lock()
 		if len(l.pending) == 0 {
@@ -392,7 +269,7 @@ func (l *AuditLog) flush() {
 }
 
 // syncEvery fsyncs what was written, every period, when SyncEach is off.
-func (l *AuditLog) syncEvery(period time.Duration) {
+func (l *Log) syncEvery(period time.Duration) {
 	defer l.wg.Done()
 	t := time.NewTicker(period)
 	defer t.Stop()
@@ -417,7 +294,7 @@ func (l *AuditLog) syncEvery(period time.Duration) {
 	}
 }
 
-func (l *AuditLog) fail(err error) error {
+func (l *Log) fail(err error) error {
 	// The reason shows in /readyz: the system's words without the file's path.
 	why := err
 	var pe *os.PathError
@@ -426,15 +303,13 @@ func (l *AuditLog) fail(err error) error {
 	}
 	msg := "the audit log cannot be written: " + why.Error()
 	l.failed.Store(&msg)
-	if l.hooks.Wrote != nil {
-		l.hooks.Wrote(err)
-	}
+	l.m.wrote(err)
 	return fmt.Errorf("audit log %s: %w", l.path, err)
 }
 
 // Problem says why the last write failed, or "" when it did not; a later write that
 // succeeds, or a reopen, clears it.
-func (l *AuditLog) Problem() string {
+func (l *Log) Problem() string {
 	if p := l.failed.Load(); p != nil {
 		return *p
 	}
@@ -443,7 +318,7 @@ func (l *AuditLog) Problem() string {
 
 // Head is the sequence number and hash of the last line written, for the daemon's log:
 // an anchor for the last line, which no later line protects yet.
-func (l *AuditLog) Head() (uint64, string) {
+func (l *Log) Head() (uint64, string) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	return l.okSeq, hex.EncodeToString(l.okPrev[:])
@@ -453,7 +328,7 @@ func (l *AuditLog) Head() (uint64, string) {
 // the chain: the new file's first line carries the hash of the last line of the old one.
 // A file at path that holds other lines than this log's last must be moved aside first:
 // the chain would break. On error the old file stays in use.
-func (l *AuditLog) Reopen() error {
+func (l *Log) Reopen() error {
 	if l.path == "-" {
 		return nil
 	}
@@ -476,11 +351,12 @@ func (l *AuditLog) Reopen() error {
 	}
 	l.f, l.w, l.size = f, f, size
 	l.failed.Store(nil)
+	l.m.reopened()
 	return nil
 }
 
 // Close syncs and closes the file.
-func (l *AuditLog) Close() error {
+func (l *Log) Close() error {
 	select {
 	case <-l.stop:
 	default:
@@ -503,92 +379,3 @@ func (l *AuditLog) Close() error {
 type closedLog struct{}
 
 func (closedLog) Write([]byte) (int, error) { return 0, os.ErrClosed }
-
-// AuditChainError is where a chain breaks.
-type AuditChainError struct {
-	File string
-	Line int // 1-based
-	Msg  string
-}
-
-func (e *AuditChainError) Error() string {
-	return fmt.Sprintf("%s:%d: %s", e.File, e.Line, e.Msg)
-}
-
-// AuditChain is what VerifyAuditChain found in an intact chain.
-type AuditChain struct {
-	Entries  int
-	FirstSeq uint64
-	LastSeq  uint64
-	// Head is the hash of the last line: compare it with the daemon's log to check that
-	// the last line is unchanged.
-	Head string
-	// Anchored is true when the chain starts at the log's first line (seq 1 after
-	// nothing); otherwise its first line's predecessor is not among the files given.
-	Anchored bool
-}
-
-// VerifyAuditChain checks the chain of the files given, in order (the oldest first): each
-// line is an entry, its seq is one more than the previous one's, and its prev is the hash
-// of the previous line. It names the first line that breaks the chain.
-func VerifyAuditChain(files []string) (*AuditChain, error) {
-	var res AuditChain
-	var prev [sha256.Size]byte
-	havePrev := false
-	for _, name := range files {
-		f, err := os.Open(name)
-		if err != nil {
-			return nil, err
-		}
-		sc := bufio.NewScanner(f)
-		sc.Buffer(make([]byte, 64<<10), 64<<20)
-		n := 0
-		for sc.Scan() {
-			n++
-			line := sc.Bytes()
-			bad := func(format string, args ...any) error {
-				f.Close()
-				return &AuditChainError{File: name, Line: n, Msg: fmt.Sprintf(format, args...)}
-			}
-			var e struct {
-				Seq  *uint64 `json:"seq"`
-				Prev *string `json:"prev"`
-			}
-			if err := json.Unmarshal(line, &e); err != nil {
-				return nil, bad("not a JSON audit entry (%v): the line was edited or is torn", err)
-			}
-			if e.Seq == nil || e.Prev == nil {
-				return nil, bad("no seq or prev: not an audit entry")
-			}
-			p, err := hex.DecodeString(*e.Prev)
-			if err != nil || len(p) != sha256.Size {
-				return nil, bad("prev is not a hex SHA-256")
-			}
-			switch {
-			case havePrev && !bytes.Equal(p, prev[:]):
-				return nil, bad("prev does not match the line before it (seq %d): that line was edited, or lines were removed, inserted or reordered here", res.LastSeq)
-			case havePrev && *e.Seq != res.LastSeq+1:
-				return nil, bad("seq %d follows seq %d: lines were removed, inserted or reordered here", *e.Seq, res.LastSeq)
-			case !havePrev:
-				res.FirstSeq = *e.Seq
-				res.Anchored = *e.Seq == 1 && bytes.Equal(p, emptyHash[:])
-				if *e.Seq == 1 && !res.Anchored {
-					return nil, bad("seq 1 must follow nothing (prev %x)", emptyHash)
-				}
-			}
-			prev = sha256.Sum256(line)
-			havePrev = true
-			res.LastSeq = *e.Seq
-			res.Entries++
-		}
-		err = sc.Err()
-		f.Close()
-		if err != nil {
-			return nil, fmt.Errorf("%s: %w", name, err)
-		}
-	}
-	if havePrev {
-		res.Head = hex.EncodeToString(prev[:])
-	}
-	return &res, nil
-}
