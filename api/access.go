@@ -15,6 +15,7 @@ import (
 
 	"golang.org/x/time/rate"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/conf"
 )
@@ -297,7 +298,7 @@ func (c *call) deny(status int, code, msg string) {
 		writeDetail(c, status, msg)
 		return
 	}
-	writeError(c, status, code, msg)
+	wire.Error(c, status, code, msg, "")
 }
 
 // WriteHeader writes the audit line, then the status; when the line cannot be written
@@ -314,7 +315,7 @@ func (c *call) WriteHeader(status int) {
 		// so that the line, the answer and the daemon's log can be matched.
 		c.entry.RequestID = c.ResponseWriter.Header().Get("X-Request-Id")
 		if err := c.ac.audit.Write(&c.entry); err != nil {
-			id := newRequestID()
+			id := wire.NewRequestID()
 			c.a.log.LogAttrs(context.Background(), slog.LevelError, "audit log write failed; answering 503", slog.String("request_id", id), slog.String("route", c.entry.Route), slog.String("error", err.Error()))
 			c.discard = true
 			h := c.ResponseWriter.Header()
@@ -326,7 +327,7 @@ func (c *call) WriteHeader(status int) {
 			if c.seed {
 				writeDetail(c.ResponseWriter, http.StatusServiceUnavailable, msg)
 			} else {
-				writeErrorID(c.ResponseWriter, http.StatusServiceUnavailable, "unavailable", msg, id)
+				wire.Error(c.ResponseWriter, http.StatusServiceUnavailable, "unavailable", msg, id)
 			}
 			return
 		}

@@ -13,6 +13,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
 )
@@ -108,14 +109,18 @@ func New(opts Options) (*API, error) {
 	a.handle("POST", "/api/v1/decode", a.decode)
 	a.methodNotAllowed()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		writeError(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; GET /openapi.json lists the routes")
+		wire.Error(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; GET /openapi.json lists the routes", "")
 	})
 	return a, nil
 }
 
 func (a *API) handle(method, path string, h http.HandlerFunc) {
 	if method == "POST" {
-		h = jsonOnly(h, strings.HasPrefix(path, "/api/v1/"))
+		refuse := wire.Error
+		if strings.HasPrefix(path, "/api/v1/") {
+			refuse = detailError
+		}
+		h = wire.JSONOnly(h, refuse)
 	}
 	a.mux.HandleFunc(method+" "+path, h)
 	a.routes = append(a.routes, Route{Method: method, Path: path})
@@ -139,7 +144,7 @@ func (a *API) methodNotAllowed() {
 		methods := strings.Join(allowed[p], ", ")
 		a.mux.HandleFunc(p, func(w http.ResponseWriter, r *http.Request) {
 			w.Header().Set("Allow", methods)
-			writeError(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; allowed: "+methods)
+			wire.Error(w, http.StatusMethodNotAllowed, "method_not_allowed", r.Method+" is not allowed here; allowed: "+methods, "")
 		})
 	}
 }

@@ -6,6 +6,7 @@ import (
 	"net/http"
 	"strings"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
 )
 
@@ -35,12 +36,12 @@ func (a *API) csr(w http.ResponseWriter, r *http.Request) {
 	defer cancel()
 	csr, err := backends.CreateCSR(ctx, e.key, in)
 	if errors.Is(err, backends.ErrInvalidCSRRequest) {
-		writeError(w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), backends.ErrInvalidCSRRequest.Error()+": "))
+		wire.Error(w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), backends.ErrInvalidCSRRequest.Error()+": "), "")
 		return
 	}
 	if err != nil {
 		a.writeSignError(w, r, e, err)
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]string{"csr": string(csr)})
+	wire.JSON(w, http.StatusOK, map[string]string{"csr": string(csr)})
 }

@@ -9,13 +9,15 @@ import (
 	"sort"
 	"strings"
 	"time"
+
+	"github.com/ib1/provenanced/api/wire"
 )
 
 //go:embed openapi.json
 var openAPIDoc []byte
 
 func (a *API) openAPI(w http.ResponseWriter, r *http.Request) {
-	writeJSONBytes(w, http.StatusOK, openAPIDoc)
+	wire.Bytes(w, http.StatusOK, openAPIDoc)
 }
 
 func (a *API) index(w http.ResponseWriter, r *http.Request) {
@@ -27,7 +29,7 @@ func (a *API) index(w http.ResponseWriter, r *http.Request) {
 	for _, rt := range a.routes {
 		routes = append(routes, route{rt.Method, strings.TrimSuffix(rt.Path, "{$}")})
 	}
-	writeJSON(w, http.StatusOK, map[string]any{
+	wire.JSON(w, http.StatusOK, map[string]any{
 		"name":    "provenanced",
 		"about":   "signing daemon for the IB1 Trust Framework: keys in an HSM (PKCS#11), AWS KMS or a PEM file; IB1 provenance records",
 		"version": a.opts.Version,
@@ -39,7 +41,7 @@ func (a *API) index(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	writeJSONBytes(w, http.StatusOK, []byte("{\"status\":\"ok\"}\n"))
+	wire.Bytes(w, http.StatusOK, []byte("{\"status\":\"ok\"}\n"))
 }
 
 func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
@@ -50,10 +52,10 @@ func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
 		cancel()
 	}
 	if len(reasons) > 0 {
-		writeJSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "reasons": reasons})
+		wire.JSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "reasons": reasons})
 		return
 	}
-	writeJSON(w, http.StatusOK, map[string]any{"status": "ready"})
+	wire.JSON(w, http.StatusOK, map[string]any{"status": "ready"})
 }
 
 // docs renders the OpenAPI document as a page; it needs no script from elsewhere, since a
@@ -71,7 +73,7 @@ func (a *API) docs(w http.ResponseWriter, r *http.Request) {
 		} `json:"paths"`
 	}
 	if err := json.Unmarshal(openAPIDoc, &doc); err != nil {
-		writeError(w, http.StatusInternalServerError, "internal", "the OpenAPI document does not parse")
+		wire.Error(w, http.StatusInternalServerError, "internal", "the OpenAPI document does not parse", "")
 		return
 	}
 	type op struct{ Method, Path, Summary, Description string }

@@ -4,23 +4,21 @@ import (
 	"bytes"
 	"context"
 	"crypto"
-	"crypto/rand"
 	"crypto/sha256"
 	"crypto/x509"
 	"encoding/base64"
-	"encoding/hex"
 	"encoding/json"
 	"encoding/pem"
 	"errors"
 	"fmt"
-	"io"
 	"log/slog"
 	"net/http"
 	"strconv"
-	"strings"
 	"sync"
+	"sync/atomic"
 	"time"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/provenance"
 )
@@ -44,8 +42,6 @@ type keyEntry struct {
 	signer    *provenance.SigningKey
 	signerErr error
 	info      []byte // KeyInfo as JSON
-	sigPrefix []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","signature":"
-	batchHead []byte // {"key":NAME,"algorithm":"ECDSA_SHA_256","batch":[
 	// refusal is the last refused signature of this key (a 503) that was logged. The same
 	// refusal again within a second is not logged again, and its answer names the logged
 	// line's request id: in an outage a looping client would otherwise write a line per
@@ -81,7 +77,6 @@ func newKeyEntry(k *backends.Key) (*keyEntry, error) {
 	if err != nil {
 		return nil, err
 	}
-	name := appendJSONString(nil, k.Name())
 	var signer *provenance.SigningKey
 	signerErr := fmt.Errorf("key %q has no certificate, so its records could not be verified; configure its certificates", k.Name())
 	if len(k.Certificates()) > 0 {
@@ -97,8 +92,6 @@ func newKeyEntry(k *backends.Key) (*keyEntry, error) {
 		signer:    signer,
 		signerErr: signerErr,
 		info:      b,
-		sigPrefix: fmt.Appendf(nil, `{"key":%s,"algorithm":"ECDSA_SHA_256","signature":"`, name),
-		batchHead: fmt.Appendf(nil, `{"key":%s,"algorithm":"ECDSA_SHA_256","batch":[`, name),
 	}, nil
 }
 
@@ -132,7 +125,7 @@ func (a *API) listKeys(w http.ResponseWriter, r *http.Request) {
 		}
 		b = append(b, e.info...)
 	}
-	writeJSONBytes(w, http.StatusOK, append(b, "]}\n"...))
+	wire.Bytes(w, http.StatusOK, append(b, "]}\n"...))
 }
 
 func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
@@ -140,14 +133,14 @@ func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
 	if !ok {
 		return
 	}
-	writeJSONBytes(w, http.StatusOK, append(append([]byte(nil), e.info...), '\n'))
+	wire.Bytes(w, http.StatusOK, append(append([]byte(nil), e.info...), '\n'))
 }
 
 func (a *API) lookupKey(w http.ResponseWriter, r *http.Request) (*keyEntry, bool) {
 	name := r.PathValue("name")
 	e, ok := a.keys[name]
 	if !ok {
-		writeError(w, http.StatusNotFound, "not_found", "no key named "+strconv.Quote(name)+"; GET /v1/keys lists them")
+		wire.Error(w, http.StatusNotFound, "not_found", "no key named "+strconv.Quote(name)+"; GET /v1/keys lists them", "")
 	}
 	return e, ok
 }
@@ -170,25 +163,25 @@ var b64 = base64.StdEncoding.Strict()
 func (it *signItem) digest(field string) ([]byte, error) {
 	switch {
 	case it.Digest != nil && it.Message != nil:
-		return nil, badRequest(field + "digest and " + field + "message are both set; send one")
+		return nil, wire.BadRequest(field + "digest and " + field + "message are both set; send one")
 	case it.Digest != nil:
 		d, err := b64.DecodeString(*it.Digest)
 		if err != nil {
-			return nil, badRequest(field + "digest: not standard base64 with padding (RFC 4648 section 4)")
+			return nil, wire.BadRequest(field + "digest: not standard base64 with padding (RFC 4648 section 4)")
 		}
 		if len(d) != sha256.Size {
-			return nil, badRequest(fmt.Sprintf("%sdigest: must be a 32-byte SHA-256 digest, got %d bytes", field, len(d)))
+			return nil, wire.BadRequest(fmt.Sprintf("%sdigest: must be a 32-byte SHA-256 digest, got %d bytes", field, len(d)))
 		}
 		return d, nil
 	case it.Message != nil:
 		m, err := b64.DecodeString(*it.Message)
 		if err != nil {
-			return nil, badRequest(field + "message: not standard base64 with padding (RFC 4648 section 4)")
+			return nil, wire.BadRequest(field + "message: not standard base64 with padding (RFC 4648 section 4)")
 		}
 		sum := sha256.Sum256(m)
 		return sum[:], nil
 	}
-	return nil, badRequest("one of " + field + "digest or " + field + "message is required")
+	return nil, wire.BadRequest("one of " + field + "digest or " + field + "message is required")
 }
 
 // parseSignRequest reads {"digest"} | {"message"} | {"batch": [...]}. The common
@@ -198,11 +191,11 @@ func parseSignRequest(body []byte) (*signRequest, error) {
 		return &signRequest{signItem: signItem{Digest: &d}}, nil
 	}
 	var req signRequest
-	if err := decodeStrict(body, &req, "digest, message, batch"); err != nil {
+	if err := wire.DecodeStrict(body, &req, "digest, message, batch"); err != nil {
 		return nil, err
 	}
 	if req.Batch != nil && (req.Digest != nil || req.Message != nil) {
-		return nil, badRequest("batch cannot be combined with digest or message")
+		return nil, wire.BadRequest("batch cannot be combined with digest or message")
 	}
 	return &req, nil
 }
@@ -223,54 +216,12 @@ func fastDigest(body []byte) (string, bool) {
 	return string(v), true
 }
 
-// decodeStrict decodes one JSON value into v, rejecting unknown fields (listing the
-// accepted ones) and trailing data.
-func decodeStrict(body []byte, v any, accepted string) error {
-	dec := json.NewDecoder(bytes.NewReader(body))
-	dec.DisallowUnknownFields()
-	if err := dec.Decode(v); err != nil {
-		return badRequest(jsonProblem(err, accepted))
-	}
-	if dec.More() {
-		return badRequest("the body holds more than one JSON value")
-	}
-	return nil
-}
-
-func jsonProblem(err error, accepted string) string {
-	var se *json.SyntaxError
-	var te *json.UnmarshalTypeError
-	switch {
-	case errors.As(err, &se):
-		return fmt.Sprintf("the body is not valid JSON (at byte %d: %v)", se.Offset, se)
-	case errors.As(err, &te):
-		return fmt.Sprintf("%s: must be %s, not a JSON %s", te.Field, jsonKind(te.Type.Kind().String()), te.Value)
-	case strings.HasPrefix(err.Error(), "json: unknown field "):
-		return strings.TrimPrefix(err.Error(), "json: ") + "; accepted: " + accepted
-	case errors.Is(err, io.EOF):
-		return "the body is empty; send a JSON object"
-	}
-	return "the body is not valid JSON: " + err.Error()
-}
-
-func jsonKind(k string) string {
-	switch k {
-	case "string":
-		return "a string"
-	case "slice":
-		return "a list"
-	case "struct", "map":
-		return "an object"
-	}
-	return k
-}
-
 func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 	e, ok := a.lookupKey(w, r)
 	if !ok {
 		return
 	}
-	body, err := a.readJSONBody(w, r)
+	body, err := wire.ReadJSON(w, r, a.opts.MaxRequestBytes)
 	if err != nil {
 		a.writeRequestError(w, r, err)
 		return
@@ -299,11 +250,7 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 		a.writeSignError(w, r, e, err)
 		return
 	}
-	out := make([]byte, 0, len(e.sigPrefix)+b64.EncodedLen(len(sig))+4)
-	out = append(out, e.sigPrefix...)
-	out = b64.AppendEncode(out, sig)
-	out = append(out, "\"}\n"...)
-	writeJSONBytes(w, http.StatusOK, out)
+	wire.JSON(w, http.StatusOK, &signAnswer{Key: e.key.Name(), Algorithm: sigAlgorithm, Signature: sig})
 }
 
 // signError classifies a backend's error for the client: the status, the code and a
@@ -346,31 +293,37 @@ func (a *API) signError(ctx context.Context, route string, e *keyEntry, err erro
 }
 
 func (a *API) writeSignError(w http.ResponseWriter, r *http.Request, e *keyEntry, err error) {
-	id := newRequestID()
+	id := wire.NewRequestID()
 	status, code, msg := a.signError(r.Context(), r.Pattern, e, err, &id)
 	if status >= 500 {
 		w.Header().Set("X-Request-Id", id)
-		writeErrorID(w, status, code, msg, id)
+		wire.Error(w, status, code, msg, id)
 		return
 	}
-	writeError(w, status, code, msg)
+	wire.Error(w, status, code, msg, "")
 }
 
-// newRequestID names a failed request in its answer and in the log line that holds the
-// details.
-func newRequestID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
+// sigAlgorithm is the algorithm of every signature: ECDSA P-256 over a SHA-256 digest.
+const sigAlgorithm = "ECDSA_SHA_256"
+
+// signAnswer is POST /v1/keys/{name}/sign's answer to a digest or a message.
+type signAnswer struct {
+	Key       string `json:"key"`
+	Algorithm string `json:"algorithm"`
+	Signature []byte `json:"signature"`
 }
 
-// batchResult is one item's outcome.
-type batchResult struct {
-	sig    []byte
-	status int
-	code   string
-	msg    string
-	id     string // the request id of a backend failure
+// batchAnswer is its answer to a batch: one item per item asked, in the same order.
+type batchAnswer struct {
+	Key       string      `json:"key"`
+	Algorithm string      `json:"algorithm"`
+	Batch     []batchItem `json:"batch"`
+}
+
+// batchItem is one item's outcome: its signature, or why there is none.
+type batchItem struct {
+	Signature []byte        `json:"signature,omitzero"`
+	Error     *wire.Problem `json:"error,omitzero"`
 }
 
 // signBatch signs every item of a batch, spread over the cores (and over a token's
@@ -378,100 +331,78 @@ type batchResult struct {
 // as it was well-formed.
 func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Request, e *keyEntry, items []json.RawMessage) {
 	if len(items) > a.opts.MaxBatch {
-		writeError(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("batch has %d items; max_batch is %d", len(items), a.opts.MaxBatch))
+		wire.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("batch has %d items; max_batch is %d", len(items), a.opts.MaxBatch), "")
 		return
 	}
-	results := make([]batchResult, len(items))
+	answer := &batchAnswer{Key: e.key.Name(), Algorithm: sigAlgorithm, Batch: make([]batchItem, len(items))}
+	digests := batchDigests(items, answer.Batch)
+	if entry := auditEntry(w); entry != nil {
+		entry.Digests = digests
+	}
+	a.signAll(ctx, r.Pattern, e, digests, answer.Batch)
+	// The first failed item's: a repeated refusal's id is the line logged before.
+	for _, it := range answer.Batch {
+		if it.Error != nil && it.Error.RequestID != "" {
+			w.Header().Set("X-Request-Id", it.Error.RequestID)
+			break
+		}
+	}
+	wire.JSON(w, http.StatusOK, answer)
+}
+
+// batchDigests reads each item's digest; an item that is not one gets its error in out
+// and a nil digest.
+func batchDigests(items []json.RawMessage, out []batchItem) [][]byte {
 	digests := make([][]byte, len(items))
 	for i, raw := range items {
 		field := "batch[" + strconv.Itoa(i) + "]."
 		var it signItem
 		if d, ok := fastDigest(raw); ok {
 			it.Digest = &d
-		} else if err := decodeStrict(raw, &it, "digest, message"); err != nil {
-			results[i] = batchResult{status: http.StatusBadRequest, code: "bad_request", msg: "batch[" + strconv.Itoa(i) + "]: " + err.Error()}
+		} else if err := wire.DecodeStrict(raw, &it, "digest, message"); err != nil {
+			out[i].Error = &wire.Problem{Code: "bad_request", Message: "batch[" + strconv.Itoa(i) + "]: " + err.Error()}
 			continue
 		}
 		d, err := it.digest(field)
 		if err != nil {
-			results[i] = batchResult{status: http.StatusBadRequest, code: "bad_request", msg: err.Error()}
+			out[i].Error = &wire.Problem{Code: "bad_request", Message: err.Error()}
 			continue
 		}
 		digests[i] = d
 	}
-	if e := auditEntry(w); e != nil {
-		e.Digests = digests
-	}
-	workers := e.key.Concurrency()
-	if workers > len(items) {
-		workers = len(items)
-	}
+	return digests
+}
+
+// signAll signs the non-nil digests with as many workers as the key signs at once,
+// putting each signature or failure into out.
+func (a *API) signAll(ctx context.Context, route string, e *keyEntry, digests [][]byte, out []batchItem) {
+	workers := min(e.key.Concurrency(), len(digests))
 	var wg sync.WaitGroup
-	var next int
-	var mu sync.Mutex
+	var next atomic.Int64
 	var idOnce sync.Once // one request id for every item that failed
 	var id string
 	for range workers {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			for {
-				mu.Lock()
-				i := next
-				next++
-				mu.Unlock()
-				if i >= len(items) {
-					return
-				}
+			for i := int(next.Add(1) - 1); i < len(digests); i = int(next.Add(1) - 1) {
 				if digests[i] == nil {
 					continue
 				}
 				sig, err := e.key.SignContext(ctx, digests[i], crypto.SHA256)
-				if err != nil {
-					idOnce.Do(func() { id = newRequestID() })
-					itemID := id // the logged refusal's, if this one repeats it
-					status, code, msg := a.signError(ctx, r.Pattern, e, err, &itemID)
-					results[i] = batchResult{status: status, code: code, msg: msg}
-					if status >= 500 {
-						results[i].id = itemID
-					}
+				if err == nil {
+					out[i].Signature = sig
 					continue
 				}
-				results[i] = batchResult{sig: sig}
+				idOnce.Do(func() { id = wire.NewRequestID() })
+				itemID := id // the logged refusal's, if this one repeats it
+				status, code, msg := a.signError(ctx, route, e, err, &itemID)
+				out[i].Error = &wire.Problem{Code: code, Message: msg}
+				if status >= 500 {
+					out[i].Error.RequestID = itemID
+				}
 			}
 		}()
 	}
 	wg.Wait()
-	out := make([]byte, 0, len(e.batchHead)+len(items)*112)
-	out = append(out, e.batchHead...)
-	header := ""
-	for i, res := range results {
-		if i > 0 {
-			out = append(out, ',')
-		}
-		if res.sig != nil {
-			out = append(out, `{"signature":"`...)
-			out = b64.AppendEncode(out, res.sig)
-			out = append(out, `"}`...)
-			continue
-		}
-		out = append(out, `{"error":{"code":`...)
-		out = appendJSONString(out, res.code)
-		out = append(out, `,"message":`...)
-		out = appendJSONString(out, res.msg)
-		if res.id != "" {
-			out = append(out, `,"request_id":"`...)
-			out = append(out, res.id...)
-			out = append(out, '"')
-			if header == "" {
-				header = res.id
-			}
-		}
-		out = append(out, "}}"...)
-	}
-	// The first failed item's: a repeated refusal's id is the line logged before.
-	if header != "" {
-		w.Header().Set("X-Request-Id", header)
-	}
-	writeJSONBytes(w, http.StatusOK, append(out, "]}\n"...))
 }

@@ -10,6 +10,8 @@ import (
 	"path"
 	"strings"
 	"time"
+
+	"github.com/ib1/provenanced/api/wire"
 )
 
 // The pages (record viewer, Swagger UI) and every script and style they load are embedded:
@@ -76,7 +78,7 @@ func pageHeaders(h http.Header, csp string) {
 func (a *API) page(w http.ResponseWriter, r *http.Request) {
 	body, ok := pages[r.URL.Path]
 	if !ok {
-		writeError(w, http.StatusNotFound, "not_found", "no page "+r.URL.Path)
+		wire.Error(w, http.StatusNotFound, "not_found", "no page "+r.URL.Path, "")
 		return
 	}
 	csp := pageCSP
@@ -94,7 +96,7 @@ func (a *API) page(w http.ResponseWriter, r *http.Request) {
 func (a *API) asset(w http.ResponseWriter, r *http.Request) {
 	f, ok := assets[r.PathValue("file")]
 	if !ok {
-		writeError(w, http.StatusNotFound, "not_found", "no asset named "+r.PathValue("file"))
+		wire.Error(w, http.StatusNotFound, "not_found", "no asset named "+r.PathValue("file"), "")
 		return
 	}
 	pageHeaders(w.Header(), pageCSP)

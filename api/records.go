@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/provenance"
@@ -61,7 +62,7 @@ func (p *Provenance) countErr(op string, err error) {
 func recordError(err error) error {
 	var ve *provenance.VerifyError
 	if errors.As(err, &ve) {
-		return badRequest("record does not verify: " + ve.Error())
+		return wire.BadRequest("record does not verify: " + ve.Error())
 	}
 	return err
 }
@@ -74,11 +75,11 @@ func (a *API) provenanceReady(w http.ResponseWriter, signing bool) bool {
 		if p != nil && p.NotConfigured != "" {
 			msg = p.NotConfigured
 		}
-		writeError(w, http.StatusServiceUnavailable, "unavailable", msg)
+		wire.Error(w, http.StatusServiceUnavailable, "unavailable", msg, "")
 		return false
 	}
 	if signing && p.Key == nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key to a key with a certificate")
+		wire.Error(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key to a key with a certificate", "")
 		return false
 	}
 	return true
@@ -105,13 +106,13 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 	if req.Key != "" {
 		e, ok := a.keys[req.Key]
 		if !ok {
-			writeError(w, http.StatusNotFound, "not_found", "key: no key named "+strconv.Quote(req.Key))
+			wire.Error(w, http.StatusNotFound, "not_found", "key: no key named "+strconv.Quote(req.Key), "")
 			return
 		}
 		key = e.key
 	}
 	if key == nil {
-		writeError(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"")
+		wire.Error(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"", "")
 		return
 	}
 	if !allowKey(w, key.Name()) {
@@ -119,11 +120,11 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 	}
 	entry := a.keys[key.Name()]
 	if entry.signer == nil {
-		writeError(w, http.StatusBadRequest, "bad_request", "key: "+entry.signerErr.Error())
+		wire.Error(w, http.StatusBadRequest, "bad_request", "key: "+entry.signerErr.Error(), "")
 		return
 	}
 	if len(req.Steps) == 0 {
-		writeError(w, http.StatusBadRequest, "bad_request", "steps: at least one step is required")
+		wire.Error(w, http.StatusBadRequest, "bad_request", "steps: at least one step is required", "")
 		return
 	}
 	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
@@ -137,7 +138,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		}
 		if err != nil {
 			p.count("verify", false)
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("received record %d does not verify: %v", i, err))
+			wire.Error(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("received record %d does not verify: %v", i, err), "")
 			return
 		}
 		p.count("verify", true)
@@ -150,7 +151,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 			id, err = b.AddStep(s)
 		}
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("steps[%d]: %v", i, err))
+			wire.Error(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("steps[%d]: %v", i, err), "")
 			return
 		}
 		typ, _ := s.GetString("type")
@@ -174,7 +175,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p.count("sign", true)
-	writeJSONBytes(w, http.StatusOK, append(out, '\n'))
+	wire.Bytes(w, http.StatusOK, append(out, '\n'))
 }
 
 type verifyRecordRequest struct {
@@ -198,7 +199,7 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Record) == 0 || string(req.Record) == "null" {
-		writeError(w, http.StatusBadRequest, "bad_request", "record: required")
+		wire.Error(w, http.StatusBadRequest, "bad_request", "record: required", "")
 		return
 	}
 	var find, filter any
@@ -212,7 +213,7 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		}
 		v, err := provenance.ParseJSON(q.raw, p.Verifier.Limits())
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", q.name+": "+err.Error())
+			wire.Error(w, http.StatusBadRequest, "bad_request", q.name+": "+err.Error(), "")
 			return
 		}
 		*q.dst = v
@@ -229,7 +230,7 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 	if find != nil {
 		found, err := provenance.Find(steps, find)
 		if err != nil {
-			writeError(w, http.StatusBadRequest, "bad_request", "find: "+err.Error())
+			wire.Error(w, http.StatusBadRequest, "bad_request", "find: "+err.Error(), "")
 			return
 		}
 		out["found"] = found
@@ -241,7 +242,7 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		}
 		out["matches"] = matches
 	}
-	writeJSON(w, http.StatusOK, out)
+	wire.JSON(w, http.StatusOK, out)
 }
 
 // verify parses and verifies a record under framework (the configured one if empty),
@@ -335,7 +336,7 @@ func (a *API) graphRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	if len(req.Record) == 0 || string(req.Record) == "null" {
-		writeError(w, http.StatusBadRequest, "bad_request", "record: required")
+		wire.Error(w, http.StatusBadRequest, "bad_request", "record: required", "")
 		return
 	}
 	steps, err := a.verify(req.Record, req.Framework)

@@ -8,6 +8,7 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/provenance"
 )
@@ -45,7 +46,14 @@ type seedProblem struct {
 }
 
 func writeDetail(w http.ResponseWriter, status int, detail any) {
-	writeJSON(w, status, map[string]any{"detail": detail})
+	wire.JSON(w, status, struct {
+		Detail any `json:"detail"`
+	}{detail})
+}
+
+// detailError is a wire.ErrorWriter in the original's shape: the message is the detail.
+func detailError(w http.ResponseWriter, status int, _, message, _ string) {
+	writeDetail(w, status, message)
 }
 
 // seedForm reads the original's JSON body: required string and date-time fields.
@@ -57,11 +65,11 @@ type seedForm struct {
 // readSeedBody reads the body within the size limit, answering in the original's shape
 // when it cannot.
 func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := readBody(w, r, a.opts.MaxRequestBytes)
+	body, err := wire.ReadBody(w, r, a.opts.MaxRequestBytes)
 	if err != nil {
-		var re *requestError
+		var re *wire.RequestError
 		if errors.As(err, &re) {
-			writeDetail(w, re.status, re.msg)
+			writeDetail(w, re.Status, re.Msg)
 		} else {
 			writeDetail(w, http.StatusBadRequest, "cannot read the request body")
 		}
@@ -77,7 +85,7 @@ func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	if len(text) > 0 && &text[0] != &body[0] {
 		// readBody looked for repeated names in the bytes as sent; a body that had a BOM or
 		// was UTF-16/32 is looked at again as the text it is.
-		if err := duplicateName(text); err != nil {
+		if err := wire.DuplicateName(text); err != nil {
 			writeDetail(w, http.StatusBadRequest, err.Error())
 			return nil, false
 		}
@@ -176,12 +184,12 @@ func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Bui
 		var out []byte
 		if out, err = rec.Marshal(); err == nil {
 			p.count("sign", true)
-			writeJSONBytes(w, http.StatusOK, append(out, '\n'))
+			wire.Bytes(w, http.StatusOK, append(out, '\n'))
 			return
 		}
 	}
 	p.countErr("sign", err)
-	id := newRequestID()
+	id := wire.NewRequestID()
 	status, _, msg := a.signError(r.Context(), r.Pattern, a.keys[p.Key.Name()], err, &id)
 	if status >= 500 {
 		w.Header().Set("X-Request-Id", id)
@@ -500,5 +508,5 @@ func (a *API) decode(w http.ResponseWriter, r *http.Request) {
 	if steps == nil {
 		steps = []*provenance.Object{}
 	}
-	writeJSON(w, http.StatusOK, steps)
+	wire.JSON(w, http.StatusOK, steps)
 }

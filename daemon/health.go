@@ -2,8 +2,6 @@ package daemon
 
 import (
 	"context"
-	"crypto/rand"
-	"encoding/hex"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -11,6 +9,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
 )
 
@@ -222,20 +221,13 @@ func (h *health) notReadyID(k *backends.Key, err error) string {
 	if last, ok := h.notReady[k.Name()]; ok && last.err == err.Error() {
 		return last.id
 	}
-	id := requestID()
+	id := wire.NewRequestID()
 	h.notReady[k.Name()] = loggedReason{err: err.Error(), id: id}
 	h.log.Warn("not ready: key cannot sign", "request_id", id, "key", k.Name(), "backend", k.Backend(), "error", err.Error())
 	return id
 }
 
 type loggedReason struct{ err, id string }
-
-// requestID names an answer and the log lines that hold what it leaves out.
-func requestID() string {
-	var b [8]byte
-	rand.Read(b[:])
-	return hex.EncodeToString(b[:])
-}
 
 // warnExpiry logs, at most once a day, that a key's certificate ends within 30 days or
 // has ended. Called with h.mu held.

@@ -3,13 +3,13 @@ package daemon
 import (
 	"crypto/tls"
 	"crypto/x509"
-	"encoding/json"
 	"net"
 	"net/http"
 	"os"
 	"strconv"
 	"strings"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/conf"
 )
 
@@ -63,13 +63,7 @@ func hostGuard(next http.Handler, allowed []string) http.Handler {
 			msg += " and " + strings.Join(allowed, ", ")
 		}
 		msg += "; add the name to [server] allowed_hosts to serve it"
-		q, _ := json.Marshal(msg) // a JSON string: strconv's quoting is Go syntax
-		b := append([]byte(`{"error":{"code":"misdirected_request","message":`), q...)
-		b = append(b, "}}\n"...)
-		w.Header().Set("Content-Type", "application/json")
-		w.Header().Set("Content-Length", strconv.Itoa(len(b)))
-		w.WriteHeader(http.StatusMisdirectedRequest)
-		w.Write(b)
+		wire.Error(w, http.StatusMisdirectedRequest, "misdirected_request", msg, "")
 	})
 }
 

@@ -2,7 +2,6 @@ package daemon
 
 import (
 	"context"
-	"encoding/json"
 	"errors"
 	"fmt"
 	"log/slog"
@@ -10,6 +9,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/conf"
 )
 
@@ -148,13 +148,8 @@ func metricsOnly(next http.Handler) http.Handler {
 		mux.Handle(p, next)
 	}
 	mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
-		w.Header().Set("Content-Type", "application/json")
 		w.Header().Set("X-Content-Type-Options", "nosniff")
-		w.WriteHeader(http.StatusNotFound)
-		json.NewEncoder(w).Encode(map[string]any{"error": map[string]string{
-			"code":    "not_found",
-			"message": "this listener serves only GET /metrics, /healthz and /readyz",
-		}})
+		wire.Error(w, http.StatusNotFound, "not_found", "this listener serves only GET /metrics, /healthz and /readyz", "")
 	})
 	return mux
 }
