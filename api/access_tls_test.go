@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
 )
@@ -62,7 +63,7 @@ func TestAccessByClientCertificate(t *testing.T) {
 		{Name: "dns", TLSDNS: "billing.example.org", Keys: []string{"signing"}, Allow: []string{"csr"}},
 		{Name: "cn", TLSCN: "billing-cn", Keys: []string{"*"}, Allow: []string{"sign"}},
 	}
-	a, err := api.New(api.Options{Keys: []*backends.Key{openDevKey(t)}, MaxRequestBytes: 4096, Access: api.NewAccess(clients, nil, api.AccessHooks{})})
+	a, err := api.New(api.Options{Keys: []*backends.Key{openDevKey(t)}, MaxRequestBytes: 4096, Access: access.NewPolicy(clients, nil, nil)})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,18 +1,22 @@
 // Package api is provenanced's HTTP API: the same handler serves the Unix socket and TCP.
 //
 // Handlers see keys only as *backends.Key; they never know which backend holds one.
-// Errors on /v1 have the shape {"error": {"code": "...", "message": "..."}}; the original
-// service's routes (/api/v1/...) keep its shape, {"detail": ...}.
+// Errors on /v1 have the shape {"error": {"code": "...", "message": "..."}} (api/wire);
+// the original service's routes (api/original) keep its shape, {"detail": ...}. Who may
+// sign is api/access's job, in front of every signing route. The daemon serves /healthz,
+// /readyz and /metrics itself, beside this handler.
 package api
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"strings"
-	"sync/atomic"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ib1/provenanced/api/access"
+	"github.com/ib1/provenanced/api/original"
 	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
@@ -26,19 +30,16 @@ type Options struct {
 	SignTimeout time.Duration
 	MaxBatch    int
 	Logger      *slog.Logger
-	// Metrics serves /metrics.
-	Metrics http.Handler
-	// Ready reports why the daemon cannot serve signatures now; none means ready.
-	Ready func(ctx context.Context) []string
+	// Metrics are the API's, from NewMetrics on the daemon's registry (they outlive one
+	// API: a reload builds a new API on the same metrics); nil for a private set.
+	Metrics *Metrics
 	// Version is shown by the index.
 	Version string
 	// Provenance configures the record routes; nil answers them with 503.
 	Provenance *Provenance
-	// Access is who may sign what, and the audit log (access.go); nil leaves every
-	// operation open, unaudited. API.SetAccess replaces it.
-	Access *Access
-	// PeerOf returns the Unix socket peer of a request, if it came over the socket.
-	PeerOf func(*http.Request) (Peer, bool)
+	// Access is who may sign what, and the audit log; nil leaves every operation open,
+	// unaudited.
+	Access *access.Policy
 }
 
 // API holds the handlers' shared state.
@@ -49,7 +50,7 @@ type API struct {
 	log    *slog.Logger
 	mux    *http.ServeMux
 	routes []Route
-	access atomic.Pointer[Access]
+	guard  *access.Guard
 }
 
 // Route is one route the API serves, as it is registered.
@@ -69,8 +70,11 @@ func New(opts Options) (*API, error) {
 	if opts.SignTimeout <= 0 {
 		opts.SignTimeout = 10 * time.Second
 	}
-	a := &API{opts: opts, keys: map[string]*keyEntry{}, log: opts.Logger, mux: http.NewServeMux()}
-	a.access.Store(opts.Access)
+	if opts.Metrics == nil {
+		opts.Metrics = NewMetrics(prometheus.NewRegistry())
+	}
+	a := &API{opts: opts, keys: map[string]*keyEntry{}, log: opts.Logger, mux: http.NewServeMux(),
+		guard: &access.Guard{Policy: opts.Access, Log: opts.Logger}}
 	for _, k := range opts.Keys {
 		e, err := newKeyEntry(k)
 		if err != nil {
@@ -79,34 +83,26 @@ func New(opts Options) (*API, error) {
 		a.keys[k.Name()] = e
 		a.order = append(a.order, e)
 	}
-	a.handle("GET", "/{$}", a.index)
-	a.handle("GET", "/openapi.json", a.openAPI)
-	a.handle("GET", "/api-docs", a.docs)
-	a.handle("GET", "/docs", a.page)
-	a.handle("GET", "/viewer", a.page)
-	a.handle("GET", "/assets/{file}", a.asset)
-	a.handle("GET", "/healthz", a.healthz)
-	a.handle("GET", "/readyz", a.readyz)
-	if opts.Metrics != nil {
-		a.handle("GET", "/metrics", opts.Metrics.ServeHTTP)
-	}
-	a.handle("GET", "/v1/keys", a.listKeys)
-	a.handle("GET", "/v1/keys/{name}", a.getKey)
+	a.handle("GET", "/{$}", a.index, nil)
+	a.handle("GET", "/openapi.json", a.openAPI, nil)
+	a.handle("GET", "/api-docs", a.docs, nil)
+	a.handle("GET", "/docs", a.page, nil)
+	a.handle("GET", "/viewer", a.page, nil)
+	a.handle("GET", "/assets/{file}", a.asset, nil)
+	a.handle("GET", "/v1/keys", a.listKeys, nil)
+	a.handle("GET", "/v1/keys/{name}", a.getKey, nil)
 	pathKey := func(r *http.Request) string { return r.PathValue("name") }
-	recordKey := func(*http.Request) string {
-		if p := opts.Provenance; p != nil && p.Key != nil {
-			return p.Key.Name()
-		}
-		return ""
+	guarded := func(op string, keyOf func(*http.Request) string, denied prometheus.Counter) access.Route {
+		return access.Route{Op: op, KeyOf: keyOf, Refuse: wire.Error, Denied: denied}
 	}
-	a.handle("POST", "/v1/keys/{name}/sign", a.guard(conf.OpSign, false, pathKey, a.sign))
-	a.handle("POST", "/v1/keys/{name}/csr", a.guard(conf.OpCSR, false, pathKey, a.csr))
-	a.handle("POST", "/v1/records", a.guard(conf.OpRecords, false, nil, a.signRecord))
-	a.handle("POST", "/v1/records/verify", a.verifyRecord)
-	a.handle("POST", "/v1/records/graph", a.graphRecord)
-	a.handle("POST", "/api/v1/sign/edp", a.guard(conf.OpRecords, true, recordKey, a.signEDP))
-	a.handle("POST", "/api/v1/sign/cap", a.guard(conf.OpRecords, true, recordKey, a.signCAP))
-	a.handle("POST", "/api/v1/decode", a.decode)
+	a.handle("POST", "/v1/keys/{name}/sign", a.guard.Wrap(guarded(conf.OpSign, pathKey, nil), a.sign), wire.Error)
+	a.handle("POST", "/v1/keys/{name}/csr", a.guard.Wrap(guarded(conf.OpCSR, pathKey, nil), a.csr), wire.Error)
+	a.handle("POST", "/v1/records", a.guard.Wrap(guarded(conf.OpRecords, nil, opts.Metrics.recordsDenied), a.signRecord), wire.Error)
+	a.handle("POST", "/v1/records/verify", a.verifyRecord, wire.Error)
+	a.handle("POST", "/v1/records/graph", a.graphRecord, wire.Error)
+	for _, rt := range original.Routes(a.originalOptions(), a.guard) {
+		a.handle(rt.Method, rt.Path, rt.Handler, original.Error)
+	}
 	a.methodNotAllowed()
 	a.mux.HandleFunc("/", func(w http.ResponseWriter, r *http.Request) {
 		wire.Error(w, http.StatusNotFound, "not_found", "no route "+r.Method+" "+r.URL.Path+"; GET /openapi.json lists the routes", "")
@@ -114,12 +110,10 @@ func New(opts Options) (*API, error) {
 	return a, nil
 }
 
-func (a *API) handle(method, path string, h http.HandlerFunc) {
+// handle registers h; a POST route takes only JSON, and refuses anything else in its
+// error shape.
+func (a *API) handle(method, path string, h http.HandlerFunc, refuse wire.ErrorWriter) {
 	if method == "POST" {
-		refuse := wire.Error
-		if strings.HasPrefix(path, "/api/v1/") {
-			refuse = detailError
-		}
 		h = wire.JSONOnly(h, refuse)
 	}
 	a.mux.HandleFunc(method+" "+path, h)

@@ -13,6 +13,7 @@ import (
 	"testing"
 
 	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
@@ -36,7 +37,7 @@ func TestAuditFailClosed(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer l.Close()
-	ac := api.NewAccess(nil, l, api.AccessHooks{})
+	ac := access.NewPolicy(nil, l, nil)
 	srv, _ := newServer(t, api.Options{Access: ac})
 	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	code, body := post(t, srv.URL+"/v1/keys/signing/sign", "application/json", `{"digest":"`+digest+`"}`)
@@ -57,7 +58,7 @@ func TestAccessPolicyInProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	l, _ := audit.Open(path, audit.Options{})
 	defer l.Close()
-	srv, _ := newServer(t, api.Options{Access: api.NewAccess(clients, l, api.AccessHooks{})})
+	srv, _ := newServer(t, api.Options{Access: access.NewPolicy(clients, l, nil)})
 	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	do := func(token string) (*http.Response, string) {
 		req, _ := http.NewRequest("POST", srv.URL+"/v1/keys/signing/sign", strings.NewReader(`{"digest":"`+digest+`"}`))
@@ -118,7 +119,7 @@ func TestAuditRecordsWhatWasSigned(t *testing.T) {
 		Keys:            []*backends.Key{edp},
 		MaxRequestBytes: 1 << 20,
 		Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: edp, Scheme: scheme},
-		Access:          api.NewAccess(nil, l, api.AccessHooks{}),
+		Access:          access.NewPolicy(nil, l, nil),
 	})
 	status, rec := post(t, srv.URL+"/api/v1/sign/edp", "application/json", edpRequest)
 	if status != 200 {

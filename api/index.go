@@ -1,14 +1,12 @@
 package api
 
 import (
-	"context"
 	_ "embed"
 	"encoding/json"
 	"html/template"
 	"net/http"
 	"sort"
 	"strings"
-	"time"
 
 	"github.com/ib1/provenanced/api/wire"
 )
@@ -38,24 +36,6 @@ func (a *API) index(w http.ResponseWriter, r *http.Request) {
 		"viewer":  "/viewer",
 		"routes":  routes,
 	})
-}
-
-func (a *API) healthz(w http.ResponseWriter, r *http.Request) {
-	wire.Bytes(w, http.StatusOK, []byte("{\"status\":\"ok\"}\n"))
-}
-
-func (a *API) readyz(w http.ResponseWriter, r *http.Request) {
-	var reasons []string
-	if a.opts.Ready != nil {
-		ctx, cancel := context.WithTimeout(r.Context(), 5*time.Second)
-		reasons = a.opts.Ready(ctx)
-		cancel()
-	}
-	if len(reasons) > 0 {
-		wire.JSON(w, http.StatusServiceUnavailable, map[string]any{"status": "unavailable", "reasons": reasons})
-		return
-	}
-	wire.JSON(w, http.StatusOK, map[string]any{"status": "ready"})
 }
 
 // docs renders the OpenAPI document as a page; it needs no script from elsewhere, since a

@@ -18,6 +18,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/provenance"
@@ -242,7 +243,7 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 		a.writeRequestError(w, r, err)
 		return
 	}
-	if e := auditEntry(w); e != nil {
+	if e := access.Entry(r.Context()); e != nil {
 		e.Digest = digest
 	}
 	sig, err := e.key.SignContext(ctx, digest, crypto.SHA256)
@@ -336,7 +337,7 @@ func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Requ
 	}
 	answer := &batchAnswer{Key: e.key.Name(), Algorithm: sigAlgorithm, Batch: make([]batchItem, len(items))}
 	digests := batchDigests(items, answer.Batch)
-	if entry := auditEntry(w); entry != nil {
+	if entry := access.Entry(r.Context()); entry != nil {
 		entry.Digests = digests
 	}
 	a.signAll(ctx, r.Pattern, e, digests, answer.Batch)

@@ -247,6 +247,9 @@ func TestDocsInBrowser(t *testing.T) {
 	for _, r := range a.Routes() {
 		want = append(want, r.Method+" "+strings.TrimSuffix(r.Path, "{$}"))
 	}
+	for r := range daemonRoutes {
+		want = append(want, r)
+	}
 	sort.Strings(want)
 	sort.Strings(shown)
 	if !slices.Equal(shown, want) {
@@ -309,7 +312,7 @@ func TestDocsInBrowser(t *testing.T) {
 }
 
 func pagesServer(t *testing.T, key *backends.Key) (string, *api.API) {
-	srv, a := newServer(t, api.Options{Keys: []*backends.Key{key}, Metrics: http.NotFoundHandler()})
+	srv, a := newServer(t, api.Options{Keys: []*backends.Key{key}})
 	return srv.URL, a
 }
 

@@ -11,6 +11,8 @@ import (
 	"strconv"
 	"time"
 
+	"github.com/ib1/provenanced/api/access"
+	"github.com/ib1/provenanced/api/original"
 	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
@@ -28,11 +30,6 @@ type Provenance struct {
 	Scheme string
 	// Now is the clock of step timestamps and signing times (time.Now if nil).
 	Now func() time.Time
-	// Counted is told each record operation ("sign", "verify") and its outcome.
-	Counted func(operation string, ok bool)
-	// Failed, when set, is told an operation that failed with err, so that its outcome
-	// says why (timeout, unavailable, ...); without it Counted is told "not ok".
-	Failed func(operation string, err error)
 	// NotConfigured says why records cannot be verified or signed, when they cannot.
 	NotConfigured string
 }
@@ -42,20 +39,6 @@ func (p *Provenance) now() time.Time {
 		return p.Now()
 	}
 	return time.Now()
-}
-
-func (p *Provenance) count(op string, ok bool) {
-	if p.Counted != nil {
-		p.Counted(op, ok)
-	}
-}
-
-func (p *Provenance) countErr(op string, err error) {
-	if p.Failed != nil {
-		p.Failed(op, err)
-		return
-	}
-	p.count(op, false)
 }
 
 // recordError is a record that failed: the check that failed and why.
@@ -115,7 +98,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		wire.Error(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"", "")
 		return
 	}
-	if !allowKey(w, key.Name()) {
+	if !access.AllowKey(r.Context(), key.Name()) {
 		return
 	}
 	entry := a.keys[key.Name()]
@@ -137,11 +120,11 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 			_, err = b.Receive(p.Verifier, rec)
 		}
 		if err != nil {
-			p.count("verify", false)
+			a.opts.Metrics.verified(false)
 			wire.Error(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("received record %d does not verify: %v", i, err), "")
 			return
 		}
-		p.count("verify", true)
+		a.opts.Metrics.verified(true)
 	}
 	added := make([]audit.Step, 0, len(req.Steps))
 	for i, raw := range req.Steps {
@@ -157,24 +140,23 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		typ, _ := s.GetString("type")
 		added = append(added, audit.Step{ID: id, Type: typ})
 	}
-	if e := auditEntry(w); e != nil {
+	if e := access.Entry(r.Context()); e != nil {
 		e.Steps = added
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
 	rec, err := b.SignWith(ctx, entry.signer)
 	if err != nil {
-		p.countErr("sign", err)
+		a.opts.Metrics.signed(err)
 		a.writeSignError(w, r, entry, err)
 		return
 	}
 	out, err := rec.Marshal()
+	a.opts.Metrics.signed(err)
 	if err != nil {
-		p.count("sign", false)
 		a.writeRequestError(w, r, err)
 		return
 	}
-	p.count("sign", true)
 	wire.Bytes(w, http.StatusOK, append(out, '\n'))
 }
 
@@ -257,7 +239,7 @@ func (a *API) verifyParsed(raw []byte, framework string) ([]*provenance.Object, 
 	p := a.opts.Provenance
 	rec, err := p.Verifier.ParseRecord(raw)
 	if err != nil {
-		p.count("verify", false)
+		a.opts.Metrics.verified(false)
 		return nil, nil, recordError(err)
 	}
 	var steps []*provenance.Object
@@ -267,10 +249,10 @@ func (a *API) verifyParsed(raw []byte, framework string) ([]*provenance.Object, 
 		steps, err = p.Verifier.VerifyWithFramework(rec, framework)
 	}
 	if err != nil {
-		p.count("verify", false)
+		a.opts.Metrics.verified(false)
 		return nil, nil, recordError(err)
 	}
-	p.count("verify", true)
+	a.opts.Metrics.verified(true)
 	return steps, rec, nil
 }
 
@@ -349,4 +331,57 @@ func (a *API) graphRecord(w http.ResponseWriter, r *http.Request) {
 	w.Header().Set("Content-Length", strconv.Itoa(len(dot)))
 	w.WriteHeader(http.StatusOK)
 	w.Write(dot)
+}
+
+// originalOptions are the original service's routes' view of the records.
+func (a *API) originalOptions() original.Options {
+	o := original.Options{MaxRequestBytes: a.opts.MaxRequestBytes, Records: recordSigner{a}, Denied: a.opts.Metrics.recordsDenied,
+		CannotSign: "the service is not configured to sign: no signing key with a certificate"}
+	p := a.opts.Provenance
+	if p == nil {
+		return o
+	}
+	o.Verifier, o.NotConfigured, o.Scheme, o.Now = p.Verifier, p.NotConfigured, p.Scheme, p.now
+	if p.Key != nil {
+		o.KeyName = p.Key.Name()
+		if p.Key.Leaf() != nil {
+			o.CannotSign = ""
+		}
+	}
+	return o
+}
+
+// recordSigner signs the original's records with the record key: original.Records.
+type recordSigner struct{ a *API }
+
+func (rs recordSigner) Verified(ok bool) { rs.a.opts.Metrics.verified(ok) }
+
+func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure) {
+	a := rs.a
+	entry := a.keys[a.opts.Provenance.Key.Name()]
+	if entry == nil || entry.signer == nil {
+		reason := "its key is not among the daemon's keys"
+		if entry != nil {
+			reason = entry.signerErr.Error()
+		}
+		return nil, &wire.Failure{Status: http.StatusServiceUnavailable, Problem: wire.Problem{Message: "the service cannot sign records: " + reason}}
+	}
+	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
+	defer cancel()
+	rec, err := b.SignWith(ctx, entry.signer)
+	var out []byte
+	if err == nil {
+		out, err = rec.Marshal()
+	}
+	a.opts.Metrics.signed(err)
+	if err != nil {
+		id := wire.NewRequestID()
+		status, code, msg := a.signError(r.Context(), r.Pattern, entry, err, &id)
+		f := &wire.Failure{Status: status, Problem: wire.Problem{Code: code, Message: msg}}
+		if status >= 500 {
+			f.RequestID = id
+		}
+		return nil, f
+	}
+	return append(out, '\n'), nil
 }

@@ -14,6 +14,8 @@ import (
 	"time"
 	"unicode/utf16"
 
+	"github.com/prometheus/client_golang/prometheus"
+
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
@@ -64,31 +66,22 @@ func vectorVerifier(t testing.TB) *provenance.Verifier {
 	return v
 }
 
-type counts map[string]int
+// counts reads provenanced_records_total{operation, outcome}.
+type counts func(op, outcome string) float64
 
 // recordServer serves the API with the EDP (123456) key signing records and the CAP
 // (98765) key beside it.
 func recordServer(t *testing.T) (string, *backends.Key, *backends.Key, counts) {
 	t.Helper()
 	edp, capKey := vectorKey(t, "123456"), vectorKey(t, "98765")
-	c := counts{}
+	reg := prometheus.NewRegistry()
 	srv, _ := newServer(t, api.Options{
 		Keys:            []*backends.Key{edp, capKey},
 		MaxRequestBytes: 1 << 20,
-		Provenance: &api.Provenance{
-			Verifier: vectorVerifier(t),
-			Key:      edp,
-			Scheme:   scheme,
-			Counted: func(op string, ok bool) {
-				if ok {
-					c[op+" ok"]++
-				} else {
-					c[op+" error"]++
-				}
-			},
-		},
+		Metrics:         api.NewMetrics(reg),
+		Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: edp, Scheme: scheme},
 	})
-	return srv.URL, edp, capKey, c
+	return srv.URL, edp, capKey, func(op, outcome string) float64 { return recordCount(t, reg, op, outcome) }
 }
 
 func decodeSteps(t *testing.T, body []byte) []map[string]any {
@@ -156,8 +149,8 @@ func TestSignAndVerifyRecords(t *testing.T) {
 	if status != 200 || !strings.Contains(string(dot), "digraph") || !strings.Contains(string(dot), "diamond") {
 		t.Errorf("graph: %d %s", status, dot)
 	}
-	if c["sign ok"] != 2 || c["verify ok"] < 4 {
-		t.Errorf("record counts: %v", c)
+	if c("sign", "ok") != 2 || c("verify", "ok") < 4 {
+		t.Errorf("records signed %v, verified %v", c("sign", "ok"), c("verify", "ok"))
 	}
 }
 
@@ -686,11 +679,36 @@ func TestEveryPostIsStrictJSON(t *testing.T) {
 	if status != 400 || !strings.Contains(string(answer), `batch[1]: the name \"digest\" appears twice`) {
 		t.Errorf("batch: %d %s", status, answer)
 	}
-	if c["sign ok"] != 0 {
+	if c("sign", "ok") != 0 {
 		t.Errorf("something was signed: %v", c)
 	}
 	// The same bodies without the repetition are accepted.
 	if status, answer := post(t, url+"/v1/keys/m123456/sign", "application/json; charset=utf-8", `{"digest":`+digest+`}`); status != 200 {
 		t.Errorf("sign: %d %s", status, answer)
 	}
+}
+
+// recordCount reads provenanced_records_total{operation=op, outcome}.
+func recordCount(t *testing.T, reg *prometheus.Registry, op, outcome string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != "provenanced_records_total" {
+			continue
+		}
+		for _, m := range mf.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range m.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			if labels["operation"] == op && labels["outcome"] == outcome {
+				return m.GetCounter().GetValue()
+			}
+		}
+	}
+	t.Fatalf("no provenanced_records_total{%s,%s}", op, outcome)
+	return 0
 }

@@ -3,41 +3,20 @@ package daemon
 import (
 	"log/slog"
 	"net"
-	"net/http"
 
-	"github.com/prometheus/client_golang/prometheus"
-
-	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/conf"
 )
 
-// accessMetrics are the metrics of clients.
-type accessMetrics struct {
-	RateLimited *prometheus.CounterVec
-}
-
-func newAccessMetrics(reg *prometheus.Registry) *accessMetrics {
-	m := &accessMetrics{
-		RateLimited: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "provenanced_rate_limited_total",
-			Help: "Requests refused with 429 because the client was over its rate, by client.",
-		}, []string{"client"}),
-	}
-	reg.MustRegister(m.RateLimited)
-	return m
-}
-
-// BuildAccess builds the access state of cfg: its clients and policies (checked by conf
-// when it loaded cfg, token files read then) and its audit log. The audit log of the
-// running state, when it has the same path, is reopened rather than opened again, so
-// that the chain continues across logrotate's move; a new path starts a new log. It
-// changes nothing else in the running daemon: SetAccess swaps the result in. A new path
-// whose file is empty continues the running log's chain.
+// buildPolicy builds the access policy of cfg: its clients (checked by conf when it
+// loaded cfg, token files read then) and its audit log. The running audit log, when cfg
+// names the same path, is reopened rather than opened again, so that the chain continues
+// across logrotate's move; a new path starts a new log, whose chain continues the running
+// one's when its file is empty.
 //
-// running is the access state being served (nil at start): its audit log is the one
-// continued.
-func (d *Daemon) BuildAccess(cfg *conf.Config, running *api.Access) (*api.Access, error) {
+// running is the policy being served (nil at start).
+func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy) (*access.Policy, error) {
 	var al, cur *audit.Log
 	if running != nil {
 		cur = running.Audit()
@@ -56,34 +35,10 @@ func (d *Daemon) BuildAccess(cfg *conf.Config, running *api.Access) (*api.Access
 		}
 		al = l
 	}
-	rl := map[string]prometheus.Counter{}
-	for _, c := range cfg.Clients {
-		rl[c.Name] = d.metrics.access.RateLimited.WithLabelValues(c.Name)
-	}
-	return api.NewAccess(cfg.Clients, al, api.AccessHooks{RateLimited: func(name string) {
-		if c := rl[name]; c != nil {
-			c.Inc()
-		}
-	}}), nil
+	return access.NewPolicy(cfg.Clients, al, d.metrics.access), nil
 }
 
-// SetAccess swaps in access state from BuildAccess and closes the audit log it replaces,
-// if that one is not reused. Requests in flight finish with the state they started with.
-// A reload does this as part of the whole generation (buildGeneration); this swaps the
-// access state alone, into the generation being served.
-func (d *Daemon) SetAccess(ac *api.Access) {
-	app := d.cur.Load().app
-	old := app.Access()
-	app.SetAccess(ac)
-	d.warnOpen(ac)
-	if old != nil && old.Audit() != nil && old.Audit() != ac.Audit() {
-		seq, head := old.Audit().Head()
-		d.log.Info("audit log closed", "file", old.Audit().Path(), "seq", seq, "head", head)
-		old.Audit().Close()
-	}
-}
-
-func (d *Daemon) warnOpen(ac *api.Access) {
+func (d *Daemon) warnOpen(ac *access.Policy) {
 	if ac.Open() {
 		d.log.Warn("no [clients.NAME] in the config: whoever reaches a listener may sign with every key; add clients to say who may sign what (README: Security)")
 	}
@@ -122,22 +77,10 @@ func (d *Daemon) warnClearTokens(cfg *conf.Config) {
 
 // auditProblem is /readyz's reason when the audit log cannot be written.
 func (d *Daemon) auditProblem() []string {
-	if g := d.cur.Load(); g == nil || g.app == nil {
-		return nil
-	}
-	if ac := d.cur.Load().app.Access(); ac != nil && ac.Audit() != nil {
-		if p := ac.Audit().Problem(); p != "" {
+	if al := d.cur.Load().audit(); al != nil {
+		if p := al.Problem(); p != "" {
 			return []string{p}
 		}
 	}
 	return nil
-}
-
-// peerOf gives the API the Unix socket peer recorded by connContext.
-func peerOf(r *http.Request) (api.Peer, bool) {
-	p, _ := r.Context().Value(peerKey{}).(*peer)
-	if p == nil || !p.unix {
-		return api.Peer{}, false
-	}
-	return api.Peer{UID: p.uid, GID: p.gid, PID: p.pid}, true
 }

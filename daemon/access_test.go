@@ -21,10 +21,9 @@ import (
 	"github.com/ib1/provenanced/testenv"
 )
 
-// What a SIGHUP reload does with the access state: BuildAccess from the new config,
-// SetAccess. The audit chain continues across logrotate's move and across a new path,
-// and the new clients apply to the next request.
-func TestBuildAccessSwapsClientsAndContinuesTheChain(t *testing.T) {
+// What a SIGHUP reload does with the access state. The audit chain continues across
+// logrotate's move and across a new path, and the new clients apply to the next request.
+func TestReloadSwapsClientsAndContinuesTheChain(t *testing.T) {
 	dir := t.TempDir()
 	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
@@ -52,7 +51,8 @@ file = "`+auditFile+`"
 		return cfg
 	}
 	cfg := write(`"signing"`, "audit.jsonl")
-	d, err := New(context.Background(), cfg, Options{})
+	next := cfg // what Reload reads
+	d, err := New(context.Background(), cfg, Options{Load: func() (*conf.Config, error) { return next, nil }})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -76,18 +76,17 @@ file = "`+auditFile+`"
 	}
 	auditFile := filepath.Join(dir, "audit.jsonl")
 	os.Rename(auditFile, auditFile+".1") // logrotate
-	ac, err := d.BuildAccess(write(`"*"`, "audit.jsonl"), d.cur.Load().app.Access())
-	if err != nil {
-		t.Fatal(err)
+	reload := func(cfg *conf.Config) {
+		t.Helper()
+		next = cfg
+		if err := d.Reload(context.Background()); err != nil {
+			t.Fatal(err)
+		}
 	}
-	d.SetAccess(ac)
+	reload(write(`"*"`, "audit.jsonl"))
 	sign()
 	// A new path: the chain goes on in the new file.
-	ac, err = d.BuildAccess(write(`"*"`, "audit2.jsonl"), d.cur.Load().app.Access())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.SetAccess(ac)
+	reload(write(`"*"`, "audit2.jsonl"))
 	sign()
 	res, err := audit.Verify([]string{auditFile + ".1", auditFile, filepath.Join(dir, "audit2.jsonl")})
 	if err != nil || res.Entries != 3 || !res.Anchored {
@@ -113,11 +112,7 @@ allow = ["sign"]
 	if err != nil {
 		t.Fatal(err)
 	}
-	ac, err = d.BuildAccess(cfg2, d.cur.Load().app.Access())
-	if err != nil {
-		t.Fatal(err)
-	}
-	d.SetAccess(ac)
+	reload(cfg2)
 	if c := sign(); c != 403 {
 		t.Fatalf("after the policy changed: %d, want 403", c)
 	}

@@ -42,7 +42,7 @@ type Daemon struct {
 	log     *slog.Logger
 	metrics *Metrics
 	health  *health
-	api     http.Handler // the current generation's API alone
+	api     http.Handler // the daemon's routes and the current generation's API
 	handler http.Handler // the same with its metrics and request log
 	opts    Options
 
@@ -83,12 +83,12 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 		return nil, err
 	}
 	d.cur.Store(g)
-	d.warnOpen(g.app.Access())
+	d.warnOpen(g.policy)
 	d.warnClearTokens(cfg)
 	d.health.check(ctx) // backend_up, expiry warnings and /readyz are right from the start
 	d.reloadOK.Set(1)
 	d.reloadTime.SetToCurrentTime()
-	d.api = http.HandlerFunc(d.serveGeneration)
+	d.api = d.routes()
 	d.handler = newObserved(d.api, opts.Logger, d.metrics)
 	return d, nil
 }

@@ -70,10 +70,10 @@ allow = ["sign"]
 	if c := post(""); c != http.StatusUnauthorized {
 		t.Fatalf("records without identity: %d, want 401", c)
 	}
-	if v := value(t, d.metrics.Records.WithLabelValues("sign", "denied")); v != 2 {
+	if v := gathered(t, d.metrics.Registry, "provenanced_records_total", "operation", "sign", "outcome", "denied"); v != 2 {
 		t.Errorf("records_total{sign,denied} = %v, want 2", v)
 	}
-	if v := value(t, d.metrics.Records.WithLabelValues("sign", "error")); v != 0 {
+	if v := gathered(t, d.metrics.Registry, "provenanced_records_total", "operation", "sign", "outcome", "error"); v != 0 {
 		t.Errorf("records_total{sign,error} = %v, want 0", v)
 	}
 }

@@ -9,9 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
-	"github.com/prometheus/client_golang/prometheus/promhttp"
-
 	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
@@ -31,9 +30,9 @@ type generation struct {
 	cfg     *conf.Config
 	keys    []*backends.Key
 	byName  map[string]*backends.Key
-	app     *api.API // its access state: clients, tokens, the audit log
-	handler http.Handler
-	tls     *tls.Config // the TCP listener's certificate and client CA, or nil
+	policy  *access.Policy // clients, tokens, the audit log
+	handler http.Handler   // the API
+	tls     *tls.Config    // the TCP listener's certificate and client CA, or nil
 	// closers are what the generation owns besides its keys' backends (an audit file,
 	// say): closed with the generation, once no request runs on it, or at shutdown.
 	closers []io.Closer
@@ -56,52 +55,16 @@ func (g *generation) key(name string) *backends.Key { return g.byName[name] }
 // after the keys (the clients, tokens and audit file of [clients.*] and [audit]): put
 // into g, with what must be closed in g.closers, and closed here on a later error.
 func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *generation) (g *generation, err error) {
-	bopts := backends.Options{Observe: func(name, backend string) backends.Observer {
-		metric := d.metrics.signObserver(name, backend)
-		return func(took time.Duration, err error) {
-			metric(took, err)
-			d.health.observe(name, err)
-		}
-	}, SessionWait: d.metrics.sessionWait}
-	var keys, opened []*backends.Key
+	keys, opened, err := d.openKeys(ctx, cfg, prev)
+	if err != nil {
+		return nil, err
+	}
 	defer func() {
 		if err != nil {
 			backends.CloseAll(opened)
 		}
 	}()
-	for _, spec := range cfg.Keys {
-		var k *backends.Key
-		if old := prev.reusable(spec); old != nil {
-			k, err = backends.Reuse(ctx, old, spec, bopts)
-		} else {
-			k, err = backends.Open(ctx, spec, bopts)
-			if k != nil {
-				opened = append(opened, k)
-			}
-		}
-		if err != nil {
-			return nil, err
-		}
-		keys = append(keys, k)
-	}
-	prov, err := newProvenance(ctx, cfg, keys, d.metrics)
-	if err != nil {
-		return nil, err
-	}
-	a, err := api.New(api.Options{
-		Provenance:      prov,
-		Keys:            keys,
-		MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		SignTimeout:     cfg.Server.SignTimeout.D(),
-		MaxBatch:        cfg.Server.MaxBatch,
-		Logger:          d.log,
-		Metrics:         promhttp.HandlerFor(d.metrics.Registry, promhttp.HandlerOpts{}),
-		Ready: func(ctx context.Context) []string {
-			return append(d.health.reasons(ctx), d.auditProblem()...)
-		},
-		Version: d.opts.Version,
-		PeerOf:  peerOf,
-	})
+	prov, err := newProvenance(ctx, cfg, keys)
 	if err != nil {
 		return nil, err
 	}
@@ -114,21 +77,66 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 		// the certificate it has.
 		tc = prev.tls
 	}
-	// Last, since nothing after it can fail: a new audit file is open from here on.
-	var running *api.Access
+	var running *access.Policy
 	if prev != nil {
-		running = prev.app.Access()
+		running = prev.policy
 	}
-	ac, err := d.BuildAccess(cfg, running)
+	// Last but for the API: a new audit file is open from here on.
+	policy, err := d.buildPolicy(cfg, running)
 	if err != nil {
 		return nil, err
 	}
-	a.SetAccess(ac)
-	g = &generation{cfg: cfg, keys: keys, byName: map[string]*backends.Key{}, app: a, handler: a.Handler(), tls: tc, drained: make(chan struct{})}
+	a, err := api.New(api.Options{
+		Provenance:      prov,
+		Keys:            keys,
+		MaxRequestBytes: cfg.Server.MaxRequestBytes,
+		SignTimeout:     cfg.Server.SignTimeout.D(),
+		MaxBatch:        cfg.Server.MaxBatch,
+		Logger:          d.log,
+		Metrics:         d.metrics.api,
+		Version:         d.opts.Version,
+		Access:          policy,
+	})
+	if err != nil {
+		if al := policy.Audit(); al != nil && (running == nil || al != running.Audit()) {
+			al.Close()
+		}
+		return nil, err
+	}
+	g = &generation{cfg: cfg, keys: keys, byName: map[string]*backends.Key{}, policy: policy, handler: a.Handler(), tls: tc, drained: make(chan struct{})}
 	for _, k := range keys {
 		g.byName[k.Name()] = k
 	}
 	return g, nil
+}
+
+// openKeys opens cfg's keys, reusing prev's unchanged ones; opened are those opened
+// afresh, which the caller closes if the generation is not built after all.
+func (d *Daemon) openKeys(ctx context.Context, cfg *conf.Config, prev *generation) (keys, opened []*backends.Key, err error) {
+	bopts := backends.Options{Observe: func(name, backend string) backends.Observer {
+		metric := d.metrics.signObserver(name, backend)
+		return func(took time.Duration, err error) {
+			metric(took, err)
+			d.health.observe(name, err)
+		}
+	}, SessionWait: d.metrics.sessionWait}
+	for _, spec := range cfg.Keys {
+		var k *backends.Key
+		if old := prev.reusable(spec); old != nil {
+			k, err = backends.Reuse(ctx, old, spec, bopts)
+		} else {
+			k, err = backends.Open(ctx, spec, bopts)
+			if k != nil {
+				opened = append(opened, k)
+			}
+		}
+		if err != nil {
+			backends.CloseAll(opened)
+			return nil, nil, err
+		}
+		keys = append(keys, k)
+	}
+	return keys, opened, nil
 }
 
 // reusable returns prev's key that spec describes unchanged, or nil.
@@ -212,10 +220,10 @@ func (g *generation) auditNotSharedBy(next *generation) *audit.Log {
 }
 
 func (g *generation) audit() *audit.Log {
-	if g.app == nil || g.app.Access() == nil {
+	if g == nil || g.policy == nil {
 		return nil
 	}
-	return g.app.Access().Audit()
+	return g.policy.Audit()
 }
 
 // notSharedBy lists g's keys whose backend next does not use.

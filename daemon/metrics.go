@@ -12,6 +12,8 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/collectors"
 
+	"github.com/ib1/provenanced/api"
+	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/backends/awskms"
@@ -24,10 +26,10 @@ type Metrics struct {
 	SignDuration *prometheus.HistogramVec
 	Requests     *prometheus.CounterVec
 	RequestTime  *prometheus.HistogramVec
-	Records      *prometheus.CounterVec
+	api          *api.Metrics
 	BackendUp    *prometheus.GaugeVec
 	CertExpiry   *prometheus.GaugeVec
-	access       *accessMetrics
+	access       *access.Metrics
 	audit        *audit.Metrics
 	SessionWait  *prometheus.HistogramVec
 
@@ -58,10 +60,6 @@ func NewMetrics(version string) *Metrics {
 			Help:    "HTTP request duration by route pattern.",
 			Buckets: SignBuckets,
 		}, []string{"route"}),
-		Records: prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "provenanced_records_total",
-			Help: "Provenance records signed or verified, by operation (sign, verify) and outcome (ok, timeout, unavailable, denied, invalid, error).",
-		}, []string{"operation", "outcome"}),
 		BackendUp: prometheus.NewGaugeVec(prometheus.GaugeOpts{
 			Name: "provenanced_backend_up",
 			Help: "1 when the key's backend can sign, 0 when it cannot.",
@@ -82,50 +80,22 @@ func NewMetrics(version string) *Metrics {
 		Help:        "Always 1; the labels say which build is running.",
 		ConstLabels: prometheus.Labels{"version": version, "goversion": runtime.Version(), "revision": BuildRevision()},
 	})
-	m.access = newAccessMetrics(reg)
+	m.access = access.NewMetrics(reg)
 	m.audit = audit.NewMetrics(reg)
+	m.api = api.NewMetrics(reg)
 	build.Set(1)
-	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.Records, m.BackendUp, m.CertExpiry, build,
+	reg.MustRegister(m.SignDuration, m.Requests, m.RequestTime, m.BackendUp, m.CertExpiry, build,
 		collectors.NewGoCollector(), collectors.NewProcessCollector(collectors.ProcessCollectorOpts{}))
 	reg.MustRegister(awskms.Collectors()...)
-	for _, op := range []string{"sign", "verify"} {
-		for _, outcome := range Outcomes {
-			m.Records.WithLabelValues(op, outcome)
-		}
-	}
 	return m
-}
-
-// Outcomes are the values of the outcome label, the agreed set: a dashboard can tell a
-// slow backend (timeout) from a down one (unavailable), a refused client (denied) and bad
-// input (invalid) from the daemon's own failures (error).
-var Outcomes = []string{"ok", "timeout", "unavailable", "denied", "invalid", "error"}
-
-// Outcome is the outcome label of an operation that ended with err. An error that knows
-// its outcome says so with an Outcome() string method (the access policy's denials do).
-func Outcome(err error) string {
-	var o interface{ Outcome() string }
-	switch {
-	case err == nil:
-		return "ok"
-	case errors.As(err, &o):
-		return o.Outcome()
-	case errors.Is(err, context.DeadlineExceeded):
-		return "timeout" // before unavailable: a KMS call past its deadline wraps both
-	case errors.Is(err, backends.ErrUnavailable):
-		return "unavailable"
-	case errors.Is(err, backends.ErrInvalidDigest):
-		return "invalid"
-	}
-	return "error"
 }
 
 // signObserver returns the Observer that times key's signatures. The label lookups are
 // done here, once, not on every signature; an error that says the backend is unavailable
 // takes the key's backend_up down at once (the health check brings it back).
 func (m *Metrics) signObserver(name, backend string) backends.Observer {
-	by := make(map[string]prometheus.Observer, len(Outcomes))
-	for _, o := range Outcomes {
+	by := make(map[string]prometheus.Observer, len(backends.Outcomes))
+	for _, o := range backends.Outcomes {
 		by[o] = m.SignDuration.WithLabelValues(name, backend, o)
 	}
 	ok := by["ok"]
@@ -136,7 +106,7 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 			ok.Observe(took.Seconds())
 			return
 		}
-		o := Outcome(err)
+		o := backends.Outcome(err)
 		h, known := by[o]
 		if !known { // an Outcome() outside the agreed set is counted as an error
 			h = by["error"]

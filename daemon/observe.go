@@ -10,34 +10,26 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/ib1/provenanced/api/access"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
-// peer is who is on the other end of a connection: on the Unix socket the kernel's
-// word for the process (SO_PEERCRED), on TCP its address.
-type peer struct {
-	unix          bool
-	uid, gid, pid int
-}
-
-type peerKey struct{}
-
 // connContext records the peer of a Unix socket connection once per connection, not
-// once per request.
+// once per request: the kernel's word for the process (SO_PEERCRED).
 func connContext(ctx context.Context, c net.Conn) context.Context {
 	uc, ok := c.(*net.UnixConn)
 	if !ok {
 		return ctx
 	}
-	p := &peer{unix: true, uid: -1, gid: -1, pid: -1}
+	p := access.Peer{UID: -1, GID: -1, PID: -1}
 	if raw, err := uc.SyscallConn(); err == nil {
 		raw.Control(func(fd uintptr) {
 			if cred, err := syscall.GetsockoptUcred(int(fd), syscall.SOL_SOCKET, syscall.SO_PEERCRED); err == nil {
-				p.uid, p.gid, p.pid = int(cred.Uid), int(cred.Gid), int(cred.Pid)
+				p.UID, p.GID, p.PID = int(cred.Uid), int(cred.Gid), int(cred.Pid)
 			}
 		})
 	}
-	return context.WithValue(ctx, peerKey{}, p)
+	return access.WithPeer(ctx, p)
 }
 
 // observed wraps the API: one metric sample and one log line per request, with the route
@@ -66,14 +58,16 @@ var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
 func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	start := time.Now()
 	rec := recorders.Get().(*statusRecorder)
-	rec.ResponseWriter, rec.status, rec.client = w, 0, ""
+	rec.ResponseWriter, rec.status = w, 0
+	ctx, call := access.NewCall(r.Context())
+	r = r.WithContext(ctx)
 	o.next.ServeHTTP(rec, r)
 	took := time.Since(start)
 	status := rec.status
 	if status == 0 {
 		status = http.StatusOK
 	}
-	client := rec.client
+	client := call.Client
 	rec.ResponseWriter = nil
 	recorders.Put(rec)
 
@@ -98,7 +92,7 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if !o.log.Enabled(r.Context(), level) {
 		return
 	}
-	p, _ := r.Context().Value(peerKey{}).(*peer)
+	p, unix := access.PeerFrom(r.Context())
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("route", route), slog.Int("status", status), slog.Float64("duration_ms", float64(took.Microseconds())/1000))
 	if k := r.PathValue("name"); k != "" {
@@ -107,8 +101,8 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	if client != "" {
 		attrs = append(attrs, slog.String("client", client))
 	}
-	if p != nil && p.unix {
-		attrs = append(attrs, slog.Attr{Key: "peer", Value: slog.GroupValue(slog.Int("uid", p.uid), slog.Int("gid", p.gid), slog.Int("pid", p.pid))})
+	if unix {
+		attrs = append(attrs, slog.Attr{Key: "peer", Value: slog.GroupValue(slog.Int("uid", p.UID), slog.Int("gid", p.GID), slog.Int("pid", p.PID))})
 	} else {
 		attrs = append(attrs, slog.String("peer", r.RemoteAddr))
 	}
@@ -143,11 +137,7 @@ func (o *observed) instruments(route string, status int, client string) (prometh
 type statusRecorder struct {
 	http.ResponseWriter
 	status int
-	client string // the client the API recognised, if any
 }
-
-// NoteClient is api.ClientNoter: the API says which client it recognised.
-func (s *statusRecorder) NoteClient(name string) { s.client = name }
 
 func (s *statusRecorder) WriteHeader(code int) {
 	if s.status == 0 {

@@ -1,13 +1,14 @@
 package daemon
 
 import (
-	"context"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
 	"os"
 	"path/filepath"
 	"testing"
+
+	"github.com/ib1/provenanced/api/access"
 )
 
 // BenchmarkRequestLog is the cost observed adds to a request: metrics and the JSON log
@@ -23,7 +24,7 @@ func BenchmarkRequestLog(b *testing.B) {
 	mux.HandleFunc("POST /v1/keys/{name}/sign", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
 	o := newObserved(mux, log, NewMetrics("bench"))
 	req := httptest.NewRequest("POST", "/v1/keys/signing/sign", nil)
-	req = req.WithContext(context.WithValue(req.Context(), peerKey{}, &peer{unix: true, uid: 1000, gid: 1000, pid: 4242}))
+	req = req.WithContext(access.WithPeer(req.Context(), access.Peer{UID: 1000, GID: 1000, PID: 4242}))
 	w := httptest.NewRecorder()
 	b.ReportAllocs()
 	for b.Loop() {

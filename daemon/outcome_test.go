@@ -5,7 +5,6 @@ import (
 	"errors"
 	"fmt"
 	"runtime/debug"
-	"strings"
 	"testing"
 	"time"
 
@@ -14,32 +13,6 @@ import (
 
 	"github.com/ib1/provenanced/backends"
 )
-
-type deniedErr struct{}
-
-func (deniedErr) Error() string   { return "client billing may not sign with key k" }
-func (deniedErr) Outcome() string { return "denied" }
-
-func TestOutcome(t *testing.T) {
-	cases := []struct {
-		err  error
-		want string
-	}{
-		{nil, "ok"},
-		{fmt.Errorf("sign: %w", context.DeadlineExceeded), "timeout"},
-		// A KMS call past its deadline wraps both; the deadline is the more precise reason.
-		{fmt.Errorf("%w: kms: %w", backends.ErrUnavailable, context.DeadlineExceeded), "timeout"},
-		{fmt.Errorf("%w: token removed", backends.ErrUnavailable), "unavailable"},
-		{fmt.Errorf("%w: 31 bytes", backends.ErrInvalidDigest), "invalid"},
-		{fmt.Errorf("policy: %w", deniedErr{}), "denied"},
-		{errors.New("CKR_GENERAL_ERROR"), "error"},
-	}
-	for _, c := range cases {
-		if got := Outcome(c.err); got != c.want {
-			t.Errorf("Outcome(%v) = %q, want %q", c.err, got, c.want)
-		}
-	}
-}
 
 // The sign histogram counts each failure under its reason, and an unavailable backend
 // takes backend_up down.
@@ -81,44 +54,6 @@ func TestSignObserverOutcomes(t *testing.T) {
 	}
 }
 
-func TestRecordOutcomes(t *testing.T) {
-	m := NewMetrics("test")
-	m.countRecord("verify", false)
-	m.countRecord("sign", true)
-	m.countRecordErr("sign", fmt.Errorf("%w: kms", backends.ErrUnavailable))
-	m.countRecordErr("sign", deniedErr{})
-	for _, c := range []struct {
-		op, outcome string
-		want        float64
-	}{{"verify", "invalid", 1}, {"sign", "ok", 1}, {"sign", "unavailable", 1}, {"sign", "denied", 1}, {"sign", "error", 0}} {
-		if v := value(t, m.Records.WithLabelValues(c.op, c.outcome)); v != c.want {
-			t.Errorf("records_total{%s,%s} = %v, want %v", c.op, c.outcome, v, c.want)
-		}
-	}
-	// Every agreed outcome is exported from the start, so rate() has a series to work on.
-	mfs, err := m.Registry.Gather()
-	if err != nil {
-		t.Fatal(err)
-	}
-	seen := map[string]bool{}
-	for _, mf := range mfs {
-		if mf.GetName() == "provenanced_records_total" {
-			for _, mt := range mf.GetMetric() {
-				var labels []string
-				for _, l := range mt.GetLabel() {
-					labels = append(labels, l.GetValue())
-				}
-				seen[strings.Join(labels, "/")] = true
-			}
-		}
-	}
-	for _, o := range Outcomes {
-		if !seen["verify/"+o] || !seen["sign/"+o] {
-			t.Errorf("records_total lacks a series for outcome %s: %v", o, seen)
-		}
-	}
-}
-
 // value reads a counter or gauge.
 func value(t *testing.T, c prometheus.Metric) float64 {
 	t.Helper()
@@ -153,4 +88,37 @@ func TestVCSRevision(t *testing.T) {
 	if got := BuildRevision(); got != "0123abc" {
 		t.Errorf("with Revision stamped, BuildRevision() = %q", got)
 	}
+}
+
+// gathered is the value of the counter or gauge name whose labels are the name, value
+// pairs given.
+func gathered(t *testing.T, reg *prometheus.Registry, name string, labels ...string) float64 {
+	t.Helper()
+	mfs, err := reg.Gather()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, mf := range mfs {
+		if mf.GetName() != name {
+			continue
+		}
+	metrics:
+		for _, m := range mf.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for i := 0; i+1 < len(labels); i += 2 {
+				if have[labels[i]] != labels[i+1] {
+					continue metrics
+				}
+			}
+			if m.Counter != nil {
+				return m.Counter.GetValue()
+			}
+			return m.Gauge.GetValue()
+		}
+	}
+	t.Fatalf("no %s%v", name, labels)
+	return 0
 }

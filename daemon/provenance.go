@@ -14,9 +14,9 @@ import (
 // newProvenance sets up the record routes from [provenance]: the verifier of received
 // records (root CA, trust framework, limits) and the key that signs records. What the
 // config asks for must work; what it leaves out makes those routes answer 503.
-func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key, m *Metrics) (*api.Provenance, error) {
+func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key) (*api.Provenance, error) {
 	pc := &cfg.Provenance
-	p := &api.Provenance{Scheme: pc.Scheme, Counted: m.countRecord, Failed: m.countRecordErr}
+	p := &api.Provenance{Scheme: pc.Scheme}
 	if pc.RootCA == "" {
 		// The answer names the setting, not the config file's path.
 		p.NotConfigured = "provenance.root_ca is not set in the daemon's configuration: records can be neither verified nor signed"
@@ -89,28 +89,4 @@ func checkCertificates(cfg *conf.Config, keys []*backends.Key, roots []*x509.Cer
 		}
 	}
 	return nil
-}
-
-// countRecord counts a record operation the API reports as ok or not: a verification
-// that fails is the input's fault (invalid); a signing that fails without its error in
-// hand is an error.
-func (m *Metrics) countRecord(op string, ok bool) {
-	outcome := "ok"
-	switch {
-	case ok:
-	case op == "verify":
-		outcome = "invalid"
-	default:
-		outcome = "error"
-	}
-	m.Records.WithLabelValues(op, outcome).Inc()
-}
-
-// countRecordErr counts a record operation that failed with err, by its reason.
-func (m *Metrics) countRecordErr(op string, err error) {
-	o := Outcome(err)
-	if err != nil && o == "ok" {
-		o = "error"
-	}
-	m.Records.WithLabelValues(op, o).Inc()
 }

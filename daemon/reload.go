@@ -78,7 +78,7 @@ func (d *Daemon) reload(ctx context.Context) error {
 		old.closers = append(old.closers, auditCloser{al, d.log})
 	}
 	old.retire(closed)
-	d.warnOpen(g.app.Access())
+	d.warnOpen(g.policy)
 	d.warnClearTokens(cfg)
 	if d.opts.LogLevel != nil {
 		var lv slog.Level

@@ -30,6 +30,13 @@ type Problem struct {
 	RequestID string `json:"request_id,omitzero"`
 }
 
+// Failure is a request that failed once accepted (its backend could not sign, say): the
+// status to answer and what to say.
+type Failure struct {
+	Status int
+	Problem
+}
+
 type errorBody struct {
 	Error Problem `json:"error"`
 }

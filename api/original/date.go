@@ -1,4 +1,4 @@
-package api
+package original
 
 import (
 	"encoding/json"
@@ -12,7 +12,7 @@ import (
 // 2 `datetime` fields, validated in lax mode from what json.loads made of the body (FastAPI
 // validates Python objects, not JSON text). pydanticDateTime accepts and refuses what that
 // validation does: pydantic-core 2.41 (the original's uv.lock) parsing with speedate 0.17.
-// Its rules, with where they come from, are in seeddate_test.go's table; in short:
+// Its rules, with where they come from, are in date_test.go's table; in short:
 //
 //   - a string: YYYY-MM-DD, a separator T, t, space or _, HH:MM[:SS[(.|,)fraction]], then
 //     nothing, Z, z, or a ±HH[:]MM offset (also U+2212 minus) below 24 hours;
@@ -68,8 +68,8 @@ type dateErr string
 
 // pydanticDateTime parses the raw JSON value of a datetime field, or returns the 422
 // problem pydantic would report (without its loc, which the caller adds).
-func pydanticDateTime(raw json.RawMessage) (time.Time, *seedProblem) {
-	typeProblem := &seedProblem{Type: "datetime_type", Msg: "Input should be a valid datetime", Input: raw}
+func pydanticDateTime(raw json.RawMessage) (time.Time, *problem) {
+	typeProblem := &problem{Type: "datetime_type", Msg: "Input should be a valid datetime", Input: raw}
 	if len(raw) == 0 {
 		return time.Time{}, typeProblem
 	}
@@ -82,10 +82,10 @@ func pydanticDateTime(raw json.RawMessage) (time.Time, *seedProblem) {
 		t, err := pydanticDateTimeString(s)
 		if err == errPythonYearZero {
 			// speedate read it; Python's datetime then refused it: no date fallback.
-			return time.Time{}, &seedProblem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: s}
+			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: s}
 		}
 		if err != "" {
-			return time.Time{}, &seedProblem{Type: "datetime_from_date_parsing", Msg: "Input should be a valid datetime or date, " + string(err), Input: s}
+			return time.Time{}, &problem{Type: "datetime_from_date_parsing", Msg: "Input should be a valid datetime or date, " + string(err), Input: s}
 		}
 		return t, nil
 	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
@@ -94,7 +94,7 @@ func pydanticDateTime(raw json.RawMessage) (time.Time, *seedProblem) {
 			return time.Time{}, typeProblem
 		}
 		if err != "" {
-			return time.Time{}, &seedProblem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: raw}
+			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: raw}
 		}
 		return t, nil
 	}

@@ -1,4 +1,4 @@
-package api
+package original
 
 import (
 	"fmt"
@@ -37,7 +37,7 @@ func mustTime(t *testing.T, s string) time.Time {
 // (first is the position of the first step the signer added).
 func vectorSteps(t *testing.T, file string, first int) []*provenance.Object {
 	t.Helper()
-	data, err := os.ReadFile(filepath.Join("..", "provenance", "testdata", "vectors", "records", file))
+	data, err := os.ReadFile(filepath.Join("..", "..", "provenance", "testdata", "vectors", "records", file))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -96,7 +96,7 @@ var recordTime = regexp.MustCompile(`^[0-9]{4}-[0-9]{2}-[0-9]{2}T[0-9]{2}:[0-9]{
 
 // The EDP and CAP steps are the ones the original service wrote into the reference vectors
 // (edp.decoded.json, cap.decoded.json), given the inputs those records show.
-func TestSeedStepsMatchTheOriginal(t *testing.T) {
+func TestStepsMatchTheOriginal(t *testing.T) {
 	edp := &edpRequest{
 		from: mustTime(t, "2025-09-01T10:00:00Z"), to: mustTime(t, "2025-10-01T10:00:00Z"),
 		granted: mustTime(t, "2025-08-28T09:15:42Z"), expires: mustTime(t, "2026-08-28T09:15:42Z"),
@@ -152,7 +152,7 @@ func TestSeedStepsMatchTheOriginal(t *testing.T) {
 
 	// What the CAP looks for in the EDP's record (decoded, with _signature) is found there,
 	// once; another EDP member or CAP finds nothing.
-	data, err := os.ReadFile(filepath.Join("..", "provenance", "testdata", "vectors", "records", "edp.decoded.json"))
+	data, err := os.ReadFile(filepath.Join("..", "..", "provenance", "testdata", "vectors", "records", "edp.decoded.json"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,12 @@
-package api
+// Package original serves the routes of the original provenance service, which
+// provenanced replaces: POST /api/v1/sign/edp, /api/v1/sign/cap and /api/v1/decode, with
+// its field names, its validation and its error shape ({"detail"}: a list of problems for
+// a body that does not match the schema (422), a string for invalid values (400)). Its
+// clients work unchanged. Two things differ on purpose: step timestamps are converted to
+// UTC and formatted properly (the original cut characters off Python's isoformat, which
+// corrupted inputs without microseconds), and a record that fails verification names the
+// check that failed.
+package original
 
 import (
 	"context"
@@ -8,18 +16,66 @@ import (
 	"net/http"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/audit"
+	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/provenance"
 )
 
-// The original provenance service's routes: POST /api/v1/sign/edp, /api/v1/sign/cap and
-// /api/v1/decode, with its field names, its validation and its error shape ({"detail"}:
-// a list of problems for a body that does not match the schema (422), a string for
-// invalid values (400)). Its clients work unchanged. Two things differ on purpose: step
-// timestamps are converted to UTC and formatted properly (the original cut characters
-// off Python's isoformat, which corrupted inputs without microseconds), and a record
-// that fails verification names the check that failed.
+// Records is what the routes need of the API's record service.
+type Records interface {
+	// Sign signs the record b holds with the record key, within the request's
+	// sign_timeout, and returns it encoded; a failure says how to answer. It counts the
+	// signing in provenanced_records_total.
+	Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure)
+	// Verified counts a verification of a received record: ok, or invalid.
+	Verified(ok bool)
+}
+
+// Options configure the routes.
+type Options struct {
+	// Verifier checks received records; nil when records are not configured, and
+	// NotConfigured then says why.
+	Verifier      *provenance.Verifier
+	NotConfigured string
+	// CannotSign says why records cannot be signed; "" when they can.
+	CannotSign string
+	Scheme     string
+	// Now is the clock of step timestamps (time.Now if nil).
+	Now             func() time.Time
+	MaxRequestBytes int64
+	Records         Records
+	// KeyName is the record key's name, for access control and the audit log.
+	KeyName string
+	// Denied counts the signing requests the clients' policy refuses.
+	Denied prometheus.Counter
+}
+
+// Route is one of the original's routes, for the API to mount.
+type Route struct {
+	Method, Path string
+	Handler      http.HandlerFunc
+}
+
+// Routes returns the original's routes, the signing ones under guard.
+func Routes(opts Options, guard *access.Guard) []Route {
+	o := &service{opts}
+	if o.opts.Now == nil {
+		o.opts.Now = time.Now
+	}
+	signing := access.Route{Op: conf.OpRecords, Refuse: Error, Denied: opts.Denied,
+		KeyOf: func(*http.Request) string { return opts.KeyName }}
+	return []Route{
+		{"POST", "/api/v1/sign/edp", guard.Wrap(signing, o.signEDP)},
+		{"POST", "/api/v1/sign/cap", guard.Wrap(signing, o.signCAP)},
+		{"POST", "/api/v1/decode", o.decode},
+	}
+}
+
+type service struct{ opts Options }
 
 // Versioned names of the Perseus scheme that the original writes into its records.
 const (
@@ -37,8 +93,8 @@ const (
 	missingSubst    = "/assurance/missing-data/Substituted"
 )
 
-// seedProblem is one entry of a 422 detail list, in FastAPI's shape.
-type seedProblem struct {
+// problem is one entry of a 422 detail list, in FastAPI's shape.
+type problem struct {
 	Type  string `json:"type"`
 	Loc   []any  `json:"loc"`
 	Msg   string `json:"msg"`
@@ -51,21 +107,21 @@ func writeDetail(w http.ResponseWriter, status int, detail any) {
 	}{detail})
 }
 
-// detailError is a wire.ErrorWriter in the original's shape: the message is the detail.
-func detailError(w http.ResponseWriter, status int, _, message, _ string) {
+// Error is a wire.ErrorWriter in the original's shape: the message is the detail.
+func Error(w http.ResponseWriter, status int, _, message, _ string) {
 	writeDetail(w, status, message)
 }
 
-// seedForm reads the original's JSON body: required string and date-time fields.
-type seedForm struct {
+// form reads the original's JSON body: required string and date-time fields.
+type form struct {
 	raw      map[string]json.RawMessage
-	problems []seedProblem
+	problems []problem
 }
 
 // readSeedBody reads the body within the size limit, answering in the original's shape
 // when it cannot.
-func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
-	body, err := wire.ReadBody(w, r, a.opts.MaxRequestBytes)
+func (o *service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
+	body, err := wire.ReadBody(w, r, o.opts.MaxRequestBytes)
 	if err != nil {
 		var re *wire.RequestError
 		if errors.As(err, &re) {
@@ -93,43 +149,43 @@ func (a *API) readSeedBody(w http.ResponseWriter, r *http.Request) ([]byte, bool
 	return text, true
 }
 
-func (a *API) readSeedForm(w http.ResponseWriter, r *http.Request) (*seedForm, bool) {
-	body, ok := a.readSeedBody(w, r)
+func (o *service) readForm(w http.ResponseWriter, r *http.Request) (*form, bool) {
+	body, ok := o.readBody(w, r)
 	if !ok {
 		return nil, false
 	}
-	f := &seedForm{}
+	f := &form{}
 	if err := json.Unmarshal(body, &f.raw); err != nil || f.raw == nil {
 		typ, msg := "model_attributes_type", "Input should be a valid dictionary or object to extract fields from"
 		var se *json.SyntaxError
 		if errors.As(err, &se) || len(body) == 0 {
 			typ, msg = "json_invalid", "JSON decode error"
 		}
-		writeDetail(w, http.StatusUnprocessableEntity, []seedProblem{{Type: typ, Loc: []any{"body"}, Msg: msg}})
+		writeDetail(w, http.StatusUnprocessableEntity, []problem{{Type: typ, Loc: []any{"body"}, Msg: msg}})
 		return nil, false
 	}
 	return f, true
 }
 
-func (f *seedForm) str(name string) string {
+func (f *form) str(name string) string {
 	raw, ok := f.raw[name]
 	if !ok {
-		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
+		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
 		return ""
 	}
 	var s string
 	if err := json.Unmarshal(raw, &s); err != nil || string(raw) == "null" { // pydantic: None is not a str
-		f.problems = append(f.problems, seedProblem{Type: "string_type", Loc: []any{"body", name}, Msg: "Input should be a valid string", Input: json.RawMessage(raw)})
+		f.problems = append(f.problems, problem{Type: "string_type", Loc: []any{"body", name}, Msg: "Input should be a valid string", Input: json.RawMessage(raw)})
 		return ""
 	}
 	return s
 }
 
-// time reads a datetime field as the original's pydantic model does (see seeddate.go).
-func (f *seedForm) time(name string) time.Time {
+// time reads a datetime field as the original's pydantic model does (see date.go).
+func (f *form) time(name string) time.Time {
 	raw, ok := f.raw[name]
 	if !ok {
-		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
+		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
 		return time.Time{}
 	}
 	t, problem := pydanticDateTime(raw)
@@ -147,57 +203,39 @@ func m(k string, v any) provenance.Member { return provenance.Member{Key: k, Val
 
 func obj(members ...provenance.Member) *provenance.Object { return provenance.NewObject(members...) }
 
-// seedReady answers 503, in the original's shape, when records cannot be signed.
-func (a *API) seedReady(w http.ResponseWriter, signing bool) bool {
-	p := a.opts.Provenance
+// ready answers 503, in the original's shape, when records cannot be verified, or
+// signed when signing.
+func (o *service) ready(w http.ResponseWriter, signing bool) bool {
 	switch {
-	case p == nil || p.Verifier == nil:
+	case o.opts.Verifier == nil:
 		msg := "provenance records are not configured"
-		if p != nil && p.NotConfigured != "" {
-			msg = p.NotConfigured
+		if o.opts.NotConfigured != "" {
+			msg = o.opts.NotConfigured
 		}
 		writeDetail(w, http.StatusServiceUnavailable, msg)
 		return false
-	case signing && (p.Key == nil || p.Key.Leaf() == nil):
-		writeDetail(w, http.StatusServiceUnavailable, "the service is not configured to sign: no signing key with a certificate")
+	case signing && o.opts.CannotSign != "":
+		writeDetail(w, http.StatusServiceUnavailable, o.opts.CannotSign)
 		return false
 	}
 	return true
 }
 
-// signSeed signs the record b holds and answers it, or the original's error shape.
-func (a *API) signSeed(w http.ResponseWriter, r *http.Request, b *provenance.Builder) {
-	p := a.opts.Provenance
-	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
-	defer cancel()
-	entry := a.keys[p.Key.Name()]
-	if entry == nil || entry.signer == nil {
-		reason := "its key is not among the daemon's keys"
-		if entry != nil {
-			reason = entry.signerErr.Error()
-		}
-		writeDetail(w, http.StatusServiceUnavailable, "the service cannot sign records: "+reason)
+// sign signs the record b holds and answers it, or the original's error shape.
+func (o *service) sign(w http.ResponseWriter, r *http.Request, b *provenance.Builder) {
+	out, f := o.opts.Records.Sign(r, b)
+	if f == nil {
+		wire.Bytes(w, http.StatusOK, out)
 		return
 	}
-	rec, err := b.SignWith(ctx, entry.signer)
-	if err == nil {
-		var out []byte
-		if out, err = rec.Marshal(); err == nil {
-			p.count("sign", true)
-			wire.Bytes(w, http.StatusOK, append(out, '\n'))
-			return
-		}
+	msg := f.Message
+	if f.RequestID != "" {
+		w.Header().Set("X-Request-Id", f.RequestID)
 	}
-	p.countErr("sign", err)
-	id := wire.NewRequestID()
-	status, _, msg := a.signError(r.Context(), r.Pattern, a.keys[p.Key.Name()], err, &id)
-	if status >= 500 {
-		w.Header().Set("X-Request-Id", id)
+	if f.Status == http.StatusInternalServerError {
+		msg = "Internal server error; the daemon's log has the reason under request id " + f.RequestID
 	}
-	if status == http.StatusInternalServerError {
-		msg = "Internal server error; the daemon's log has the reason under request id " + id
-	}
-	writeDetail(w, status, msg)
+	writeDetail(w, f.Status, msg)
 }
 
 // edpRequest is the body of POST /api/v1/sign/edp, checked.
@@ -209,7 +247,7 @@ type edpRequest struct {
 
 // parseEDPRequest reads the form as the original's EdpProvenanceRecordRequest does: a 422
 // problem list when a field is missing or malformed, then a 400 for dates out of order.
-func parseEDPRequest(f *seedForm) (*edpRequest, int, any) {
+func parseEDPRequest(f *form) (*edpRequest, int, any) {
 	r := &edpRequest{}
 	r.from, r.to = f.time("from_date"), f.time("to_date")
 	r.granted, r.expires = f.time("permission_granted"), f.time("permission_expires")
@@ -234,8 +272,8 @@ type stepAdder interface {
 
 // auditedSteps is b, and when the request is audited a stepAdder that also lists each
 // step added in the audit line.
-func auditedSteps(w http.ResponseWriter, b *provenance.Builder) stepAdder {
-	e := auditEntry(w)
+func auditedSteps(ctx context.Context, b *provenance.Builder) stepAdder {
+	e := access.Entry(ctx)
 	if e == nil {
 		return b
 	}
@@ -256,15 +294,15 @@ func (s *auditSteps) AddStep(o *provenance.Object) (string, error) {
 	return id, err
 }
 
-// seedSteps adds a record's steps in order and keeps the first error, so that the step
+// stepList adds a record's steps in order and keeps the first error, so that the step
 // builders list their steps as the record has them and check once.
-type seedSteps struct {
+type stepList struct {
 	b   stepAdder
 	err error
 }
 
 // add adds a step of type typ and returns its id ("" after an error).
-func (s *seedSteps) add(typ string, members ...provenance.Member) string {
+func (s *stepList) add(typ string, members ...provenance.Member) string {
 	if s.err != nil {
 		return ""
 	}
@@ -275,7 +313,7 @@ func (s *seedSteps) add(typ string, members ...provenance.Member) string {
 
 // addEDPSteps adds the original's EDP steps: permission, origin, transfer to the CAP.
 func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
-	steps := &seedSteps{b: b}
+	steps := &stepList{b: b}
 	permission := steps.add("permission",
 		m("scheme", scheme),
 		m("timestamp", provenance.FormatTimestamp(r.granted)),
@@ -309,11 +347,11 @@ func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
 }
 
 // signEDP is the original's POST /api/v1/sign/edp.
-func (a *API) signEDP(w http.ResponseWriter, r *http.Request) {
-	if !a.seedReady(w, true) {
+func (o *service) signEDP(w http.ResponseWriter, r *http.Request) {
+	if !o.ready(w, true) {
 		return
 	}
-	f, ok := a.readSeedForm(w, r)
+	f, ok := o.readForm(w, r)
 	if !ok {
 		return
 	}
@@ -322,13 +360,12 @@ func (a *API) signEDP(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, status, detail)
 		return
 	}
-	p := a.opts.Provenance
-	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
-	if err := addEDPSteps(auditedSteps(w, b), p.Scheme, req); err != nil {
+	b := provenance.NewBuilder(o.opts.Verifier.Framework(), o.opts.Now(), nil)
+	if err := addEDPSteps(auditedSteps(r.Context(), b), o.opts.Scheme, req); err != nil {
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	a.signSeed(w, r, b)
+	o.sign(w, r, b)
 }
 
 // capRequest is the body of POST /api/v1/sign/cap, checked; the attachment is not yet
@@ -343,11 +380,11 @@ type capRequest struct {
 }
 
 // parseCAPRequest reads the form as the original's CapProvenanceRecordRequest does.
-func parseCAPRequest(f *seedForm) (*capRequest, int, any) {
+func parseCAPRequest(f *form) (*capRequest, int, any) {
 	r := &capRequest{}
 	attachment, present := f.raw["edp_data_attachment"]
 	if !present || string(attachment) == "null" {
-		f.problems = append(f.problems, seedProblem{Type: "missing", Loc: []any{"body", "edp_data_attachment"}, Msg: "Field required"})
+		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", "edp_data_attachment"}, Msg: "Field required"})
 	}
 	r.capMember, r.bankMember, r.capAccount = f.str("cap_member_id"), f.str("bank_member_id"), f.str("cap_account")
 	r.granted, r.expires = f.time("cap_permission_granted"), f.time("cap_permission_expires")
@@ -391,7 +428,7 @@ func edpTransferQuery(scheme string, r *capRequest) *provenance.Object {
 // addCAPSteps adds the original's CAP steps after the EDP's transfer transferID: receipt,
 // permission, grid intensity origin, process, transfer to the bank.
 func addCAPSteps(b stepAdder, scheme string, r *capRequest, transferID string) error {
-	steps := &seedSteps{b: b}
+	steps := &stepList{b: b}
 	receipt := steps.add("receipt", m("transfer", transferID))
 	permission := steps.add("permission",
 		m("scheme", scheme),
@@ -432,11 +469,11 @@ func addCAPSteps(b stepAdder, scheme string, r *capRequest, transferID string) e
 
 // signCAP is the original's POST /api/v1/sign/cap: verify the EDP record, find its one
 // transfer to this CAP, and append the CAP's steps.
-func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
-	if !a.seedReady(w, true) {
+func (o *service) signCAP(w http.ResponseWriter, r *http.Request) {
+	if !o.ready(w, true) {
 		return
 	}
-	f, ok := a.readSeedForm(w, r)
+	f, ok := o.readForm(w, r)
 	if !ok {
 		return
 	}
@@ -445,22 +482,22 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, status, detail)
 		return
 	}
-	p := a.opts.Provenance
-	rec, err := p.Verifier.ParseRecord(req.attachment)
+	v := o.opts.Verifier
+	rec, err := v.ParseRecord(req.attachment)
 	if err != nil {
-		p.count("verify", false)
+		o.opts.Records.Verified(false)
 		writeDetail(w, http.StatusBadRequest, "edp_data_attachment: "+err.Error())
 		return
 	}
-	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
-	steps, err := b.Receive(p.Verifier, rec)
+	b := provenance.NewBuilder(v.Framework(), o.opts.Now(), nil)
+	steps, err := b.Receive(v, rec)
 	if err != nil {
-		p.count("verify", false)
+		o.opts.Records.Verified(false)
 		writeDetail(w, http.StatusBadRequest, "edp_data_attachment does not verify: "+err.Error())
 		return
 	}
-	p.count("verify", true)
-	transfer, err := provenance.Find(steps, edpTransferQuery(p.Scheme, req))
+	o.opts.Records.Verified(true)
+	transfer, err := provenance.Find(steps, edpTransferQuery(o.opts.Scheme, req))
 	if err != nil {
 		what := "no transfer step"
 		if errors.Is(err, provenance.ErrManySteps) {
@@ -470,41 +507,41 @@ func (a *API) signCAP(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	transferID, _ := transfer.GetString("id")
-	if err := addCAPSteps(auditedSteps(w, b), p.Scheme, req, transferID); err != nil {
+	if err := addCAPSteps(auditedSteps(r.Context(), b), o.opts.Scheme, req, transferID); err != nil {
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	a.signSeed(w, r, b)
+	o.sign(w, r, b)
 }
 
 // decode is the original's POST /api/v1/decode: the body is a record; it is verified
 // under the trust framework it names, and its decoded steps are returned.
-func (a *API) decode(w http.ResponseWriter, r *http.Request) {
-	if !a.seedReady(w, false) {
+func (o *service) decode(w http.ResponseWriter, r *http.Request) {
+	if !o.ready(w, false) {
 		return
 	}
-	body, ok := a.readSeedBody(w, r)
+	body, ok := o.readBody(w, r)
 	if !ok {
 		return
 	}
 	if !json.Valid(body) {
-		writeDetail(w, http.StatusUnprocessableEntity, []seedProblem{{Type: "json_invalid", Loc: []any{"body"}, Msg: "JSON decode error"}})
+		writeDetail(w, http.StatusUnprocessableEntity, []problem{{Type: "json_invalid", Loc: []any{"body"}, Msg: "JSON decode error"}})
 		return
 	}
-	p := a.opts.Provenance
-	rec, err := p.Verifier.ParseRecord(body)
+	v := o.opts.Verifier
+	rec, err := v.ParseRecord(body)
 	if err != nil {
-		p.count("verify", false)
+		o.opts.Records.Verified(false)
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	steps, err := p.Verifier.VerifyWithFramework(rec, rec.Framework)
+	steps, err := v.VerifyWithFramework(rec, rec.Framework)
 	if err != nil {
-		p.count("verify", false)
+		o.opts.Records.Verified(false)
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
 	}
-	p.count("verify", true)
+	o.opts.Records.Verified(true)
 	if steps == nil {
 		steps = []*provenance.Object{}
 	}

@@ -1,4 +1,4 @@
-package api
+package original
 
 import (
 	"encoding/json"
