@@ -2,12 +2,12 @@ package api
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"net/http"
-	"strings"
 
 	"github.com/ib1/provenanced/api/wire"
-	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/provenance"
 )
 
 type csrRequest struct {
@@ -28,20 +28,23 @@ func (a *API) csr(w http.ResponseWriter, r *http.Request) {
 	if !a.decodeRequest(w, r, &req, "subject, uris, dns, from") {
 		return
 	}
-	in := backends.CSRRequest{Subject: req.Subject, URIs: req.URIs, DNS: req.DNS}
+	in := provenance.CSRRequest{Subject: req.Subject, URIs: req.URIs, DNS: req.DNS}
 	if req.From != "" {
 		in.From = []byte(req.From)
 	}
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
-	csr, err := backends.CreateCSR(ctx, e.key, in)
-	if errors.Is(err, backends.ErrInvalidCSRRequest) {
-		wire.Error(w, http.StatusBadRequest, "bad_request", strings.TrimPrefix(err.Error(), backends.ErrInvalidCSRRequest.Error()+": "), "")
+	csr, err := provenance.CreateCSR(rand.Reader, e.key.WithContext(ctx), in)
+	var invalid *provenance.CSRError
+	if errors.As(err, &invalid) {
+		wire.Error(w, http.StatusBadRequest, "bad_request", invalid.Msg, "")
 		return
 	}
 	if err != nil {
 		a.writeSignError(w, r, e, err)
 		return
 	}
-	wire.JSON(w, http.StatusOK, map[string]string{"csr": string(csr)})
+	wire.JSON(w, http.StatusOK, &struct {
+		CSR string `json:"csr"`
+	}{string(csr)})
 }

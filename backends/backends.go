@@ -17,6 +17,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 	"runtime"
 	"sort"
 	"strings"
@@ -24,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/provenance"
 )
 
 // Signer is what a backend provides for one key: an EC P-256 key that signs SHA-256
@@ -241,7 +243,8 @@ type Options struct {
 	// SessionWait, when set, is called once per key whose signer waits for sessions
 	// (SessionWaiter) and returns what to tell each wait.
 	SessionWait func(name string) func(time.Duration)
-	// ReadSource reads a certificate bundle from a path or s3:// URL.
+	// ReadSource reads a certificate bundle from a path or s3:// URL (the daemon gives
+	// source.Read); without it, bundles are read from files only.
 	ReadSource func(ctx context.Context, ref string) ([]byte, error)
 	// WithoutCertificates opens the key alone, for making its CSR before it has a
 	// certificate.
@@ -288,22 +291,18 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 	if spec.Certificates != "" && !opts.WithoutCertificates {
 		read := opts.ReadSource
 		if read == nil {
-			read = conf.ReadSource
+			read = readFile
 		}
 		data, err := read(ctx, spec.Certificates)
 		if err != nil {
 			return nil, spec.Errorf("certificates", "cannot read %s: %v", spec.Certificates, err)
 		}
-		chain, err := ParseBundle(data)
+		chain, err := provenance.ParseChainPEM(data)
+		if err == nil {
+			err = provenance.MatchBundle(chain, pub, "the key in "+signer.Location())
+		}
 		if err != nil {
 			return nil, spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
-		}
-		if err := bundleOrder(chain); err != nil {
-			return nil, spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
-		}
-		if !pub.Equal(chain[0].PublicKey) {
-			return nil, spec.Errorf("certificates", "the certificate in %s (subject %q, serial %s) is not for the key in %s: its public key differs. Install the certificate issued for this key, or point the key at the one the certificate was issued for",
-				spec.Certificates, chain[0].Subject.String(), chain[0].SerialNumber, signer.Location())
 		}
 		k.chain = chain
 	}
@@ -316,21 +315,6 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 	return k, nil
 }
 
-// OpenAll opens every key of cfg, in the file's order. On error it closes the keys it
-// had opened.
-func OpenAll(ctx context.Context, cfg *conf.Config, opts Options) ([]*Key, error) {
-	var keys []*Key
-	for _, spec := range cfg.Keys {
-		k, err := Open(ctx, spec, opts)
-		if err != nil {
-			CloseAll(keys)
-			return nil, err
-		}
-		keys = append(keys, k)
-	}
-	return keys, nil
-}
-
 // CloseAll closes keys, returning the first error.
 func CloseAll(keys []*Key) error {
 	var first error
@@ -340,4 +324,17 @@ func CloseAll(keys []*Key) error {
 		}
 	}
 	return first
+}
+
+// readFile reads a bundle from a file: what Open reads when it is given no ReadSource.
+func readFile(_ context.Context, path string) ([]byte, error) {
+	if strings.HasPrefix(path, "s3://") {
+		return nil, errors.New("an s3:// source needs the daemon's reader of sources")
+	}
+	data, err := os.ReadFile(path)
+	var pe *os.PathError
+	if errors.As(err, &pe) {
+		return nil, pe.Err // the caller names the file
+	}
+	return data, err
 }

@@ -14,6 +14,7 @@ import (
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/source"
 )
 
 // generation is everything the daemon serves that a reload replaces: the configuration,
@@ -119,7 +120,7 @@ func (d *Daemon) openKeys(ctx context.Context, cfg *conf.Config, prev *generatio
 			metric(took, err)
 			d.health.observe(name, err)
 		}
-	}, SessionWait: d.metrics.sessionWait}
+	}, SessionWait: d.metrics.sessionWait, ReadSource: source.Read}
 	for _, spec := range cfg.Keys {
 		var k *backends.Key
 		if old := prev.reusable(spec); old != nil {

@@ -8,6 +8,7 @@ import (
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/source"
 	"github.com/ib1/provenanced/provenance"
 )
 
@@ -22,7 +23,7 @@ func newProvenance(ctx context.Context, cfg *conf.Config, keys []*backends.Key) 
 		p.NotConfigured = "provenance.root_ca is not set in the daemon's configuration: records can be neither verified nor signed"
 		return p, checkCertificates(cfg, keys, nil)
 	}
-	data, err := conf.ReadSource(ctx, pc.RootCA)
+	data, err := source.Read(ctx, pc.RootCA)
 	if err != nil {
 		return nil, cfg.Errorf("provenance.root_ca", "cannot read %s: %v", pc.RootCA, err)
 	}
@@ -83,7 +84,7 @@ func checkCertificates(cfg *conf.Config, keys []*backends.Key, roots []*x509.Cer
 		} else if at.Before(leaf.NotBefore) {
 			at = leaf.NotBefore
 		}
-		if _, err := backends.CheckCertificates(k, k.Certificates(), roots, at); err != nil {
+		if _, err := provenance.CheckBundle(k.Certificates(), roots, k.Public(), "the key in "+k.Location(), at); err != nil {
 			spec := cfg.KeyByName(k.Name())
 			return spec.Errorf("certificates", "%s: %v", spec.Certificates, err)
 		}

@@ -16,10 +16,16 @@ import (
 	"unicode/utf8"
 )
 
-// Object identifiers of the extensions the IB1 profile looks at.
+// Object identifiers of the IB1 member certificate's own extensions.
 var (
-	oidRoles            = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 62329, 1, 1}
-	oidMember           = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 62329, 1, 3}
+	// OIDRoles holds the member's roles in the scheme, a SEQUENCE OF UTF8String.
+	OIDRoles = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 62329, 1, 1}
+	// OIDMember holds the member's URL in the Directory, a UTF8String.
+	OIDMember = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 62329, 1, 3}
+)
+
+// Object identifiers of the standard extensions the IB1 profile looks at.
+var (
 	oidSubjectAltName   = asn1.ObjectIdentifier{2, 5, 29, 17}
 	oidBasicConstraints = asn1.ObjectIdentifier{2, 5, 29, 19}
 	oidNameConstraints  = asn1.ObjectIdentifier{2, 5, 29, 30}
@@ -162,14 +168,14 @@ func leafSignerInfo(c *x509.Certificate) (*signerInfo, error) {
 		return nil, errors.New("signing certificate subject has no O attribute")
 	}
 	info.name = c.Subject.Organization[0]
-	me, ok := findExtension(c, oidMember)
+	me, ok := findExtension(c, OIDMember)
 	if !ok {
 		return nil, errors.New("signing certificate has no IB1 member extension (1.3.6.1.4.1.62329.1.3)")
 	}
 	if info.member, err = derUTF8String(me.Value); err != nil {
 		return nil, fmt.Errorf("IB1 member extension: %w", err)
 	}
-	re, ok := findExtension(c, oidRoles)
+	re, ok := findExtension(c, OIDRoles)
 	if !ok {
 		return nil, errors.New("signing certificate has no IB1 roles extension (1.3.6.1.4.1.62329.1.1)")
 	}
@@ -326,39 +332,4 @@ func sameName(a, b []byte) bool {
 		}
 	}
 	return true
-}
-
-// ParseRootsPEM parses the CERTIFICATE blocks of PEM text (one or more root CA
-// certificates), for NewVerifier. Other PEM blocks are skipped.
-func ParseRootsPEM(data []byte) ([]*x509.Certificate, error) {
-	var roots []*x509.Certificate
-	for {
-		var block *pem.Block
-		block, data = pem.Decode(data)
-		if block == nil {
-			break
-		}
-		if block.Type != "CERTIFICATE" {
-			continue
-		}
-		c, err := x509.ParseCertificate(block.Bytes)
-		if err != nil {
-			return nil, fmt.Errorf("provenance: root certificate: %w", err)
-		}
-		roots = append(roots, c)
-	}
-	if len(roots) == 0 {
-		return nil, errors.New("provenance: no certificate in the root PEM data")
-	}
-	return roots, nil
-}
-
-// ParseChainPEM parses a signing bundle: the signing certificate followed by its issuers
-// (intermediates; the root may be left out), in that order, for Sign.
-func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
-	chain, err := ParseRootsPEM(data)
-	if err != nil {
-		return nil, errors.New("provenance: no certificate in the bundle PEM data")
-	}
-	return chain, nil
 }

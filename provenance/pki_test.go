@@ -92,8 +92,8 @@ func leafTemplate(t testing.TB, serial int64) *x509.Certificate {
 		KeyUsage:     x509.KeyUsageDigitalSignature,
 		URIs:         []*url.URL{app},
 		ExtraExtensions: []pkix.Extension{
-			{Id: oidRoles, Value: rolesDER(t, "https://registry.example.org/role/a", "https://registry.example.org/role/b")},
-			{Id: oidMember, Value: utf8DER(t, "https://member.example.org/m/1")},
+			{Id: OIDRoles, Value: rolesDER(t, "https://registry.example.org/role/a", "https://registry.example.org/role/b")},
+			{Id: OIDMember, Value: utf8DER(t, "https://member.example.org/m/1")},
 		},
 	}
 }
@@ -218,18 +218,18 @@ func TestCertificateProfile(t *testing.T) {
 		}, false, true},
 		{"no member extension", func() built {
 			l := leafTemplate(t, 100)
-			l.ExtraExtensions = without(l.ExtraExtensions, oidMember)
+			l.ExtraExtensions = without(l.ExtraExtensions, OIDMember)
 			return leaf(l)
 		}, false, true},
 		{"no roles extension", func() built {
 			l := leafTemplate(t, 100)
-			l.ExtraExtensions = without(l.ExtraExtensions, oidRoles)
+			l.ExtraExtensions = without(l.ExtraExtensions, OIDRoles)
 			return leaf(l)
 		}, false, true},
 		{"member not a UTF8String", func() built {
 			l := leafTemplate(t, 100)
 			v, _ := asn1.MarshalWithParams("https://member.example.org/m/1", "ia5")
-			l.ExtraExtensions = append(without(l.ExtraExtensions, oidMember), pkix.Extension{Id: oidMember, Value: v})
+			l.ExtraExtensions = append(without(l.ExtraExtensions, OIDMember), pkix.Extension{Id: OIDMember, Value: v})
 			return leaf(l)
 		}, false, true},
 		{"no organisation", func() built {

@@ -25,11 +25,6 @@ const (
 )
 
 var (
-	OIDRoles  = devsetup.OIDRoles
-	OIDMember = devsetup.OIDMember
-)
-
-var (
 	DevMember       = devsetup.DevMember
 	NewPKI          = devsetup.NewPKI
 	NewKey          = devsetup.NewKey

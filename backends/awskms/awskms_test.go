@@ -21,6 +21,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/backends/awskms"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -54,7 +55,7 @@ func TestOpenSignsDigests(t *testing.T) {
 	// A CSR signed by the KMS key, as provenanced csr makes it: openssl accepts it and it
 	// is for the KMS key; and again from a CSR made with another key, as the original's
 	// sign-with-kms.py did.
-	csrPEM, err := backends.CreateCSR(ctx, k, backends.CSRRequest{Subject: "/C=GB/O=KMS Member Ltd/CN=https://member.example/a/1", URIs: []string{"https://member.example/a/1"}})
+	csrPEM, err := provenance.CreateCSR(rand.Reader, k.WithContext(ctx), provenance.CSRRequest{Subject: "/C=GB/O=KMS Member Ltd/CN=https://member.example/a/1", URIs: []string{"https://member.example/a/1"}})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -66,7 +67,7 @@ func TestOpenSignsDigests(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	resigned, err := backends.CreateCSR(ctx, k, backends.CSRRequest{From: tmpDER})
+	resigned, err := provenance.CreateCSR(rand.Reader, k.WithContext(ctx), provenance.CSRRequest{From: tmpDER})
 	if err != nil {
 		t.Fatal(err)
 	}

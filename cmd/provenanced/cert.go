@@ -10,6 +10,7 @@ import (
 
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/source"
 	"github.com/ib1/provenanced/provenance"
 )
 
@@ -53,7 +54,7 @@ func certCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	data, err := conf.ReadSource(ctx, root)
+	data, err := source.Read(ctx, root)
 	if err != nil {
 		return fmt.Errorf("root CA %s: %v", root, err)
 	}
@@ -87,16 +88,16 @@ func checkOne(ctx context.Context, w io.Writer, spec *conf.Key, roots []*x509.Ce
 		return err
 	}
 	defer k.Close()
-	data, err := conf.ReadSource(ctx, spec.Certificates)
+	data, err := source.Read(ctx, spec.Certificates)
 	if err != nil {
 		return fmt.Errorf("cannot read %s: %v", spec.Certificates, err)
 	}
-	chain, err := backends.ParseBundle(data)
+	chain, err := provenance.ParseChainPEM(data)
 	if err != nil {
 		return fmt.Errorf("%s: %v", spec.Certificates, err)
 	}
 	now := time.Now()
-	r, err := backends.CheckCertificates(k, chain, roots, now)
+	r, err := provenance.CheckBundle(chain, roots, k.Public(), "the key in "+k.Location(), now)
 	if err != nil {
 		return err
 	}

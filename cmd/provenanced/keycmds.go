@@ -2,6 +2,7 @@ package main
 
 import (
 	"context"
+	"crypto/rand"
 	"crypto/x509"
 	"encoding/pem"
 	"fmt"
@@ -12,6 +13,7 @@ import (
 
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/provenance"
 )
 
 func init() {
@@ -93,7 +95,7 @@ func csrCmd(args []string, stdout, stderr io.Writer) error {
 	if err := parseFlags(fs, args, 0); err != nil {
 		return err
 	}
-	req := backends.CSRRequest{Subject: *subject, URIs: uris, DNS: dns}
+	req := provenance.CSRRequest{Subject: *subject, URIs: uris, DNS: dns}
 	if *from != "" {
 		data, err := os.ReadFile(*from)
 		if err != nil {
@@ -114,9 +116,9 @@ func csrCmd(args []string, stdout, stderr io.Writer) error {
 		return err
 	}
 	defer k.Close()
-	csr, err := backends.CreateCSR(ctx, k, req)
+	csr, err := provenance.CreateCSR(rand.Reader, k.WithContext(ctx), req)
 	if err != nil {
-		return err
+		return fmt.Errorf("key %q: %w", spec.Name, err)
 	}
 	if *out == "" {
 		_, err = stdout.Write(csr)

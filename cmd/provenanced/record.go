@@ -11,6 +11,7 @@ import (
 
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/source"
 	"github.com/ib1/provenanced/provenance"
 )
 
@@ -48,7 +49,7 @@ func readInput(name string) ([]byte, error) {
 }
 
 func loadVerifier(ctx context.Context, rootPath, framework string, lim provenance.Limits) (*provenance.Verifier, error) {
-	data, err := conf.ReadSource(ctx, rootPath)
+	data, err := source.Read(ctx, rootPath)
 	if err != nil {
 		return nil, fmt.Errorf("root CA %s: %v", rootPath, err)
 	}
@@ -175,7 +176,7 @@ func recordSign(args []string, stdout, stderr io.Writer) error {
 			return fmt.Errorf("%s: step %d: %v", *stepsPath, i, err)
 		}
 	}
-	k, err := backends.Open(ctx, spec, backends.Options{})
+	k, err := backends.Open(ctx, spec, backends.Options{ReadSource: source.Read})
 	if err != nil {
 		return err
 	}

@@ -24,14 +24,8 @@ import (
 	"os"
 	"path/filepath"
 	"time"
-)
 
-// The IB1 Trust Framework's certificate extensions.
-var (
-	// OIDRoles holds the member's roles in the scheme, a SEQUENCE OF UTF8String.
-	OIDRoles = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 62329, 1, 1}
-	// OIDMember holds the member's URL in the Directory, a UTF8String.
-	OIDMember = asn1.ObjectIdentifier{1, 3, 6, 1, 4, 1, 62329, 1, 3}
+	"github.com/ib1/provenanced/provenance"
 )
 
 // Default values of a development member, in the sandbox's shape.
@@ -161,8 +155,8 @@ func (p *PKI) Issue(pub crypto.PublicKey, m Member) (*x509.Certificate, error) {
 		URIs:         []*url.URL{app},
 		SubjectKeyId: keyID(ecPub),
 		ExtraExtensions: []pkix.Extension{
-			{Id: OIDRoles, Value: roles},
-			{Id: OIDMember, Value: member},
+			{Id: provenance.OIDRoles, Value: roles},
+			{Id: provenance.OIDMember, Value: member},
 		},
 	}
 	cert, err := issue(tmpl, p.Issuer.Cert, pub, p.Issuer.Key)

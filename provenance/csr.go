@@ -1,14 +1,14 @@
-package backends
+package provenance
 
 import (
-	"context"
-	"crypto/rand"
+	"crypto"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
 	"net/url"
 	"strings"
 )
@@ -26,16 +26,18 @@ type CSRRequest struct {
 	From []byte
 }
 
-// ErrInvalidCSRRequest marks a CSRRequest that cannot be made into a CSR (HTTP 400).
-var ErrInvalidCSRRequest = errors.New("invalid CSR request")
+// CSRError is a CSRRequest that cannot be made into a CSR: the request's fault (HTTP 400).
+type CSRError struct{ Msg string }
+
+func (e *CSRError) Error() string { return e.Msg }
 
 func invalidCSR(format string, args ...any) error {
-	return fmt.Errorf("%w: %s", ErrInvalidCSRRequest, fmt.Sprintf(format, args...))
+	return &CSRError{fmt.Sprintf(format, args...)}
 }
 
-// CreateCSR makes a PKCS#10 request for k's public key, signed by k through its backend
-// within ctx, and returns it as PEM.
-func CreateCSR(ctx context.Context, k *Key, req CSRRequest) ([]byte, error) {
+// CreateCSR makes a PKCS#10 request for signer's public key, signed by signer with
+// randomness from random, and returns it as PEM.
+func CreateCSR(random io.Reader, signer crypto.Signer, req CSRRequest) ([]byte, error) {
 	tmpl := &x509.CertificateRequest{SignatureAlgorithm: x509.ECDSAWithSHA256}
 	if req.From != nil {
 		if req.Subject != "" || len(req.URIs) > 0 || len(req.DNS) > 0 {
@@ -73,9 +75,9 @@ func CreateCSR(ctx context.Context, k *Key, req CSRRequest) ([]byte, error) {
 			tmpl.DNSNames = append(tmpl.DNSNames, d)
 		}
 	}
-	der, err := x509.CreateCertificateRequest(rand.Reader, tmpl, k.WithContext(ctx))
+	der, err := x509.CreateCertificateRequest(random, tmpl, signer)
 	if err != nil {
-		return nil, fmt.Errorf("key %q: signing the CSR: %w", k.Name(), err)
+		return nil, fmt.Errorf("signing the CSR: %w", err)
 	}
 	return pem.EncodeToMemory(&pem.Block{Type: "CERTIFICATE REQUEST", Bytes: der}), nil
 }

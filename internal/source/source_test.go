@@ -1,4 +1,4 @@
-package conf_test
+package source_test
 
 import (
 	"context"
@@ -13,6 +13,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	_ "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/source"
 	"github.com/ib1/provenanced/testenv"
 	"github.com/ib1/provenanced/testenv/fakes3"
 )
@@ -43,7 +44,7 @@ func TestReadSourceS3(t *testing.T) {
 	srv.Put(t, "provenance-certs", "denied.pem", []byte("secret"))
 	srv.Deny("provenance-certs", "denied.pem")
 
-	data, err := conf.ReadSource(readCtx(t), "s3://provenance-certs/signing/bundle.pem")
+	data, err := source.Read(readCtx(t), "s3://provenance-certs/signing/bundle.pem")
 	if err != nil || string(data) != "bundle" {
 		t.Fatalf("ReadSource = %q, %v", data, err)
 	}
@@ -55,7 +56,7 @@ func TestReadSourceS3(t *testing.T) {
 		{"s3://provenance-certs", "needs both a bucket and an object key"},
 		{"s3:///bundle.pem", "needs both a bucket and an object key"},
 	} {
-		_, err := conf.ReadSource(readCtx(t), tc.ref)
+		_, err := source.Read(readCtx(t), tc.ref)
 		if err == nil || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: error %v, want %q", tc.ref, err, tc.want)
 		}
@@ -69,7 +70,7 @@ func TestReadSourceS3NeedsCredentials(t *testing.T) {
 	s3Env(t)
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
-	_, err := conf.ReadSource(readCtx(t), "s3://provenance-certs/bundle.pem")
+	_, err := source.Read(readCtx(t), "s3://provenance-certs/bundle.pem")
 	if err == nil || !strings.Contains(err.Error(), "no AWS credentials") {
 		t.Errorf("without credentials: %v", err)
 	}
@@ -78,7 +79,7 @@ func TestReadSourceS3NeedsCredentials(t *testing.T) {
 func TestReadSourceS3NeedsRegion(t *testing.T) {
 	s3Env(t)
 	t.Setenv("AWS_DEFAULT_REGION", "")
-	_, err := conf.ReadSource(readCtx(t), "s3://provenance-certs/bundle.pem")
+	_, err := source.Read(readCtx(t), "s3://provenance-certs/bundle.pem")
 	if err == nil || !strings.Contains(err.Error(), "AWS_REGION") {
 		t.Errorf("without a region: %v", err)
 	}
@@ -130,11 +131,11 @@ func TestS3SourcesAtStart(t *testing.T) {
 	if cfg.Provenance.RootCA != "s3://provenance-certs/root-ca.pem" || cfg.Keys[0].Certificates != "s3://provenance-certs/signing-bundle.pem" {
 		t.Fatalf("s3:// sources were rewritten: %q, %q", cfg.Provenance.RootCA, cfg.Keys[0].Certificates)
 	}
-	root, err := conf.ReadSource(readCtx(t), cfg.Provenance.RootCA)
+	root, err := source.Read(readCtx(t), cfg.Provenance.RootCA)
 	if err != nil || string(root) != string(testenv.CertPEM(pki.Root.Cert)) {
 		t.Fatalf("root_ca: %v", err)
 	}
-	k, err := backends.Open(readCtx(t), cfg.Keys[0], backends.Options{})
+	k, err := backends.Open(readCtx(t), cfg.Keys[0], backends.Options{ReadSource: source.Read})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -147,7 +148,7 @@ func TestS3SourcesAtStart(t *testing.T) {
 		{"s3://provenance-certs/missing.pem", "cannot read s3://provenance-certs/missing.pem: not found"},
 		{"s3://provenance-certs/denied.pem", "cannot read s3://provenance-certs/denied.pem: access denied"},
 	} {
-		_, err := backends.Open(readCtx(t), load(tc.ref).Keys[0], backends.Options{})
+		_, err := backends.Open(readCtx(t), load(tc.ref).Keys[0], backends.Options{ReadSource: source.Read})
 		var ce *conf.Error
 		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "keys.signing.certificates") || !strings.Contains(err.Error(), tc.want) {
 			t.Errorf("%s: %v, want a config error containing %q", tc.ref, err, tc.want)

@@ -1,7 +1,6 @@
-package backends_test
+package provenance_test
 
 import (
-	"context"
 	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
@@ -10,9 +9,7 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ib1/provenanced/backends"
-	pembackend "github.com/ib1/provenanced/backends/pem"
-	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -24,12 +21,6 @@ func TestCheckCertificates(t *testing.T) {
 	}
 	other, _ := testenv.NewPKI(now) // another PKI: same names, other keys
 	key, _ := testenv.NewKey()
-	spec := conf.NewKey("signing", "pem", "", "test", &pembackend.Options{PrivateKey: writeKey(t, key)})
-	k, err := backends.Open(context.Background(), spec, backends.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer k.Close()
 	issue := func(p *testenv.PKI, pub any, mutate func(*testenv.Member)) *x509.Certificate {
 		m := testenv.DevMember(now)
 		if mutate != nil {
@@ -55,7 +46,7 @@ func TestCheckCertificates(t *testing.T) {
 	plain, _ := x509.ParseCertificate(plainDER)
 
 	roots := []*x509.Certificate{pki.Root.Cert}
-	r, err := backends.CheckCertificates(k, []*x509.Certificate{leaf, pki.Issuer.Cert}, roots, now)
+	r, err := provenance.CheckBundle([]*x509.Certificate{leaf, pki.Issuer.Cert}, roots, key.Public(), "this key", now)
 	if err != nil {
 		t.Fatalf("a good bundle fails: %v", err)
 	}
@@ -78,7 +69,7 @@ func TestCheckCertificates(t *testing.T) {
 		{"empty", nil, roots, "no certificates"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			_, err := backends.CheckCertificates(k, tc.chain, tc.roots, now)
+			_, err := provenance.CheckBundle(tc.chain, tc.roots, key.Public(), "this key", now)
 			if err == nil || !strings.Contains(err.Error(), tc.want) {
 				t.Errorf("err = %v, want it to mention %q", err, tc.want)
 			}

@@ -1,10 +1,10 @@
-package backends_test
+package provenance_test
 
 import (
 	"bytes"
-	"context"
 	"crypto"
 	"crypto/ecdsa"
+	"crypto/rand"
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"encoding/asn1"
@@ -14,26 +14,17 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
-	"time"
 
-	"github.com/ib1/provenanced/backends"
-	pembackend "github.com/ib1/provenanced/backends/pem"
-	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
 
-func openPEMKey(t *testing.T) *backends.Key {
+func newKey(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
-	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
-		t.Fatal(err)
-	}
-	spec := conf.NewKey("signing", "pem", "", "test", &pembackend.Options{PrivateKey: filepath.Join(dir, "signing-key.pem")})
-	k, err := backends.Open(context.Background(), spec, backends.Options{})
+	k, err := testenv.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() { k.Close() })
 	return k
 }
 
@@ -78,8 +69,8 @@ func countSAN(exts []pkix.Extension) int {
 }
 
 func TestCSRFromSubject(t *testing.T) {
-	k := openPEMKey(t)
-	csrPEM, err := backends.CreateCSR(context.Background(), k, backends.CSRRequest{
+	k := newKey(t)
+	csrPEM, err := provenance.CreateCSR(rand.Reader, k, provenance.CSRRequest{
 		Subject: "/C=GB/ST=London/O=Smart Meter Reading Co/CN=https://member.core.sandbox.trust.ib1.org/a/38936455",
 		URIs:    []string{"https://member.core.sandbox.trust.ib1.org/a/38936455"},
 	})
@@ -127,8 +118,8 @@ extendedKeyUsage = clientAuth
 	orig, _ := os.ReadFile(tmp)
 	from := parse(t, orig)
 
-	k := openPEMKey(t)
-	csrPEM, err := backends.CreateCSR(context.Background(), k, backends.CSRRequest{From: orig})
+	k := newKey(t)
+	csrPEM, err := provenance.CreateCSR(rand.Reader, k, provenance.CSRRequest{From: orig})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -152,7 +143,7 @@ extendedKeyUsage = clientAuth
 			t.Errorf("extension %v: got critical=%v, want critical=%v (or a different value)", e.Id, g.Critical, e.Critical)
 		}
 	}
-	if _, err := backends.CreateCSR(context.Background(), k, backends.CSRRequest{From: orig, Subject: "/CN=x"}); err == nil {
+	if _, err := provenance.CreateCSR(rand.Reader, k, provenance.CSRRequest{From: orig, Subject: "/CN=x"}); err == nil {
 		t.Error("a subject was accepted beside -from")
 	}
 }
@@ -170,7 +161,7 @@ func TestParseDN(t *testing.T) {
 		{in: "/CN", err: "TYPE=value"},
 		{in: "", err: "empty"},
 	} {
-		der, err := backends.ParseDN(tc.in)
+		der, err := provenance.ParseDN(tc.in)
 		if tc.err != "" {
 			if err == nil || !strings.Contains(err.Error(), tc.err) {
 				t.Errorf("%q: err = %v, want %q", tc.in, err, tc.err)
@@ -189,17 +180,4 @@ func TestParseDN(t *testing.T) {
 			t.Errorf("%q: %s, want %s", tc.in, name.String(), tc.want)
 		}
 	}
-}
-
-func writeKey(t *testing.T, k *ecdsa.PrivateKey) string {
-	t.Helper()
-	data, err := testenv.KeyPEM(k)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := filepath.Join(t.TempDir(), "key.pem")
-	if err := os.WriteFile(p, data, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	return p
 }

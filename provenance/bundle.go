@@ -1,34 +1,103 @@
-package backends
+package provenance
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/x509"
+	"encoding/pem"
 	"errors"
 	"fmt"
 	"strings"
 	"time"
-
-	"github.com/ib1/provenanced/provenance"
 )
 
-// CertReport describes a key's certificate after CheckCertificates found it good.
-type CertReport struct {
+// ParseRootsPEM parses the root CA certificates of PEM text, for NewVerifier. Other PEM
+// blocks are skipped.
+func ParseRootsPEM(data []byte) ([]*x509.Certificate, error) {
+	roots, err := parseCertificatesPEM(data, false)
+	switch {
+	case errors.Is(err, errNoCertificate):
+		return nil, errors.New("provenance: no certificate in the root PEM data")
+	case err != nil:
+		return nil, fmt.Errorf("provenance: root certificate: %w", err)
+	}
+	return roots, nil
+}
+
+// ParseChainPEM parses a signing bundle: the member's certificate followed by its issuers
+// (intermediates; the root may be left out), in that order. Anything in it that is not a
+// certificate is an error, so that a private key pasted into a bundle by mistake is
+// noticed rather than ignored.
+func ParseChainPEM(data []byte) ([]*x509.Certificate, error) {
+	return parseCertificatesPEM(data, true)
+}
+
+// parseCertificatesPEM parses the CERTIFICATE blocks of data; strict refuses any other
+// block.
+func parseCertificatesPEM(data []byte, strict bool) ([]*x509.Certificate, error) {
+	var certs []*x509.Certificate
+	for n := 1; ; n++ {
+		var b *pem.Block
+		b, data = pem.Decode(data)
+		if b == nil {
+			break
+		}
+		if b.Type != "CERTIFICATE" {
+			if strict {
+				return nil, fmt.Errorf("block %d is a %q, not a CERTIFICATE; a bundle holds certificates only", n, b.Type)
+			}
+			continue
+		}
+		c, err := x509.ParseCertificate(b.Bytes)
+		if err != nil {
+			return nil, fmt.Errorf("certificate %d: %w", len(certs)+1, err)
+		}
+		certs = append(certs, c)
+	}
+	if len(certs) == 0 {
+		return nil, errNoCertificate
+	}
+	return certs, nil
+}
+
+var errNoCertificate = errors.New("no PEM certificate found")
+
+// BundleReport describes a key's certificate after CheckBundle found it good.
+type BundleReport struct {
 	Subject   string
 	Serial    string // decimal
 	Issuer    string
 	NotBefore time.Time
 	NotAfter  time.Time
-	Signer    provenance.SignerInfo // member, name (O), application (URI SAN), roles
-	Chain     []string              // subjects from the leaf up to the root
+	Signer    SignerInfo // member, name (O), application (URI SAN), roles
+	Chain     []string   // subjects from the leaf up to the root
 }
 
 // DaysLeft is the number of whole days until the certificate expires (negative after).
-func (r *CertReport) DaysLeft(now time.Time) int {
+func (r *BundleReport) DaysLeft(now time.Time) int {
 	return int(r.NotAfter.Sub(now).Hours() / 24)
 }
 
+// MatchBundle checks that a bundle starts with the member's certificate and that the
+// certificate is for pub, the key (which key names, for the messages) that will sign
+// under it: the two most common mistakes with a bundle, each with how to fix it.
+func MatchBundle(chain []*x509.Certificate, pub crypto.PublicKey, key string) error {
+	if len(chain) == 0 {
+		return errors.New("no certificates: configure the key's certificates (its bundle)")
+	}
+	if err := bundleOrder(chain); err != nil {
+		return err
+	}
+	leaf := chain[0]
+	if eq, ok := pub.(interface{ Equal(crypto.PublicKey) bool }); !ok || !eq.Equal(leaf.PublicKey) {
+		return fmt.Errorf("the certificate (subject %q, serial %s) is not for %s: its public key differs, so every signature would fail verification. Install the certificate issued for this key, or point the key at the one the certificate was issued for",
+			leaf.Subject.String(), leaf.SerialNumber, key)
+	}
+	return nil
+}
+
 // bundleOrder checks that a bundle starts with the member's certificate, and says how to
-// fix one that does not: the most common mistake after a key that does not match.
+// fix one that does not.
 func bundleOrder(chain []*x509.Certificate) error {
 	if !chain[0].IsCA {
 		return nil
@@ -42,32 +111,25 @@ func bundleOrder(chain []*x509.Certificate) error {
 	return fmt.Errorf("the bundle holds only CA certificates (first: %q); the member's certificate is missing: put it first, then the intermediates", chain[0].Subject.String())
 }
 
-// CheckCertificates checks a key's bundle as the trust framework will: its first
-// certificate is the member's, for the key's public key; it chains through the bundle's
-// intermediates to one of roots at the time at; and it has the IB1 member certificate
-// profile (member and roles extensions, one URI SAN). Every error says what to fix.
-func CheckCertificates(k *Key, chain []*x509.Certificate, roots []*x509.Certificate, at time.Time) (*CertReport, error) {
-	if len(chain) == 0 {
-		return nil, errors.New("no certificates: configure the key's certificates (its bundle)")
-	}
-	if err := bundleOrder(chain); err != nil {
+// CheckBundle checks a key's bundle as the trust framework will: MatchBundle; the chain
+// through the bundle's intermediates to one of roots at the time at (when roots are
+// given); and the IB1 member certificate profile (member and roles extensions, one URI
+// SAN). Every error says what to fix.
+func CheckBundle(chain, roots []*x509.Certificate, pub crypto.PublicKey, key string, at time.Time) (*BundleReport, error) {
+	if err := MatchBundle(chain, pub, key); err != nil {
 		return nil, err
 	}
-	leaf := chain[0]
-	if !k.pub.Equal(leaf.PublicKey) {
-		return nil, fmt.Errorf("the certificate (subject %q, serial %s) is not for this key (%s): its public key differs; every signature would fail verification. Install the certificate issued for this key",
-			leaf.Subject.String(), leaf.SerialNumber, k.Location())
-	}
 	if len(roots) > 0 {
-		if err := verifyChain(chain, roots, at); err != nil {
+		if err := verifyBundle(chain, roots, at); err != nil {
 			return nil, err
 		}
 	}
-	signer, err := provenance.DescribeSigner(leaf)
+	leaf := chain[0]
+	signer, err := DescribeSigner(leaf)
 	if err != nil {
 		return nil, fmt.Errorf("the certificate is not an IB1 member signing certificate: %v", err)
 	}
-	r := &CertReport{
+	r := &BundleReport{
 		Subject:   leaf.Subject.String(),
 		Serial:    leaf.SerialNumber.String(),
 		Issuer:    leaf.Issuer.String(),
@@ -81,8 +143,8 @@ func CheckCertificates(k *Key, chain []*x509.Certificate, roots []*x509.Certific
 	return r, nil
 }
 
-// verifyChain verifies the bundle to roots at the time at and explains a failure.
-func verifyChain(chain, roots []*x509.Certificate, at time.Time) error {
+// verifyBundle verifies the bundle to roots at the time at and explains a failure.
+func verifyBundle(chain, roots []*x509.Certificate, at time.Time) error {
 	rootPool, inter := x509.NewCertPool(), x509.NewCertPool()
 	for _, r := range roots {
 		rootPool.AddCert(r)
