@@ -100,16 +100,6 @@ func (c *Config) parseClients(md toml.MetaData, raw map[string]toml.Primitive) e
 	return nil
 }
 
-// ClientByName returns the [clients.NAME] table, or nil.
-func (c *Config) ClientByName(name string) *Client {
-	for _, cl := range c.Clients {
-		if cl.Name == name {
-			return cl
-		}
-	}
-	return nil
-}
-
 // CheckClients validates the clients: each has an identity, names only configured keys
 // and known operations, and no two clients share an identity (a request must never be
 // able to pass for either of two clients). Token files are read here, so a token file

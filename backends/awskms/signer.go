@@ -81,9 +81,6 @@ type Signer struct {
 // Public returns the key's public half, as KMS gave it at start.
 func (s *Signer) Public() crypto.PublicKey { return s.pub }
 
-// ARN is the key's ARN, resolved at start.
-func (s *Signer) ARN() string { return s.arn }
-
 // Sign is SignContext without a deadline; the SDK's retries still bound it.
 func (s *Signer) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte, error) {
 	return s.SignContext(context.Background(), digest)
