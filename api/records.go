@@ -80,65 +80,31 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 	if !a.provenanceReady(w, false) {
 		return
 	}
-	p := a.opts.Provenance
 	var req signRecordRequest
 	if !a.decodeRequest(w, r, &req, "record, records, steps, key") {
 		return
 	}
-	key := p.Key
-	if req.Key != "" {
-		e, ok := a.keys[req.Key]
-		if !ok {
-			wire.Error(w, http.StatusNotFound, "not_found", "key: no key named "+strconv.Quote(req.Key), "")
-			return
-		}
-		key = e.key
-	}
-	if key == nil {
-		wire.Error(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"", "")
-		return
-	}
-	if !access.AllowKey(r.Context(), key.Name()) {
-		return
-	}
-	entry := a.keys[key.Name()]
-	if entry.signer == nil {
-		wire.Error(w, http.StatusBadRequest, "bad_request", "key: "+entry.signerErr.Error(), "")
+	entry, ok := a.recordKey(w, r, req.Key)
+	if !ok {
 		return
 	}
 	if len(req.Steps) == 0 {
 		wire.Error(w, http.StatusBadRequest, "bad_request", "steps: at least one step is required", "")
 		return
 	}
+	p := a.opts.Provenance
 	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
 	if len(req.Record) > 0 && string(req.Record) != "null" {
 		req.Records = append([]json.RawMessage{req.Record}, req.Records...)
 	}
-	for i, raw := range req.Records {
-		rec, err := p.Verifier.ParseRecord(raw)
-		if err == nil {
-			_, err = b.Receive(p.Verifier, rec)
-		}
-		if err != nil {
-			a.opts.Metrics.verified(false)
-			wire.Error(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("received record %d does not verify: %v", i, err), "")
-			return
-		}
-		a.opts.Metrics.verified(true)
+	if err := a.receive(b, req.Records); err != nil {
+		wire.Error(w, http.StatusBadRequest, "bad_request", err.Error(), "")
+		return
 	}
-	added := make([]audit.Step, 0, len(req.Steps))
-	for i, raw := range req.Steps {
-		s, err := provenance.ParseStep(raw)
-		var id string
-		if err == nil {
-			id, err = b.AddStep(s)
-		}
-		if err != nil {
-			wire.Error(w, http.StatusBadRequest, "bad_request", fmt.Sprintf("steps[%d]: %v", i, err), "")
-			return
-		}
-		typ, _ := s.GetString("type")
-		added = append(added, audit.Step{ID: id, Type: typ})
+	added, err := addSteps(b, req.Steps)
+	if err != nil {
+		wire.Error(w, http.StatusBadRequest, "bad_request", err.Error(), "")
+		return
 	}
 	if e := access.Entry(r.Context()); e != nil {
 		e.Steps = added
@@ -158,6 +124,67 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	wire.Bytes(w, http.StatusOK, append(out, '\n'))
+}
+
+// recordKey is the key that signs a record: the one named in the request, or
+// provenance.key; it answers and reports false when there is none the client may use.
+func (a *API) recordKey(w http.ResponseWriter, r *http.Request, name string) (*keyEntry, bool) {
+	key := a.opts.Provenance.Key
+	if name != "" {
+		e, ok := a.keys[name]
+		if !ok {
+			wire.Error(w, http.StatusNotFound, "not_found", "key: no key named "+strconv.Quote(name), "")
+			return nil, false
+		}
+		key = e.key
+	}
+	if key == nil {
+		wire.Error(w, http.StatusServiceUnavailable, "unavailable", "no key signs records: set provenance.key, or name one in \"key\"", "")
+		return nil, false
+	}
+	if !access.AllowKey(r.Context(), key.Name()) {
+		return nil, false
+	}
+	entry := a.keys[key.Name()]
+	if entry.signer == nil {
+		wire.Error(w, http.StatusBadRequest, "bad_request", "key: "+entry.signerErr.Error(), "")
+		return nil, false
+	}
+	return entry, true
+}
+
+// receive verifies the received records into b, counting each verification.
+func (a *API) receive(b *provenance.Builder, records []json.RawMessage) error {
+	v := a.opts.Provenance.Verifier
+	for i, raw := range records {
+		rec, err := v.ParseRecord(raw)
+		if err == nil {
+			_, err = b.Receive(v, rec)
+		}
+		a.opts.Metrics.verified(err == nil)
+		if err != nil {
+			return fmt.Errorf("received record %d does not verify: %v", i, err)
+		}
+	}
+	return nil
+}
+
+// addSteps adds the request's steps to b and returns them as the audit line lists them.
+func addSteps(b *provenance.Builder, steps []json.RawMessage) ([]audit.Step, error) {
+	added := make([]audit.Step, 0, len(steps))
+	for i, raw := range steps {
+		s, err := provenance.ParseStep(raw)
+		var id string
+		if err == nil {
+			id, err = b.AddStep(s)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("steps[%d]: %v", i, err)
+		}
+		typ, _ := s.GetString("type")
+		added = append(added, audit.Step{ID: id, Type: typ})
+	}
+	return added, nil
 }
 
 type verifyRecordRequest struct {

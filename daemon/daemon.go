@@ -6,12 +6,9 @@ import (
 	"context"
 	"crypto/tls"
 	"errors"
-	"fmt"
 	"log/slog"
-	"net"
 	"net/http"
 	"net/http/pprof"
-	"os"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -151,74 +148,12 @@ func (d *Daemon) notify(state string) {
 // names; the daemon then neither creates nor removes the socket file.
 func (d *Daemon) Serve(ctx context.Context) error {
 	defer d.close()
-	s := &d.cfg.Server
 	in, err := systemdListeners()
 	if err != nil {
 		return err
 	}
-	var servers []*http.Server
-	var listeners []net.Listener
-	closeAll := func() {
-		for _, l := range listeners {
-			l.Close()
-		}
-	}
-	var socketAddr, httpAddr, metricsAddr string
-	socketHandler := d.handler
-	if s.Pprof {
-		socketHandler = withPprof(socketHandler)
-	}
-	switch {
-	case in.socket != nil:
-		listeners = append(listeners, in.socket)
-		servers = append(servers, d.server(socketHandler))
-		socketAddr = in.socket.Addr().String()
-		if s.Socket != "" && socketAddr != s.Socket {
-			d.log.Warn("the socket systemd passed is not at server.socket; clients must use the systemd one", "systemd", socketAddr, "server.socket", s.Socket)
-		}
-	case s.Socket != "":
-		l, err := listenUnix(s.Socket, os.FileMode(s.SocketMode))
-		if err != nil {
-			in.close()
-			return err
-		}
-		listeners = append(listeners, l)
-		servers = append(servers, d.server(socketHandler))
-		socketAddr = s.Socket
-	}
-	// tcp serves wrap(the API with its metrics and request log) on a TCP listener, passed
-	// or opened on addr. On loopback, only requests for a loopback Host or an
-	// allowed_hosts name reach the API (hostGuard).
-	tcp := func(passed net.Listener, addr, key string, useTLS bool, wrap func(http.Handler) http.Handler) (string, error) {
-		l := passed
-		if l == nil {
-			if addr == "" {
-				return "", nil
-			}
-			var err error
-			if l, err = net.Listen("tcp", addr); err != nil {
-				return "", fmt.Errorf("%s: %s: cannot listen on %s: %w", d.cfg.File, key, addr, err)
-			}
-		}
-		handler := d.handler
-		if isLoopback(l.Addr()) {
-			handler = newObserved(hostGuard(d.api, s.AllowedHosts), d.log, d.metrics)
-		}
-		a := l.Addr().String()
-		if useTLS {
-			l = tls.NewListener(l, d.tlsConfig())
-		}
-		listeners = append(listeners, l)
-		servers = append(servers, d.server(wrap(handler)))
-		return a, nil
-	}
-	useTLS := d.cur.Load().tls != nil
-	asIs := func(h http.Handler) http.Handler { return h }
-	if httpAddr, err = tcp(in.http, s.HTTP, "server.http", useTLS, asIs); err == nil {
-		metricsAddr, err = tcp(in.metrics, s.MetricsHTTP, "server.metrics_http", false, metricsOnly)
-	}
+	ls, err := d.listen(in)
 	if err != nil {
-		closeAll()
 		in.close()
 		return err
 	}
@@ -230,13 +165,13 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.notify("STATUS=listening, but not ready: GET /readyz says why")
 	}
 	d.health.start(ctx)
-	errc := make(chan error, len(servers))
-	for i, srv := range servers {
-		go func() { errc <- srv.Serve(listeners[i]) }()
+	errc := make(chan error, len(ls.all))
+	for _, s := range ls.all {
+		go func() { errc <- s.srv.Serve(s.l) }()
 	}
-	d.log.Info("serving", "socket", socketAddr, "http", httpAddr, "tls", useTLS && httpAddr != "", "metrics_http", metricsAddr, "systemd_sockets", in != (inherited{}), "keys", d.cfg.KeyNames(), "version", d.opts.Version)
+	d.log.Info("serving", "socket", ls.socket, "http", ls.http, "tls", ls.tls, "metrics_http", ls.metrics, "systemd_sockets", in != (inherited{}), "keys", d.cfg.KeyNames(), "version", d.opts.Version)
 	if d.opts.Listening != nil {
-		d.opts.Listening(socketAddr, httpAddr)
+		d.opts.Listening(ls.socket, ls.http)
 	}
 
 	var serveErr error
@@ -244,6 +179,17 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	case <-ctx.Done():
 	case serveErr = <-errc:
 	}
+	d.shutdown(ls)
+	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
+		return serveErr
+	}
+	d.log.Info("stopped")
+	return nil
+}
+
+// shutdown stops accepting and lets requests in flight finish, up to shutdown_timeout;
+// no reload starts any more.
+func (d *Daemon) shutdown(ls *listeners) {
 	d.notify("STOPPING=1")
 	timeout := d.cur.Load().cfg.Server.ShutdownTimeout.D()
 	d.log.Info("shutting down", "timeout", timeout.String())
@@ -253,24 +199,19 @@ func (d *Daemon) Serve(ctx context.Context) error {
 	sctx, cancel := context.WithTimeout(context.Background(), timeout)
 	defer cancel()
 	var wg sync.WaitGroup
-	for _, srv := range servers {
+	for _, s := range ls.all {
 		wg.Add(1)
 		go func() {
 			defer wg.Done()
-			if err := srv.Shutdown(sctx); err != nil {
+			if err := s.srv.Shutdown(sctx); err != nil {
 				d.log.Warn("requests still running at shutdown_timeout were cut off", "error", err.Error())
-				srv.Close()
+				s.srv.Close()
 			}
 		}()
 	}
 	wg.Wait()
 	d.health.stop()
-	closeAll() // Shutdown closed them; this removes nothing twice but makes sure of the socket file
-	if serveErr != nil && !errors.Is(serveErr, http.ErrServerClosed) {
-		return serveErr
-	}
-	d.log.Info("stopped")
-	return nil
+	ls.close() // Shutdown closed them; this removes nothing twice but makes sure of the socket file
 }
 
 // server is the one net/http configuration of both listeners.

@@ -129,61 +129,74 @@ func (h *health) store(g *generation, errs map[string]error) {
 		return
 	}
 	if h.gen != nil && h.gen != g {
-		for _, k := range h.gen.keys {
-			nk := g.key(k.Name())
-			if nk == nil || nk.Backend() != k.Backend() {
-				h.m.BackendUp.DeleteLabelValues(k.Name(), k.Backend())
-			}
-			if nk == nil || nk.Leaf() == nil {
-				h.m.CertExpiry.DeleteLabelValues(k.Name())
-			}
-			if nk == nil {
-				delete(h.last, k.Name())
-				delete(h.warned, k.Name())
-				delete(h.downSince, k.Name())
-				delete(h.reported, k.Name())
-				delete(h.notReady, k.Name())
-			}
-		}
+		h.forgetRetired(g)
 	}
 	h.gen, h.errs = g, errs
 	h.down.Store(len(errs) > 0)
 	for _, k := range g.keys {
-		err := errs[k.Name()]
-		up := 1.0
-		if err != nil {
-			up = 0
-		}
-		h.m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(up)
-		if leaf := k.Leaf(); leaf != nil {
-			h.m.CertExpiry.WithLabelValues(k.Name()).Set(float64(leaf.NotAfter.Unix()))
-		}
-		prev, seen := h.last[k.Name()]
-		now := h.now()
-		refused := h.m.refusedCounter(k.Name())
-		switch {
-		case err != nil && (!seen || prev == nil):
-			h.downSince[k.Name()], h.reported[k.Name()] = now, now
-			h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(), "refused", refused.Swap(0))
-		case err != nil && now.Sub(h.reported[k.Name()]) >= outageReport:
-			h.reported[k.Name()] = now
-			h.log.Warn("key still cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(),
-				"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
-		case err == nil && seen && prev != nil:
-			h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend(),
-				"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
-			delete(h.downSince, k.Name())
-			delete(h.reported, k.Name())
-			delete(h.notReady, k.Name())
-		}
-		h.last[k.Name()] = err
-		h.warnExpiry(k)
+		h.record(k, errs[k.Name()])
 	}
 	ready := len(h.reasonsLocked(nil)) == 0
 	h.mu.Unlock()
 	if ready && h.onReady != nil {
 		h.onReady()
 	}
+}
+
+// forgetRetired drops the gauges and the outage state of the keys of the generation
+// being replaced that g does not have (or has with another backend, or without a
+// certificate). Called with h.mu held.
+func (h *health) forgetRetired(g *generation) {
+	for _, k := range h.gen.keys {
+		nk := g.key(k.Name())
+		if nk == nil || nk.Backend() != k.Backend() {
+			h.m.BackendUp.DeleteLabelValues(k.Name(), k.Backend())
+		}
+		if nk == nil || nk.Leaf() == nil {
+			h.m.CertExpiry.DeleteLabelValues(k.Name())
+		}
+		if nk == nil {
+			delete(h.last, k.Name())
+			delete(h.warned, k.Name())
+			delete(h.downSince, k.Name())
+			delete(h.reported, k.Name())
+			delete(h.notReady, k.Name())
+		}
+	}
+}
+
+// record sets k's gauges from its probe's outcome and logs a change of state: down, still
+// down (once per outageReport, with the count of refused signatures), up again. Called
+// with h.mu held.
+func (h *health) record(k *backends.Key, err error) {
+	up := 1.0
+	if err != nil {
+		up = 0
+	}
+	h.m.BackendUp.WithLabelValues(k.Name(), k.Backend()).Set(up)
+	if leaf := k.Leaf(); leaf != nil {
+		h.m.CertExpiry.WithLabelValues(k.Name()).Set(float64(leaf.NotAfter.Unix()))
+	}
+	prev, seen := h.last[k.Name()]
+	now := h.now()
+	refused := h.m.refusedCounter(k.Name())
+	switch {
+	case err != nil && (!seen || prev == nil):
+		h.downSince[k.Name()], h.reported[k.Name()] = now, now
+		h.log.Warn("key cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(), "refused", refused.Swap(0))
+	case err != nil && now.Sub(h.reported[k.Name()]) >= outageReport:
+		h.reported[k.Name()] = now
+		h.log.Warn("key still cannot sign", "key", k.Name(), "backend", k.Backend(), "error", err.Error(),
+			"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
+	case err == nil && seen && prev != nil:
+		h.log.Info("key can sign again", "key", k.Name(), "backend", k.Backend(),
+			"down_for", now.Sub(h.downSince[k.Name()]).Round(time.Second).String(), "refused", refused.Swap(0))
+		delete(h.downSince, k.Name())
+		delete(h.reported, k.Name())
+		delete(h.notReady, k.Name())
+	}
+	h.last[k.Name()] = err
+	h.warnExpiry(k)
 }
 
 // observe takes what a signature just showed about its key's backend, without asking it

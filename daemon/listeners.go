@@ -3,6 +3,7 @@ package daemon
 import (
 	"crypto/tls"
 	"crypto/x509"
+	"fmt"
 	"net"
 	"net/http"
 	"os"
@@ -12,6 +13,91 @@ import (
 	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/conf"
 )
+
+// listeners are what the daemon serves on: each listener with its server, and the
+// addresses for the log.
+type listeners struct {
+	all                   []served
+	socket, http, metrics string
+	tls                   bool // the HTTP listener speaks TLS
+}
+
+// served is one listener and the server on it.
+type served struct {
+	l   net.Listener
+	srv *http.Server
+}
+
+func (ls *listeners) close() {
+	for _, s := range ls.all {
+		s.l.Close()
+	}
+}
+
+// listen opens the listeners the config names, or takes those systemd passed (in): the
+// Unix socket, the HTTP listener and the metrics listener. On error it closes what it
+// opened; in stays the caller's.
+func (d *Daemon) listen(in inherited) (*listeners, error) {
+	s := &d.cfg.Server
+	ls := &listeners{}
+	socketHandler := d.handler
+	if s.Pprof {
+		socketHandler = withPprof(socketHandler)
+	}
+	switch {
+	case in.socket != nil:
+		ls.all = append(ls.all, served{in.socket, d.server(socketHandler)})
+		ls.socket = in.socket.Addr().String()
+		if s.Socket != "" && ls.socket != s.Socket {
+			d.log.Warn("the socket systemd passed is not at server.socket; clients must use the systemd one", "systemd", ls.socket, "server.socket", s.Socket)
+		}
+	case s.Socket != "":
+		l, err := listenUnix(s.Socket, os.FileMode(s.SocketMode))
+		if err != nil {
+			return nil, err
+		}
+		ls.all = append(ls.all, served{l, d.server(socketHandler)})
+		ls.socket = s.Socket
+	}
+	ls.tls = d.cur.Load().tls != nil
+	var err error
+	if ls.http, err = d.listenTCP(ls, in.http, s.HTTP, "server.http", ls.tls, func(h http.Handler) http.Handler { return h }); err == nil {
+		ls.metrics, err = d.listenTCP(ls, in.metrics, s.MetricsHTTP, "server.metrics_http", false, metricsOnly)
+	}
+	if err != nil {
+		ls.close()
+		return nil, err
+	}
+	ls.tls = ls.tls && ls.http != ""
+	return ls, nil
+}
+
+// listenTCP serves wrap(the API with its metrics and request log) on a TCP listener,
+// passed or opened on addr (none when both are empty), and returns its address. On
+// loopback, only requests for a loopback Host or an allowed_hosts name reach the API
+// (hostGuard).
+func (d *Daemon) listenTCP(ls *listeners, passed net.Listener, addr, key string, useTLS bool, wrap func(http.Handler) http.Handler) (string, error) {
+	l := passed
+	if l == nil {
+		if addr == "" {
+			return "", nil
+		}
+		var err error
+		if l, err = net.Listen("tcp", addr); err != nil {
+			return "", fmt.Errorf("%s: %s: cannot listen on %s: %w", d.cfg.File, key, addr, err)
+		}
+	}
+	handler := d.handler
+	if isLoopback(l.Addr()) {
+		handler = newObserved(hostGuard(d.api, d.cfg.Server.AllowedHosts), d.log, d.metrics)
+	}
+	a := l.Addr().String()
+	if useTLS {
+		l = tls.NewListener(l, d.tlsConfig())
+	}
+	ls.all = append(ls.all, served{l, d.server(wrap(handler))})
+	return a, nil
+}
 
 // loadTLS builds the TCP listener's TLS configuration from [server] tls_cert, tls_key
 // and tls_client_ca; nil when TLS is not configured. With a client CA, every client must

@@ -235,7 +235,9 @@ func speedateDate(s string) (y, m, d int, err dateErr) {
 	return y, m, d, ""
 }
 
-// rfc3339Lax is speedate's DateTime::parse_bytes_rfc3339_with_config.
+// rfc3339Lax is speedate's DateTime::parse_bytes_rfc3339_with_config: a date, a
+// separator, a time of day and an optional offset, each part checked in that order so
+// that the first fault is the one pydantic names.
 func rfc3339Lax(s string) (time.Time, dateErr) {
 	y, mo, d, err := speedateDate(s)
 	if err != "" {
@@ -244,112 +246,14 @@ func rfc3339Lax(s string) (time.Time, dateErr) {
 	if len(s) <= 10 || (s[10] != 'T' && s[10] != 't' && s[10] != ' ' && s[10] != '_') {
 		return time.Time{}, errDateTimeSep
 	}
-	p := 11
-	if len(s)-p < 5 {
-		return time.Time{}, errTooShort
-	}
-	h1, ok1 := digit(s, p)
-	h2, ok2 := digit(s, p+1)
-	if !ok1 || !ok2 {
-		return time.Time{}, errHour
-	}
-	if s[p+2] != ':' {
-		return time.Time{}, errTimeSep
-	}
-	n1, ok1 := digit(s, p+3)
-	n2, ok2 := digit(s, p+4)
-	if !ok1 || !ok2 {
-		return time.Time{}, errMinute
-	}
-	hour, minute := h1*10+h2, n1*10+n2
-	if hour > 23 {
-		return time.Time{}, errHourRange
-	}
-	if minute > 59 {
-		return time.Time{}, errMinuteRange
-	}
-	p += 5
-	second, nanos := 0, 0
-	if p < len(s) && s[p] == ':' {
-		s1, ok1 := digit(s, p+1)
-		s2, ok2 := digit(s, p+2)
-		if !ok1 || !ok2 {
-			return time.Time{}, errSecond
-		}
-		second = s1*10 + s2
-		if second > 59 {
-			return time.Time{}, errSecondRange
-		}
-		p += 3
-		if p < len(s) && (s[p] == '.' || s[p] == ',') {
-			p++
-			n := 0
-			for ; p < len(s) && s[p] >= '0' && s[p] <= '9'; p++ {
-				if n < 6 { // digits beyond microseconds are dropped (pydantic's default "truncate")
-					nanos = nanos*10 + int(s[p]-'0')
-				}
-				n++
-			}
-			if n == 0 {
-				return time.Time{}, errFractionNone
-			}
-			for ; n < 6; n++ {
-				nanos *= 10
-			}
-			nanos *= 1000
-		}
+	c, p, err := parseClock(s, 11)
+	if err != "" {
+		return time.Time{}, err
 	}
 	loc := time.UTC // naive: taken as UTC
 	if p < len(s) {
-		c := s[p]
-		p++
-		if c == 'Z' || c == 'z' {
-			// UTC
-		} else {
-			sign := 1
-			switch {
-			case c == '+':
-			case c == '-':
-				sign = -1
-			case c == 0xE2 && p+1 < len(s) && s[p] == 0x88 && s[p+1] == 0x92: // U+2212 MINUS SIGN
-				sign = -1
-				p += 2
-			default:
-				return time.Time{}, errTzSign
-			}
-			t1, ok1 := digit(s, p)
-			t2, ok2 := digit(s, p+1)
-			if !ok1 || !ok2 {
-				return time.Time{}, errTzHour
-			}
-			var m1 int
-			switch {
-			case p+2 < len(s) && s[p+2] == ':':
-				p += 3
-				var ok bool
-				if m1, ok = digit(s, p); !ok {
-					return time.Time{}, errTzMinute
-				}
-			case p+2 < len(s) && s[p+2] >= '0' && s[p+2] <= '9':
-				p += 2
-				m1 = int(s[p] - '0')
-			default:
-				return time.Time{}, errTzMinute
-			}
-			m2, ok := digit(s, p+1)
-			if !ok {
-				return time.Time{}, errTzMinute
-			}
-			minutes := m1*10 + m2
-			if minutes >= 60 {
-				return time.Time{}, errTzMinuteRange
-			}
-			offset := sign * ((t1*10+t2)*3600 + minutes*60)
-			if offset >= 24*3600 || offset <= -24*3600 {
-				return time.Time{}, errTzRange
-			}
-			loc = time.FixedZone("", offset)
-			p += 2
+		if loc, p, err = parseOffset(s, p); err != "" {
+			return time.Time{}, err
 		}
 	}
 	if p < len(s) {
@@ -358,7 +262,132 @@ func rfc3339Lax(s string) (time.Time, dateErr) {
 	if y == 0 {
 		return time.Time{}, errPythonYearZero
 	}
-	return time.Date(y, time.Month(mo), d, hour, minute, second, nanos, loc), ""
+	return time.Date(y, time.Month(mo), d, c.hour, c.minute, c.second, c.nanos, loc), ""
+}
+
+// clock is a time of day.
+type clock struct{ hour, minute, second, nanos int }
+
+// parseClock reads HH:MM[:SS[.fraction]] at s[p:] and returns where it ended.
+func parseClock(s string, p int) (clock, int, dateErr) {
+	var c clock
+	if len(s)-p < 5 {
+		return c, p, errTooShort
+	}
+	h1, ok1 := digit(s, p)
+	h2, ok2 := digit(s, p+1)
+	if !ok1 || !ok2 {
+		return c, p, errHour
+	}
+	if s[p+2] != ':' {
+		return c, p, errTimeSep
+	}
+	n1, ok1 := digit(s, p+3)
+	n2, ok2 := digit(s, p+4)
+	if !ok1 || !ok2 {
+		return c, p, errMinute
+	}
+	c.hour, c.minute = h1*10+h2, n1*10+n2
+	if c.hour > 23 {
+		return c, p, errHourRange
+	}
+	if c.minute > 59 {
+		return c, p, errMinuteRange
+	}
+	p += 5
+	if p >= len(s) || s[p] != ':' {
+		return c, p, ""
+	}
+	s1, ok1 := digit(s, p+1)
+	s2, ok2 := digit(s, p+2)
+	if !ok1 || !ok2 {
+		return c, p, errSecond
+	}
+	c.second = s1*10 + s2
+	if c.second > 59 {
+		return c, p, errSecondRange
+	}
+	p += 3
+	if p < len(s) && (s[p] == '.' || s[p] == ',') {
+		var err dateErr
+		c.nanos, p, err = parseFraction(s, p+1)
+		if err != "" {
+			return c, p, err
+		}
+	}
+	return c, p, ""
+}
+
+// parseFraction reads the digits of a fraction of a second at s[p:] as nanoseconds.
+// Digits beyond microseconds are dropped (pydantic's default "truncate").
+func parseFraction(s string, p int) (int, int, dateErr) {
+	nanos, n := 0, 0
+	for ; p < len(s) && s[p] >= '0' && s[p] <= '9'; p++ {
+		if n < 6 {
+			nanos = nanos*10 + int(s[p]-'0')
+		}
+		n++
+	}
+	if n == 0 {
+		return 0, p, errFractionNone
+	}
+	for ; n < 6; n++ {
+		nanos *= 10
+	}
+	return nanos * 1000, p, ""
+}
+
+// parseOffset reads Z, or a sign (+, -, or U+2212 MINUS SIGN) and HH[:]MM, at s[p:] and
+// returns the zone and where it ended.
+func parseOffset(s string, p int) (*time.Location, int, dateErr) {
+	c := s[p]
+	p++
+	if c == 'Z' || c == 'z' {
+		return time.UTC, p, ""
+	}
+	sign := 1
+	switch {
+	case c == '+':
+	case c == '-':
+		sign = -1
+	case c == 0xE2 && p+1 < len(s) && s[p] == 0x88 && s[p+1] == 0x92: // U+2212 MINUS SIGN
+		sign = -1
+		p += 2
+	default:
+		return nil, p, errTzSign
+	}
+	t1, ok1 := digit(s, p)
+	t2, ok2 := digit(s, p+1)
+	if !ok1 || !ok2 {
+		return nil, p, errTzHour
+	}
+	var m1 int
+	switch {
+	case p+2 < len(s) && s[p+2] == ':':
+		p += 3
+		var ok bool
+		if m1, ok = digit(s, p); !ok {
+			return nil, p, errTzMinute
+		}
+	case p+2 < len(s) && s[p+2] >= '0' && s[p+2] <= '9':
+		p += 2
+		m1 = int(s[p] - '0')
+	default:
+		return nil, p, errTzMinute
+	}
+	m2, ok := digit(s, p+1)
+	if !ok {
+		return nil, p, errTzMinute
+	}
+	minutes := m1*10 + m2
+	if minutes >= 60 {
+		return nil, p, errTzMinuteRange
+	}
+	offset := sign * ((t1*10+t2)*3600 + minutes*60)
+	if offset >= 24*3600 || offset <= -24*3600 {
+		return nil, p, errTzRange
+	}
+	return time.FixedZone("", offset), p + 2, ""
 }
 
 // speedateInt: an optional sign and ASCII digits, within int64.
