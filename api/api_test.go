@@ -487,3 +487,25 @@ func TestRepeatedRefusalsAreLoggedOnce(t *testing.T) {
 		}
 	}
 }
+
+// /api-docs renders the descriptions' Markdown: code spans become <code>, no backtick
+// is left, and the page loads nothing.
+func TestAPIDocsRendersMarkdown(t *testing.T) {
+	srv, _ := newServer(t, api.Options{})
+	resp, err := http.Get(srv.URL + "/api-docs")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	page := string(b)
+	if resp.StatusCode != 200 || !strings.Contains(page, "<code>Content-Type: application/json</code>") || strings.Contains(page, "`") {
+		t.Errorf("%d: Markdown not rendered:\n%s", resp.StatusCode, page)
+	}
+	if !strings.Contains(page, "<h2><code>POST /v1/keys/{name}/sign</code>") {
+		t.Errorf("the sign route is missing:\n%s", page)
+	}
+	if csp := resp.Header.Get("Content-Security-Policy"); csp != "default-src 'none'; style-src 'unsafe-inline'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'" {
+		t.Errorf("Content-Security-Policy: %q", csp)
+	}
+}
