@@ -7,8 +7,10 @@ import (
 	"encoding/hex"
 	"encoding/json"
 	"net/http"
+	"net/http/httptest"
 	"os"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -46,6 +48,58 @@ func TestAuditFailClosed(t *testing.T) {
 	}
 	if failures := counterValue(t, reg, "provenanced_audit_writes_total", "error"); failures != 1 || !strings.Contains(l.Problem(), "no space left on device") {
 		t.Fatalf("failures %v, problem %q", failures, l.Problem())
+	}
+}
+
+// After the audit line fails, nothing the handler goes on to write reaches the client:
+// the answer is the 503 alone. The check is on the handler's own output, through an
+// httptest.ResponseRecorder: behind a real server the 503's Content-Length would cut the
+// handler's bytes off before the client, and hide them if they got through.
+func TestAuditFailureDropsTheHandlersAnswer(t *testing.T) {
+	l, err := audit.Open("/dev/full", audit.Options{}) // every write fails: ENOSPC
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer l.Close()
+	edp := vectorKey(t, "123456")
+	_, a := newServer(t, api.Options{
+		Keys:            []*backends.Key{edp},
+		MaxRequestBytes: 1 << 20,
+		Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: edp, Scheme: scheme},
+		Access:          access.NewPolicy(nil, l, nil),
+	})
+	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))
+	const msg = "the audit log cannot be written, so nothing signed leaves the daemon; the daemon's log has the reason under request id "
+	for _, tc := range []struct {
+		name, path, body string
+		want             func(id string) string
+	}{
+		{"sign", "/v1/keys/" + edp.Name() + "/sign", `{"digest":"` + digest + `"}`, func(id string) string {
+			return `{"error":{"code":"unavailable","message":"` + msg + id + `","request_id":"` + id + `"}}` + "\n"
+		}},
+		{"original edp", "/api/v1/sign/edp", edpRequest, func(id string) string {
+			return `{"detail":"` + msg + id + `"}` + "\n"
+		}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			req := httptest.NewRequest("POST", tc.path, strings.NewReader(tc.body))
+			req.Header.Set("Content-Type", "application/json")
+			rec := httptest.NewRecorder()
+			a.Handler().ServeHTTP(rec, req)
+			id := rec.Header().Get("X-Request-Id")
+			if rec.Code != http.StatusServiceUnavailable || id == "" {
+				t.Fatalf("%d, request id %q: %s", rec.Code, id, rec.Body)
+			}
+			if got, want := rec.Body.String(), tc.want(id); got != want {
+				t.Errorf("the answer is not the 503 alone:\n%s\nwant\n%s", got, want)
+			}
+			if cl := rec.Header().Get("Content-Length"); cl != strconv.Itoa(rec.Body.Len()) {
+				t.Errorf("Content-Length %s for a body of %d bytes", cl, rec.Body.Len())
+			}
+			if strings.Contains(rec.Body.String(), "signature") || strings.Contains(rec.Body.String(), "steps") {
+				t.Errorf("a signature or a record in the answer: %s", rec.Body)
+			}
+		})
 	}
 }
 

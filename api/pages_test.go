@@ -364,6 +364,54 @@ func TestPagesHeaders(t *testing.T) {
 	}
 }
 
+// TestPagesCSPIsExact pins each page's and asset's whole Content-Security-Policy: the
+// checks above look for parts of it, so a directive dropped elsewhere in the header
+// (frame-ancestors, base-uri, form-action) would pass them, and no browser test frames
+// a page to notice.
+func TestPagesCSPIsExact(t *testing.T) {
+	const page = "default-src 'none'; script-src 'self'; style-src 'self'; img-src 'self' data:; " +
+		"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	const viewer = "default-src 'none'; script-src 'self' 'wasm-unsafe-eval'; style-src 'self'; img-src 'self' data:; " +
+		"connect-src 'self'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
+	want := map[string]string{"/docs": page, "/viewer": viewer}
+	sums, err := os.ReadFile("assets/SHA256SUMS")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, line := range strings.Split(strings.TrimSpace(string(sums)), "\n") {
+		_, name, _ := strings.Cut(line, "  ")
+		want["/assets/"+name] = page
+	}
+	ours, err := filepath.Glob("pages/*")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range ours {
+		if name := filepath.Base(f); !strings.HasSuffix(name, ".html") {
+			want["/assets/"+name] = page
+		}
+	}
+	srv, _ := newServer(t, api.Options{})
+	for path, csp := range want {
+		resp, err := http.Get(srv.URL + path)
+		if err != nil {
+			t.Fatal(err)
+		}
+		io.Copy(io.Discard, resp.Body)
+		resp.Body.Close()
+		if resp.StatusCode != http.StatusOK {
+			t.Errorf("%s: %d", path, resp.StatusCode)
+			continue
+		}
+		if got := resp.Header.Values("Content-Security-Policy"); len(got) != 1 || got[0] != csp {
+			t.Errorf("%s: Content-Security-Policy %q\nwant %q", path, got, csp)
+		}
+		if got := resp.Header.Get("X-Frame-Options"); got != "DENY" {
+			t.Errorf("%s: X-Frame-Options %q, want DENY", path, got)
+		}
+	}
+}
+
 // TestOpenAPIExamples sends every request example of the OpenAPI document to the daemon:
 // each is answered 200, so the examples Swagger UI fills in, and a generated client's
 // documentation, are requests that work (the record examples are reference vectors).

@@ -155,12 +155,20 @@ func (prev *generation) reusable(spec *conf.Key) *backends.Key {
 	return old
 }
 
+// acquireGap is a test hook, nil in production: when set, acquire calls it between its
+// load of the current generation and its count, so that a test can retire that
+// generation inside a window too narrow for real requests and reloads to hit on demand.
+var acquireGap func()
+
 // acquire returns the generation to serve a request with, counted until done. The
 // second look at the pointer closes the race with a reload: a generation retired
 // between the load and the count is put back and the newer one taken.
 func (d *Daemon) acquire() *generation {
 	for {
 		g := d.cur.Load()
+		if acquireGap != nil {
+			acquireGap()
+		}
 		g.refs.Add(1)
 		if d.cur.Load() == g {
 			return g

@@ -2,6 +2,7 @@ package daemon
 
 import (
 	"context"
+	"crypto"
 	"crypto/sha256"
 	"fmt"
 	"os"
@@ -141,6 +142,63 @@ func TestAcquireRacesReload(t *testing.T) {
 	wg.Wait()
 	if bad.Load() != 0 {
 		t.Errorf("%d requests got a generation already closed", bad.Load())
+	}
+}
+
+// A reload that swaps and retires the generation between acquire's load of the pointer
+// and its count (acquireGap holds acquire there while it runs): the retired generation,
+// with no request counted on it, closes its released backends at once, and acquire must
+// see the pointer moved, put the old generation back and serve the new one.
+// TestAcquireRacesReload leaves this window to chance and does not hit it.
+func TestAcquireAcrossARetirement(t *testing.T) {
+	d, write := reloadable(t)
+	g0 := d.cur.Load()
+	gaps := 0
+	acquireGap = func() {
+		gaps++
+		if gaps > 1 {
+			return
+		}
+		write("other-b.pem")
+		if err := d.Reload(context.Background()); err != nil {
+			t.Errorf("reload in the gap: %v", err)
+		}
+	}
+	t.Cleanup(func() { acquireGap = nil })
+	g := d.acquire()
+	defer g.done()
+	g1 := d.cur.Load()
+	if g1 == g0 {
+		t.Fatal("the reload in the gap did not swap the generation")
+	}
+	select {
+	case <-g0.drained:
+	default:
+		t.Fatal("the retired generation did not finish: the gap was not between the load and the count")
+	}
+	if g != g1 {
+		t.Fatalf("acquire returned the generation retired in the gap (drained: %v), not the current one", isClosed(g.drained))
+	}
+	if n := g0.refs.Load(); n != 0 {
+		t.Errorf("the retired generation still counts %d request(s)", n)
+	}
+	if gaps != 2 {
+		t.Errorf("acquire went through the gap %d times, want 2 (once more after putting the old generation back)", gaps)
+	}
+	digest := sha256.Sum256([]byte("after the gap"))
+	for _, name := range []string{"signing", "other"} {
+		if _, err := g.key(name).SignContext(context.Background(), digest[:], crypto.SHA256); err != nil {
+			t.Errorf("key %s of the acquired generation: %v", name, err)
+		}
+	}
+}
+
+func isClosed(c chan struct{}) bool {
+	select {
+	case <-c:
+		return true
+	default:
+		return false
 	}
 }
 

@@ -35,6 +35,16 @@ func TestNumbersThePythonReferenceCannotRead(t *testing.T) {
 		{"1e-999999", true}, // underflows to 0.0 in Python too: readable
 		{digits(308) + ".5", true},
 		{digits(310) + ".5", false},
+		// 309 integer digits and a fraction, no exponent: 2e308 is above MaxFloat64 and is
+		// refused as 1e309 is; 1e308 is below it and is read.
+		{"2" + strings.Repeat("0", 308) + ".5", false},
+		{"-2" + strings.Repeat("0", 308) + ".5", false},
+		{digits(309) + ".5", true},
+		{"179769313486231570" + strings.Repeat("0", 291) + ".0", true},  // MaxFloat64, spelt out
+		{"179769313486231590" + strings.Repeat("0", 291) + ".0", false}, // rounds to +Inf
+		// The same without the fraction is an integer: Python reads it exactly, as an int
+		// (json.loads("2" + "0"*308) is not infinity), and signs and verifies it.
+		{"2" + strings.Repeat("0", 308), true},
 		{digits(5000) + "e-4800", true}, // a float, not an integer: 1e199
 		{"0.10000000000000001", true},
 	} {

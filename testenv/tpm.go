@@ -337,18 +337,35 @@ func (t *TPM) ClearLockout() error {
 }
 
 // Pause stops swtpm (SIGSTOP): the TPM hangs, as a wedged device or bus does.
-func (t *TPM) Pause() error { return t.signal(syscall.SIGSTOP) }
+func (t *TPM) Pause() error {
+	return t.signal(func() *exec.Cmd { return t.swtpm }, "swtpm", syscall.SIGSTOP)
+}
 
 // Resume lets a paused swtpm go on.
-func (t *TPM) Resume() error { return t.signal(syscall.SIGCONT) }
+func (t *TPM) Resume() error {
+	return t.signal(func() *exec.Cmd { return t.swtpm }, "swtpm", syscall.SIGCONT)
+}
 
-func (t *TPM) signal(sig syscall.Signal) error {
+// PauseABRMD stops tpm2-abrmd (SIGSTOP): every call through the resource manager hangs,
+// whether or not swtpm is running, as with a wedged /dev/tpmrm0.
+func (t *TPM) PauseABRMD() error {
+	return t.signal(func() *exec.Cmd { return t.abrmd }, "tpm2-abrmd", syscall.SIGSTOP)
+}
+
+// ResumeABRMD lets a paused tpm2-abrmd go on.
+func (t *TPM) ResumeABRMD() error {
+	return t.signal(func() *exec.Cmd { return t.abrmd }, "tpm2-abrmd", syscall.SIGCONT)
+}
+
+// signal sends sig to the process which returns, read under t.mu.
+func (t *TPM) signal(which func() *exec.Cmd, name string, sig syscall.Signal) error {
 	t.mu.Lock()
 	defer t.mu.Unlock()
-	if t.swtpm == nil || t.swtpm.Process == nil {
-		return errors.New("testenv: swtpm is not running")
+	cmd := which()
+	if cmd == nil || cmd.Process == nil {
+		return errors.New("testenv: " + name + " is not running")
 	}
-	return t.swtpm.Process.Signal(sig)
+	return cmd.Process.Signal(sig)
 }
 
 // track reaps cmd when it exits and returns the channel closed then.

@@ -235,7 +235,7 @@ func (g *guarded) WriteHeader(status int) {
 		delete(h, k)
 	}
 	h.Set("X-Request-Id", id)
-	g.route.Refuse(g.ResponseWriter, http.StatusServiceUnavailable, "unavailable", "the audit log cannot be written, so nothing is signed; the daemon's log has the reason under request id "+id, id)
+	g.route.Refuse(g.ResponseWriter, http.StatusServiceUnavailable, "unavailable", "the audit log cannot be written, so nothing signed leaves the daemon; the daemon's log has the reason under request id "+id, id)
 }
 
 func (g *guarded) Write(b []byte) (int, error) {

@@ -68,6 +68,15 @@ func TestPydanticDateTime(t *testing.T) {
 		{`"2025-09-20T10:60:00"`, "!datetime_from_date_parsing"},
 		{`"2025-09-20T23:59:60"`, "!datetime_from_date_parsing"},
 		{`"2025-02-29T10:00:00"`, "!datetime_from_date_parsing"},
+		// The century rule of leap years, in both readings (datetime and the date fallback):
+		// 2000 is divisible by 400 and has a 29 February, 1900 and 2100 do not.
+		{`"2000-02-29T10:00:00"`, "2000-02-29T10:00:00Z"},
+		{`"2000-02-29"`, "2000-02-29T00:00:00Z"},
+		{`"1600-02-29"`, "1600-02-29T00:00:00Z"},
+		{`"1900-02-29T10:00:00"`, "!datetime_from_date_parsing"},
+		{`"1900-02-29"`, "!datetime_from_date_parsing"},
+		{`"2100-02-29"`, "!datetime_from_date_parsing"},
+		{`"1900-02-28"`, "1900-02-28T00:00:00Z"},
 		{`"2025-13-01T10:00:00"`, "!datetime_from_date_parsing"},
 		{`"2025-09-20T10:00:00."`, "!datetime_from_date_parsing"},
 		{`"2025-09-20T10:00.5"`, "!datetime_from_date_parsing"},

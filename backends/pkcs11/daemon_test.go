@@ -511,6 +511,102 @@ func TestDaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
 	d.recovers(t, pid, h.Public)
 }
 
+// requestID finds the request id that an answer names for its log line.
+var requestID = regexp.MustCompile(`request id ([0-9a-f]+)`)
+
+// A key that is down (its TPM died) and whose reconnection then hangs in the module
+// (tpm2-abrmd stopped with SIGSTOP, so every call through it waits): the readiness
+// check's reconnection is given up at its own bound and counted as stuck; Ready says
+// so, and a new signature fails at once, rather than queueing for sign_timeout behind
+// the reconnection that holds the key.
+func TestDaemonOnAKeyWhoseReconnectHangs(t *testing.T) {
+	const signTimeout = 20 * time.Second
+	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
+	config := filepath.Join(filepath.Dir(h.Config), "hang.toml")
+	// A 1s readiness interval bounds each background reconnection at 1s: it is that
+	// check, not a request, that meets the hang first.
+	text := h.ConfigTOML(map[string]string{"ready_check_interval": `"1s"`})
+	text = strings.Replace(text, "[server]\n", fmt.Sprintf("[server]\nsign_timeout = \"%v\"\n", signTimeout), 1)
+	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d := startDaemon(t, h, config)
+	// A request that waited out sign_timeout fails here within a few seconds of it, not
+	// at the test binary's timeout.
+	sign := func() (time.Duration, error) {
+		ctx, cancel := context.WithTimeout(context.Background(), signTimeout+10*time.Second)
+		defer cancel()
+		start := time.Now()
+		_, err := d.c.SignDigest(ctx, "signing", make([]byte, 32))
+		return time.Since(start), err
+	}
+	if _, err := sign(); err != nil {
+		t.Fatal(err)
+	}
+
+	// Down: swtpm gone, abrmd still answering, so the failures are quick and the key
+	// gives up its connection.
+	h.TPM.KillSWTPM()
+	var apiErr *client.Error
+	if _, err := sign(); !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+		t.Fatalf("signing with the TPM dead: %v, want 503", err)
+	}
+	// Hung: from here every reconnection waits inside the module.
+	if err := h.TPM.PauseABRMD(); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { h.TPM.ResumeABRMD() })
+
+	// /readyz names the key and a request id; the log line of that id has Ready's error.
+	var reason string
+	for deadline := time.Now().Add(30 * time.Second); ; time.Sleep(200 * time.Millisecond) {
+		code, body := d.get(t, "/readyz")
+		if m := requestID.FindStringSubmatch(body); code == http.StatusServiceUnavailable && m != nil {
+			if line := d.logLine(m[1]); line != "" {
+				reason = line
+			}
+			if strings.Contains(reason, "have not returned") {
+				break
+			}
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("Ready never said the reconnection is stuck: /readyz %d %s; last reason logged: %s", code, body, reason)
+		}
+	}
+
+	took, err := sign()
+	if !errors.As(err, &apiErr) || apiErr.Status != http.StatusServiceUnavailable {
+		t.Fatalf("signing while the reconnection hangs: %v, want 503", err)
+	}
+	// Not a measure of speed: a signature that queued behind the reconnection would take
+	// all of sign_timeout.
+	if took > signTimeout/4 {
+		t.Errorf("the signature was refused after %v (sign_timeout %v): it waited for the hung reconnection", took, signTimeout)
+	}
+	if m := requestID.FindStringSubmatch(apiErr.Message); m == nil {
+		t.Errorf("the refusal names no request id: %s", apiErr.Message)
+	} else {
+		var line string
+		for deadline := time.Now().Add(5 * time.Second); line == "" && time.Now().Before(deadline); time.Sleep(20 * time.Millisecond) {
+			line = d.logLine(m[1])
+		}
+		if !strings.Contains(line, "have not returned") {
+			t.Errorf("the refusal's log line does not say calls are stuck: %q", line)
+		}
+	}
+	jsonLog(t, d.Output())
+}
+
+// logLine is the daemon's log line with request_id id, or "" (so far).
+func (d *daemonProc) logLine(id string) string {
+	for _, line := range strings.Split(d.Output(), "\n") {
+		if strings.Contains(line, `"request_id":"`+id+`"`) {
+			return line
+		}
+	}
+	return ""
+}
+
 // provenanced keygen makes the key in the token, refuses to make it twice, and the daemon
 // serves it once it has a certificate.
 // keygen, a CSR signed in the token, and serving the new key, on each kind of token.
