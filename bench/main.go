@@ -32,7 +32,8 @@ type row struct {
 	Clients   int
 	Ops       float64 // operations (signatures, records) per second
 	P50, P99  time.Duration
-	PeakRSS   int64 // bytes, of the daemon process; 0 when not measured
+	PeakRSS   int64 // bytes: the serving process's peak resident memory during the row
+	AnonRSS   int64 // bytes: its anonymous resident memory at the row's end
 	Baseline  float64
 	BaseP50   time.Duration
 	// CPU is the server process's own CPU time per operation; BaseCPU the baseline
@@ -138,12 +139,12 @@ func (h *harness) markdown(took time.Duration, smoke bool) string {
 	fmt.Fprintf(&b, "# provenanced benchmark\n\n%s, %s, %d CPUs, %s, %d requests per row%s, %s in all.\n",
 		time.Now().UTC().Format(time.RFC3339), host, runtime.NumCPU(), runtime.Version(), h.cfg.n, map[bool]string{true: " (smoke run)"}[smoke], took.Round(time.Second))
 	fmt.Fprintf(&b, "Reproduce: `make bench` (`go run ./bench`). The load generator (net/http's client) shares the machine with the daemon; \"server CPU/op\" is the server process's own user+system time per operation from /proc/PID/stat, which that sharing does not distort. The daemon logs a JSON line per request to a file throughout.\n\n")
-	b.WriteString("| backend | transport | workload | clients | ops/s | p50 | p99 | server CPU/op | daemon peak RSS | baseline ops/s | baseline p50 | ratio | note |\n")
+	b.WriteString("| backend | transport | workload | clients | ops/s | p50 | p99 | server CPU/op | peak RSS (anon) | baseline ops/s | baseline p50 | ratio | note |\n")
 	b.WriteString("|---|---|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---|\n")
 	for _, r := range h.rows {
 		rss := ""
 		if r.PeakRSS > 0 {
-			rss = fmt.Sprintf("%.1f MiB", float64(r.PeakRSS)/(1<<20))
+			rss = fmt.Sprintf("%.1f MiB (%.1f)", float64(r.PeakRSS)/(1<<20), float64(r.AnonRSS)/(1<<20))
 		}
 		base := ""
 		if r.Baseline > 0 {
