@@ -17,6 +17,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/chromedp/chromedp"
 	"github.com/ib1/provenanced/api"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/testenv"
@@ -35,10 +36,14 @@ func artifacts(t *testing.T) string {
 	return dir
 }
 
-func screenshot(t *testing.T, ctx context.Context, p *testenv.Page, name string) {
+func screenshot(t *testing.T, ctx context.Context, name string) {
 	t.Helper()
 	file := filepath.Join(artifacts(t), name)
-	if err := p.Screenshot(ctx, file); err != nil {
+	png, err := chromedp.Run(ctx, chromedp.FullScreenshot(100)) // 100: PNG
+	if err == nil {
+		err = os.WriteFile(file, png, 0o644)
+	}
+	if err != nil {
 		t.Errorf("screenshot: %v", err)
 		return
 	}
@@ -47,9 +52,9 @@ func screenshot(t *testing.T, ctx context.Context, p *testenv.Page, name string)
 
 // noPolicyViolations fails the test if the page reported a Content-Security-Policy
 // violation or an uncaught exception: the pages must work under their own policy.
-func noPolicyViolations(t *testing.T, p *testenv.Page) {
+func noPolicyViolations(t *testing.T, console func() []string) {
 	t.Helper()
-	for _, line := range p.Console() {
+	for _, line := range console() {
 		if strings.Contains(line, "Content Security Policy") || strings.HasPrefix(line, "exception") {
 			t.Errorf("page console: %s", line)
 		}
@@ -82,9 +87,8 @@ func readManifest(t *testing.T) []manifestVector {
 // invalid one is shown as failing the manifest's check.
 func TestViewerInBrowser(t *testing.T) {
 	srv, _, _, _ := recordServer(t)
-	browser := testenv.StartBrowser(t)
-	p := browser.NewPage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	browser, console := testenv.StartBrowser(t)
+	ctx, cancel := context.WithTimeout(browser, 3*time.Minute)
 	defer cancel()
 
 	var drawn, failed int
@@ -94,25 +98,23 @@ func TestViewerInBrowser(t *testing.T) {
 			t.Fatal(err)
 		}
 		// A fresh load each time, so that the state read below is this record's.
-		if err := p.Navigate(ctx, "about:blank"); err != nil {
-			t.Fatal(err)
-		}
-		if err := p.Navigate(ctx, srv+"/viewer#record="+base64.RawURLEncoding.EncodeToString(record)); err != nil {
+		if err := chromedp.Do(ctx, chromedp.Navigate("about:blank"),
+			chromedp.Navigate(srv+"/viewer#record="+base64.RawURLEncoding.EncodeToString(record))); err != nil {
 			t.Fatal(err)
 		}
 		wctx, wcancel := context.WithTimeout(ctx, 30*time.Second)
-		err = p.WaitFor(wctx, `["drawn", "failed", "error"].includes(document.body.dataset.state)`)
+		err = chromedp.Do(wctx, testenv.WaitJS(`["drawn", "failed", "error"].includes(document.body.dataset.state)`))
 		wcancel()
 		if err != nil {
-			t.Fatalf("%s: %v\npage console: %q", v.File, err, p.Console())
+			t.Fatalf("%s: %v\npage console: %q", v.File, err, console())
 		}
-		var page struct {
+		type viewerState struct {
 			State, Check, Status string
 			IDs                  []string
 		}
-		err = p.Eval(ctx, `({state: document.body.dataset.state, check: document.body.dataset.check || "",
+		page, err := chromedp.Run(ctx, chromedp.Evaluate[viewerState](`({state: document.body.dataset.state, check: document.body.dataset.check || "",
 			status: document.getElementById("status").textContent,
-			ids: [...document.querySelectorAll("#graph svg [data-step-id]")].map(e => e.dataset.stepId)})`, &page)
+			ids: [...document.querySelectorAll("#graph svg [data-step-id]")].map(e => e.dataset.stepId)})`))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -154,59 +156,58 @@ func TestViewerInBrowser(t *testing.T) {
 	if drawn < 6 || failed < 16 {
 		t.Errorf("drawn %d valid and showed %d invalid vectors; the manifest has 6 and 16", drawn, failed)
 	}
-	noPolicyViolations(t, p)
+	noPolicyViolations(t, console)
 
 	// Input that is no record: an error, not a verdict.
 	for _, c := range []struct{ fragment, want string }{
 		{"#record=eyJub3QiOiJqc29uIg", "The record is not JSON"},
 		{"#record=a+b/c", "#record= is not base64url"},
 	} {
-		p.Navigate(ctx, "about:blank")
-		if err := p.Navigate(ctx, srv+"/viewer"+c.fragment); err != nil {
+		chromedp.Do(ctx, chromedp.Navigate("about:blank"))
+		if err := chromedp.Do(ctx, chromedp.Navigate(srv+"/viewer"+c.fragment)); err != nil {
 			t.Fatal(err)
 		}
-		if err := p.WaitFor(ctx, `document.body.dataset.state === "error"`); err != nil {
+		if err := chromedp.Do(ctx, testenv.WaitJS(`document.body.dataset.state === "error"`)); err != nil {
 			t.Fatalf("%s: %v", c.fragment, err)
 		}
-		var msg string
-		p.Eval(ctx, `document.getElementById("status").textContent`, &msg)
+		msg, _ := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("status").textContent`))
 		if !strings.Contains(msg, c.want) {
 			t.Errorf("%s: %q, want %q", c.fragment, msg, c.want)
 		}
 	}
 
 	// A record chosen as a file.
-	if err := p.Navigate(ctx, srv+"/viewer"); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv+"/viewer")); err != nil {
 		t.Fatal(err)
 	}
 	file, _ := filepath.Abs(filepath.Join(vectors, "records/unicode.json"))
-	if err := p.SetFiles(ctx, "#file", file); err != nil {
+	if err := chromedp.Do(ctx, chromedp.SetUploadFiles(chromedp.CSS("#file"), []string{file})); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.WaitFor(ctx, `document.body.dataset.state === "drawn" && document.querySelector("#graph [data-step-id]")`); err != nil {
+	if err := chromedp.Do(ctx, testenv.WaitJS(`document.body.dataset.state === "drawn" && document.querySelector("#graph [data-step-id]")`)); err != nil {
 		t.Fatalf("a record chosen as a file: %v", err)
 	}
 
 	// A record pasted, and a step selected: its signer, signing time and certificate.
 	record, _ := os.ReadFile(filepath.Join(vectors, "records/bank.json"))
-	if err := p.Navigate(ctx, srv+"/viewer"); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(srv+"/viewer")); err != nil {
 		t.Fatal(err)
 	}
 	text, _ := json.Marshal(string(record))
-	if err := p.Eval(ctx, `document.getElementById("record").value = `+string(text)+`;
-		document.querySelector("#input button").click()`, nil); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](`document.getElementById("record").value = `+string(text)+`;
+		document.querySelector("#input button").click()`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.WaitFor(ctx, `document.body.dataset.state === "drawn"`); err != nil {
+	if err := chromedp.Do(ctx, testenv.WaitJS(`document.body.dataset.state === "drawn"`)); err != nil {
 		t.Fatal(err)
 	}
 	// The CAP's process step, signed by 98765 and included in the bank's record.
 	const processStep = `[...document.querySelectorAll("#graph [data-step-id]")].find(g => g.querySelector("text")?.textContent === "process")`
-	if err := p.Eval(ctx, processStep+`.dispatchEvent(new MouseEvent("click", {bubbles: true}))`, nil); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](processStep+`.dispatchEvent(new MouseEvent("click", {bubbles: true}))`)); err != nil {
 		t.Fatal(err)
 	}
-	var details string
-	if err := p.Eval(ctx, `document.getElementById("details").hidden ? "" : document.getElementById("details").innerText`, &details); err != nil {
+	details, err := chromedp.Run(ctx, chromedp.Evaluate[string](`document.getElementById("details").hidden ? "" : document.getElementById("details").innerText`))
+	if err != nil {
 		t.Fatal(err)
 	}
 	for _, want := range []string{
@@ -218,8 +219,8 @@ func TestViewerInBrowser(t *testing.T) {
 			t.Errorf("the selected step's details lack %q:\n%s", want, details)
 		}
 	}
-	screenshot(t, ctx, p, "viewer-bank.png")
-	noPolicyViolations(t, p)
+	screenshot(t, ctx, "viewer-bank.png")
+	noPolicyViolations(t, console)
 }
 
 // TestDocsInBrowser opens /docs (Swagger UI) in headless Chromium: every route served is
@@ -227,20 +228,17 @@ func TestViewerInBrowser(t *testing.T) {
 func TestDocsInBrowser(t *testing.T) {
 	key := vectorKey(t, "123456")
 	srvURL, a := pagesServer(t, key)
-	browser := testenv.StartBrowser(t)
-	p := browser.NewPage(t)
-	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
+	browser, console := testenv.StartBrowser(t)
+	ctx, cancel := context.WithTimeout(browser, 2*time.Minute)
 	defer cancel()
 
-	if err := p.Navigate(ctx, srvURL+"/docs"); err != nil {
+	if err := chromedp.Do(ctx, chromedp.Navigate(srvURL+"/docs"),
+		testenv.WaitJS(`document.body.dataset.state === "ready" && document.querySelector(".opblock")`)); err != nil {
 		t.Fatal(err)
 	}
-	if err := p.WaitFor(ctx, `document.body.dataset.state === "ready" && document.querySelector(".opblock")`); err != nil {
-		t.Fatal(err)
-	}
-	var shown []string
-	if err := p.Eval(ctx, `[...document.querySelectorAll(".opblock")].map(o =>
-		o.querySelector(".opblock-summary-method").textContent + " " + o.querySelector(".opblock-summary-path").dataset.path)`, &shown); err != nil {
+	shown, err := chromedp.Run(ctx, chromedp.Evaluate[[]string](`[...document.querySelectorAll(".opblock")].map(o =>
+		o.querySelector(".opblock-summary-method").textContent + " " + o.querySelector(".opblock-summary-path").dataset.path)`))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var want []string
@@ -279,22 +277,22 @@ func TestDocsInBrowser(t *testing.T) {
 		`JSON.stringify(ui.specSelectors.parameterValues(["/v1/keys/{name}/sign", "post"])).includes("m123456")`,
 	}
 	for i := range steps {
-		if err := p.WaitFor(ctx, waits[i]); err != nil {
-			screenshot(t, context.Background(), p, "docs-failed.png")
+		if err := chromedp.Do(ctx, testenv.WaitJS(waits[i])); err != nil {
+			screenshot(t, browser, "docs-failed.png")
 			t.Fatalf("step %d: %v", i, err)
 		}
-		if err := p.Eval(ctx, steps[i], nil); err != nil {
+		if err := chromedp.Do(ctx, chromedp.Evaluate[chromedp.Void](steps[i])); err != nil {
 			t.Fatalf("step %d: %v", i, err)
 		}
 	}
-	if err := p.WaitFor(ctx, `document.querySelector("#operations-keys-sign .live-responses-table tr.response .response-col_status")`); err != nil {
-		screenshot(t, context.Background(), p, "docs-failed.png")
+	if err := chromedp.Do(ctx, testenv.WaitJS(`document.querySelector("#operations-keys-sign .live-responses-table tr.response .response-col_status")`)); err != nil {
+		screenshot(t, browser, "docs-failed.png")
 		t.Fatal(err)
 	}
-	var answer struct{ Status, Body string }
-	if err := p.Eval(ctx, `(() => { const t = document.querySelector("#operations-keys-sign .live-responses-table");
+	answer, err := chromedp.Run(ctx, chromedp.Evaluate[struct{ Status, Body string }](`(() => { const t = document.querySelector("#operations-keys-sign .live-responses-table");
 		return {status: t.querySelector("tr.response .response-col_status").textContent.trim(),
-			body: t.querySelector("tr.response .response-col_description pre").textContent}; })()`, &answer); err != nil {
+			body: t.querySelector("tr.response .response-col_description pre").textContent}; })()`))
+	if err != nil {
 		t.Fatal(err)
 	}
 	var sig struct {
@@ -307,8 +305,8 @@ func TestDocsInBrowser(t *testing.T) {
 	if sig.Key != "m123456" || !ecdsa.VerifyASN1(key.Public().(*ecdsa.PublicKey), digest[:], sig.Signature) {
 		t.Errorf("Try it out: the signature %+v does not verify", sig)
 	}
-	screenshot(t, ctx, p, "docs-try-it-out.png")
-	noPolicyViolations(t, p)
+	screenshot(t, ctx, "docs-try-it-out.png")
+	noPolicyViolations(t, console)
 }
 
 func pagesServer(t *testing.T, key *backends.Key) (string, *api.API) {
