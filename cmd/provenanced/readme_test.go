@@ -391,3 +391,18 @@ func goEnv(t *testing.T, name string) string {
 	}
 	return strings.TrimSpace(string(out))
 }
+
+// The changelog's latest version is the one the binary reports.
+func TestChangelog(t *testing.T) {
+	data, err := os.ReadFile("../../CHANGELOG.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	m := regexp.MustCompile(`(?m)^## \[(\d+\.\d+\.\d+[^\]]*)\]`).FindStringSubmatch(string(data))
+	if m == nil {
+		t.Fatal("CHANGELOG.md has no version heading (## [X.Y.Z] - DATE)")
+	}
+	if m[1] != release {
+		t.Errorf("CHANGELOG.md's latest version is %s, the binary's (release in version.go) is %s", m[1], release)
+	}
+}
