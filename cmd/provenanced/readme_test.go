@@ -102,27 +102,58 @@ func runPage(t *testing.T, root, page string, tracked []string) {
 		checkNotRun(t, page, blocks)
 		return
 	}
+	s := newSession(t, root, page, tracked)
+	t.Cleanup(func() { s.stopBackground(0) })
+	for _, b := range blocks {
+		if b.heading > 0 {
+			s.stopBackground(b.heading)
+			s.level = b.heading
+			continue
+		}
+		s.run(t, page, b)
+	}
+	s.stopBackground(0)
+	checkLeftovers(t, root, s.clone, page, tracked)
+}
 
+// session is a reader's terminal on a page: the folder it is in and the variables it
+// exported, carried from one block to the next through a state file that each block
+// sources first and rewrites when it exits; and the second terminals it started.
+type session struct {
+	clone string   // the scratch copy of the repository: the folder before the first block
+	state string   // the state file
+	ns    string   // the network namespace
+	env   []string // the environment of a new terminal
+	subst *strings.Replacer
+
+	level      int // of the heading the blocks are under
+	background []running
+	lastOutput string // of the last block run, for an output block
+	lastLine   int
+}
+
+// running is a background block: a second terminal.
+type running struct {
+	cmd    *exec.Cmd
+	exited chan struct{} // closed once cmd.Wait returned
+	level  int           // of the heading it was started under
+}
+
+// newSession makes the page's scratch folder (the copy, and the folders that stand in for
+// /etc/provenanced, /run/provenanced, /usr/local/bin, HOME and TMPDIR beside it) and its
+// network namespace.
+func newSession(t *testing.T, root, page string, tracked []string) *session {
 	base := t.TempDir()
-	clone := filepath.Join(base, "clone")
-	copyTracked(t, root, clone, tracked)
-	for _, d := range []string{"etc/provenanced", "run/provenanced", "usr/local/bin", "home", "tmp"} {
-		os.MkdirAll(filepath.Join(base, d), 0o755)
-	}
-	os.Chmod(filepath.Join(base, "tmp"), 0o1777)
-	if page != "README.md" {
-		// A docs page starts with provenanced installed, as the README's Install leaves it.
-		installBinary(t, daemonBin, filepath.Join(base, "usr/local/bin/provenanced"))
-	}
-	subst := strings.NewReplacer(
-		"/etc/provenanced", filepath.Join(base, "etc/provenanced"),
-		"/run/provenanced", filepath.Join(base, "run/provenanced"),
-		"/usr/local/bin", filepath.Join(base, "usr/local/bin"),
-	)
 	s := &session{
+		clone: filepath.Join(base, "clone"),
 		state: filepath.Join(base, "session.sh"),
-		cwd:   clone,
 		ns:    fmt.Sprintf("provdoc%d-%d", os.Getpid(), nsCount.Add(1)),
+		subst: strings.NewReplacer(
+			"/etc/provenanced", filepath.Join(base, "etc/provenanced"),
+			"/run/provenanced", filepath.Join(base, "run/provenanced"),
+			"/usr/local/bin", filepath.Join(base, "usr/local/bin"),
+		),
+		level: 1,
 		env: append(os.Environ(),
 			"PATH="+filepath.Join(base, "usr/local/bin")+":"+os.Getenv("PATH"),
 			"GOFLAGS=-mod=mod", "GOPROXY=off", // everything is in the module cache already; never wait on the network
@@ -132,6 +163,15 @@ func runPage(t *testing.T, root, page string, tracked []string) {
 			"TERM=dumb",
 		),
 	}
+	copyTracked(t, root, s.clone, tracked)
+	for _, d := range []string{"etc/provenanced", "run/provenanced", "usr/local/bin", "home", "tmp"} {
+		os.MkdirAll(filepath.Join(base, d), 0o755)
+	}
+	os.Chmod(filepath.Join(base, "tmp"), 0o1777)
+	if page != "README.md" {
+		// A docs page starts with provenanced installed, as the README's Install leaves it.
+		installBinary(t, daemonBin, filepath.Join(base, "usr/local/bin/provenanced"))
+	}
 	if out, err := exec.Command("ip", "netns", "add", s.ns).CombinedOutput(); err != nil {
 		t.Fatalf("ip netns add: %v: %s", err, out)
 	}
@@ -139,109 +179,88 @@ func runPage(t *testing.T, root, page string, tracked []string) {
 	if out, err := exec.Command("ip", "netns", "exec", s.ns, "ip", "link", "set", "lo", "up").CombinedOutput(); err != nil {
 		t.Fatalf("loopback up: %v: %s", err, out)
 	}
-
-	type running struct {
-		cmd    *exec.Cmd
-		exited chan struct{} // closed once cmd.Wait returned
-		level  int           // of the heading it was started under
-	}
-	var background []running
-	// stopBackground stops what was started under a heading of level or deeper.
-	stopBackground := func(level int) {
-		var keep, stop []running
-		for _, r := range background {
-			if r.level >= level {
-				stop = append(stop, r)
-			} else {
-				keep = append(keep, r)
-			}
-		}
-		for _, r := range stop {
-			syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
-		}
-		for _, r := range stop {
-			select {
-			case <-r.exited:
-			case <-time.After(20 * time.Second):
-				syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
-				<-r.exited
-			}
-		}
-		background = keep
-	}
-	t.Cleanup(func() { stopBackground(0) })
-	level := 1
-
-	var lastOutput string
-	var lastLine int
-	for i, b := range blocks {
-		if b.heading > 0 {
-			stopBackground(b.heading)
-			level = b.heading
-			continue
-		}
-		text := subst.Replace(b.text)
-		where := fmt.Sprintf("%s:%d", page, b.line)
-		t.Logf("%s: %s", where, b.kind)
-		switch {
-		case b.kind == "not run":
-			if isShell(b.lang) {
-				shellcheck(t, where, text)
-			}
-		case b.kind == "file":
-			p := subst.Replace(b.arg)
-			if !filepath.IsAbs(p) {
-				p = filepath.Join(s.dir(), p)
-			}
-			os.MkdirAll(filepath.Dir(p), 0o755)
-			if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
-				t.Fatalf("%s: %v", where, err)
-			}
-		case b.kind == "output":
-			if err := matchOutput(text, lastOutput); err != nil {
-				t.Errorf("%s: the output shown is not what %s:%d printed: %v\nit printed:\n%s", where, page, lastLine, err, lastOutput)
-			}
-		case b.kind == "background":
-			shellcheck(t, where, text)
-			cmd := s.command(context.Background(), text, false)
-			out := new(testenv.SyncBuffer)
-			cmd.Stdout, cmd.Stderr = out, out
-			if err := cmd.Start(); err != nil {
-				t.Fatalf("%s: %v", where, err)
-			}
-			exited := make(chan struct{})
-			go func() { cmd.Wait(); close(exited) }()
-			background = append(background, running{cmd, exited, level})
-			ready := subst.Replace(b.arg)
-			if !s.waitReady(ready, 3*time.Minute, exited) {
-				t.Fatalf("%s: not ready (%s); it printed:\n%s", where, ready, out.String())
-			}
-		case b.kind == "run" || b.kind == "fails":
-			shellcheck(t, where, text)
-			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
-			out, err := s.command(ctx, text, true).CombinedOutput()
-			cancel()
-			lastOutput, lastLine = string(out), b.line
-			if b.kind == "run" && err != nil {
-				t.Fatalf("%s (block %d): %v\n%s\nprinted:\n%s", where, i, err, text, out)
-			}
-			if b.kind == "fails" && err == nil {
-				t.Fatalf("%s: the page says this fails, and it exited 0:\n%s", where, out)
-			}
-		}
-	}
-	stopBackground(0)
-	checkLeftovers(t, root, clone, page, tracked)
+	return s
 }
 
-// session is a reader's terminal: the folder it is in and the variables it exported,
-// carried from one block to the next through a state file that each block sources first
-// and rewrites when it exits.
-type session struct {
-	state string   // the state file
-	cwd   string   // the folder before the first block
-	ns    string   // the network namespace
-	env   []string // the environment of a new terminal
+// run runs, writes, checks or lints one block, as its directive says.
+func (s *session) run(t *testing.T, page string, b pageBlock) {
+	text := s.subst.Replace(b.text)
+	where := fmt.Sprintf("%s:%d", page, b.line)
+	t.Logf("%s: %s", where, b.kind)
+	switch b.kind {
+	case "not run":
+		if isShell(b.lang) {
+			shellcheck(t, where, text)
+		}
+	case "file":
+		p := s.subst.Replace(b.arg)
+		if !filepath.IsAbs(p) {
+			p = filepath.Join(s.dir(), p)
+		}
+		os.MkdirAll(filepath.Dir(p), 0o755)
+		if err := os.WriteFile(p, []byte(text), 0o644); err != nil {
+			t.Fatalf("%s: %v", where, err)
+		}
+	case "output":
+		if err := matchOutput(text, s.lastOutput); err != nil {
+			t.Errorf("%s: the output shown is not what %s:%d printed: %v\nit printed:\n%s", where, page, s.lastLine, err, s.lastOutput)
+		}
+	case "background":
+		shellcheck(t, where, text)
+		s.startBackground(t, where, text, s.subst.Replace(b.arg))
+	case "run", "fails":
+		shellcheck(t, where, text)
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Minute)
+		out, err := s.command(ctx, text, true).CombinedOutput()
+		cancel()
+		s.lastOutput, s.lastLine = string(out), b.line
+		if b.kind == "run" && err != nil {
+			t.Fatalf("%s: %v\n%s\nprinted:\n%s", where, err, text, out)
+		}
+		if b.kind == "fails" && err == nil {
+			t.Fatalf("%s: the page says this fails, and it exited 0:\n%s", where, out)
+		}
+	}
+}
+
+// startBackground starts a background block and waits until ready succeeds.
+func (s *session) startBackground(t *testing.T, where, text, ready string) {
+	cmd := s.command(context.Background(), text, false)
+	out := new(testenv.SyncBuffer)
+	cmd.Stdout, cmd.Stderr = out, out
+	if err := cmd.Start(); err != nil {
+		t.Fatalf("%s: %v", where, err)
+	}
+	exited := make(chan struct{})
+	go func() { cmd.Wait(); close(exited) }()
+	s.background = append(s.background, running{cmd, exited, s.level})
+	if !s.waitReady(ready, 3*time.Minute, exited) {
+		t.Fatalf("%s: not ready (%s); it printed:\n%s", where, ready, out.String())
+	}
+}
+
+// stopBackground stops what was started under a heading of level or deeper.
+func (s *session) stopBackground(level int) {
+	var keep, stop []running
+	for _, r := range s.background {
+		if r.level >= level {
+			stop = append(stop, r)
+		} else {
+			keep = append(keep, r)
+		}
+	}
+	for _, r := range stop {
+		syscall.Kill(-r.cmd.Process.Pid, syscall.SIGTERM)
+	}
+	for _, r := range stop {
+		select {
+		case <-r.exited:
+		case <-time.After(20 * time.Second):
+			syscall.Kill(-r.cmd.Process.Pid, syscall.SIGKILL)
+			<-r.exited
+		}
+	}
+	s.background = keep
 }
 
 // dir is the session's folder now.
@@ -249,7 +268,7 @@ func (s *session) dir() string {
 	if b, err := os.ReadFile(s.state + ".cwd"); err == nil {
 		return strings.TrimSpace(string(b))
 	}
-	return s.cwd
+	return s.clone
 }
 
 // command runs script with bash -euo pipefail in the namespace, in the session's folder,
