@@ -13,7 +13,7 @@ CONTAINER ?= podman
 
 ## build: the daemon binary in bin/ (the first build downloads the Go modules and compiles for minutes)
 build:
-	@[ -x $(BIN) ] || echo "Building $(BIN) $(VERSION): the first build downloads the Go modules and compiles some 200 packages, which takes a few minutes; each package is named as it compiles." >&2
+	@[ -x $(BIN) ] || echo "Building $(BIN) $(VERSION): the first build downloads the Go modules and compiles some 400 packages (the standard library included), which takes a few minutes; each package is named as it compiles." >&2
 	$(GO) build -v -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/provenanced
 
 ## run: the daemon on its embedded default (a development PKI and PEM key in .dev/)
