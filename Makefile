@@ -1,17 +1,20 @@
-# provenanced — see README.md.
+# provenanced — see README.md and docs/development.md.
 GO      ?= go
 BIN     ?= bin/provenanced
 DEV_DIR ?= .dev
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# The version is the release constant of cmd/provenanced/version.go (CHANGELOG.md has the
+# history); the revision is the commit, which `provenanced version` prints beside it.
+VERSION ?= $(shell sed -n 's/^const release = "\(.*\)"$$/\1/p' cmd/provenanced/version.go)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X github.com/ib1/provenanced/daemon.Revision=$(REVISION)
 CONTAINER ?= podman
 
 .PHONY: build run deps test race bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv image
 
-## build: the daemon binary in bin/
+## build: the daemon binary in bin/ (the first build downloads the Go modules and compiles for minutes)
 build:
-	$(GO) build -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/provenanced
+	@[ -x $(BIN) ] || echo "Building $(BIN) $(VERSION): the first build downloads the Go modules and compiles some 400 packages (the standard library included), which takes a few minutes; each package is named as it compiles." >&2
+	$(GO) build -v -trimpath -ldflags '$(LDFLAGS)' -o $(BIN) ./cmd/provenanced
 
 ## run: the daemon on its embedded default (a development PKI and PEM key in .dev/)
 run: build

@@ -24,16 +24,11 @@ import (
 	"fmt"
 	"io"
 	"os"
-	"runtime/debug"
 	"sort"
 	"strings"
 
 	"github.com/ib1/provenanced/conf"
 )
-
-// version is set at build time (-ldflags "-X main.version=v1.2.3"); otherwise the
-// module's version, or "dev".
-var version = ""
 
 // command is one subcommand. run returns an error for exit status 1, a usageError or a
 // config error for 2.
@@ -162,14 +157,4 @@ func parseFlags(fs *flag.FlagSet, args []string, maxArgs int) error {
 		return usageError("unexpected arguments: " + strings.Join(fs.Args(), " "))
 	}
 	return nil
-}
-
-func versionString() string {
-	if version != "" {
-		return version
-	}
-	if bi, ok := debug.ReadBuildInfo(); ok && bi.Main.Version != "" && bi.Main.Version != "(devel)" {
-		return bi.Main.Version
-	}
-	return "dev"
 }

@@ -9,6 +9,24 @@ import (
 	"github.com/ib1/provenanced/daemon"
 )
 
+// release is the version of this source tree, in semantic versioning; CHANGELOG.md says
+// what each version changed, and a test checks that its latest entry is this one. The
+// Makefile reads it from here for the image's tag.
+const release = "0.1.0"
+
+// version overrides release when the build stamps another (-ldflags "-X
+// main.version=0.2.0-rc.1"); the revision is stamped apart (daemon.Revision).
+var version = ""
+
+// versionString is the version the binary reports: `version`, the log's "serving" line
+// and provenanced_build_info.
+func versionString() string {
+	if version != "" {
+		return version
+	}
+	return release
+}
+
 func init() {
 	register("version", "print version and build information", func(args []string, stdout, stderr io.Writer) error {
 		fs := newFlags("version", "", stderr)
