@@ -19,6 +19,7 @@ import (
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
 	"github.com/prometheus/client_golang/prometheus"
 )
 
@@ -31,14 +32,16 @@ func readLines(t *testing.T, path string) [][]byte {
 	return bytes.SplitAfter(bytes.TrimSuffix(data, []byte("\n")), []byte("\n"))
 }
 
-// An audit log on /dev/full: every write fails with ENOSPC, as on a full disk.
+// An audit log on a full disk (a small tmpfs, filled): every write fails with ENOSPC.
 func TestAuditFailClosed(t *testing.T) {
 	reg := prometheus.NewRegistry()
-	l, err := audit.Open("/dev/full", audit.Options{Metrics: audit.NewMetrics(reg)})
+	disk := testenv.Tmpfs(t, 64<<10)
+	l, err := audit.Open(filepath.Join(disk, "audit.jsonl"), audit.Options{Metrics: audit.NewMetrics(reg)})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	testenv.FillDisk(t, disk)
 	ac := access.NewPolicy(nil, l, nil)
 	srv, _ := newServer(t, api.Options{Access: ac})
 	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))
@@ -56,11 +59,13 @@ func TestAuditFailClosed(t *testing.T) {
 // httptest.ResponseRecorder: behind a real server the 503's Content-Length would cut the
 // handler's bytes off before the client, and hide them if they got through.
 func TestAuditFailureDropsTheHandlersAnswer(t *testing.T) {
-	l, err := audit.Open("/dev/full", audit.Options{}) // every write fails: ENOSPC
+	disk := testenv.Tmpfs(t, 64<<10)
+	l, err := audit.Open(filepath.Join(disk, "audit.jsonl"), audit.Options{})
 	if err != nil {
 		t.Fatal(err)
 	}
 	defer l.Close()
+	testenv.FillDisk(t, disk) // every write fails: ENOSPC
 	edp := vectorKey(t, "123456")
 	_, a := newServer(t, api.Options{
 		Keys:            []*backends.Key{edp},

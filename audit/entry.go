@@ -41,8 +41,17 @@ type Entry struct {
 	Digest         []byte   // a single signature's SHA-256 digest
 	Digests        [][]byte // a batch's digests; nil items could not be read
 	Steps          []Step
+	CSR            *CSR // what a CSR request had signed
 	RequestID      string
 	Reason         string // why a request was denied or failed, as the client was told
+}
+
+// CSR is what a certificate signing request carried: the subject and the names, as the
+// client asked for them (or as the CSR it gave to copy them from had them).
+type CSR struct {
+	Subject string   `json:"subject"`
+	URIs    []string `json:"uris,omitzero"`
+	DNS     []string `json:"dns,omitzero"`
 }
 
 // Outcome is ok, denied (401, 403, 429) or error.
@@ -83,6 +92,7 @@ type line struct {
 	Digest    hexBytes   `json:"digest,omitzero"`
 	Digests   []hexBytes `json:"digests,omitzero"`
 	Steps     []Step     `json:"steps,omitzero"`
+	CSR       *CSR       `json:"csr,omitzero"`
 	Reason    string     `json:"reason,omitzero"`
 	RequestID string     `json:"request_id,omitzero"`
 	Prev      string     `json:"prev"`
@@ -93,7 +103,7 @@ func (e *Entry) appendLine(b []byte, t time.Time, seq uint64, prev []byte) []byt
 	l := line{
 		Time: t.UTC().Format(time.RFC3339Nano), Seq: seq, Client: e.Client, Peer: e.Peer,
 		Op: e.Op, Route: e.Route, Outcome: e.Outcome(), Status: e.Status,
-		Digest: e.Digest, Steps: e.Steps, Reason: e.Reason, RequestID: e.RequestID,
+		Digest: e.Digest, Steps: e.Steps, CSR: e.CSR, Reason: e.Reason, RequestID: e.RequestID,
 		Prev: hex.EncodeToString(prev),
 	}
 	if e.Key != "" {

@@ -60,9 +60,9 @@ func TestAuditChainAndTampering(t *testing.T) {
 		t.Fatal(err)
 	}
 	writeEntries(t, l, 3)
-	_, head := l.Head()
+	head := l.Head().Hash
 	l.Close()
-	res, err := audit.Verify([]string{path})
+	res, err := audit.Verify([]string{path}, audit.VerifyOptions{})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -112,7 +112,7 @@ func TestAuditChainAndTampering(t *testing.T) {
 				lines[i] = append([]byte(nil), good[i]...)
 			}
 			writeLines(t, tampered, tc.edit(lines))
-			_, err := audit.Verify([]string{tampered})
+			_, err := audit.Verify([]string{tampered}, audit.VerifyOptions{})
 			var ce *audit.ChainError
 			if !errors.As(err, &ce) || ce.Line != tc.atLine {
 				t.Fatalf("verify = %v, want a break at line %d", err, tc.atLine)
@@ -123,7 +123,7 @@ func TestAuditChainAndTampering(t *testing.T) {
 	lines := readLines(t, path)
 	lines[7] = bytes.Replace(lines[7], []byte(`"status":200`), []byte(`"status":500`), 1)
 	writeLines(t, tampered, lines)
-	res, err = audit.Verify([]string{tampered})
+	res, err = audit.Verify([]string{tampered}, audit.VerifyOptions{})
 	if err != nil || res.Head == head {
 		t.Fatalf("an edited last line: %v; head %s must differ from %s", err, res.Head, head)
 	}
@@ -139,24 +139,27 @@ func TestAuditReopenContinuesAcrossFiles(t *testing.T) {
 	defer l.Close()
 	writeEntries(t, l, 3)
 	os.Rename(path, path+".1") // logrotate
-	if err := l.Reopen(); err != nil {
+	if err := l.Reopen(path, audit.Options{}); err != nil {
 		t.Fatal(err)
 	}
 	writeEntries(t, l, 2)
-	if _, err := audit.Verify([]string{path}); err != nil {
-		t.Fatalf("the new file alone: %v", err)
+	if _, err := audit.Verify([]string{path}, audit.VerifyOptions{}); err == nil {
+		t.Fatal("the new file alone verified as a whole log: its first line follows lines it does not hold")
 	}
-	res, err := audit.Verify([]string{path + ".1", path})
+	if _, err := audit.Verify([]string{path}, audit.VerifyOptions{Partial: true}); err != nil {
+		t.Fatalf("the new file alone, -partial: %v", err)
+	}
+	res, err := audit.Verify([]string{path + ".1", path}, audit.VerifyOptions{})
 	if err != nil || res.Entries != 5 || res.LastSeq != 5 {
 		t.Fatalf("both files: %+v %v", res, err)
 	}
-	if _, err := audit.Verify([]string{path, path + ".1"}); err == nil {
+	if _, err := audit.Verify([]string{path, path + ".1"}, audit.VerifyOptions{}); err == nil {
 		t.Fatal("files in the wrong order verified")
 	}
 	// A foreign file at the path is not continued.
 	os.Rename(path, path+".2")
 	os.WriteFile(path, []byte(`{"seq":9,"prev":"00"}`+"\n"), 0o600)
-	if err := l.Reopen(); err == nil || !strings.Contains(err.Error(), "move the file aside") {
+	if err := l.Reopen(path, audit.Options{}); err == nil || !strings.Contains(err.Error(), "move the file aside") {
 		t.Fatalf("reopen onto a foreign file: %v", err)
 	}
 }
@@ -174,7 +177,7 @@ func TestAuditConcurrentWritersKeepTheChain(t *testing.T) {
 	}
 	wg.Wait()
 	l.Close()
-	res, err := audit.Verify([]string{path})
+	res, err := audit.Verify([]string{path}, audit.VerifyOptions{})
 	if err != nil || res.Entries != 1000 || res.LastSeq != 1000 {
 		t.Fatalf("%+v %v", res, err)
 	}

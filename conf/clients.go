@@ -46,15 +46,6 @@ type Client struct {
 	TokenDigest []byte `toml:"-"`
 }
 
-// Audit is the [audit] section.
-type Audit struct {
-	// File is the audit log's path, "-" for standard output, "" for none.
-	File string `toml:"file"`
-	// FSync fsyncs each line (with those written at the same time) before the answer;
-	// otherwise lines are fsynced every second.
-	FSync bool `toml:"fsync"`
-}
-
 // AllKeys reports whether the client may use every key.
 func (c *Client) AllKeys() bool { return slices.Contains(c.Keys, "*") }
 
@@ -93,9 +84,6 @@ func (c *Config) parseClients(md toml.MetaData, raw map[string]toml.Primitive) e
 			cl.TokenFile = c.Path(cl.TokenFile)
 		}
 		c.Clients = append(c.Clients, cl)
-	}
-	if c.Audit.File != "" && c.Audit.File != "-" {
-		c.Audit.File = c.Path(c.Audit.File)
 	}
 	return nil
 }

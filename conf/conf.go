@@ -229,10 +229,14 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	cfg.resolvePaths()
+	cfg.Audit.resolvePaths(cfg)
 	if err := cfg.Check(); err != nil {
 		return nil, err
 	}
 	if err := cfg.CheckClients(); err != nil {
+		return nil, err
+	}
+	if err := cfg.checkAudit(); err != nil {
 		return nil, err
 	}
 	return cfg, nil

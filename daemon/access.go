@@ -1,8 +1,13 @@
 package daemon
 
 import (
+	"context"
+	"crypto"
+	"errors"
+	"fmt"
 	"log/slog"
 	"net"
+	"os"
 
 	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/audit"
@@ -10,32 +15,63 @@ import (
 )
 
 // buildPolicy builds the access policy of cfg: its clients (checked by conf when it
-// loaded cfg, token files read then) and its audit log. The running audit log, when cfg
-// names the same path, is reopened rather than opened again, so that the chain continues
-// across logrotate's move; a new path starts a new log, whose chain continues the running
-// one's when its file is empty.
+// loaded cfg, token files read then) and its audit log. The running audit log is
+// reopened (at the same path or another), not opened again, so that its chain goes on
+// across logrotate's move and a new path, with no seq repeated by requests still running
+// on the old generation.
 //
 // running is the policy being served (nil at start).
 func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy) (*access.Policy, error) {
-	var al, cur *audit.Log
+	var al *audit.Log
 	if running != nil {
-		cur = running.Audit()
+		al = running.Audit()
 	}
-	switch path := cfg.Audit.File; {
-	case path == "":
-	case cur != nil && cur.Path() == path:
-		if err := cur.Reopen(); err != nil {
-			return nil, cfg.Errorf("audit.file", "%v", err)
-		}
-		al = cur
-	default:
-		l, err := audit.Open(path, audit.Options{Metrics: d.metrics.audit, SyncEach: cfg.Audit.FSync, After: cur})
-		if err != nil {
-			return nil, cfg.Errorf("audit.file", "%v", err)
-		}
-		al = l
+	if cfg.Audit.File == "" {
+		return access.NewPolicy(cfg.Clients, nil, d.metrics.access), nil
+	}
+	opts := d.auditOptions(cfg)
+	var err error
+	if al != nil {
+		err = al.Reopen(cfg.Audit.File, opts)
+	} else {
+		al, err = audit.Open(cfg.Audit.File, opts)
+	}
+	var mismatch *audit.HeadMismatchError
+	if errors.As(err, &mismatch) {
+		return nil, cfg.Errorf("audit.file", "%v. If this break is known (a restored backup, a lost disk), record it in the log and start again: provenanced audit acknowledge -config %s -reason TEXT", err, cfg.File)
+	}
+	if err != nil {
+		return nil, cfg.Errorf("audit.file", "%v", err)
 	}
 	return access.NewPolicy(cfg.Clients, al, d.metrics.access), nil
+}
+
+// auditOptions are the audit log's options from cfg's [audit].
+func (d *Daemon) auditOptions(cfg *conf.Config) audit.Options {
+	a := &cfg.Audit
+	o := audit.Options{Metrics: d.metrics.audit, Log: d.log, SyncEach: a.FSync, HeadFile: a.HeadFilePath(os.Getenv("STATE_DIRECTORY"))}
+	if a.SealKey != "" {
+		o.Seal = &audit.Seal{Signer: d.sealer(a.SealKey), Key: a.SealKey, Origin: a.OriginName(), Interval: a.SealInterval.D()}
+	}
+	return o
+}
+
+// sealer signs audit checkpoints with the key name of the generation being served when
+// the checkpoint is made, counted in it like a request, so that a reload that reopens the
+// key never leaves the log a closed one.
+func (d *Daemon) sealer(name string) audit.Signer {
+	return audit.SignerFunc(func(ctx context.Context, digest []byte) ([]byte, error) {
+		if d.cur.Load() == nil {
+			return nil, errors.New("the daemon is not serving yet")
+		}
+		g := d.acquire()
+		defer g.done()
+		k := g.key(name)
+		if k == nil {
+			return nil, fmt.Errorf("no key %q is open", name)
+		}
+		return k.SignContext(ctx, digest, crypto.SHA256)
+	})
 }
 
 func (d *Daemon) warnOpen(ac *access.Policy) {
@@ -51,9 +87,10 @@ type auditCloser struct {
 }
 
 func (c auditCloser) Close() error {
-	seq, head := c.l.Head()
-	c.log.Info("audit log closed", "file", c.l.Path(), "seq", seq, "head", head)
-	return c.l.Close()
+	err := c.l.Close()
+	h := c.l.Head()
+	c.log.Info("audit log closed", "file", c.l.Path(), "seq", h.Seq, "head", h.Hash)
+	return err
 }
 
 // warnClearTokens warns when bearer tokens would cross a network in clear: clients with

@@ -88,7 +88,7 @@ file = "`+auditFile+`"
 	// A new path: the chain goes on in the new file.
 	reload(write(`"*"`, "audit2.jsonl"))
 	sign()
-	res, err := audit.Verify([]string{auditFile + ".1", auditFile, filepath.Join(dir, "audit2.jsonl")})
+	res, err := audit.Verify([]string{auditFile + ".1", auditFile, filepath.Join(dir, "audit2.jsonl")}, audit.VerifyOptions{})
 	if err != nil || res.Entries != 3 || !res.Anchored {
 		t.Fatalf("chain across three files: %+v %v", res, err)
 	}

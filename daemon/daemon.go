@@ -109,11 +109,12 @@ func Check(ctx context.Context, cfg *conf.Config, opts Options) (keys []string, 
 // close closes the backends of the generation being served.
 func (d *Daemon) close() {
 	if g := d.cur.Load(); g != nil {
-		backends.CloseAll(g.keys)
-		g.closeOwn()
+		// The audit log first: its last checkpoint signs with a key that is still open.
 		if al := g.audit(); al != nil {
 			auditCloser{al, d.log}.Close()
 		}
+		backends.CloseAll(g.keys)
+		g.closeOwn()
 	}
 }
 

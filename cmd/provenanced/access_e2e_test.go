@@ -467,10 +467,12 @@ func TestAuditUnderLoadAndTampering(t *testing.T) {
 	}
 }
 
-// An audit file on a full device (/dev/full answers every write with ENOSPC): no
+// An audit file on a full disk (a small tmpfs, filled once the daemon runs): no
 // signature leaves, /readyz says why, and the metrics show it.
 func TestAuditFailsClosed(t *testing.T) {
-	d := startAccessDaemon(t, "", "/dev/full")
+	disk := testenv.Tmpfs(t, 256<<10)
+	d := startAccessDaemon(t, "", filepath.Join(disk, "audit.jsonl"))
+	testenv.FillDisk(t, disk)
 	c := d.Client()
 	resp, err := c.Post(d.URL("/v1/keys/signing/sign"), "application/json", strings.NewReader(digestBody(1)))
 	if err != nil {
@@ -487,7 +489,7 @@ func TestAuditFailsClosed(t *testing.T) {
 	}
 	body, _ = io.ReadAll(resp.Body)
 	resp.Body.Close()
-	if resp.StatusCode != 503 || !bytes.Contains(body, []byte("no space left on device")) || bytes.Contains(body, []byte("/dev/full")) {
+	if resp.StatusCode != 503 || !bytes.Contains(body, []byte("no space left on device")) || bytes.Contains(body, []byte(disk)) {
 		t.Fatalf("/readyz: %d %s", resp.StatusCode, body)
 	}
 	m := scrape(t, "http://"+d.HTTP+"/metrics")
