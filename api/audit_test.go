@@ -195,8 +195,12 @@ func TestAuditRecordsWhatWasSigned(t *testing.T) {
 	if status, body := post(t, srv.URL+"/v1/keys/"+edp.Name()+"/sign", "application/json", batch); status != 200 {
 		t.Fatalf("batch: %d %s", status, body)
 	}
+	csrReq := `{"subject":"/C=GB/O=Member Ltd/CN=https://member.example/a/1","uris":["https://member.example/a/1"],"dns":["signer.member.example"]}`
+	if status, body := post(t, srv.URL+"/v1/keys/"+edp.Name()+"/csr", "application/json", csrReq); status != 200 {
+		t.Fatalf("csr: %d %s", status, body)
+	}
 	lines := readLines(t, path)
-	if len(lines) != 2 { // decode is not a signing operation
+	if len(lines) != 3 { // decode is not a signing operation
 		t.Fatalf("%d lines:\n%s", len(lines), bytes.Join(lines, nil))
 	}
 	var e struct {
@@ -218,6 +222,18 @@ func TestAuditRecordsWhatWasSigned(t *testing.T) {
 	json.Unmarshal(lines[1], &e)
 	if e.Op != "sign" || len(e.Digests) != 2 || e.Digests[0] == nil || *e.Digests[0] != hex.EncodeToString(d[:]) || e.Digests[1] != nil {
 		t.Fatalf("batch line: %s", lines[1])
+	}
+	// A CSR's line says what was signed: the subject and the names.
+	var c struct {
+		Op  string
+		CSR struct {
+			Subject   string
+			URIs, DNS []string
+		}
+	}
+	json.Unmarshal(lines[2], &c)
+	if c.Op != "csr" || c.CSR.Subject != "CN=https://member.example/a/1,O=Member Ltd,C=GB" || len(c.CSR.URIs) != 1 || c.CSR.URIs[0] != "https://member.example/a/1" || len(c.CSR.DNS) != 1 || c.CSR.DNS[0] != "signer.member.example" {
+		t.Fatalf("csr line: %s", lines[2])
 	}
 }
 

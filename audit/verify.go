@@ -37,14 +37,17 @@ type Chain struct {
 	// of them seals (those a signature vouches for, when Verify was given the key).
 	Checkpoints int
 	Sealed      int
+	// lastCheckpoint is the number of lines up to the last checkpoint line, itself
+	// included.
+	lastCheckpoint int
 	// Acknowledged lists the breaks an operator acknowledged (provenanced audit
 	// acknowledge), in order.
 	Acknowledged []Acknowledgement
 }
 
-// Unsealed is the number of lines after the last checkpoint's head, that no signature
-// vouches for yet.
-func (c *Chain) Unsealed() int { return c.Entries - c.Sealed }
+// Unsealed is the number of lines after the last checkpoint, that no signature vouches
+// for yet (the next checkpoint will).
+func (c *Chain) Unsealed() int { return c.Entries - c.lastCheckpoint }
 
 // VerifyOptions say what Verify checks beyond the hash chain.
 type VerifyOptions struct {
@@ -190,6 +193,7 @@ func (v *verifier) checkpoint(e *verifyLine, prev string) error {
 	}
 	v.res.Checkpoints++
 	v.res.Sealed = v.res.Entries // every line before this one; the checkpoint itself is not yet
+	v.res.lastCheckpoint = v.res.Entries + 1
 	return nil
 }
 

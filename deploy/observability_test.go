@@ -164,6 +164,7 @@ var metricsElsewhere = map[string]string{
 	"provenanced_pkcs11_session_wait_seconds":                  "a pkcs11 key",
 	"provenanced_audit_writes_total":                           "[audit] file",
 	"provenanced_audit_up":                                     "[audit] file",
+	"provenanced_audit_seal_failures_total":                    "[audit] seal_key",
 	"provenanced_rate_limited_total":                           "[clients.NAME] rate",
 	"provenanced_config_last_reload_successful":                "reload",
 	"provenanced_config_last_reload_success_timestamp_seconds": "reload",

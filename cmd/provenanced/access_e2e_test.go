@@ -64,11 +64,14 @@ func startAccessDaemon(t testing.TB, policy string, auditFile string) *accessDae
 	if err != nil {
 		t.Fatal(err)
 	}
-	fsync := auditFile == "fsync"
-	if auditFile == "" || fsync {
+	fsync, sealed := auditFile == "fsync", auditFile == "sealed"
+	if auditFile == "" || fsync || sealed {
 		auditFile = filepath.Join(dir, "audit.jsonl")
 	}
 	auditTable := fmt.Sprintf("[audit]\nfile = %q\nfsync = %v\n", auditFile, fsync)
+	if sealed { // a checkpoint every 100 ms, far more often than the default 10 s
+		auditTable += "seal_key = \"other\"\nseal_interval = \"100ms\"\n"
+	}
 	if auditFile == "none" {
 		auditTable = ""
 	}
