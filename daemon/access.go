@@ -76,7 +76,7 @@ func (d *Daemon) sealer(name string) audit.Signer {
 
 func (d *Daemon) warnOpen(ac *access.Policy) {
 	if ac.Open() {
-		d.log.Warn("no [clients.NAME] in the config: whoever reaches a listener may sign with every key; add clients to say who may sign what (README: Security)")
+		d.log.Warn("no [clients.NAME] in the config: whoever reaches a listener may sign with every key; add clients to say who may sign what (docs/security.md)")
 	}
 }
 

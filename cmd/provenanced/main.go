@@ -10,12 +10,13 @@
 //	provenanced csr -config FILE -key NAME (-subject DN [-uri URI]... | -from CSR) [-out FILE]
 //	provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]
 //	provenanced record sign|verify|graph [flags]
-//	provenanced audit verify [-head HEX] FILE...
+//	provenanced audit verify [-cert FILE | -key FILE] [-head HEX|FILE] [-partial] FILE...
+//	provenanced audit acknowledge -config FILE -reason TEXT
 //	provenanced version | --version
 //	provenanced help [COMMAND [SUBCOMMAND]]
 //
-// 'provenanced help COMMAND' (or 'provenanced COMMAND -h') describes a command's flags; the
-// README has the rest.
+// 'provenanced help COMMAND' (or 'provenanced COMMAND -h') describes a command's flags;
+// docs/command-line.md has the rest.
 package main
 
 import (
