@@ -93,85 +93,118 @@ func (c *Config) parseClients(md toml.MetaData, raw map[string]toml.Primitive) e
 // able to pass for either of two clients). Token files are read here, so a token file
 // that others can read stops the daemon at start.
 func (c *Config) CheckClients() error {
-	type owner struct{ kind, value string }
-	owners := map[owner]string{}
-	claim := func(cl *Client, field, kind, value string) error {
-		o := owner{kind, value}
+	owners := identityOwners{}
+	for _, cl := range c.Clients {
+		if err := c.checkClient(cl, owners); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// checkClient checks one client and claims its identities in owners.
+func (c *Config) checkClient(cl *Client, owners identityOwners) error {
+	if cl.Name == "" || strings.ContainsFunc(cl.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
+		return c.Errorf("clients."+cl.Name, "a client's name must be printable")
+	}
+	if err := c.readClientToken(cl); err != nil {
+		return err
+	}
+	if len(cl.UIDs) == 0 && len(cl.GIDs) == 0 && cl.TokenDigest == nil && cl.TLSURI == "" && cl.TLSDNS == "" && cl.TLSCN == "" {
+		return c.Errorf("clients."+cl.Name, "no identity; set uids, gids, token_file, token_sha256, tls_uri, tls_dns or tls_cn")
+	}
+	if err := c.claimIdentities(cl, owners); err != nil {
+		return err
+	}
+	if len(cl.Keys) == 0 {
+		return c.Errorf(cl.configKey("keys"), "missing; name the keys this client may use, or [\"*\"] for every key")
+	}
+	for _, k := range cl.Keys {
+		if k != "*" && c.KeyByName(k) == nil {
+			return c.Errorf(cl.configKey("keys"), "no key named %q; keys: %s (or \"*\" for every key)", k, strings.Join(c.KeyNames(), ", "))
+		}
+	}
+	if len(cl.Allow) == 0 {
+		return c.Errorf(cl.configKey("allow"), "missing; list the operations this client may use: %s", strings.Join(Operations, ", "))
+	}
+	for _, op := range cl.Allow {
+		if !slices.Contains(Operations, op) {
+			return c.Errorf(cl.configKey("allow"), "unknown operation %q; operations: %s", op, strings.Join(Operations, ", "))
+		}
+	}
+	if cl.Rate < 0 || math.IsNaN(cl.Rate) || math.IsInf(cl.Rate, 0) {
+		return c.Errorf(cl.configKey("rate"), "must be a positive number of requests per second (0 or absent: no limit)")
+	}
+	return nil
+}
+
+// configKey is the config key of one of the client's fields, as errors name it.
+func (cl *Client) configKey(field string) string { return "clients." + cl.Name + "." + field }
+
+// readClientToken sets the client's TokenDigest from token_file or token_sha256.
+func (c *Config) readClientToken(cl *Client) error {
+	if cl.TokenFile != "" && cl.TokenSHA256 != "" {
+		return c.Errorf(cl.configKey("token_file"), "set token_file or token_sha256, not both")
+	}
+	if cl.TokenFile != "" {
+		d, err := readTokenFile(cl.TokenFile)
+		if err != nil {
+			return &Error{File: c.File, Key: cl.configKey("token_file"), Msg: err.Error()}
+		}
+		cl.TokenDigest = d
+	}
+	if cl.TokenSHA256 != "" {
+		d, err := hex.DecodeString(cl.TokenSHA256)
+		if err != nil || len(d) != sha256.Size {
+			return c.Errorf(cl.configKey("token_sha256"), "must be 64 hexadecimal characters (the SHA-256 of the token, as `sha256sum` prints it)")
+		}
+		cl.TokenDigest = d
+	}
+	return nil
+}
+
+// identityOwners maps each identity claimed so far to the client that claimed it.
+type identityOwners map[identity]string
+
+// identity is one way a request can name a client: kind is "token", "uids", "gids",
+// "tls_uri", "tls_dns" or "tls_cn".
+type identity struct{ kind, value string }
+
+// claimIdentities claims each of the client's identities, refusing one that an earlier
+// client has.
+func (c *Config) claimIdentities(cl *Client, owners identityOwners) error {
+	claim := func(field, kind, value string) error {
+		o := identity{kind, value}
 		if prev, ok := owners[o]; ok {
-			return c.Errorf("clients."+cl.Name+"."+field, "the same identity as [clients.%s]; a request must name one client only", prev)
+			return c.Errorf(cl.configKey(field), "the same identity as [clients.%s]; a request must name one client only", prev)
 		}
 		owners[o] = cl.Name
 		return nil
 	}
-	for _, cl := range c.Clients {
-		key := func(field string) string { return "clients." + cl.Name + "." + field }
-		if cl.Name == "" || strings.ContainsFunc(cl.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
-			return c.Errorf("clients."+cl.Name, "a client's name must be printable")
+	if cl.TokenDigest != nil {
+		if err := claim("token", "token", string(cl.TokenDigest)); err != nil {
+			return err
 		}
-		if cl.TokenFile != "" && cl.TokenSHA256 != "" {
-			return c.Errorf(key("token_file"), "set token_file or token_sha256, not both")
-		}
-		if cl.TokenFile != "" {
-			d, err := readTokenFile(cl.TokenFile)
-			if err != nil {
-				return &Error{File: c.File, Key: key("token_file"), Msg: err.Error()}
+	}
+	for _, f := range []struct {
+		field string
+		ids   []int
+	}{{"uids", cl.UIDs}, {"gids", cl.GIDs}} {
+		for _, id := range f.ids {
+			if id < 0 || id > math.MaxUint32-1 {
+				return c.Errorf(cl.configKey(f.field), "%d is not a valid id", id)
 			}
-			cl.TokenDigest = d
-		}
-		if cl.TokenSHA256 != "" {
-			d, err := hex.DecodeString(cl.TokenSHA256)
-			if err != nil || len(d) != sha256.Size {
-				return c.Errorf(key("token_sha256"), "must be 64 hexadecimal characters (the SHA-256 of the token, as `sha256sum` prints it)")
-			}
-			cl.TokenDigest = d
-		}
-		if cl.TokenDigest != nil {
-			if err := claim(cl, "token", "token", string(cl.TokenDigest)); err != nil {
+			if err := claim(f.field, f.field, fmt.Sprint(id)); err != nil {
 				return err
 			}
 		}
-		if len(cl.UIDs) == 0 && len(cl.GIDs) == 0 && cl.TokenDigest == nil && cl.TLSURI == "" && cl.TLSDNS == "" && cl.TLSCN == "" {
-			return c.Errorf("clients."+cl.Name, "no identity; set uids, gids, token_file, token_sha256, tls_uri, tls_dns or tls_cn")
+	}
+	for _, f := range []struct{ field, value string }{{"tls_uri", cl.TLSURI}, {"tls_dns", cl.TLSDNS}, {"tls_cn", cl.TLSCN}} {
+		if f.value == "" {
+			continue
 		}
-		for _, f := range []struct {
-			field string
-			ids   []int
-		}{{"uids", cl.UIDs}, {"gids", cl.GIDs}} {
-			for _, id := range f.ids {
-				if id < 0 || id > math.MaxUint32-1 {
-					return c.Errorf(key(f.field), "%d is not a valid id", id)
-				}
-				if err := claim(cl, f.field, f.field, fmt.Sprint(id)); err != nil {
-					return err
-				}
-			}
-		}
-		for _, f := range []struct{ field, value string }{{"tls_uri", cl.TLSURI}, {"tls_dns", cl.TLSDNS}, {"tls_cn", cl.TLSCN}} {
-			if f.value == "" {
-				continue
-			}
-			if err := claim(cl, f.field, f.field, f.value); err != nil {
-				return err
-			}
-		}
-		if len(cl.Keys) == 0 {
-			return c.Errorf(key("keys"), "missing; name the keys this client may use, or [\"*\"] for every key")
-		}
-		for _, k := range cl.Keys {
-			if k != "*" && c.KeyByName(k) == nil {
-				return c.Errorf(key("keys"), "no key named %q; keys: %s (or \"*\" for every key)", k, strings.Join(c.KeyNames(), ", "))
-			}
-		}
-		if len(cl.Allow) == 0 {
-			return c.Errorf(key("allow"), "missing; list the operations this client may use: %s", strings.Join(Operations, ", "))
-		}
-		for _, op := range cl.Allow {
-			if !slices.Contains(Operations, op) {
-				return c.Errorf(key("allow"), "unknown operation %q; operations: %s", op, strings.Join(Operations, ", "))
-			}
-		}
-		if cl.Rate < 0 || math.IsNaN(cl.Rate) || math.IsInf(cl.Rate, 0) {
-			return c.Errorf(key("rate"), "must be a positive number of requests per second (0 or absent: no limit)")
+		if err := claim(f.field, f.field, f.value); err != nil {
+			return err
 		}
 	}
 	return nil

@@ -160,33 +160,10 @@ func Load(path string) (*Config, error) {
 func Parse(file string, data []byte) (*Config, error) {
 	cfg := Defaults()
 	cfg.File = file
-	var raw struct {
-		Server     *Server                   `toml:"server"`
-		Provenance *Provenance               `toml:"provenance"`
-		Keys       map[string]toml.Primitive `toml:"keys"`
-		Clients    map[string]toml.Primitive `toml:"clients"`
-		Audit      *Audit                    `toml:"audit"`
-	}
-	raw.Audit = &cfg.Audit
-	raw.Server = &cfg.Server
-	raw.Provenance = &cfg.Provenance
-	// Syntax first, so that a value the TOML grammar accepts but a key does not (a bad
-	// duration) can be reported against its key.
-	var syntax map[string]any
-	if _, err := toml.Decode(string(data), &syntax); err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) {
-			return nil, &Error{File: file, Msg: fmt.Sprintf("not valid TOML: %s (line %d)", pe.Message, pe.Position.Line)}
-		}
-		return nil, &Error{File: file, Msg: "not valid TOML", Err: err}
-	}
-	md, err := toml.Decode(string(data), &raw)
+	raw := fileTables{Server: &cfg.Server, Provenance: &cfg.Provenance, Audit: &cfg.Audit}
+	syntax, md, err := decodeTOML(file, data, &raw)
 	if err != nil {
-		var pe toml.ParseError
-		if errors.As(err, &pe) && pe.LastKey != "" {
-			return nil, &Error{File: file, Key: pe.LastKey, Msg: fmt.Sprintf("%s (line %d)", pe.Message, pe.Position.Line)}
-		}
-		return nil, &Error{File: file, Msg: "cannot decode", Err: err}
+		return nil, err
 	}
 	for _, k := range md.Undecoded() {
 		if len(k) >= 2 && k[0] == "keys" {
@@ -197,33 +174,8 @@ func Parse(file string, data []byte) (*Config, error) {
 		}
 		return nil, cfg.unknownKey(k)
 	}
-	dir := filepath.Dir(file)
-	for _, name := range keyOrder(md) {
-		k := &Key{Name: name, File: file, Dir: dir, fromTOML: true, md: md, prim: raw.Keys[name]}
-		if tables, ok := syntax["keys"].(map[string]any); ok {
-			k.table, _ = tables[name].(map[string]any)
-		}
-		var common struct {
-			Backend      string `toml:"backend"`
-			Certificates string `toml:"certificates"`
-			URI          string `toml:"uri"`
-		}
-		if err := md.PrimitiveDecode(k.prim, &common); err != nil {
-			return nil, &Error{File: file, Key: "keys." + name, Msg: "cannot decode", Err: err}
-		}
-		k.Backend = common.Backend
-		k.URI = common.URI
-		if k.Backend == "" && k.URI != "" {
-			// A URI names its backend by its scheme: "pkcs11:token=...".
-			if i := strings.IndexByte(k.URI, ':'); i > 0 {
-				k.Backend = k.URI[:i]
-			}
-		}
-		if k.Backend == "" {
-			return nil, &Error{File: file, Key: "keys." + name + ".backend", Msg: "missing; set backend = \"pem\", \"pkcs11\" or \"awskms\""}
-		}
-		k.Certificates = cfg.ResolveSource(common.Certificates)
-		cfg.Keys = append(cfg.Keys, k)
+	if err := cfg.parseKeys(md, raw.Keys, syntax); err != nil {
+		return nil, err
 	}
 	if err := cfg.parseClients(md, raw.Clients); err != nil {
 		return nil, err
@@ -240,6 +192,73 @@ func Parse(file string, data []byte) (*Config, error) {
 		return nil, err
 	}
 	return cfg, nil
+}
+
+// fileTables are a config file's top-level tables: the sections decode straight into the
+// Config, while keys and clients are held back for parseKeys and parseClients.
+type fileTables struct {
+	Server     *Server                   `toml:"server"`
+	Provenance *Provenance               `toml:"provenance"`
+	Keys       map[string]toml.Primitive `toml:"keys"`
+	Clients    map[string]toml.Primitive `toml:"clients"`
+	Audit      *Audit                    `toml:"audit"`
+}
+
+// decodeTOML decodes data into raw. Syntax is checked first, alone, so that a value the
+// TOML grammar accepts but a key does not (a bad duration) can be reported against its
+// key. The syntax check's untyped tree is returned too: SameKey compares keys' tables in it.
+func decodeTOML(file string, data []byte, raw *fileTables) (map[string]any, toml.MetaData, error) {
+	var syntax map[string]any
+	if _, err := toml.Decode(string(data), &syntax); err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) {
+			return nil, toml.MetaData{}, &Error{File: file, Msg: fmt.Sprintf("not valid TOML: %s (line %d)", pe.Message, pe.Position.Line)}
+		}
+		return nil, toml.MetaData{}, &Error{File: file, Msg: "not valid TOML", Err: err}
+	}
+	md, err := toml.Decode(string(data), raw)
+	if err != nil {
+		var pe toml.ParseError
+		if errors.As(err, &pe) && pe.LastKey != "" {
+			return nil, toml.MetaData{}, &Error{File: file, Key: pe.LastKey, Msg: fmt.Sprintf("%s (line %d)", pe.Message, pe.Position.Line)}
+		}
+		return nil, toml.MetaData{}, &Error{File: file, Msg: "cannot decode", Err: err}
+	}
+	return syntax, md, nil
+}
+
+// parseKeys reads the [keys.NAME] tables in file order, as far as their common fields;
+// the backend decodes the rest (Key.Decode).
+func (c *Config) parseKeys(md toml.MetaData, prims map[string]toml.Primitive, syntax map[string]any) error {
+	dir := filepath.Dir(c.File)
+	for _, name := range keyOrder(md) {
+		k := &Key{Name: name, File: c.File, Dir: dir, fromTOML: true, md: md, prim: prims[name]}
+		if tables, ok := syntax["keys"].(map[string]any); ok {
+			k.table, _ = tables[name].(map[string]any)
+		}
+		var common struct {
+			Backend      string `toml:"backend"`
+			Certificates string `toml:"certificates"`
+			URI          string `toml:"uri"`
+		}
+		if err := md.PrimitiveDecode(k.prim, &common); err != nil {
+			return &Error{File: c.File, Key: "keys." + name, Msg: "cannot decode", Err: err}
+		}
+		k.Backend = common.Backend
+		k.URI = common.URI
+		if k.Backend == "" && k.URI != "" {
+			// A URI names its backend by its scheme: "pkcs11:token=...".
+			if i := strings.IndexByte(k.URI, ':'); i > 0 {
+				k.Backend = k.URI[:i]
+			}
+		}
+		if k.Backend == "" {
+			return &Error{File: c.File, Key: "keys." + name + ".backend", Msg: "missing; set backend = \"pem\", \"pkcs11\" or \"awskms\""}
+		}
+		k.Certificates = c.ResolveSource(common.Certificates)
+		c.Keys = append(c.Keys, k)
+	}
+	return nil
 }
 
 // keyOrder lists the [keys.NAME] tables in the order the file has them, so that listings

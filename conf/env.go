@@ -38,73 +38,106 @@ type EnvSource struct {
 // SIGNING_KEY. It returns the config and the .env file's variables (the AWS SDK reads
 // credentials from the process environment, so the caller exports the AWS_* ones).
 func FromEnvironment(src EnvSource) (*Config, map[string]string, error) {
-	file := "environment"
-	dotenv := map[string]string{}
-	if src.DotEnv != "" {
-		var err error
-		dotenv, err = ReadDotEnv(src.DotEnv)
-		if err != nil && !errors.Is(err, fs.ErrNotExist) {
-			return nil, nil, err
-		}
-		if err == nil {
-			file = "environment and " + src.DotEnv
-		}
-	}
-	get := func(name string) string {
-		if v := strings.TrimSpace(src.Getenv(name)); v != "" {
-			return v
-		}
-		return strings.TrimSpace(dotenv[name])
+	env, err := readEnvironment(src)
+	if err != nil {
+		return nil, nil, err
 	}
 	cfg := Defaults()
-	cfg.File = file
+	cfg.File = env.file
 	cfg.Server.HTTP = DefaultHTTP // as the original listened
-	path := func(p string) string {
-		if p == "" || strings.HasPrefix(p, "s3://") || filepath.IsAbs(p) {
-			return p
-		}
-		return filepath.Join(src.Dir, p)
-	}
-	missing := func(name, what string) error {
-		return &Error{File: file, Key: name, Msg: "missing: " + what + " (a path or s3://bucket/key); the original service's variables are " +
-			strings.Join([]string{EnvRootCA, EnvSigningBundle, EnvSigningKey + " or " + EnvKMSKeyID, EnvScheme, EnvTrustFramework}, ", ") +
-			"; or run with -config FILE"}
-	}
-	root, bundle := get(EnvRootCA), get(EnvSigningBundle)
+	root, bundle := env.get(EnvRootCA), env.get(EnvSigningBundle)
 	if root == "" {
-		return nil, nil, missing(EnvRootCA, "the root signing CA certificate")
+		return nil, nil, env.missing(EnvRootCA, "the root signing CA certificate")
 	}
 	if bundle == "" {
-		return nil, nil, missing(EnvSigningBundle, "the signing certificate followed by its intermediates")
+		return nil, nil, env.missing(EnvSigningBundle, "the signing certificate followed by its intermediates")
 	}
-	cfg.Provenance.RootCA = path(root)
-	if v := get(EnvScheme); v != "" {
+	cfg.Provenance.RootCA = env.path(root)
+	if v := env.get(EnvScheme); v != "" {
 		cfg.Provenance.Scheme = v
 	}
-	if v := get(EnvTrustFramework); v != "" {
+	if v := env.get(EnvTrustFramework); v != "" {
 		cfg.Provenance.TrustFramework = v
 	}
-	var key *Key
-	switch kms, pemKey := get(EnvKMSKeyID), get(EnvSigningKey); {
-	case kms != "":
-		fields := map[string]any{"key_id": kms}
-		if region := firstNonEmpty(get("AWS_REGION"), get("AWS_DEFAULT_REGION")); region != "" {
-			fields["region"] = region
-		}
-		key = NewKey("signing", "awskms", path(bundle), file, fields)
-		key.Vars = map[string]string{"key_id": EnvKMSKeyID, "region": "AWS_REGION or AWS_DEFAULT_REGION", "certificates": EnvSigningBundle}
-	case pemKey != "":
-		key = NewKey("signing", "pem", path(bundle), file, map[string]any{"private_key": path(pemKey)})
-		key.Vars = map[string]string{"private_key": EnvSigningKey, "certificates": EnvSigningBundle}
-	default:
-		return nil, nil, &Error{File: file, Key: EnvKMSKeyID, Msg: "no signing key: set " + EnvKMSKeyID + " (AWS KMS) or " + EnvSigningKey + " (a PEM key file)"}
+	key, err := env.signingKey(bundle)
+	if err != nil {
+		return nil, nil, err
 	}
 	cfg.Keys = []*Key{key}
 	cfg.Provenance.Key = key.Name
 	if err := cfg.Check(); err != nil {
 		return nil, nil, err
 	}
-	return cfg, dotenv, nil
+	return cfg, env.dotenv, nil
+}
+
+// environment is the original service's variables: the process environment over the .env
+// file's.
+type environment struct {
+	src    EnvSource
+	dotenv map[string]string
+	file   string // what errors name as the config's file
+}
+
+// readEnvironment reads the .env file, if there is one; a missing one is no error, as
+// for the original.
+func readEnvironment(src EnvSource) (*environment, error) {
+	env := &environment{src: src, dotenv: map[string]string{}, file: "environment"}
+	if src.DotEnv != "" {
+		dotenv, err := ReadDotEnv(src.DotEnv)
+		if err != nil && !errors.Is(err, fs.ErrNotExist) {
+			return nil, err
+		}
+		env.dotenv = dotenv
+		if err == nil {
+			env.file = "environment and " + src.DotEnv
+		}
+	}
+	return env, nil
+}
+
+func (e *environment) get(name string) string {
+	if v := strings.TrimSpace(e.src.Getenv(name)); v != "" {
+		return v
+	}
+	return strings.TrimSpace(e.dotenv[name])
+}
+
+// path makes p relative to the working directory, as the original read it; s3:// sources
+// are not paths.
+func (e *environment) path(p string) string {
+	if p == "" || strings.HasPrefix(p, "s3://") || filepath.IsAbs(p) {
+		return p
+	}
+	return filepath.Join(e.src.Dir, p)
+}
+
+// missing names every variable the original service reads, since someone who left one out
+// may not know the others either.
+func (e *environment) missing(name, what string) error {
+	return &Error{File: e.file, Key: name, Msg: "missing: " + what + " (a path or s3://bucket/key); the original service's variables are " +
+		strings.Join([]string{EnvRootCA, EnvSigningBundle, EnvSigningKey + " or " + EnvKMSKeyID, EnvScheme, EnvTrustFramework}, ", ") +
+		"; or run with -config FILE"}
+}
+
+// signingKey is the key KMS_KEY_ID or else SIGNING_KEY names, with the certificates in
+// bundle. Its Vars name the variables each field came from, for errors.
+func (e *environment) signingKey(bundle string) (*Key, error) {
+	switch kms, pemKey := e.get(EnvKMSKeyID), e.get(EnvSigningKey); {
+	case kms != "":
+		fields := map[string]any{"key_id": kms}
+		if region := firstNonEmpty(e.get("AWS_REGION"), e.get("AWS_DEFAULT_REGION")); region != "" {
+			fields["region"] = region
+		}
+		key := NewKey("signing", "awskms", e.path(bundle), e.file, fields)
+		key.Vars = map[string]string{"key_id": EnvKMSKeyID, "region": "AWS_REGION or AWS_DEFAULT_REGION", "certificates": EnvSigningBundle}
+		return key, nil
+	case pemKey != "":
+		key := NewKey("signing", "pem", e.path(bundle), e.file, map[string]any{"private_key": e.path(pemKey)})
+		key.Vars = map[string]string{"private_key": EnvSigningKey, "certificates": EnvSigningBundle}
+		return key, nil
+	}
+	return nil, &Error{File: e.file, Key: EnvKMSKeyID, Msg: "no signing key: set " + EnvKMSKeyID + " (AWS KMS) or " + EnvSigningKey + " (a PEM key file)"}
 }
 
 // IgnoredSigningKey says, for a log line, that SIGNING_KEY is set but unused because

@@ -118,17 +118,26 @@ func DescribeSigner(c *x509.Certificate) (SignerInfo, error) {
 // leafSignerInfo checks the IB1 member certificate profile of a signing certificate and
 // extracts the signer description.
 func leafSignerInfo(c *x509.Certificate) (*signerInfo, error) {
+	if err := checkLeaf(c); err != nil {
+		return nil, err
+	}
+	return signerOf(c)
+}
+
+// checkLeaf checks what the profile demands of a signing certificate beyond the signer it
+// names: an end entity, whose key and extensions a verifier understands.
+func checkLeaf(c *x509.Certificate) error {
 	if c.Version != 3 {
-		return nil, errors.New("signing certificate is not an X.509 v3 certificate")
+		return errors.New("signing certificate is not an X.509 v3 certificate")
 	}
 	if c.BasicConstraintsValid && c.IsCA {
-		return nil, errors.New("signing certificate asserts CA:TRUE")
+		return errors.New("signing certificate asserts CA:TRUE")
 	}
 	if c.KeyUsage&x509.KeyUsageCertSign != 0 {
-		return nil, errors.New("signing certificate asserts keyCertSign")
+		return errors.New("signing certificate asserts keyCertSign")
 	}
 	if e, ok := findExtension(c, oidAuthorityKeyID); !ok || e.Critical {
-		return nil, errors.New("signing certificate needs a non-critical authorityKeyIdentifier")
+		return errors.New("signing certificate needs a non-critical authorityKeyIdentifier")
 	}
 	if e, ok := findExtension(c, oidExtKeyUsage); ok {
 		client := false
@@ -138,19 +147,25 @@ func leafSignerInfo(c *x509.Certificate) (*signerInfo, error) {
 			}
 		}
 		if e.Critical || !client {
-			return nil, errors.New("signing certificate has an extendedKeyUsage without clientAuth (or a critical one)")
+			return errors.New("signing certificate has an extendedKeyUsage without clientAuth (or a critical one)")
 		}
 	}
 	if _, ok := findExtension(c, oidNameConstraints); ok {
-		return nil, errors.New("signing certificate has nameConstraints")
+		return errors.New("signing certificate has nameConstraints")
 	}
 	if len(c.UnhandledCriticalExtensions) > 0 {
-		return nil, fmt.Errorf("signing certificate has an unsupported critical extension %v", c.UnhandledCriticalExtensions[0])
+		return fmt.Errorf("signing certificate has an unsupported critical extension %v", c.UnhandledCriticalExtensions[0])
 	}
 	pub, ok := c.PublicKey.(*ecdsa.PublicKey)
 	if !ok || pub.Curve != elliptic.P256() {
-		return nil, errors.New("signing certificate key is not an ECDSA P-256 key")
+		return errors.New("signing certificate key is not an ECDSA P-256 key")
 	}
+	return nil
+}
+
+// signerOf reads the signer a signing certificate names: its one URI subjectAltName, its
+// subject's first O and the IB1 member and roles extensions, each of which it must have.
+func signerOf(c *x509.Certificate) (*signerInfo, error) {
 	info := &signerInfo{}
 	san, ok := findExtension(c, oidSubjectAltName)
 	if !ok {

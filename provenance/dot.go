@@ -15,15 +15,83 @@ import (
 // signed some, otherwise to a dashed ellipse naming the member (nodes m0, m1, ...).
 func DOT(steps []*Object) []byte {
 	var b strings.Builder
-	b.WriteString("digraph provenance {\n")
-	b.WriteString("  rankdir=BT;\n")
-	b.WriteString("  compound=true;\n")
-	b.WriteString("  graph [fontname=\"Helvetica\", fontsize=11];\n")
-	b.WriteString("  node [fontname=\"Helvetica\", fontsize=10];\n")
-	b.WriteString("  edge [fontname=\"Helvetica\", fontsize=9];\n")
+	b.WriteString(dotHeader)
+	g := groupBySigner(steps)
+	for ci, name := range g.names {
+		b.WriteString("  subgraph cluster_" + strconv.Itoa(ci) + " {\n")
+		b.WriteString("    label=" + dotQuote(name) + ";\n")
+		b.WriteString("    style=rounded;\n")
+		for _, i := range g.steps[name] {
+			writeDOTNode(&b, "    ", i, steps[i])
+		}
+		b.WriteString("  }\n")
+	}
+	for _, i := range g.loose {
+		writeDOTNode(&b, "  ", i, steps[i])
+	}
+	writeReferenceEdges(&b, steps)
+	writeTransferEdges(&b, steps, g)
+	b.WriteString("}\n")
+	return []byte(b.String())
+}
 
-	// Nodes are named s0, s1, ... so that hostile ids need no care; labels are escaped.
-	node := map[string]string{}
+// dotHeader opens the graph. Bottom to top, so that the steps a step refers to, which come
+// before it, are drawn above it; compound, so that a transfer's edge can end at the border
+// of its recipient's cluster (lhead).
+const dotHeader = "digraph provenance {\n" +
+	"  rankdir=BT;\n" +
+	"  compound=true;\n" +
+	"  graph [fontname=\"Helvetica\", fontsize=11];\n" +
+	"  node [fontname=\"Helvetica\", fontsize=10];\n" +
+	"  edge [fontname=\"Helvetica\", fontsize=9];\n"
+
+// signerGroups are the steps grouped into one cluster per signer name, in the order the
+// names first appear.
+type signerGroups struct {
+	names     []string         // cluster_0's signer name first
+	steps     map[string][]int // a signer name -> the indexes of its steps
+	clusterOf map[string]int   // a signer's member URL -> its cluster
+	loose     []int            // steps with no signer, drawn outside every cluster
+}
+
+func groupBySigner(steps []*Object) signerGroups {
+	g := signerGroups{steps: map[string][]int{}, clusterOf: map[string]int{}}
+	for i, s := range steps {
+		name, ok := signerField(s, "name")
+		if !ok {
+			g.loose = append(g.loose, i)
+			continue
+		}
+		if _, seen := g.steps[name]; !seen {
+			g.names = append(g.names, name)
+		}
+		g.steps[name] = append(g.steps[name], i)
+		if member, ok := signerField(s, "member"); ok {
+			if _, seen := g.clusterOf[member]; !seen {
+				g.clusterOf[member] = len(g.names) - 1
+			}
+		}
+	}
+	return g
+}
+
+// writeDOTNode writes the node of steps[i]. Nodes are named s0, s1, ... so that hostile
+// ids need no care; labels are escaped.
+func writeDOTNode(b *strings.Builder, indent string, i int, s *Object) {
+	typ, _ := s.GetString("type")
+	id, _ := s.GetString("id")
+	b.WriteString(indent)
+	b.WriteString("s" + strconv.Itoa(i))
+	b.WriteString(" [shape=")
+	b.WriteString(shapeFor(typ))
+	b.WriteString(", label=")
+	b.WriteString(dotQuote(typ + "\n" + id))
+	b.WriteString("];\n")
+}
+
+// writeReferenceEdges draws an edge from each step to each step of the record it refers to.
+func writeReferenceEdges(b *strings.Builder, steps []*Object) {
+	node := map[string]string{} // a step id -> its node, the first step's if ids repeat
 	for i, s := range steps {
 		if id, ok := s.GetString("id"); ok {
 			if _, dup := node[id]; !dup {
@@ -31,67 +99,10 @@ func DOT(steps []*Object) []byte {
 			}
 		}
 	}
-	var clusters []string
-	members := map[string][]int{}
-	clusterOf := map[string]int{} // a signer's member URL -> its cluster
-	var loose []int
-	for i, s := range steps {
-		name, ok := signerField(s, "name")
-		if !ok {
-			loose = append(loose, i)
-			continue
-		}
-		if _, seen := members[name]; !seen {
-			clusters = append(clusters, name)
-		}
-		members[name] = append(members[name], i)
-		if member, ok := signerField(s, "member"); ok {
-			if _, seen := clusterOf[member]; !seen {
-				clusterOf[member] = len(clusters) - 1
-			}
-		}
-	}
-	writeNode := func(indent string, i int) {
-		s := steps[i]
-		typ, _ := s.GetString("type")
-		id, _ := s.GetString("id")
-		b.WriteString(indent)
-		b.WriteString("s" + strconv.Itoa(i))
-		b.WriteString(" [shape=")
-		b.WriteString(shapeFor(typ))
-		b.WriteString(", label=")
-		b.WriteString(dotQuote(typ + "\n" + id))
-		b.WriteString("];\n")
-	}
-	for ci, name := range clusters {
-		b.WriteString("  subgraph cluster_" + strconv.Itoa(ci) + " {\n")
-		b.WriteString("    label=" + dotQuote(name) + ";\n")
-		b.WriteString("    style=rounded;\n")
-		for _, i := range members[name] {
-			writeNode("    ", i)
-		}
-		b.WriteString("  }\n")
-	}
-	for _, i := range loose {
-		writeNode("  ", i)
-	}
 	for i, s := range steps {
 		from := "s" + strconv.Itoa(i)
 		for _, m := range s.Members {
-			var targets []string
-			switch m.Key {
-			case "of", "transfer":
-				if t, ok := m.Value.(string); ok {
-					targets = []string{t}
-				}
-			case "inputs", "permissions":
-				for _, e := range asList(m.Value) {
-					if t, ok := e.(string); ok {
-						targets = append(targets, t)
-					}
-				}
-			}
-			for _, t := range targets {
+			for _, t := range referencedIDs(m) {
 				to, ok := node[t]
 				if !ok {
 					continue
@@ -100,6 +111,30 @@ func DOT(steps []*Object) []byte {
 			}
 		}
 	}
+}
+
+// referencedIDs are the step ids that a member of a step refers to, if it is a member that
+// refers to steps.
+func referencedIDs(m Member) []string {
+	var targets []string
+	switch m.Key {
+	case "of", "transfer":
+		if t, ok := m.Value.(string); ok {
+			targets = []string{t}
+		}
+	case "inputs", "permissions":
+		for _, e := range asList(m.Value) {
+			if t, ok := e.(string); ok {
+				targets = append(targets, t)
+			}
+		}
+	}
+	return targets
+}
+
+// writeTransferEdges draws each transfer's "to": an edge to the recipient's cluster if it
+// signed steps of the record, otherwise to a node naming it.
+func writeTransferEdges(b *strings.Builder, steps []*Object, g signerGroups) {
 	external := map[string]string{}
 	for i, s := range steps {
 		if typ, _ := s.GetString("type"); typ != "transfer" {
@@ -110,10 +145,10 @@ func DOT(steps []*Object) []byte {
 			continue
 		}
 		from := "s" + strconv.Itoa(i)
-		if c, ok := clusterOf[to]; ok {
+		if c, ok := g.clusterOf[to]; ok {
 			// constraint=false: the recipient's steps come later and point back at this
 			// transfer; this edge must not pull the layout the other way.
-			first := "s" + strconv.Itoa(members[clusters[c]][0])
+			first := "s" + strconv.Itoa(g.steps[g.names[c]][0])
 			b.WriteString("  " + from + " -> " + first + " [label=\"to\", style=dashed, constraint=false, lhead=cluster_" + strconv.Itoa(c) + "];\n")
 			continue
 		}
@@ -125,8 +160,6 @@ func DOT(steps []*Object) []byte {
 		}
 		b.WriteString("  " + from + " -> " + m + " [label=\"to\", style=dashed];\n")
 	}
-	b.WriteString("}\n")
-	return []byte(b.String())
 }
 
 func shapeFor(typ string) string {

@@ -321,6 +321,10 @@ func AppendJSON(dst []byte, v any) ([]byte, error) {
 
 const maxEncodeDepth = 1000
 
+// appendValue is a table, one case per Go type that may hold a JSON value, and reads
+// better whole. The containers have functions of their own; the scalars stay, since
+// moving them out would cost a second type switch per value on the hot path of encoding
+// steps.
 func appendValue(dst []byte, v any, depth int) ([]byte, error) {
 	if depth > maxEncodeDepth {
 		return dst, errors.New("provenance: JSON value nested too deeply")
@@ -368,29 +372,9 @@ func appendValue(dst []byte, v any, depth int) ([]byte, error) {
 	case float32, float64:
 		return dst, errors.New("provenance: floating point numbers are ambiguous in JSON text; use json.Number with the exact text")
 	case []any:
-		dst = append(dst, '[')
-		for i, e := range x {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			var err error
-			if dst, err = appendValue(dst, e, depth+1); err != nil {
-				return dst, err
-			}
-		}
-		return append(dst, ']'), nil
+		return appendArray(dst, x, depth)
 	case []string:
-		dst = append(dst, '[')
-		for i, e := range x {
-			if i > 0 {
-				dst = append(dst, ',')
-			}
-			var err error
-			if dst, err = appendString(dst, e); err != nil {
-				return dst, err
-			}
-		}
-		return append(dst, ']'), nil
+		return appendStrings(dst, x)
 	case *Object:
 		if x == nil {
 			return append(dst, "null"...), nil
@@ -401,6 +385,34 @@ func appendValue(dst []byte, v any, depth int) ([]byte, error) {
 	default:
 		return dst, fmt.Errorf("provenance: cannot encode a %T as JSON (use *Object for objects)", v)
 	}
+}
+
+func appendArray(dst []byte, a []any, depth int) ([]byte, error) {
+	dst = append(dst, '[')
+	for i, e := range a {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = appendValue(dst, e, depth+1); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, ']'), nil
+}
+
+func appendStrings(dst []byte, a []string) ([]byte, error) {
+	dst = append(dst, '[')
+	for i, e := range a {
+		if i > 0 {
+			dst = append(dst, ',')
+		}
+		var err error
+		if dst, err = appendString(dst, e); err != nil {
+			return dst, err
+		}
+	}
+	return append(dst, ']'), nil
 }
 
 func appendObject(dst []byte, o *Object, depth int) ([]byte, error) {

@@ -147,6 +147,21 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	if err != nil {
 		return "", err
 	}
+	encoded, err := encodeStep(id, timestamp, typ, rest, lim)
+	if err != nil {
+		return "", err
+	}
+	b.steps = append(b.steps, encoded)
+	if typ == "origin" {
+		b.origins = append(b.origins, id)
+	}
+	return id, nil
+}
+
+// encodeStep writes a step as the record carries it: the JSON text of id, timestamp, type
+// and the rest, in base64url. It refuses now what a verifier with limits lim would refuse
+// later.
+func encodeStep(id string, timestamp, typ any, rest []Member, lim Limits) (string, error) {
 	full := &Object{Members: make([]Member, 0, len(rest)+3)}
 	full.Members = append(full.Members, Member{"id", id}, Member{"timestamp", timestamp}, Member{"type", typ})
 	full.Members = append(full.Members, rest...)
@@ -154,7 +169,6 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	// Refuse now what a verifier with default limits would refuse later.
 	if err := withinLimits(full, 1, lim); err != nil {
 		return "", fmt.Errorf("provenance: step: %w", err)
 	}
@@ -162,11 +176,7 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	if len(encoded) > lim.MaxStringBytes {
 		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d", len(encoded), lim.MaxStringBytes)
 	}
-	b.steps = append(b.steps, encoded)
-	if typ == "origin" {
-		b.origins = append(b.origins, id)
-	}
-	return id, nil
+	return encoded, nil
 }
 
 // newStepID returns 15 random bytes as unpadded base64url (20 characters), like the
@@ -250,22 +260,9 @@ func (b *Builder) Sign(ctx context.Context, key crypto.Signer, chain []*x509.Cer
 
 // SignWith is Sign with a key prepared by NewSigningKey.
 func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error) {
-	if b.signed {
-		return nil, errors.New("provenance: record already signed")
+	if err := b.readyToSign(sk); err != nil {
+		return nil, err
 	}
-	if len(b.received) == 0 && len(b.steps) == 0 {
-		return nil, errors.New("provenance: nothing to sign: no received record and no step")
-	}
-	if b.framework == "" {
-		return nil, errors.New("provenance: no trust framework URL")
-	}
-	if b.now.IsZero() {
-		return nil, errors.New("provenance: the Builder has no time")
-	}
-	if err := validAt(sk.leaf, b.now.UTC().Truncate(time.Second)); err != nil {
-		return nil, fmt.Errorf("provenance: signing certificate %w", err)
-	}
-
 	c := &Container{Version: "0", Serial: sk.serial, Timestamp: FormatTimestamp(b.now)}
 	c.Elements = make([]Element, 0, len(b.received)+len(b.steps))
 	for _, r := range b.received {
@@ -283,15 +280,52 @@ func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
+	sig, err := b.signDigest(ctx, sk, digest[:])
+	if err != nil {
+		return nil, err
+	}
+	c.Signature = base64.URLEncoding.EncodeToString(sig)
+	b.signed = true
+
+	origins := make([]string, 0, len(b.origins))
+	origins = append(origins, b.origins...)
+	return &Record{Framework: b.framework, Origins: origins, Steps: c, Certificates: certs}, nil
+}
+
+// readyToSign checks that the Builder has something to sign, under a framework, at a time
+// when the signing certificate is valid.
+func (b *Builder) readyToSign(sk *SigningKey) error {
+	if b.signed {
+		return errors.New("provenance: record already signed")
+	}
+	if len(b.received) == 0 && len(b.steps) == 0 {
+		return errors.New("provenance: nothing to sign: no received record and no step")
+	}
+	if b.framework == "" {
+		return errors.New("provenance: no trust framework URL")
+	}
+	if b.now.IsZero() {
+		return errors.New("provenance: the Builder has no time")
+	}
+	if err := validAt(sk.leaf, b.now.UTC().Truncate(time.Second)); err != nil {
+		return fmt.Errorf("provenance: signing certificate %w", err)
+	}
+	return nil
+}
+
+// signDigest has sk sign digest and checks what it returns, so that a key that signs
+// wrongly fails here rather than in every verifier of the record.
+func (b *Builder) signDigest(ctx context.Context, sk *SigningKey, digest []byte) ([]byte, error) {
 	var sig []byte
+	var err error
 	if cs, ok := sk.key.(ContextSigner); ok {
-		sig, err = cs.SignContext(ctx, digest[:], crypto.SHA256)
+		sig, err = cs.SignContext(ctx, digest, crypto.SHA256)
 	} else {
 		r := b.rand
 		if r == nil {
 			r = rand.Reader
 		}
-		sig, err = sk.key.Sign(r, digest[:], crypto.SHA256)
+		sig, err = sk.key.Sign(r, digest, crypto.SHA256)
 	}
 	if err != nil {
 		return nil, fmt.Errorf("provenance: signing: %w", err)
@@ -303,15 +337,10 @@ func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error)
 		}
 		return nil, fmt.Errorf("provenance: the signer returned a signature that is not ASN.1 DER%s: %w", hint, err)
 	}
-	if sk.CheckSignatures && !ecdsa.VerifyASN1(sk.leafKey, digest[:], sig) {
+	if sk.CheckSignatures && !ecdsa.VerifyASN1(sk.leafKey, digest, sig) {
 		return nil, errors.New("provenance: the signature does not verify with the signing certificate's public key")
 	}
-	c.Signature = base64.URLEncoding.EncodeToString(sig)
-	b.signed = true
-
-	origins := make([]string, 0, len(b.origins))
-	origins = append(origins, b.origins...)
-	return &Record{Framework: b.framework, Origins: origins, Steps: c, Certificates: certs}, nil
+	return sig, nil
 }
 
 // certificates is the union of the received records' certificates and the signer's chain.

@@ -238,44 +238,20 @@ type verifyState struct {
 	sc        *scratch
 }
 
+// container verifies a container's signature and then its elements: steps are decoded
+// into st, nested containers verified in turn, depth first. stack is the signers of the
+// containers that include this one, outermost first; path is where it is in the record.
 func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo, path []int) error {
-	// The position is formatted only when there is an error to report.
-	blockAt := func() string { return stepPath(append(path[:len(path):len(path)], len(c.Elements))) }
 	if err := checkVersion(c.Version); err != nil {
-		err.Where = blockAt()
+		err.Where = blockPath(path, c)
 		return err
 	}
 	if !canonicalSerial(c.Serial) {
-		return verr(CheckSerialFormat, blockAt(), nil, "serial %q is not the canonical decimal form of a non-negative integer of at most %d digits", truncate(c.Serial), MaxSerialDigits)
+		return verr(CheckSerialFormat, blockPath(path, c), nil, "serial %q is not the canonical decimal form of a non-negative integer of at most %d digits", truncate(c.Serial), MaxSerialDigits)
 	}
-	leaf, issuers, parsed, err := v.lookupChain(st.rec, c.Serial)
+	chain, err := v.containerSigner(st, c, path)
 	if err != nil {
-		err.Where = blockAt()
 		return err
-	}
-	when, ok := parseSigningTime(c.Timestamp)
-	if !ok {
-		return verr(CheckSigningTime, blockAt(), nil, "signing timestamp %q is not YYYY-MM-DDTHH:MM:SSZ", truncate(c.Timestamp))
-	}
-	chain, err := v.chain(leaf, issuers, when)
-	if err != nil {
-		err.Where = blockAt()
-		return err
-	}
-	for pemText, ci := range parsed {
-		v.certs.put(pemText, ci)
-	}
-	sig, err2 := decodeBase64URL(c.Signature)
-	if err2 != nil {
-		return verr(CheckSignature, blockAt(), err2, "signature is not padded base64url")
-	}
-	st.sc.buf = appendDataForSigning(st.sc.buf[:0], st.framework, c)
-	digest := sha256.Sum256(st.sc.buf)
-	if !ecdsa.VerifyASN1(chain.key, digest[:], sig) {
-		if _, err := parseDERSignature(sig); err != nil {
-			return verr(CheckSignature, blockAt(), err, "signature by %s is not a DER ECDSA signature", c.Serial)
-		}
-		return verr(CheckSignature, blockAt(), nil, "signature by %s does not verify", c.Serial)
 	}
 	// One "_signature" value serves every step of the container: decoded steps are to be
 	// treated as read-only (they are new on every Verify, but share this member).
@@ -298,19 +274,67 @@ func (v *Verifier) container(st *verifyState, c *Container, stack []*signerInfo,
 			st.origins = append(st.origins, id)
 		}
 		if signature == nil {
-			includedBy := make([]any, len(stack))
-			for j, s := range stack {
-				includedBy[j] = s.object()
-			}
-			signature = NewObject(
-				Member{"signed", chain.signer.object()},
-				Member{"includedBy", includedBy},
-			)
+			signature = signatureMember(chain.signer, stack)
 		}
 		step.Members = append(step.Members, Member{"_signature", signature})
 		st.steps = append(st.steps, step)
 	}
 	return nil
+}
+
+// blockPath is where the signature block of c, at path, is in the record. It is formatted
+// only when there is an error to report.
+func blockPath(path []int, c *Container) string {
+	return stepPath(append(path[:len(path):len(path)], len(c.Elements)))
+}
+
+// containerSigner finds the signing certificate of c and a valid path from it to a root,
+// and checks the signature over c's data. Certificates parsed on the way are cached only
+// once the path is found valid.
+func (v *Verifier) containerSigner(st *verifyState, c *Container, path []int) (*chainResult, error) {
+	leaf, issuers, parsed, err := v.lookupChain(st.rec, c.Serial)
+	if err != nil {
+		err.Where = blockPath(path, c)
+		return nil, err
+	}
+	when, ok := parseSigningTime(c.Timestamp)
+	if !ok {
+		return nil, verr(CheckSigningTime, blockPath(path, c), nil, "signing timestamp %q is not YYYY-MM-DDTHH:MM:SSZ", truncate(c.Timestamp))
+	}
+	chain, err := v.chain(leaf, issuers, when)
+	if err != nil {
+		err.Where = blockPath(path, c)
+		return nil, err
+	}
+	for pemText, ci := range parsed {
+		v.certs.put(pemText, ci)
+	}
+	sig, err2 := decodeBase64URL(c.Signature)
+	if err2 != nil {
+		return nil, verr(CheckSignature, blockPath(path, c), err2, "signature is not padded base64url")
+	}
+	st.sc.buf = appendDataForSigning(st.sc.buf[:0], st.framework, c)
+	digest := sha256.Sum256(st.sc.buf)
+	if !ecdsa.VerifyASN1(chain.key, digest[:], sig) {
+		if _, err := parseDERSignature(sig); err != nil {
+			return nil, verr(CheckSignature, blockPath(path, c), err, "signature by %s is not a DER ECDSA signature", c.Serial)
+		}
+		return nil, verr(CheckSignature, blockPath(path, c), nil, "signature by %s does not verify", c.Serial)
+	}
+	return chain, nil
+}
+
+// signatureMember is the "_signature" of the steps that signer signed in a container
+// included by stack's signers.
+func signatureMember(signer *signerInfo, stack []*signerInfo) *Object {
+	includedBy := make([]any, len(stack))
+	for j, s := range stack {
+		includedBy[j] = s.object()
+	}
+	return NewObject(
+		Member{"signed", signer.object()},
+		Member{"includedBy", includedBy},
+	)
 }
 
 // decodeStep decodes one signed step string.
@@ -445,116 +469,28 @@ func (v *Verifier) chain(leaf *certInfo, issuers []*certInfo, when time.Time) (*
 // validatePath finds a path leaf -> listed issuers (any order, each at most once) -> root,
 // valid at when, meeting the profile; the path search is bounded.
 func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.Time) (*chainResult, *VerifyError) {
-	fail := func(format string, args ...any) *VerifyError {
-		return verr(CheckCertificatePath, "", nil, "no valid certificate path to the root at the signing time: "+format, args...)
-	}
 	if err := validAt(leaf.cert, when); err != nil {
-		return nil, fail("signing certificate %s %v", leaf.serial, err)
+		return nil, pathError("signing certificate %s %v", leaf.serial, err)
 	}
 	info, err := leafSignerInfo(leaf.cert)
 	if err != nil {
-		return nil, fail("%v", err)
+		return nil, pathError("%v", err)
 	}
 	n := len(issuers)
-	// issued[i][j]: issuer j issued certificate i (0 = leaf, k = issuers[k-1]); lazily filled
-	// so that each signature is checked at most once.
-	type tri int8 // 0 unknown, 1 yes, 2 no
-	issued := make([][]tri, n+1)
-	byRoot := make([][]tri, n+1)
-	for i := range issued {
-		issued[i] = make([]tri, n)
-		byRoot[i] = make([]tri, len(v.roots))
+	var why pathFailure
+	s := pathSearch{
+		roots: v.roots, leaf: leaf.cert, issuers: issuers, when: when,
+		byIssuer: make([][]tri, n+1), byRoot: make([][]tri, n+1), used: make([]bool, n),
+		budget: maxPathSearch, why: &why,
 	}
-	certAt := func(i int) *x509.Certificate {
-		if i == 0 {
-			return leaf.cert
-		}
-		return issuers[i-1].cert
+	for i := range s.byIssuer {
+		s.byIssuer[i] = make([]tri, n)
+		s.byRoot[i] = make([]tri, len(v.roots))
 	}
-	var failures []string
-	deadEnd := leaf.serial // the last certificate for which no issuer was found
-	note := func(s string) {
-		if len(failures) < 4 {
-			failures = append(failures, s)
-		}
-	}
-	budget := maxPathSearch
-	used := make([]bool, n)
-	var window [2]time.Time
-	var search func(i, below int, nb, na time.Time) bool
-	search = func(i, below int, nb, na time.Time) bool {
-		budget--
-		if budget < 0 {
-			return false
-		}
-		c := certAt(i)
-		if i > 0 {
-			deadEnd = issuers[i-1].serial
-		}
-		for r, root := range v.roots {
-			if byRoot[i][r] == 0 {
-				byRoot[i][r] = 2
-				if issuedBy(c, root.cert) {
-					byRoot[i][r] = 1
-				}
-			}
-			if byRoot[i][r] != 1 {
-				continue
-			}
-			if err := validAt(root.cert, when); err != nil {
-				note("root certificate " + err.Error())
-				continue
-			}
-			if err := checkCA(root.cert, below); err != nil {
-				note("root certificate: " + err.Error())
-				continue
-			}
-			window = [2]time.Time{later(nb, root.cert.NotBefore), earlier(na, root.cert.NotAfter)}
-			return true
-		}
-		for j := 0; j < n; j++ {
-			if used[j] {
-				continue
-			}
-			if issued[i][j] == 0 {
-				issued[i][j] = 2
-				if issuedBy(c, issuers[j].cert) {
-					issued[i][j] = 1
-				}
-			}
-			if issued[i][j] != 1 {
-				continue
-			}
-			cand := issuers[j].cert
-			if err := validAt(cand, when); err != nil {
-				note(fmt.Sprintf("issuer certificate %s %v", issuers[j].serial, err))
-				continue
-			}
-			if err := checkCA(cand, below); err != nil {
-				note(fmt.Sprintf("issuer certificate %s: %v", issuers[j].serial, err))
-				continue
-			}
-			nextBelow := below + 1
-			if sameName(cand.RawSubject, cand.RawIssuer) {
-				nextBelow = below // self-issued certificates do not count (RFC 5280 4.2.1.9)
-			}
-			used[j] = true
-			ok := search(j+1, nextBelow, later(nb, cand.NotBefore), earlier(na, cand.NotAfter))
-			used[j] = false
-			if ok {
-				return true
-			}
-		}
-		return false
-	}
-	if !search(0, 0, leaf.cert.NotBefore, leaf.cert.NotAfter) {
-		if budget < 0 {
-			return nil, fail("path search gave up after %d steps", maxPathSearch)
-		}
-		if len(failures) == 0 {
-			return nil, fail("certificate %s was not issued by a trusted root CA or by another listed issuer", deadEnd)
-		}
-		return nil, fail("%s", strings.Join(failures, "; "))
+	why.deadEnd = leaf.serial
+	window, found := s.from(0, 0, leaf.cert.NotBefore, leaf.cert.NotAfter)
+	if !found {
+		return nil, s.failure()
 	}
 	return &chainResult{
 		notBefore: window[0],
@@ -562,6 +498,148 @@ func (v *Verifier) validatePath(leaf *certInfo, issuers []*certInfo, when time.T
 		key:       leaf.cert.PublicKey.(*ecdsa.PublicKey), // checked by leafSignerInfo
 		signer:    info,
 	}, nil
+}
+
+// pathError is a failed certificate path.
+func pathError(format string, args ...any) *VerifyError {
+	return verr(CheckCertificatePath, "", nil, "no valid certificate path to the root at the signing time: "+format, args...)
+}
+
+// pathSearch is a depth-first search for a path from a signing certificate through listed
+// issuers to a root. The issuers may be hostile, listed to make the search long: it gives up
+// after maxPathSearch steps, and checks each issuer's signature on a certificate at most
+// once however often the search comes back to the pair.
+//
+// What a failed search reports is kept apart, behind why: the compiler follows a struct's
+// pointers as one, so strings kept in the search's own fields, once put into the error,
+// would take its tables to the heap with them.
+type pathSearch struct {
+	roots   []*certInfo
+	leaf    *x509.Certificate
+	issuers []*certInfo
+	when    time.Time
+	// byIssuer[i][j]: whether issuer j issued certificate i (0 = leaf, k = issuers[k-1]);
+	// byRoot[i][r]: whether root r did. Filled as the search asks.
+	byIssuer, byRoot [][]tri
+	used             []bool // the issuers on the path being tried
+	budget           int
+	why              *pathFailure
+}
+
+// pathFailure is what a search that finds no path has to say.
+type pathFailure struct {
+	reasons []string // why an issuer or root was refused: the first few, enough to tell
+	deadEnd string   // the last certificate for which no issuer was found
+}
+
+// tri is a memoised answer.
+type tri int8
+
+const (
+	triUnknown tri = iota
+	triYes
+	triNo
+)
+
+// from extends the path at certificate i, which has below intermediates under it (not
+// counting self-issued ones), while every certificate so far is valid from nb to na. It
+// returns when every certificate of the path it finds is valid.
+func (s *pathSearch) from(i, below int, nb, na time.Time) ([2]time.Time, bool) {
+	s.budget--
+	if s.budget < 0 {
+		return [2]time.Time{}, false
+	}
+	if i > 0 {
+		s.why.deadEnd = s.issuers[i-1].serial
+	}
+	if window, ok := s.toRoot(i, below, nb, na); ok {
+		return window, true
+	}
+	return s.throughIssuer(i, below, nb, na)
+}
+
+// toRoot ends the path at a root that issued certificate i, if one may.
+func (s *pathSearch) toRoot(i, below int, nb, na time.Time) ([2]time.Time, bool) {
+	for r, root := range s.roots {
+		if !s.isIssuer(&s.byRoot[i][r], i, root.cert) {
+			continue
+		}
+		if err := validAt(root.cert, s.when); err != nil {
+			s.note("root certificate " + err.Error())
+			continue
+		}
+		if err := checkCA(root.cert, below); err != nil {
+			s.note("root certificate: " + err.Error())
+			continue
+		}
+		return [2]time.Time{later(nb, root.cert.NotBefore), earlier(na, root.cert.NotAfter)}, true
+	}
+	return [2]time.Time{}, false
+}
+
+// throughIssuer tries each listed issuer of certificate i not yet on the path as the next
+// step, and the rest of the path from there.
+func (s *pathSearch) throughIssuer(i, below int, nb, na time.Time) ([2]time.Time, bool) {
+	for j, is := range s.issuers {
+		if s.used[j] || !s.isIssuer(&s.byIssuer[i][j], i, is.cert) {
+			continue
+		}
+		cand := is.cert
+		if err := validAt(cand, s.when); err != nil {
+			s.note(fmt.Sprintf("issuer certificate %s %v", is.serial, err))
+			continue
+		}
+		if err := checkCA(cand, below); err != nil {
+			s.note(fmt.Sprintf("issuer certificate %s: %v", is.serial, err))
+			continue
+		}
+		nextBelow := below + 1
+		if sameName(cand.RawSubject, cand.RawIssuer) {
+			nextBelow = below // self-issued certificates do not count (RFC 5280 4.2.1.9)
+		}
+		s.used[j] = true
+		window, ok := s.from(j+1, nextBelow, later(nb, cand.NotBefore), earlier(na, cand.NotAfter))
+		s.used[j] = false
+		if ok {
+			return window, true
+		}
+	}
+	return [2]time.Time{}, false
+}
+
+// isIssuer reports whether parent issued certificate i, memo holding the answer once known.
+func (s *pathSearch) isIssuer(memo *tri, i int, parent *x509.Certificate) bool {
+	if *memo == triUnknown {
+		*memo = triNo
+		if issuedBy(s.cert(i), parent) {
+			*memo = triYes
+		}
+	}
+	return *memo == triYes
+}
+
+func (s *pathSearch) cert(i int) *x509.Certificate {
+	if i == 0 {
+		return s.leaf
+	}
+	return s.issuers[i-1].cert
+}
+
+func (s *pathSearch) note(reason string) {
+	if len(s.why.reasons) < 4 {
+		s.why.reasons = append(s.why.reasons, reason)
+	}
+}
+
+// failure says why the search found no path.
+func (s *pathSearch) failure() *VerifyError {
+	if s.budget < 0 {
+		return pathError("path search gave up after %d steps", maxPathSearch)
+	}
+	if len(s.why.reasons) == 0 {
+		return pathError("certificate %s was not issued by a trusted root CA or by another listed issuer", s.why.deadEnd)
+	}
+	return pathError("%s", strings.Join(s.why.reasons, "; "))
 }
 
 func later(a, b time.Time) time.Time {

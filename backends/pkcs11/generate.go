@@ -39,45 +39,22 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 	defer m.release(nil)
 	m.mu.RLock()
 	defer m.mu.RUnlock()
-	fail := func(err error) error {
-		var ce *connectError
-		if errors.As(err, &ce) && ce.field != "" {
-			return spec.Errorf(cfg.field(ce.field), "%s", ce.Error())
-		}
-		return fmt.Errorf("keys.%s: %s: %w", spec.Name, cfg.location(), err)
-	}
 	slot, ti, err := cfg.findToken(m.p)
 	if err != nil {
-		return nil, fail(err)
+		return nil, generateError(spec, cfg, err)
 	}
 	sess, err := m.openSession(slot, pkcs11.CKF_RW_SESSION, 0)
 	if err != nil {
-		return nil, fail(errorf("", false, err, "C_OpenSession (read/write) on token %q failed", ti.Label))
+		return nil, generateError(spec, cfg, errorf("", false, err, "C_OpenSession (read/write) on token %q failed", ti.Label))
 	}
 	defer m.closeSession(sess)
 	s := &Signer{cfg: cfg, mod: m}
 	s.guard.dir = cfg.stateDir
 	if _, err := s.login(m.p, sess.h, ti); err != nil {
-		return nil, fail(err)
+		return nil, generateError(spec, cfg, err)
 	}
-	p := m.p
-	// Any class: a certificate or public key under the name would make the new key
-	// ambiguous as surely as a private key would.
-	for _, a := range []*pkcs11.Attribute{labelAttr(cfg), idAttr(cfg.keyID)} {
-		if a == nil {
-			continue
-		}
-		objs, err := findObjects(p, sess.h, []*pkcs11.Attribute{a}, 1)
-		if err != nil {
-			return nil, fail(errorf("", false, err, "C_FindObjects failed"))
-		}
-		if len(objs) > 0 {
-			what, field := fmt.Sprintf("label %q", cfg.keyLabel), "key_label"
-			if a.Type == pkcs11.CKA_ID {
-				what, field = "id "+hex.EncodeToString(cfg.keyID), "key_id"
-			}
-			return nil, spec.Errorf(cfg.field(field), "token %q holds an object with %s already; provenanced never overwrites a key (delete it first if you really mean to replace it, or choose another name)", ti.Label, what)
-		}
+	if err := refuseTakenName(m.p, sess.h, spec, cfg, ti.Label); err != nil {
+		return nil, err
 	}
 	id := cfg.keyID
 	if id == nil {
@@ -86,17 +63,61 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 			return nil, err
 		}
 	}
+	public, private := keyPairTemplates(id, cfg.keyLabel)
+	pub, err := generateKeyPair(m.p, sess.h, ti.Label, public, private)
+	if err != nil {
+		return nil, generateError(spec, cfg, err)
+	}
+	return pub, nil
+}
+
+// generateError is a failure of Generate as an error about the key: about a config field,
+// when the failure is that field's.
+func generateError(spec *conf.Key, cfg *config, err error) error {
+	var ce *connectError
+	if errors.As(err, &ce) && ce.field != "" {
+		return spec.Errorf(cfg.field(ce.field), "%s", ce.Error())
+	}
+	return fmt.Errorf("keys.%s: %s: %w", spec.Name, cfg.location(), err)
+}
+
+// refuseTakenName refuses a label or id that an object on the token has already. Objects
+// of any class: a certificate or public key under the name would make the new key
+// ambiguous as surely as a private key would.
+func refuseTakenName(p cryptoki, sh pkcs11.SessionHandle, spec *conf.Key, cfg *config, token string) error {
+	for _, a := range []*pkcs11.Attribute{labelAttr(cfg), idAttr(cfg.keyID)} {
+		if a == nil {
+			continue
+		}
+		objs, err := findObjects(p, sh, []*pkcs11.Attribute{a}, 1)
+		if err != nil {
+			return generateError(spec, cfg, errorf("", false, err, "C_FindObjects failed"))
+		}
+		if len(objs) > 0 {
+			what, field := fmt.Sprintf("label %q", cfg.keyLabel), "key_label"
+			if a.Type == pkcs11.CKA_ID {
+				what, field = "id "+hex.EncodeToString(cfg.keyID), "key_id"
+			}
+			return spec.Errorf(cfg.field(field), "token %q holds an object with %s already; provenanced never overwrites a key (delete it first if you really mean to replace it, or choose another name)", token, what)
+		}
+	}
+	return nil
+}
+
+// keyPairTemplates are the templates of a P-256 key pair that stays in its token and
+// may only sign.
+func keyPairTemplates(id []byte, label string) (public, private []*pkcs11.Attribute) {
 	// The public half's template says only what the key is and where it lives: what a
 	// public key may do is harmless, and tpm2-pkcs11 refuses a template that names
 	// CKA_VERIFY or CKA_ENCRYPT (CKR_GENERAL_ERROR) while SoftHSM accepts either form.
-	public := []*pkcs11.Attribute{
+	public = []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PUBLIC_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
 		pkcs11.NewAttribute(pkcs11.CKA_EC_PARAMS, p256Params),
 		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 	}
-	private := []*pkcs11.Attribute{
+	private = []*pkcs11.Attribute{
 		pkcs11.NewAttribute(pkcs11.CKA_CLASS, pkcs11.CKO_PRIVATE_KEY),
 		pkcs11.NewAttribute(pkcs11.CKA_KEY_TYPE, pkcs11.CKK_EC),
 		pkcs11.NewAttribute(pkcs11.CKA_TOKEN, true),
@@ -109,34 +130,41 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 		pkcs11.NewAttribute(pkcs11.CKA_UNWRAP, false),
 		pkcs11.NewAttribute(pkcs11.CKA_ID, id),
 	}
-	if cfg.keyLabel != "" {
-		public = append(public, pkcs11.NewAttribute(pkcs11.CKA_LABEL, cfg.keyLabel))
-		private = append(private, pkcs11.NewAttribute(pkcs11.CKA_LABEL, cfg.keyLabel))
+	if label != "" {
+		public = append(public, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
+		private = append(private, pkcs11.NewAttribute(pkcs11.CKA_LABEL, label))
 	}
-	pubH, privH, err := p.GenerateKeyPair(sess.h, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, public, private)
+	return public, private
+}
+
+// generateKeyPair has the token make the key pair and returns its public key. A key the
+// token made otherwise than asked, or whose public key cannot be read, is destroyed again:
+// nothing would use it, and it would hold the name.
+func generateKeyPair(p cryptoki, sh pkcs11.SessionHandle, token string, public, private []*pkcs11.Attribute) (crypto.PublicKey, error) {
+	pubH, privH, err := p.GenerateKeyPair(sh, []*pkcs11.Mechanism{pkcs11.NewMechanism(pkcs11.CKM_EC_KEY_PAIR_GEN, nil)}, public, private)
 	if isCode(err, pkcs11.CKR_MECHANISM_INVALID, pkcs11.CKR_MECHANISM_PARAM_INVALID, pkcs11.CKR_DOMAIN_PARAMS_INVALID, pkcs11.CKR_CURVE_NOT_SUPPORTED) {
-		return nil, fail(errorf("", true, err, "token %q cannot make P-256 keys (C_GenerateKeyPair with CKM_EC_KEY_PAIR_GEN); provenanced needs a token with EC P-256 support (opencryptoki's soft token, for one, has no EC mechanisms)", ti.Label))
+		return nil, errorf("", true, err, "token %q cannot make P-256 keys (C_GenerateKeyPair with CKM_EC_KEY_PAIR_GEN); provenanced needs a token with EC P-256 support (opencryptoki's soft token, for one, has no EC mechanisms)", token)
 	}
 	if err != nil {
-		return nil, fail(errorf("", false, err, "C_GenerateKeyPair (CKM_EC_KEY_PAIR_GEN, P-256) on token %q failed", ti.Label))
+		return nil, errorf("", false, err, "C_GenerateKeyPair (CKM_EC_KEY_PAIR_GEN, P-256) on token %q failed", token)
 	}
 	destroy := func() {
-		p.DestroyObject(sess.h, privH)
-		p.DestroyObject(sess.h, pubH)
+		p.DestroyObject(sh, privH)
+		p.DestroyObject(sh, pubH)
 	}
-	if err := checkGenerated(p, sess.h, privH); err != nil {
+	if err := checkGenerated(p, sh, privH); err != nil {
 		destroy()
-		return nil, fail(errorf("", true, nil, "token %q made the key otherwise than asked, so it was destroyed again: %v", ti.Label, err))
+		return nil, errorf("", true, nil, "token %q made the key otherwise than asked, so it was destroyed again: %v", token, err)
 	}
-	attrs, err := p.GetAttributeValue(sess.h, pubH, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
+	attrs, err := p.GetAttributeValue(sh, pubH, []*pkcs11.Attribute{pkcs11.NewAttribute(pkcs11.CKA_EC_POINT, nil)})
 	if err != nil || len(attrs) != 1 {
 		destroy()
-		return nil, fail(errorf("", false, err, "cannot read the new public key's CKA_EC_POINT on token %q; the key was destroyed again", ti.Label))
+		return nil, errorf("", false, err, "cannot read the new public key's CKA_EC_POINT on token %q; the key was destroyed again", token)
 	}
 	pub, err := parseECPoint(attrs[0].Value)
 	if err != nil {
 		destroy()
-		return nil, fail(errorf("", true, nil, "the new public key on token %q: %v; the key was destroyed again", ti.Label, err))
+		return nil, errorf("", true, nil, "the new public key on token %q: %v; the key was destroyed again", token, err)
 	}
 	return pub, nil
 }

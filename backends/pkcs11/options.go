@@ -117,45 +117,14 @@ func parseConfig(spec *conf.Key) (*config, error) {
 		// systemd may list several, separated by colons; the first is this unit's own.
 		c.stateDir, _, _ = strings.Cut(os.Getenv("STATE_DIRECTORY"), ":")
 	}
+	var err error
 	if spec.URI != "" {
-		var given []string
-		for _, f := range []struct{ name, v string }{{"module", o.Module}, {"token_label", o.TokenLabel}, {"token_serial", o.TokenSerial}, {"key_label", o.KeyLabel}, {"key_id", o.KeyID}, {"pin", o.PIN}} {
-			if f.v != "" {
-				given = append(given, f.name)
-			}
-		}
-		if len(given) > 0 {
-			return nil, spec.Errorf("uri", "give the key either as uri or as fields, not both (%s also set); max_sessions, ready_check_interval and state_dir are the only fields a uri may have beside it", strings.Join(given, ", "))
-		}
-		u, err := parseURI(spec.URI)
-		if err != nil {
-			return nil, spec.Errorf("uri", "%v", err)
-		}
-		c.fromURI = true
-		c.module, c.tokenLabel, c.tokenSerial = u.modulePath, u.token, u.serial
-		c.manufacturer, c.model = u.manufacturer, u.model
-		c.keyLabel, c.keyID = u.object, u.id
-		if u.pinSource != "" {
-			if c.pin, err = parsePINSource(spec, "uri", u.pinSource, true); err != nil {
-				return nil, err
-			}
-		}
+		err = c.selectFromURI(spec, &o)
 	} else {
-		c.module, c.tokenLabel, c.tokenSerial, c.keyLabel = o.Module, o.TokenLabel, o.TokenSerial, o.KeyLabel
-		if o.KeyID != "" {
-			id, err := parseHexID(o.KeyID)
-			if err != nil {
-				return nil, spec.Errorf("key_id", "%v", err)
-			}
-			c.keyID = id
-		}
-		if o.PIN != "" {
-			p, err := parsePINSource(spec, "pin", o.PIN, false)
-			if err != nil {
-				return nil, err
-			}
-			c.pin = p
-		}
+		err = c.selectFromFields(spec, &o)
+	}
+	if err != nil {
+		return nil, err
 	}
 	if c.module == "" {
 		return nil, spec.Errorf(c.field("module"), "missing: the path of the HSM vendor's PKCS#11 library, such as %q (uri: ?module-path=...)", "/usr/lib/softhsm/libsofthsm2.so")
@@ -174,6 +143,54 @@ func parseConfig(spec *conf.Key) (*config, error) {
 		return nil, spec.Errorf("max_sessions", "must be at least 2 (one session holds the login, the others sign), got %d", c.maxSessions)
 	}
 	return c, nil
+}
+
+// selectFromURI takes the module, token, key and PIN source from the key's uri, which
+// must then be the only place that names them.
+func (c *config) selectFromURI(spec *conf.Key, o *Options) error {
+	var given []string
+	for _, f := range []struct{ name, v string }{{"module", o.Module}, {"token_label", o.TokenLabel}, {"token_serial", o.TokenSerial}, {"key_label", o.KeyLabel}, {"key_id", o.KeyID}, {"pin", o.PIN}} {
+		if f.v != "" {
+			given = append(given, f.name)
+		}
+	}
+	if len(given) > 0 {
+		return spec.Errorf("uri", "give the key either as uri or as fields, not both (%s also set); max_sessions, ready_check_interval and state_dir are the only fields a uri may have beside it", strings.Join(given, ", "))
+	}
+	u, err := parseURI(spec.URI)
+	if err != nil {
+		return spec.Errorf("uri", "%v", err)
+	}
+	c.fromURI = true
+	c.module, c.tokenLabel, c.tokenSerial = u.modulePath, u.token, u.serial
+	c.manufacturer, c.model = u.manufacturer, u.model
+	c.keyLabel, c.keyID = u.object, u.id
+	if u.pinSource != "" {
+		if c.pin, err = parsePINSource(spec, "uri", u.pinSource, true); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// selectFromFields takes the module, token, key and PIN source from the key's fields.
+func (c *config) selectFromFields(spec *conf.Key, o *Options) error {
+	c.module, c.tokenLabel, c.tokenSerial, c.keyLabel = o.Module, o.TokenLabel, o.TokenSerial, o.KeyLabel
+	if o.KeyID != "" {
+		id, err := parseHexID(o.KeyID)
+		if err != nil {
+			return spec.Errorf("key_id", "%v", err)
+		}
+		c.keyID = id
+	}
+	if o.PIN != "" {
+		p, err := parsePINSource(spec, "pin", o.PIN, false)
+		if err != nil {
+			return err
+		}
+		c.pin = p
+	}
+	return nil
 }
 
 // checkModule makes sure the library exists before it is handed to dlopen, whose errors
@@ -329,32 +346,8 @@ func parseURI(s string) (*uri, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch k {
-		case "token":
-			u.token = v
-		case "serial":
-			u.serial = v
-		case "manufacturer":
-			u.manufacturer = v
-		case "model":
-			u.model = v
-		case "object":
-			u.object = v
-		case "id":
-			if v == "" {
-				return nil, errors.New("id= is empty")
-			}
-			u.id = []byte(v)
-		case "type":
-			if v != "private" {
-				return nil, fmt.Errorf("type=%s: the signing key is a private key; write type=private or leave type out", v)
-			}
-		case "pin-value":
-			return nil, errors.New("pin-value puts the PIN into the config, which provenanced does not accept; use pin-source=file:PATH or pin-source=env:NAME (the value is not repeated here)")
-		case "slot-id", "slot-description", "slot-manufacturer":
-			return nil, fmt.Errorf("%s: slots change (SoftHSM renumbers them when a token is initialised); name the token by token= or serial=", k)
-		default:
-			return nil, fmt.Errorf("unknown path attribute %q; accepted: %s (and, after \"?\", %s)", k, strings.Join(uriPathAttrs, ", "), strings.Join(uriQueryAttrs, ", "))
+		if err := u.setPathAttr(k, v); err != nil {
+			return nil, err
 		}
 	}
 	for _, part := range splitNonEmpty(query, "&") {
@@ -362,20 +355,60 @@ func parseURI(s string) (*uri, error) {
 		if err != nil {
 			return nil, err
 		}
-		switch k {
-		case "module-path":
-			u.modulePath = v
-		case "pin-source":
-			u.pinSource = v
-		case "pin-value":
-			return nil, errors.New("pin-value puts the PIN into the config, which provenanced does not accept; use pin-source=file:PATH or pin-source=env:NAME (the value is not repeated here)")
-		case "module-name":
-			return nil, errors.New("module-name: give the library's full path with module-path=")
-		default:
-			return nil, fmt.Errorf("unknown query attribute %q; accepted: %s", k, strings.Join(uriQueryAttrs, ", "))
+		if err := u.setQueryAttr(k, v); err != nil {
+			return nil, err
 		}
 	}
 	return u, nil
+}
+
+// setPathAttr takes one attribute of the URI's path (before "?").
+func (u *uri) setPathAttr(k, v string) error {
+	switch k {
+	case "token":
+		u.token = v
+	case "serial":
+		u.serial = v
+	case "manufacturer":
+		u.manufacturer = v
+	case "model":
+		u.model = v
+	case "object":
+		u.object = v
+	case "id":
+		if v == "" {
+			return errors.New("id= is empty")
+		}
+		u.id = []byte(v)
+	case "type":
+		if v != "private" {
+			return fmt.Errorf("type=%s: the signing key is a private key; write type=private or leave type out", v)
+		}
+	case "pin-value":
+		return errors.New("pin-value puts the PIN into the config, which provenanced does not accept; use pin-source=file:PATH or pin-source=env:NAME (the value is not repeated here)")
+	case "slot-id", "slot-description", "slot-manufacturer":
+		return fmt.Errorf("%s: slots change (SoftHSM renumbers them when a token is initialised); name the token by token= or serial=", k)
+	default:
+		return fmt.Errorf("unknown path attribute %q; accepted: %s (and, after \"?\", %s)", k, strings.Join(uriPathAttrs, ", "), strings.Join(uriQueryAttrs, ", "))
+	}
+	return nil
+}
+
+// setQueryAttr takes one attribute of the URI's query (after "?").
+func (u *uri) setQueryAttr(k, v string) error {
+	switch k {
+	case "module-path":
+		u.modulePath = v
+	case "pin-source":
+		u.pinSource = v
+	case "pin-value":
+		return errors.New("pin-value puts the PIN into the config, which provenanced does not accept; use pin-source=file:PATH or pin-source=env:NAME (the value is not repeated here)")
+	case "module-name":
+		return errors.New("module-name: give the library's full path with module-path=")
+	default:
+		return fmt.Errorf("unknown query attribute %q; accepted: %s", k, strings.Join(uriQueryAttrs, ", "))
+	}
+	return nil
 }
 
 func splitNonEmpty(s, sep string) []string {

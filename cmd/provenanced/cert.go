@@ -37,13 +37,9 @@ func certCmd(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	specs := cfg.Keys
-	if *name != "" {
-		spec := cfg.KeyByName(*name)
-		if spec == nil {
-			return cfg.Errorf("keys."+*name, "no such key; keys: %s", strings.Join(cfg.KeyNames(), ", "))
-		}
-		specs = []*conf.Key{spec}
+	specs, err := keysToCheck(cfg, *name)
+	if err != nil {
+		return err
 	}
 	root := *rootPath
 	if root == "" {
@@ -54,25 +50,53 @@ func certCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	data, err := source.Read(ctx, root)
+	roots, err := readRootCAs(ctx, root)
 	if err != nil {
-		return fmt.Errorf("root CA %s: %v", root, err)
+		return err
+	}
+	return checkKeys(ctx, stdout, specs, roots, *name != "")
+}
+
+// keysToCheck is the key named, or every key when name is "".
+func keysToCheck(cfg *conf.Config, name string) ([]*conf.Key, error) {
+	if name == "" {
+		return cfg.Keys, nil
+	}
+	spec := cfg.KeyByName(name)
+	if spec == nil {
+		return nil, cfg.Errorf("keys."+name, "no such key; keys: %s", strings.Join(cfg.KeyNames(), ", "))
+	}
+	return []*conf.Key{spec}, nil
+}
+
+// readRootCAs reads the root CA certificates from a path or s3:// URL.
+func readRootCAs(ctx context.Context, path string) ([]*x509.Certificate, error) {
+	data, err := source.Read(ctx, path)
+	if err != nil {
+		return nil, fmt.Errorf("root CA %s: %v", path, err)
 	}
 	roots, err := provenance.ParseRootsPEM(data)
 	if err != nil {
-		return fmt.Errorf("root CA %s: %v", root, err)
+		return nil, fmt.Errorf("root CA %s: %v", path, err)
 	}
+	return roots, nil
+}
+
+// checkKeys checks each key's bundle and reports on w. It goes on past a key that fails,
+// so that one run tells about every key. A key without certificates is skipped, unless
+// it is the one key named.
+func checkKeys(ctx context.Context, w io.Writer, specs []*conf.Key, roots []*x509.Certificate, named bool) error {
 	failed := 0
 	for _, spec := range specs {
 		if spec.Certificates == "" {
-			if *name != "" {
+			if named {
 				return spec.Errorf("certificates", "missing: the key has no bundle to check")
 			}
-			fmt.Fprintf(stdout, "key %s: no certificates configured (skipped)\n", spec.Name)
+			fmt.Fprintf(w, "key %s: no certificates configured (skipped)\n", spec.Name)
 			continue
 		}
-		if err := checkOne(ctx, stdout, spec, roots); err != nil {
-			fmt.Fprintf(stdout, "key %s: FAILED: %v\n", spec.Name, err)
+		if err := checkOne(ctx, w, spec, roots); err != nil {
+			fmt.Fprintf(w, "key %s: FAILED: %v\n", spec.Name, err)
 			failed++
 		}
 	}

@@ -49,13 +49,9 @@ func readInput(name string) ([]byte, error) {
 }
 
 func loadVerifier(ctx context.Context, rootPath, framework string, lim provenance.Limits) (*provenance.Verifier, error) {
-	data, err := source.Read(ctx, rootPath)
+	roots, err := readRootCAs(ctx, rootPath)
 	if err != nil {
-		return nil, fmt.Errorf("root CA %s: %v", rootPath, err)
-	}
-	roots, err := provenance.ParseRootsPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("root CA %s: %v", rootPath, err)
+		return nil, err
 	}
 	return provenance.NewVerifier(roots, framework, provenance.WithLimits(lim))
 }
@@ -125,56 +121,22 @@ func recordSign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	name := *keyName
-	if name == "" {
-		if name, err = cfg.SigningKey(); err != nil {
-			return err
-		}
-	}
-	spec := cfg.KeyByName(name)
-	if spec == nil {
-		return cfg.Errorf("keys."+name, "no such key; keys: %s", strings.Join(cfg.KeyNames(), ", "))
+	spec, err := recordKey(cfg, *keyName)
+	if err != nil {
+		return err
 	}
 	if cfg.Provenance.RootCA == "" {
 		return cfg.Errorf("provenance.root_ca", "missing: records are verified against it")
 	}
-	stepsData, err := readInput(*stepsPath)
+	rawSteps, err := readSteps(*stepsPath)
 	if err != nil {
 		return err
-	}
-	var rawSteps []json.RawMessage
-	if err := json.Unmarshal(stepsData, &rawSteps); err != nil {
-		rawSteps = []json.RawMessage{stepsData} // one step object
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	pc := cfg.Provenance
-	v, err := loadVerifier(ctx, pc.RootCA, pc.TrustFramework, provenance.Limits{MaxDepth: pc.MaxDepth, MaxSteps: pc.MaxSteps, MaxRecordBytes: int(pc.MaxRecordBytes), MaxStringBytes: int(pc.MaxStringBytes)})
+	b, err := newRecordBuilder(ctx, cfg.Provenance, *in, *stepsPath, rawSteps)
 	if err != nil {
 		return err
-	}
-	b := provenance.NewBuilder(pc.TrustFramework, time.Now(), nil)
-	if *in != "" {
-		data, err := readInput(*in)
-		if err != nil {
-			return err
-		}
-		rec, err := v.ParseRecord(data)
-		if err == nil {
-			_, err = b.Receive(v, rec)
-		}
-		if err != nil {
-			return fmt.Errorf("%s does not verify: %v", *in, err)
-		}
-	}
-	for i, raw := range rawSteps {
-		s, err := provenance.ParseStep(raw)
-		if err == nil {
-			_, err = b.AddStep(s)
-		}
-		if err != nil {
-			return fmt.Errorf("%s: step %d: %v", *stepsPath, i, err)
-		}
 	}
 	k, err := backends.Open(ctx, spec, backends.Options{ReadSource: source.Read})
 	if err != nil {
@@ -194,4 +156,66 @@ func recordSign(args []string, stdout, stderr io.Writer) error {
 	}
 	_, err = fmt.Fprintf(stdout, "%s\n", out)
 	return err
+}
+
+// recordKey is the key named, or by default the one provenance.key names.
+func recordKey(cfg *conf.Config, name string) (*conf.Key, error) {
+	if name == "" {
+		var err error
+		if name, err = cfg.SigningKey(); err != nil {
+			return nil, err
+		}
+	}
+	spec := cfg.KeyByName(name)
+	if spec == nil {
+		return nil, cfg.Errorf("keys."+name, "no such key; keys: %s", strings.Join(cfg.KeyNames(), ", "))
+	}
+	return spec, nil
+}
+
+// readSteps reads the new steps: a JSON list of step objects, or one step object.
+func readSteps(path string) ([]json.RawMessage, error) {
+	data, err := readInput(path)
+	if err != nil {
+		return nil, err
+	}
+	var raw []json.RawMessage
+	if err := json.Unmarshal(data, &raw); err != nil {
+		raw = []json.RawMessage{data} // one step object
+	}
+	return raw, nil
+}
+
+// newRecordBuilder starts the record: the received record in, if any, verified with the
+// configured root CA and limits, then the new steps (read from stepsPath, which errors
+// name).
+func newRecordBuilder(ctx context.Context, pc conf.Provenance, in, stepsPath string, rawSteps []json.RawMessage) (*provenance.Builder, error) {
+	v, err := loadVerifier(ctx, pc.RootCA, pc.TrustFramework, provenance.Limits{MaxDepth: pc.MaxDepth, MaxSteps: pc.MaxSteps, MaxRecordBytes: int(pc.MaxRecordBytes), MaxStringBytes: int(pc.MaxStringBytes)})
+	if err != nil {
+		return nil, err
+	}
+	b := provenance.NewBuilder(pc.TrustFramework, time.Now(), nil)
+	if in != "" {
+		data, err := readInput(in)
+		if err != nil {
+			return nil, err
+		}
+		rec, err := v.ParseRecord(data)
+		if err == nil {
+			_, err = b.Receive(v, rec)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s does not verify: %v", in, err)
+		}
+	}
+	for i, raw := range rawSteps {
+		s, err := provenance.ParseStep(raw)
+		if err == nil {
+			_, err = b.AddStep(s)
+		}
+		if err != nil {
+			return nil, fmt.Errorf("%s: step %d: %v", stepsPath, i, err)
+		}
+	}
+	return b, nil
 }

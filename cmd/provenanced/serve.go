@@ -24,70 +24,27 @@ func init() {
 }
 
 func serve(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("serve", "[-check] [-config FILE | -dev DIR [-hsm]]", stderr)
-	check := fs.Bool("check", false, "check the configuration, open the keys and check their certificates, then exit: 0 if all is well, 2 if not; nothing is served")
-	configPath := fs.String("config", "", "the TOML config `file` (default $PROVENANCED_CONFIG; without either, the original service's environment and ./.env)")
-	devDir := fs.String("dev", "", "create a development setup (test PKI, PEM key, config) in `dir` if it has none, and serve it")
-	hsm := fs.Bool("hsm", false, "with -dev: keep the development key in a SoftHSM token in dir, served by the pkcs11 backend (needs softhsm2 and opensc)")
-	if err := parseFlags(fs, args, 0); err != nil {
+	flags, err := parseServeFlags(args, stderr)
+	if err != nil {
 		return err
 	}
-	if *hsm && *devDir == "" {
-		return usageError("-hsm goes with -dev DIR")
-	}
-	if *configPath != "" && *devDir != "" {
-		return usageError("-config and -dev exclude each other")
-	}
-	if *configPath == "" && *devDir == "" {
-		*configPath = os.Getenv("PROVENANCED_CONFIG")
-	}
+	configPath := flags.configPath
 	var devHelp func(sock, addr string)
-	if *devDir != "" {
-		prepare := daemon.PrepareDev
-		if *hsm {
-			prepare = daemon.PrepareDevHSM
-		}
-		p, created, err := prepare(*devDir)
-		if err != nil {
+	if flags.devDir != "" {
+		if configPath, devHelp, err = prepareDevSetup(flags.devDir, flags.hsm, stderr); err != nil {
 			return err
 		}
-		dir := filepath.Dir(p)
-		softhsm := daemon.DevSoftHSMConf(dir)
-		if softhsm != "" {
-			// SoftHSM reads this when the key is opened; the setup's token is there.
-			os.Setenv("SOFTHSM2_CONF", softhsm)
-		}
-		devHelp = func(sock, addr string) { printDevHelp(stderr, dir, created, softhsm, sock, addr) }
-		*configPath = p
 	}
 	// SIGHUP reloads; caught from here on, so that one arriving while the keys open is
 	// kept for after rather than ending the process (its default action).
 	hup := make(chan os.Signal, 1)
 	signal.Notify(hup, syscall.SIGHUP)
 	defer signal.Stop(hup)
-	// load reads the configuration: at start, and again at every reload.
-	load := func() (*conf.Config, []string, error) {
-		var cfg *conf.Config
-		var notes []string
-		var err error
-		if *configPath != "" {
-			cfg, err = conf.Load(*configPath)
-		} else {
-			cfg, notes, err = fromOriginalEnvironment()
-		}
-		if err != nil {
-			return nil, nil, err
-		}
-		if err := cfg.ApplyEnv(os.Getenv); err != nil {
-			return nil, nil, err
-		}
-		return cfg, notes, nil
-	}
-	cfg, notes, err := load()
+	cfg, notes, err := loadServeConfig(configPath)
 	if err != nil {
 		return err
 	}
-	if *check {
+	if flags.check {
 		return checkConfig(cfg, stdout, stderr)
 	}
 	if devHelp != nil {
@@ -95,31 +52,11 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	}
 	// A PKCS#11 module's own stderr output is taken into the log rather than between its
 	// lines (see daemon.CaptureNativeStderr).
-	var moduleLines <-chan string
-	restoreStderr := func() {}
-	if f, ok := stderr.(*os.File); ok && f == os.Stderr && usesPKCS11(cfg) {
-		if out, lines, restore, err := daemon.CaptureNativeStderr(); err == nil {
-			stderr, moduleLines, restoreStderr = out, lines, restore
-		}
-	}
+	stderr, moduleLines, restoreStderr := captureModuleStderr(stderr, cfg)
 	log := newLogger(stderr, cfg.Server.LogLevel)
 	if moduleLines != nil {
-		done := make(chan struct{})
-		go func() {
-			defer close(done)
-			for line := range moduleLines {
-				log.Warn("PKCS#11 module output", "line", line)
-			}
-		}()
-		// On the way out the real stderr goes back to descriptor 2, where a failed start's
-		// error is printed, once the module's last lines are logged.
-		defer func() {
-			restoreStderr()
-			select {
-			case <-done:
-			case <-time.After(time.Second):
-			}
-		}()
+		finish := logModuleOutput(log, moduleLines, restoreStderr)
+		defer finish()
 	}
 	for _, n := range notes {
 		log.Warn(n)
@@ -129,7 +66,7 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	defer stop()
 	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Version: versionString(), LogLevel: &logLevel,
 		Load: func() (*conf.Config, error) {
-			cfg, notes, err := load()
+			cfg, notes, err := loadServeConfig(configPath)
 			for _, n := range notes {
 				log.Warn(n)
 			}
@@ -138,18 +75,126 @@ func serve(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
+	go reloadOnSIGHUP(ctx, hup, d, log)
+	return d.Serve(ctx)
+}
+
+// serveFlags are serve's command line, checked.
+type serveFlags struct {
+	check      bool
+	configPath string // with devDir "" too: the original service's environment
+	devDir     string
+	hsm        bool
+}
+
+func parseServeFlags(args []string, stderr io.Writer) (serveFlags, error) {
+	fs := newFlags("serve", "[-check] [-config FILE | -dev DIR [-hsm]]", stderr)
+	check := fs.Bool("check", false, "check the configuration, open the keys and check their certificates, then exit: 0 if all is well, 2 if not; nothing is served")
+	configPath := fs.String("config", "", "the TOML config `file` (default $PROVENANCED_CONFIG; without either, the original service's environment and ./.env)")
+	devDir := fs.String("dev", "", "create a development setup (test PKI, PEM key, config) in `dir` if it has none, and serve it")
+	hsm := fs.Bool("hsm", false, "with -dev: keep the development key in a SoftHSM token in dir, served by the pkcs11 backend (needs softhsm2 and opensc)")
+	if err := parseFlags(fs, args, 0); err != nil {
+		return serveFlags{}, err
+	}
+	f := serveFlags{check: *check, configPath: *configPath, devDir: *devDir, hsm: *hsm}
+	if f.hsm && f.devDir == "" {
+		return serveFlags{}, usageError("-hsm goes with -dev DIR")
+	}
+	if f.configPath != "" && f.devDir != "" {
+		return serveFlags{}, usageError("-config and -dev exclude each other")
+	}
+	if f.configPath == "" && f.devDir == "" {
+		f.configPath = os.Getenv("PROVENANCED_CONFIG")
+	}
+	return f, nil
+}
+
+// prepareDevSetup creates the development setup in devDir if it has none. It returns the
+// setup's config file, and what prints the help about it once the addresses it will
+// listen on are known.
+func prepareDevSetup(devDir string, hsm bool, stderr io.Writer) (string, func(sock, addr string), error) {
+	prepare := daemon.PrepareDev
+	if hsm {
+		prepare = daemon.PrepareDevHSM
+	}
+	p, created, err := prepare(devDir)
+	if err != nil {
+		return "", nil, err
+	}
+	dir := filepath.Dir(p)
+	softhsm := daemon.DevSoftHSMConf(dir)
+	if softhsm != "" {
+		// SoftHSM reads this when the key is opened; the setup's token is there.
+		os.Setenv("SOFTHSM2_CONF", softhsm)
+	}
+	return p, func(sock, addr string) { printDevHelp(stderr, dir, created, softhsm, sock, addr) }, nil
+}
+
+// loadServeConfig reads the configuration, at start and again at every reload: the file,
+// or without one the original service's environment, with ApplyEnv's overrides. notes
+// are warnings for the log.
+func loadServeConfig(configPath string) (*conf.Config, []string, error) {
+	var cfg *conf.Config
+	var notes []string
+	var err error
+	if configPath != "" {
+		cfg, err = conf.Load(configPath)
+	} else {
+		cfg, notes, err = fromOriginalEnvironment()
+	}
+	if err != nil {
+		return nil, nil, err
+	}
+	if err := cfg.ApplyEnv(os.Getenv); err != nil {
+		return nil, nil, err
+	}
+	return cfg, notes, nil
+}
+
+// captureModuleStderr takes descriptor 2 for the log when stderr is the process's and a
+// key uses a PKCS#11 module, which may write there. It returns the stderr to log to, and
+// the module's lines with the function that gives descriptor 2 back (nil and a no-op when
+// nothing was taken).
+func captureModuleStderr(stderr io.Writer, cfg *conf.Config) (io.Writer, <-chan string, func()) {
+	if f, ok := stderr.(*os.File); ok && f == os.Stderr && usesPKCS11(cfg) {
+		if out, lines, restore, err := daemon.CaptureNativeStderr(); err == nil {
+			return out, lines, restore
+		}
+	}
+	return stderr, nil, func() {}
+}
+
+// logModuleOutput logs the module's lines as they come, and returns what to do on the way
+// out: the real stderr goes back to descriptor 2, where a failed start's error is printed,
+// once the module's last lines are logged.
+func logModuleOutput(log *slog.Logger, lines <-chan string, restore func()) func() {
+	done := make(chan struct{})
 	go func() {
-		for {
-			select {
-			case <-ctx.Done():
-				return
-			case <-hup:
-				log.Info("SIGHUP: reloading the configuration")
-				d.Reload(ctx) // logs its outcome
-			}
+		defer close(done)
+		for line := range lines {
+			log.Warn("PKCS#11 module output", "line", line)
 		}
 	}()
-	return d.Serve(ctx)
+	return func() {
+		restore()
+		select {
+		case <-done:
+		case <-time.After(time.Second):
+		}
+	}
+}
+
+// reloadOnSIGHUP reloads the daemon's configuration at each SIGHUP until ctx ends.
+func reloadOnSIGHUP(ctx context.Context, hup <-chan os.Signal, d *daemon.Daemon, log *slog.Logger) {
+	for {
+		select {
+		case <-ctx.Done():
+			return
+		case <-hup:
+			log.Info("SIGHUP: reloading the configuration")
+			d.Reload(ctx) // logs its outcome
+		}
+	}
 }
 
 func usesPKCS11(cfg *conf.Config) bool {

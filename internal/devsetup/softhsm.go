@@ -2,6 +2,7 @@ package devsetup
 
 import (
 	"bytes"
+	"crypto"
 	"crypto/rand"
 	"crypto/x509"
 	"fmt"
@@ -69,49 +70,11 @@ func BuildSoftHSM(dir, httpAddr string) (string, error) {
 		return "", err
 	}
 	home := filepath.Join(dir, "softhsm")
-	conf, tokens := filepath.Join(home, "softhsm2.conf"), filepath.Join(home, "tokens")
-	if err := os.MkdirAll(tokens, 0o700); err != nil {
-		return "", err
-	}
-	if err := WriteFileAtomic(conf, []byte(fmt.Sprintf("# SoftHSM2 for provenanced's development setup (SOFTHSM2_CONF=%s)\ndirectories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", conf, tokens)), 0o600); err != nil {
-		return "", err
-	}
-	pin, soPIN := rand.Text(), rand.Text() // 26 random base32 characters each
-	if err := WriteFileAtomic(filepath.Join(dir, "user.pin"), []byte(pin+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
-	if err := WriteFileAtomic(filepath.Join(home, "so.pin"), []byte(soPIN+"\n"), 0o600); err != nil {
-		return "", err
-	}
-	run := func(name string, args ...string) error {
-		cmd := exec.Command(name, args...)
-		cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
-		var out bytes.Buffer
-		cmd.Stdout, cmd.Stderr = &out, &out
-		if err := cmd.Run(); err != nil {
-			// The arguments, which hold PINs, are not repeated.
-			return fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(out.String()))
-		}
-		return nil
-	}
-	if err := run("softhsm2-util", "--init-token", "--free", "--label", "provenance", "--so-pin", soPIN, "--pin", pin); err != nil {
-		return "", err
-	}
-	token := []string{"--module", module, "--token-label", "provenance"}
-	if err := run("pkcs11-tool", append(token, "--login", "--pin", pin, "--keypairgen", "--key-type", "EC:prime256v1", "--usage-sign", "--label", "signing", "--id", "01")...); err != nil {
-		return "", err
-	}
-	pubFile := filepath.Join(home, ".signing-pub.der")
-	defer os.Remove(pubFile)
-	if err := run("pkcs11-tool", append(token, "--read-object", "--type", "pubkey", "--label", "signing", "-o", pubFile)...); err != nil {
-		return "", err
-	}
-	der, err := os.ReadFile(pubFile)
+	conf, pin, err := initSoftHSMToken(dir, home)
 	if err != nil {
 		return "", err
 	}
-	pub, err := x509.ParsePKIXPublicKey(der)
+	pub, err := generateSoftHSMKey(module, conf, pin, home)
 	if err != nil {
 		return "", err
 	}
@@ -132,4 +95,62 @@ func BuildSoftHSM(dir, httpAddr string) (string, error) {
 	text := ConfigHead("# Written by provenanced serve -dev -hsm: a SoftHSM token and a test PKI. Not for production.\n# Run with SOFTHSM2_CONF="+conf, httpAddr, filepath.Base(files.RootCA)) +
 		fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"provenance\"\nkey_label = \"signing\"\npin = \"file:user.pin\"\ncertificates = %q\n", module, filepath.Base(files.Bundle))
 	return cfg, WriteFileAtomic(cfg, []byte(text), 0o644)
+}
+
+// initSoftHSMToken gives SoftHSM a token folder and configuration in home, and initialises
+// the token "provenance" there with new PINs: the user PIN in dir/user.pin, the SO PIN in
+// home/so.pin. It returns the configuration's path (for SOFTHSM2_CONF) and the user PIN.
+func initSoftHSMToken(dir, home string) (conf, pin string, err error) {
+	conf, tokens := filepath.Join(home, "softhsm2.conf"), filepath.Join(home, "tokens")
+	if err := os.MkdirAll(tokens, 0o700); err != nil {
+		return "", "", err
+	}
+	if err := WriteFileAtomic(conf, []byte(fmt.Sprintf("# SoftHSM2 for provenanced's development setup (SOFTHSM2_CONF=%s)\ndirectories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", conf, tokens)), 0o600); err != nil {
+		return "", "", err
+	}
+	pin, soPIN := rand.Text(), rand.Text() // 26 random base32 characters each
+	if err := WriteFileAtomic(filepath.Join(dir, "user.pin"), []byte(pin+"\n"), 0o600); err != nil {
+		return "", "", err
+	}
+	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
+	if err := WriteFileAtomic(filepath.Join(home, "so.pin"), []byte(soPIN+"\n"), 0o600); err != nil {
+		return "", "", err
+	}
+	if err := runSoftHSMTool(conf, "softhsm2-util", "--init-token", "--free", "--label", "provenance", "--so-pin", soPIN, "--pin", pin); err != nil {
+		return "", "", err
+	}
+	return conf, pin, nil
+}
+
+// generateSoftHSMKey has the token make the key "signing" (id 01) and returns its public
+// key, read back through a scratch file in home.
+func generateSoftHSMKey(module, conf, pin, home string) (crypto.PublicKey, error) {
+	token := []string{"--module", module, "--token-label", "provenance"}
+	if err := runSoftHSMTool(conf, "pkcs11-tool", append(token, "--login", "--pin", pin, "--keypairgen", "--key-type", "EC:prime256v1", "--usage-sign", "--label", "signing", "--id", "01")...); err != nil {
+		return nil, err
+	}
+	pubFile := filepath.Join(home, ".signing-pub.der")
+	defer os.Remove(pubFile)
+	if err := runSoftHSMTool(conf, "pkcs11-tool", append(token, "--read-object", "--type", "pubkey", "--label", "signing", "-o", pubFile)...); err != nil {
+		return nil, err
+	}
+	der, err := os.ReadFile(pubFile)
+	if err != nil {
+		return nil, err
+	}
+	return x509.ParsePKIXPublicKey(der)
+}
+
+// runSoftHSMTool runs one of SoftHSM's or OpenSC's tools on the token that conf
+// configures.
+func runSoftHSMTool(conf, name string, args ...string) error {
+	cmd := exec.Command(name, args...)
+	cmd.Env = append(os.Environ(), "SOFTHSM2_CONF="+conf)
+	var out bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &out
+	if err := cmd.Run(); err != nil {
+		// The arguments, which hold PINs, are not repeated.
+		return fmt.Errorf("%s %s: %v: %s", name, args[0], err, strings.TrimSpace(out.String()))
+	}
+	return nil
 }
