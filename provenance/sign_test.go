@@ -410,7 +410,7 @@ func TestSignRefusals(t *testing.T) {
 		return out, nil
 	}}
 	wrongDigest := funcSigner{pub: key.Public(), sign: func(d []byte) ([]byte, error) {
-		return ecdsa.SignASN1(rand.Reader, priv, append([]byte{1}, d[1:]...))
+		return ecdsa.SignASN1(rand.Reader, priv, append([]byte{d[0] ^ 1}, d[1:]...)) // always another digest
 	}}
 	failing := funcSigner{pub: key.Public(), sign: func([]byte) ([]byte, error) { return nil, errors.New("token removed") }}
 	cancelled, cancel := context.WithCancel(context.Background())
@@ -452,7 +452,7 @@ func TestSigningKeyWithoutSignatureChecks(t *testing.T) {
 	key, chain := loadSigner(t, "pki", "123456")
 	priv := key.(*ecdsa.PrivateKey)
 	wrongDigest := funcSigner{pub: key.Public(), sign: func(d []byte) ([]byte, error) {
-		return ecdsa.SignASN1(rand.Reader, priv, append([]byte{1}, d[1:]...))
+		return ecdsa.SignASN1(rand.Reader, priv, append([]byte{d[0] ^ 1}, d[1:]...)) // always another digest
 	}}
 	v := newTestVerifier(t, m.Root, m.Framework)
 	good, err := NewSigningKey(key, chain)
