@@ -194,6 +194,10 @@ func (s *Signer) hung() error {
 // no longer than ctx allows. When the session or the key's handle breaks, it reconnects
 // (once, shared with any other request that saw the same break) and tries again once;
 // while the token cannot be reached it fails at once with backends.ErrUnavailable.
+//
+// It stays one loop: its branches are the states of one retry (no connection, the anchor
+// session only, no session, a broken or a busy session), and the counters they share
+// bound it; in pieces, those counters would travel between functions.
 func (s *Signer) signWithin(ctx context.Context, digest []byte) ([]byte, error) {
 	var failure error
 	busy := 0
@@ -501,6 +505,9 @@ func (s *Signer) closeStale() {
 // connect finds the token and the key, opens and logs in the anchor session, and checks
 // with a signature that the key is the one it was (or, the first time, that its private
 // and public halves match). It returns the generation it ran in.
+//
+// It stays whole: it holds the module's read lock throughout, and the anchor session it
+// opens must be closed on any later step's failure, which one deferred check does.
 func (s *Signer) connect(ctx context.Context) (*conn, uint64, error) {
 	if err := ctx.Err(); err != nil {
 		return nil, 0, err
