@@ -23,6 +23,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -30,7 +31,7 @@ import (
 func openDevKey(t testing.TB) *backends.Key {
 	t.Helper()
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "p.toml")
@@ -421,7 +422,7 @@ func init() {
 }
 
 func pemSigner(t testing.TB) backends.Signer {
-	k, err := testenv.NewKey()
+	k, err := devsetup.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

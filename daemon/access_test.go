@@ -16,16 +16,16 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/audit"
+	"github.com/ib1/provenanced/internal/devsetup"
 
 	"github.com/ib1/provenanced/conf"
-	"github.com/ib1/provenanced/testenv"
 )
 
 // What a SIGHUP reload does with the access state. The audit chain continues across
 // logrotate's move and across a new path, and the new clients apply to the next request.
 func TestReloadSwapsClientsAndContinuesTheChain(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte("tok"))
@@ -120,7 +120,7 @@ allow = ["sign"]
 
 func TestWarnsOfTokensInClear(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte("tok"))

@@ -17,6 +17,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -33,7 +34,7 @@ const benchClients = 32
 func startBenchDaemon(b *testing.B) (string, *Daemon) {
 	b.Helper()
 	dir := b.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "p.toml")
@@ -111,7 +112,7 @@ func signLoad(b *testing.B, sock, path string) {
 // (with its metrics observer), on all cores.
 func BenchmarkSignInProcess(b *testing.B) {
 	dir := b.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	spec := conf.NewKey("signing", "pem", "", "bench", &pembackend.Options{PrivateKey: filepath.Join(dir, "signing-key.pem")})
@@ -138,7 +139,7 @@ func BenchmarkSignDaemonUnix32(b *testing.B) {
 }
 
 func BenchmarkSignBareUnix32(b *testing.B) {
-	key, err := testenv.NewKey()
+	key, err := devsetup.NewKey()
 	if err != nil {
 		b.Fatal(err)
 	}

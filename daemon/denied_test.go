@@ -14,14 +14,14 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/conf"
-	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // A records request the clients' policy refuses counts as records_total{operation="sign",
 // outcome="denied"}, not as an error of the daemon's.
 func TestRecordsDeniedByPolicyCountsDenied(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte("tok"))

@@ -21,6 +21,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -28,12 +29,12 @@ import (
 func keyWithCertificate(t *testing.T, notBefore, notAfter time.Time) *backends.Key {
 	t.Helper()
 	dir := t.TempDir()
-	pki, err := testenv.NewPKI(notBefore)
+	pki, err := devsetup.NewPKI(notBefore)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := testenv.NewKey()
-	m := testenv.DevMember(notBefore)
+	key, _ := devsetup.NewKey()
+	m := devsetup.DevMember(notBefore)
 	m.NotBefore, m.NotAfter = notBefore, notAfter
 	leaf, err := pki.Issue(&key.PublicKey, m)
 	if err != nil {
@@ -90,7 +91,7 @@ func TestExpiryWarnsOnceADayAndFailsReadiness(t *testing.T) {
 
 func TestReadyzOfADaemon(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfgPath := filepath.Join(dir, "p.toml")
@@ -114,7 +115,7 @@ func TestReadyzOfADaemon(t *testing.T) {
 // pprof, when turned on, is served on the Unix socket and never on TCP.
 func TestPprofOnTheSocketOnly(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	addr, err := testenv.FreePort()

@@ -14,7 +14,7 @@ import (
 
 	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
-	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // reloadable writes a config with keys "signing" and "other" in a new folder and returns
@@ -22,12 +22,12 @@ import (
 func reloadable(t *testing.T) (*Daemon, func(otherKey string)) {
 	t.Helper()
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"other-a.pem", "other-b.pem"} {
-		k, _ := testenv.NewKey()
-		p, _ := testenv.KeyPEM(k)
+		k, _ := devsetup.NewKey()
+		p, _ := devsetup.KeyPEM(k)
 		os.WriteFile(filepath.Join(dir, name), p, 0o600)
 	}
 	path := filepath.Join(dir, "p.toml")
@@ -37,7 +37,7 @@ func reloadable(t *testing.T) (*Daemon, func(otherKey string)) {
 		if otherKey != "" {
 			text += fmt.Sprintf("[keys.other]\nbackend = \"pem\"\nprivate_key = %q\n", otherKey)
 		}
-		if err := testenv.WriteFileAtomic(path, []byte(text), 0o644); err != nil {
+		if err := devsetup.WriteFileAtomic(path, []byte(text), 0o644); err != nil {
 			t.Fatal(err)
 		}
 	}

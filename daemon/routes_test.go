@@ -13,7 +13,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/conf"
-	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // Every route the OpenAPI document lists answers through the daemon's handler, the
@@ -21,7 +21,7 @@ import (
 // refuse other methods in the /v1 error shape.
 func TestDaemonServesEveryDocumentedRoute(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	p := filepath.Join(dir, "p.toml")

@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // The emulator's account and region, and the dummy credentials its clients sign with
@@ -291,14 +292,14 @@ type KMSKey struct {
 
 // NewSigningKey creates an ECC_NIST_P256 SIGN_VERIFY key (named alias, if not empty) and
 // issues its member certificate from pki.
-func (k *LocalKMS) NewSigningKey(t TB, pki *PKI, alias string) KMSKey {
+func (k *LocalKMS) NewSigningKey(t TB, pki *devsetup.PKI, alias string) KMSKey {
 	t.Helper()
 	arn := k.CreateKey(t, types.KeySpecEccNistP256, types.KeyUsageTypeSignVerify, alias)
 	pub, ok := k.PublicKey(t, arn).(*ecdsa.PublicKey)
 	if !ok {
 		t.Fatalf("testenv: %s has no EC public key", arn)
 	}
-	cert, err := pki.Issue(pub, DevMember(time.Now()))
+	cert, err := pki.Issue(pub, devsetup.DevMember(time.Now()))
 	if err != nil {
 		t.Fatalf("%v", err)
 	}

@@ -19,6 +19,8 @@ import (
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // hsmMu builds one fixture at a time: SoftHSM has failed under parallel key generation,
@@ -39,7 +41,7 @@ type SoftHSM struct {
 
 // NewSoftHSM makes dir a SoftHSM home: dir/softhsm2.conf and dir/tokens.
 func NewSoftHSM(dir string) (*SoftHSM, error) {
-	module, err := FindSoftHSM()
+	module, err := devsetup.FindSoftHSM()
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +54,7 @@ func NewSoftHSM(dir string) (*SoftHSM, error) {
 		return nil, err
 	}
 	conf := fmt.Sprintf("# SoftHSM2 for provenanced's tests and development (SOFTHSM2_CONF=%s)\ndirectories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", h.Conf, h.TokenDir)
-	if err := WriteFileAtomic(h.Conf, []byte(conf), 0o600); err != nil {
+	if err := devsetup.WriteFileAtomic(h.Conf, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -354,8 +356,8 @@ type HSMOptions struct {
 	// Import creates the P-256 key here and imports it (HSM.Key keeps it), rather than
 	// having the token generate it.
 	Import bool
-	NoKey  bool // an empty token
-	PKI    *PKI // the PKI to issue the certificate from; default a new one
+	NoKey  bool          // an empty token
+	PKI    *devsetup.PKI // the PKI to issue the certificate from; default a new one
 	// MaxSessions is written as max_sessions when not zero.
 	MaxSessions int
 	// HTTP is the config's server.http ("" = no TCP listener).
@@ -373,8 +375,8 @@ type HSM struct {
 	Token, KeyLabel, KeyID string
 	PIN, SOPIN             string
 	PINFile                string // mode 0600
-	PKI                    *PKI
-	Files                  Files // the PKI's files; Bundle is "" for a key without a certificate
+	PKI                    *devsetup.PKI
+	Files                  devsetup.Files // the PKI's files; Bundle is "" for a key without a certificate
 	Leaf                   *x509.Certificate
 	Public                 crypto.PublicKey
 	Key                    *ecdsa.PrivateKey // the imported key (Import only)
@@ -447,11 +449,11 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 	if h.SOPIN, err = randomPIN(); err != nil {
 		return nil, err
 	}
-	if err := WriteFileAtomic(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
+	if err := devsetup.WriteFileAtomic(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
-	if err := WriteFileAtomic(filepath.Join(tokDir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
+	if err := devsetup.WriteFileAtomic(filepath.Join(tokDir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	if err := tok.InitToken(o.Token, h.SOPIN, h.PIN); err != nil {
@@ -464,7 +466,7 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 		if h.SoftHSM == nil {
 			return nil, errors.New("testenv: only a SoftHSM fixture imports its key")
 		}
-		if h.Key, err = NewKey(); err != nil {
+		if h.Key, err = devsetup.NewKey(); err != nil {
 			return nil, err
 		}
 		if err := h.SoftHSM.ImportKey(o.Token, h.PIN, spec, h.Key); err != nil {
@@ -485,12 +487,12 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 	}
 	h.PKI = o.PKI
 	if h.PKI == nil {
-		if h.PKI, err = NewPKI(o.Now); err != nil {
+		if h.PKI, err = devsetup.NewPKI(o.Now); err != nil {
 			return nil, err
 		}
 	}
 	if pub, ok := h.Public.(*ecdsa.PublicKey); ok && pub.Curve.Params().Name == "P-256" {
-		if h.Leaf, err = h.PKI.Issue(pub, DevMember(o.Now)); err != nil {
+		if h.Leaf, err = h.PKI.Issue(pub, devsetup.DevMember(o.Now)); err != nil {
 			return nil, err
 		}
 	}
@@ -635,7 +637,7 @@ func (h *HSM) ConfigTOML(set map[string]string) string {
 		}
 	}
 	var b strings.Builder
-	b.WriteString(ConfigHead("# Written by provenanced's testenv: a "+h.Kind+" token and a test PKI. Not for production.\n# Run with "+strings.Join(h.Env(), " "),
+	b.WriteString(devsetup.ConfigHead("# Written by provenanced's testenv: a "+h.Kind+" token and a test PKI. Not for production.\n# Run with "+strings.Join(h.Env(), " "),
 		h.opts.HTTP, filepath.Base(h.Files.RootCA)))
 	var keys []string
 	for k := range f {
@@ -665,5 +667,5 @@ func fieldRank(k string) int {
 // WriteConfig writes ConfigTOML(set) to path, which should be in the fixture's folder
 // (the config's paths are relative to it).
 func (h *HSM) WriteConfig(path string, set map[string]string) error {
-	return WriteFileAtomic(path, []byte(h.ConfigTOML(set)), 0o644)
+	return devsetup.WriteFileAtomic(path, []byte(h.ConfigTOML(set)), 0o644)
 }

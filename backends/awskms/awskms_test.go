@@ -21,6 +21,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/backends/awskms"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
@@ -62,7 +63,7 @@ func TestOpenSignsDigests(t *testing.T) {
 	if err := testenv.CheckCSR(csrPEM, key.Public); err != nil {
 		t.Fatal(err)
 	}
-	other, _ := testenv.NewKey()
+	other, _ := devsetup.NewKey()
 	tmpDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "https://member.example/a/1"}}, other)
 	if err != nil {
 		t.Fatal(err)

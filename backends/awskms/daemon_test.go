@@ -23,6 +23,7 @@ import (
 	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 	"github.com/ib1/provenanced/testenv/fakes3"
 )
@@ -386,7 +387,7 @@ func TestDaemonOriginalKMSSetup(t *testing.T) {
 	key := lk.NewSigningKey(t, pki, "alias/provenance-signing-key")
 	s3 := fakes3.Start(t)
 	s3.Put(t, "provenance-certs", "signing-issued-intermediate-bundle-kms.pem", key.Bundle)
-	s3.Put(t, "provenance-certs", "root-ca.pem", testenv.CertPEM(pki.Root.Cert))
+	s3.Put(t, "provenance-certs", "root-ca.pem", devsetup.CertPEM(pki.Root.Cert))
 	// The SDK reads the AWS_* variables from the process environment, as the original's
 	// boto3 did (the serve command exports those of a .env file).
 	t.Setenv("AWS_DEFAULT_REGION", testenv.LocalKMSRegion)

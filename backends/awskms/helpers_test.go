@@ -20,6 +20,7 @@ import (
 	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -30,9 +31,9 @@ func TestMain(m *testing.M) {
 	os.Exit(m.Run())
 }
 
-func newPKI(t testing.TB) *testenv.PKI {
+func newPKI(t testing.TB) *devsetup.PKI {
 	t.Helper()
-	pki, err := testenv.NewPKI(time.Now())
+	pki, err := devsetup.NewPKI(time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

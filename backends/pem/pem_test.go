@@ -19,14 +19,14 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
-	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // setup writes a PKI, a member key (in the given encoding) and its bundle, and a config.
-func setup(t *testing.T, encode func(*ecdsa.PrivateKey) []byte) (cfgPath string, files testenv.Files) {
+func setup(t *testing.T, encode func(*ecdsa.PrivateKey) []byte) (cfgPath string, files devsetup.Files) {
 	t.Helper()
 	dir := t.TempDir()
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -130,8 +130,8 @@ func TestRefusesKeyOthersCanRead(t *testing.T) {
 
 func TestRefusesCertificateOfAnotherKey(t *testing.T) {
 	cfgPath, files := setup(t, nil)
-	other, _ := testenv.NewKey()
-	pemKey, _ := testenv.KeyPEM(other)
+	other, _ := devsetup.NewKey()
+	pemKey, _ := devsetup.KeyPEM(other)
 	if err := os.WriteFile(files.PrivateKey, pemKey, 0o600); err != nil {
 		t.Fatal(err)
 	}

@@ -28,6 +28,7 @@ import (
 
 	"github.com/ib1/provenanced/backends/pkcs11"
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
@@ -288,8 +289,8 @@ func testDaemonSignsARecord(t *testing.T, kind string) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind})
 	d := startDaemon(t, h, h.Config)
 	now := time.Now()
-	b := provenance.NewBuilder(testenv.SandboxTrustFramework, now, nil)
-	origin, err := b.AddStep(provenance.NewStep("origin", provenance.Member{Key: "scheme", Value: testenv.SandboxScheme}, provenance.Member{Key: "sourceType", Value: "https://registry.core.sandbox.trust.ib1.org/scheme/perseus/source-type/Meter"}))
+	b := provenance.NewBuilder(devsetup.SandboxTrustFramework, now, nil)
+	origin, err := b.AddStep(provenance.NewStep("origin", provenance.Member{Key: "scheme", Value: devsetup.SandboxScheme}, provenance.Member{Key: "sourceType", Value: "https://registry.core.sandbox.trust.ib1.org/scheme/perseus/source-type/Meter"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +305,7 @@ func testDaemonSignsARecord(t *testing.T, kind string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := provenance.NewVerifier([]*x509.Certificate{h.PKI.Root.Cert}, testenv.SandboxTrustFramework)
+	v, err := provenance.NewVerifier([]*x509.Certificate{h.PKI.Root.Cert}, devsetup.SandboxTrustFramework)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +316,7 @@ func testDaemonSignsARecord(t *testing.T, kind string) {
 	if err := os.WriteFile(recFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("python3", "../../provenance/testdata/ib1check.py", "verify", "--root", h.Files.RootCA, "--framework", testenv.SandboxTrustFramework, recFile).CombinedOutput()
+	out, err := exec.Command("python3", "../../provenance/testdata/ib1check.py", "verify", "--root", h.Files.RootCA, "--framework", devsetup.SandboxTrustFramework, recFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ib1check.py verify (needs python3 and python3-cryptography: see .ci/run): %v\n%s", err, out)
 	}
@@ -371,11 +372,11 @@ func TestDaemonStartupFaults(t *testing.T) {
 	})
 	t.Run("certificate of another key", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
-		other, err := testenv.NewKey()
+		other, err := devsetup.NewKey()
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaf, err := h.PKI.Issue(&other.PublicKey, testenv.DevMember(time.Now()))
+		leaf, err := h.PKI.Issue(&other.PublicKey, devsetup.DevMember(time.Now()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -662,7 +663,7 @@ func testKeygenThenServe(t *testing.T, kind string) {
 		t.Fatalf("the key changed after the second keygen (%v)", err)
 	}
 
-	leaf, err := h.PKI.Issue(pub, testenv.DevMember(time.Now()))
+	leaf, err := h.PKI.Issue(pub, devsetup.DevMember(time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}

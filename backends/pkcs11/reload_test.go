@@ -13,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -35,13 +36,13 @@ func TestReloadKeepsTheTokenOpen(t *testing.T) {
 		}
 	}
 	sign("before any reload")
-	m := testenv.DevMember(time.Now())
+	m := devsetup.DevMember(time.Now())
 	m.Serial = big.NewInt(time.Now().UnixNano())
 	leaf, err := h.PKI.Issue(h.Public, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.WriteFileAtomic(h.Files.Bundle, h.PKI.Bundle(leaf), 0o644); err != nil {
+	if err := devsetup.WriteFileAtomic(h.Files.Bundle, h.PKI.Bundle(leaf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d.Signal(syscall.SIGHUP)
@@ -64,7 +65,7 @@ func TestReloadKeepsTheTokenOpen(t *testing.T) {
 	if changed == string(cfg) {
 		t.Fatalf("no [keys.signing] table in\n%s", cfg)
 	}
-	if err := testenv.WriteFileAtomic(h.Config, []byte(changed), 0o644); err != nil {
+	if err := devsetup.WriteFileAtomic(h.Config, []byte(changed), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d.Signal(syscall.SIGHUP)
@@ -103,7 +104,7 @@ func TestFailedReloadKeepsTheReusedKeyOpen(t *testing.T) {
 	// After [keys.signing], so that the build has taken that key over when this one fails.
 	broken := string(cfg) + fmt.Sprintf("\n[keys.broken]\nbackend = \"pkcs11\"\nmodule = %q\ntoken_label = \"no-such-token\"\nkey_label = \"signing\"\npin = \"file:%s\"\n",
 		h.Module, filepath.Base(h.PINFile))
-	if err := testenv.WriteFileAtomic(h.Config, []byte(broken), 0o644); err != nil {
+	if err := devsetup.WriteFileAtomic(h.Config, []byte(broken), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	d.Signal(syscall.SIGHUP)

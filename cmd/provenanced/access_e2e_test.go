@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -53,7 +54,7 @@ func startAccessDaemon(t testing.TB, policy string, auditFile string) *accessDae
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755) // the test's own temporary folder
 	os.Chmod(filepath.Dir(daemonBin), 0o755)
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -72,7 +73,7 @@ func startAccessDaemon(t testing.TB, policy string, auditFile string) *accessDae
 	if auditFile == "none" {
 		auditTable = ""
 	}
-	cfg := testenv.ConfigHead("# access tests", addr, files.RootCA) +
+	cfg := devsetup.ConfigHead("# access tests", addr, files.RootCA) +
 		fmt.Sprintf("backend = \"pem\"\nprivate_key = %q\ncertificates = %q\n\n[keys.other]\nbackend = \"pem\"\nprivate_key = \"other-key.pem\"\n\n%s\n%s",
 			files.PrivateKey, files.Bundle, auditTable, policy)
 	cfg = strings.Replace(cfg, `socket_mode = "0600"`, `socket_mode = "0666"`, 1)
@@ -357,7 +358,7 @@ func grepLines(s, sub string) string {
 
 func TestAccessConfigErrorsAtStart(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	tok := filepath.Join(dir, "open.token")

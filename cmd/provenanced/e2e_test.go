@@ -25,6 +25,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -280,7 +281,7 @@ func isRefusal(err error) bool {
 
 func TestStartupErrorsExitTwo(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	keyBlock := "[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
@@ -328,7 +329,7 @@ func TestStartupErrorsExitTwo(t *testing.T) {
 
 func TestConfigFromEnvironmentAndListenerOverrides(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	cfg := filepath.Join(dir, "p.toml")

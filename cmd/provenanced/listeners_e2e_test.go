@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -38,7 +39,7 @@ import (
 func startConfig(t *testing.T, server, httpAddr string) (*testenv.Process, string, *ecdsa.PublicKey) {
 	t.Helper()
 	dir := t.TempDir()
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -33,21 +34,21 @@ import (
 // "other" without a certificate, and a config that serves both.
 type reloadSetup struct {
 	dir, config string
-	pki         *testenv.PKI
+	pki         *devsetup.PKI
 	key         *ecdsa.PrivateKey
-	files       testenv.Files
+	files       devsetup.Files
 }
 
 func newReloadSetup(t *testing.T) *reloadSetup {
 	t.Helper()
 	dir := t.TempDir()
 	now := time.Now()
-	pki, err := testenv.NewPKI(now)
+	pki, err := devsetup.NewPKI(now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := testenv.NewKey()
-	leaf, err := pki.Issue(&key.PublicKey, testenv.DevMember(now))
+	key, _ := devsetup.NewKey()
+	leaf, err := pki.Issue(&key.PublicKey, devsetup.DevMember(now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,9 +56,9 @@ func newReloadSetup(t *testing.T) *reloadSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := testenv.NewKey()
-	otherPEM, _ := testenv.KeyPEM(other)
-	if err := testenv.WriteFileAtomic(filepath.Join(dir, "other-key.pem"), otherPEM, 0o600); err != nil {
+	other, _ := devsetup.NewKey()
+	otherPEM, _ := devsetup.KeyPEM(other)
+	if err := devsetup.WriteFileAtomic(filepath.Join(dir, "other-key.pem"), otherPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &reloadSetup{dir: dir, config: filepath.Join(dir, "provenanced.toml"), pki: pki, key: key, files: files}
@@ -72,7 +73,7 @@ func (s *reloadSetup) writeConfig(t *testing.T, server string, withOther bool) {
 	if withOther {
 		text += "\n[keys.other]\nbackend = \"pem\"\nprivate_key = \"other-key.pem\"\n"
 	}
-	if err := testenv.WriteFileAtomic(s.config, []byte(text), 0o644); err != nil {
+	if err := devsetup.WriteFileAtomic(s.config, []byte(text), 0o644); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -81,13 +82,13 @@ func (s *reloadSetup) writeConfig(t *testing.T, server string, withOther bool) {
 // the new serial.
 func (s *reloadSetup) renew(t *testing.T) string {
 	t.Helper()
-	m := testenv.DevMember(time.Now())
+	m := devsetup.DevMember(time.Now())
 	m.Serial = big.NewInt(time.Now().UnixNano())
 	leaf, err := s.pki.Issue(&s.key.PublicKey, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644); err != nil {
+	if err := devsetup.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return leaf.SerialNumber.String()
@@ -293,9 +294,9 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 		{"not TOML", func() { os.WriteFile(s.config, []byte("[server\n"), 0o644) }},
 		{"bundle of another key", func() {
 			s.writeConfig(t, server, false)
-			other, _ := testenv.NewKey()
-			leaf, _ := s.pki.Issue(&other.PublicKey, testenv.DevMember(time.Now()))
-			testenv.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
+			other, _ := devsetup.NewKey()
+			leaf, _ := s.pki.Issue(&other.PublicKey, devsetup.DevMember(time.Now()))
+			devsetup.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
 		}},
 	} {
 		broken.do()
@@ -353,13 +354,13 @@ func TestServeCheck(t *testing.T) {
 	}
 
 	// A certificate that has expired: serve would start unready; -check says no.
-	m := testenv.DevMember(time.Now())
+	m := devsetup.DevMember(time.Now())
 	m.NotBefore, m.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
 	leaf, err := s.pki.Issue(&s.key.PublicKey, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
+	devsetup.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
 	out, code = testenv.Run(daemonBin, nil, "serve", "-check", "-config", s.config)
 	if code != 2 || !strings.Contains(out, "expired") || !strings.Contains(out, s.config) {
 		t.Errorf("an expired certificate: exit %d: %s", code, out)
@@ -579,7 +580,7 @@ func TestReloadOriginalEnvFile(t *testing.T) {
 	var first string
 	waitFor(t, "the daemon", func() bool { first = serial(); return first != "" })
 
-	_, files, err := testenv.NewDevFiles(filepath.Join(dir, "new"), time.Now())
+	_, files, err := devsetup.NewDevFiles(filepath.Join(dir, "new"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -13,6 +13,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	_ "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/internal/source"
 	"github.com/ib1/provenanced/testenv"
 	"github.com/ib1/provenanced/testenv/fakes3"
@@ -91,15 +92,15 @@ func TestReadSourceS3NeedsRegion(t *testing.T) {
 func TestS3SourcesAtStart(t *testing.T) {
 	srv := s3Env(t)
 	now := time.Now()
-	pki, err := testenv.NewPKI(now)
+	pki, err := devsetup.NewPKI(now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := testenv.NewKey()
+	key, err := devsetup.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := pki.Issue(&key.PublicKey, testenv.DevMember(now))
+	leaf, err := pki.Issue(&key.PublicKey, devsetup.DevMember(now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,7 +110,7 @@ func TestS3SourcesAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Put(t, "provenance-certs", "signing-bundle.pem", pki.Bundle(leaf))
-	srv.Put(t, "provenance-certs", "root-ca.pem", testenv.CertPEM(pki.Root.Cert))
+	srv.Put(t, "provenance-certs", "root-ca.pem", devsetup.CertPEM(pki.Root.Cert))
 	srv.Put(t, "provenance-certs", "denied.pem", pki.Bundle(leaf))
 	srv.Deny("provenance-certs", "denied.pem")
 
@@ -132,7 +133,7 @@ func TestS3SourcesAtStart(t *testing.T) {
 		t.Fatalf("s3:// sources were rewritten: %q, %q", cfg.Provenance.RootCA, cfg.Keys[0].Certificates)
 	}
 	root, err := source.Read(readCtx(t), cfg.Provenance.RootCA)
-	if err != nil || string(root) != string(testenv.CertPEM(pki.Root.Cert)) {
+	if err != nil || string(root) != string(devsetup.CertPEM(pki.Root.Cert)) {
 		t.Fatalf("root_ca: %v", err)
 	}
 	k, err := backends.Open(readCtx(t), cfg.Keys[0], backends.Options{ReadSource: source.Read})
