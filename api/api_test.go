@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -34,12 +32,7 @@ func openDevKey(t testing.TB) *backends.Key {
 	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().DevKey().Load(t, dir)
 	k, err := backends.Open(context.Background(), cfg.Keys[0], backends.Options{})
 	if err != nil {
 		t.Fatal(err)

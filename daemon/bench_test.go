@@ -37,19 +37,7 @@ func startBenchDaemon(b *testing.B) (string, *Daemon) {
 	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		b.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte(`[server]
-socket = "p.sock"
-http = ""
-[keys.signing]
-backend = "pem"
-private_key = "signing-key.pem"
-certificates = "signing-bundle.pem"
-`), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := testenv.NewConfig().Table("server", "socket", "p.sock", "http", "").DevKey().Load(b, dir)
 	logFile, err := os.Create(filepath.Join(dir, "log.json"))
 	if err != nil {
 		b.Fatal(err)

@@ -7,14 +7,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/internal/devsetup"
+	"github.com/ib1/provenanced/testenv"
 )
 
 // A records request the clients' policy refuses counts as records_total{operation="sign",
@@ -25,25 +23,12 @@ func TestRecordsDeniedByPolicyCountsDenied(t *testing.T) {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte("tok"))
-	p := filepath.Join(dir, "p.toml")
-	os.WriteFile(p, []byte(`[server]
-socket = "p.sock"
-[provenance]
-root_ca = "root-ca.pem"
-key = "signing"
-[keys.signing]
-backend = "pem"
-private_key = "signing-key.pem"
-certificates = "signing-bundle.pem"
-[clients.a]
-token_sha256 = "`+hex.EncodeToString(sum[:])+`"
-keys = ["signing"]
-allow = ["sign"]
-`), 0o644)
-	cfg, err := conf.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().
+		Table("server", "socket", "p.sock").
+		Table("provenance", "root_ca", "root-ca.pem", "key", "signing").
+		DevKey().
+		Table("clients.a", "token_sha256", hex.EncodeToString(sum[:]), "keys", []string{"signing"}, "allow", []string{"sign"}).
+		Load(t, dir)
 	d, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)

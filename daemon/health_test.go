@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -94,12 +92,11 @@ func TestReadyzOfADaemon(t *testing.T) {
 	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[server]\nsocket = \"p.sock\"\nhttp = \"\"\n[provenance]\nroot_ca = \"root-ca.pem\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().
+		Table("server", "socket", "p.sock", "http", "").
+		Table("provenance", "root_ca", "root-ca.pem").
+		DevKey().
+		Load(t, dir)
 	d, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -122,12 +119,7 @@ func TestPprofOnTheSocketOnly(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[server]\nsocket = \"p.sock\"\nhttp = \""+addr+"\"\npprof = true\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().Table("server", "socket", "p.sock", "http", addr, "pprof", true).DevKey().Load(t, dir)
 	ready := make(chan struct{})
 	d, err := New(context.Background(), cfg, Options{Listening: func(string, string) { close(ready) }})
 	if err != nil {

@@ -15,6 +15,7 @@ import (
 	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/internal/devsetup"
+	"github.com/ib1/provenanced/testenv"
 )
 
 // reloadable writes a config with keys "signing" and "other" in a new folder and returns
@@ -30,16 +31,16 @@ func reloadable(t *testing.T) (*Daemon, func(otherKey string)) {
 		p, _ := devsetup.KeyPEM(k)
 		os.WriteFile(filepath.Join(dir, name), p, 0o600)
 	}
-	path := filepath.Join(dir, "p.toml")
+	var path string
 	write := func(otherKey string) {
-		text := "[server]\nsocket = \"p.sock\"\n[provenance]\nroot_ca = \"root-ca.pem\"\nkey = \"signing\"\n" +
-			"[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
+		c := testenv.NewConfig().
+			Table("server", "socket", "p.sock").
+			Table("provenance", "root_ca", "root-ca.pem", "key", "signing").
+			DevKey()
 		if otherKey != "" {
-			text += fmt.Sprintf("[keys.other]\nbackend = \"pem\"\nprivate_key = %q\n", otherKey)
+			c.PEMKey("other", otherKey, "")
 		}
-		if err := devsetup.WriteFileAtomic(path, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		path = c.Write(t, dir)
 	}
 	write("other-a.pem")
 	cfg, err := conf.Load(path)

@@ -6,14 +6,12 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/internal/devsetup"
+	"github.com/ib1/provenanced/testenv"
 )
 
 // Every route the OpenAPI document lists answers through the daemon's handler, the
@@ -24,12 +22,7 @@ func TestDaemonServesEveryDocumentedRoute(t *testing.T) {
 	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, "p.toml")
-	os.WriteFile(p, []byte("[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\n"), 0o644)
-	cfg, err := conf.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().PEMKey("signing", "signing-key.pem", "").Load(t, dir)
 	d, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)

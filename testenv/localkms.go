@@ -305,3 +305,21 @@ func (k *LocalKMS) NewSigningKey(t TB, pki *devsetup.PKI, alias string) KMSKey {
 	}
 	return KMSKey{ARN: arn, Alias: alias, Public: pub, Cert: cert, Bundle: pki.Bundle(cert)}
 }
+
+// KMSConfig is a config with a Unix socket p.sock in dir, no TCP listener, and one key,
+// [keys.signing]: the KMS key keyID at endpoint, in LocalKMSRegion. When bundle is not
+// nil it is written to bundle.pem in dir, the key's certificates. Change it with Table (a
+// nil value removes a key) and Load it from dir.
+func KMSConfig(t TB, dir string, bundle []byte, keyID, endpoint string) *Config {
+	t.Helper()
+	c := NewConfig().
+		Table("server", "socket", filepath.Join(dir, "p.sock"), "http", "").
+		Table("keys.signing", "backend", "awskms")
+	if bundle != nil {
+		if err := os.WriteFile(filepath.Join(dir, "bundle.pem"), bundle, 0o644); err != nil {
+			t.Fatalf("%v", err)
+		}
+		c.Table("keys.signing", "certificates", "bundle.pem")
+	}
+	return c.Table("keys.signing", "key_id", keyID, "region", LocalKMSRegion, "endpoint", endpoint)
+}

@@ -15,7 +15,6 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -503,7 +502,7 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 		h.Files.Bundle = ""
 	}
 	h.Files.PrivateKey = ""
-	if err := h.WriteConfig(h.Config, nil); err != nil {
+	if err := devsetup.WriteFileAtomic(h.Config, []byte(h.NewConfig().String()), 0o644); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -604,68 +603,19 @@ func randomPIN() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// KeyFields are the fixture's [keys.signing] fields as TOML values, in the order
-// ConfigTOML writes them.
-func (h *HSM) KeyFields() map[string]string {
-	f := map[string]string{
-		"backend":     `"pkcs11"`,
-		"module":      fmt.Sprintf("%q", h.Module),
-		"token_label": fmt.Sprintf("%q", h.Token),
-		"key_label":   fmt.Sprintf("%q", h.KeyLabel),
-		"pin":         fmt.Sprintf("%q", "file:"+filepath.Base(h.PINFile)),
-	}
+// NewConfig is the fixture's config, to change (a nil value removes a key) and write:
+// the [server] and [provenance] tables that `serve -dev` writes, and [keys.signing] on
+// the fixture's token, its PIN in the PIN file, and its certificates when it has some.
+func (h *HSM) NewConfig() *Config {
+	c := DevConfig(h.opts.HTTP, filepath.Base(h.Files.RootCA)).
+		Comment("Written by provenanced's testenv: a "+h.Kind+" token and a test PKI. Not for production.\nRun with "+strings.Join(h.Env(), " ")).
+		Table("keys.signing", "backend", "pkcs11", "module", h.Module, "token_label", h.Token, "key_label", h.KeyLabel,
+			"pin", "file:"+filepath.Base(h.PINFile))
 	if h.opts.MaxSessions != 0 {
-		f["max_sessions"] = fmt.Sprint(h.opts.MaxSessions)
+		c.Table("keys.signing", "max_sessions", h.opts.MaxSessions)
 	}
 	if h.Files.Bundle != "" {
-		f["certificates"] = fmt.Sprintf("%q", filepath.Base(h.Files.Bundle))
+		c.Table("keys.signing", "certificates", filepath.Base(h.Files.Bundle))
 	}
-	return f
-}
-
-var keyFieldOrder = []string{"backend", "uri", "module", "token_label", "token_serial", "key_label", "key_id", "pin", "max_sessions", "certificates"}
-
-// ConfigTOML is the fixture's config. set changes fields of [keys.signing]: a TOML value
-// replaces or adds one (`"nope"`, `4`), "" removes it.
-func (h *HSM) ConfigTOML(set map[string]string) string {
-	f := h.KeyFields()
-	for k, v := range set {
-		if v == "" {
-			delete(f, k)
-		} else {
-			f[k] = v
-		}
-	}
-	var b strings.Builder
-	b.WriteString(devsetup.ConfigHead("# Written by provenanced's testenv: a "+h.Kind+" token and a test PKI. Not for production.\n# Run with "+strings.Join(h.Env(), " "),
-		h.opts.HTTP, filepath.Base(h.Files.RootCA)))
-	var keys []string
-	for k := range f {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if ri, rj := fieldRank(keys[i]), fieldRank(keys[j]); ri != rj {
-			return ri < rj
-		}
-		return keys[i] < keys[j]
-	})
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s = %s\n", k, f[k])
-	}
-	return b.String()
-}
-
-func fieldRank(k string) int {
-	for i, v := range keyFieldOrder {
-		if v == k {
-			return i
-		}
-	}
-	return len(keyFieldOrder)
-}
-
-// WriteConfig writes ConfigTOML(set) to path, which should be in the fixture's folder
-// (the config's paths are relative to it).
-func (h *HSM) WriteConfig(path string, set map[string]string) error {
-	return devsetup.WriteFileAtomic(path, []byte(h.ConfigTOML(set)), 0o644)
+	return c
 }

@@ -48,7 +48,7 @@ import (
 func BenchmarkKMSSign(b *testing.B) {
 	lk := testenv.StartLocalKMS(b)
 	key := lk.NewSigningKey(b, newPKI(b), "alias/bench")
-	d := startDaemon(b, writeConfig(b, b.TempDir(), key.Bundle, kmsTOML("alias/bench", lk.Endpoint())))
+	d := startDaemon(b, writeConfig(b, b.TempDir(), key.Bundle, "alias/bench", lk.Endpoint()))
 
 	// The direct client is an ordinary SDK client, given the same connection pool as
 	// the daemon's so that the comparison is of the daemon, not of pool sizes.

@@ -34,7 +34,7 @@ func TestDaemonSignsWithKMS(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
 	dir := t.TempDir()
-	d := startDaemon(t, writeConfig(t, dir, key.Bundle, kmsTOML("alias/provenance", lk.Endpoint())))
+	d := startDaemon(t, writeConfig(t, dir, key.Bundle, "alias/provenance", lk.Endpoint()))
 	ctx := ctxT(t)
 
 	keys, err := d.Keys(ctx)
@@ -142,7 +142,7 @@ func (d *runningDaemon) wantStatus(t *testing.T, err error, status int, detail .
 func TestDaemonFollowsKMSOutage(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", lk.Endpoint())))
+	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, "alias/provenance", lk.Endpoint()))
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("outage"))
 

@@ -11,7 +11,6 @@ import (
 	"net/http/httputil"
 	"net/url"
 	"os"
-	"path/filepath"
 	"strings"
 	"sync"
 	"testing"
@@ -40,33 +39,11 @@ func newPKI(t testing.TB) *devsetup.PKI {
 	return pki
 }
 
-// writeConfig writes a config with one key, [keys.signing], whose table is keyTOML (the
-// backend's lines), and a Unix socket in dir; bundle, when not nil, is the key's
-// certificates file. It returns the parsed config.
-func writeConfig(t testing.TB, dir string, bundle []byte, keyTOML string) *conf.Config {
+// writeConfig writes and loads testenv.KMSConfig in dir with [keys.signing] changed by
+// set (key, value pairs; a nil value removes the key).
+func writeConfig(t testing.TB, dir string, bundle []byte, keyID, endpoint string, set ...any) *conf.Config {
 	t.Helper()
-	var b strings.Builder
-	fmt.Fprintf(&b, "[server]\nsocket = %q\nhttp = \"\"\n\n[keys.signing]\nbackend = \"awskms\"\n", filepath.Join(dir, "p.sock"))
-	if bundle != nil {
-		if err := os.WriteFile(filepath.Join(dir, "bundle.pem"), bundle, 0o644); err != nil {
-			t.Fatal(err)
-		}
-		b.WriteString("certificates = \"bundle.pem\"\n")
-	}
-	b.WriteString(keyTOML)
-	path := filepath.Join(dir, "provenanced.toml")
-	if err := os.WriteFile(path, []byte(b.String()), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	cfg, err := conf.Load(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return cfg
-}
-
-func kmsTOML(keyID, endpoint string) string {
-	return fmt.Sprintf("key_id = %q\nregion = %q\nendpoint = %q\n", keyID, testenv.LocalKMSRegion, endpoint)
+	return testenv.KMSConfig(t, dir, bundle, keyID, endpoint).Table("keys.signing", set...).Load(t, dir)
 }
 
 // runningDaemon is a daemon served in-process on a Unix socket.
@@ -232,7 +209,7 @@ func behindProxy(t testing.TB) (*testenv.LocalKMS, testenv.KMSKey, *faultProxy, 
 	lk := testenv.StartLocalKMS(t)
 	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
 	proxy := newFaultProxy(t, lk.Endpoint())
-	return lk, key, proxy, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", proxy.URL))
+	return lk, key, proxy, writeConfig(t, t.TempDir(), key.Bundle, "alias/provenance", proxy.URL)
 }
 
 func (p *faultProxy) inject(op string, f fault) {

@@ -331,7 +331,7 @@ func TestDaemonStartupFaults(t *testing.T) {
 	t.Run("wrong PIN", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
 		start := time.Now()
-		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"pin": `"env:HSM_PIN"`}), "HSM_PIN=wrong-pin-1234")
+		code, stderr := runFailing(t, h, writeVariant(t, h, "pin", "env:HSM_PIN"), "HSM_PIN=wrong-pin-1234")
 		expectExit(t, code, stderr, "keys.signing.pin", `token "provenance" rejected the PIN from env:HSM_PIN`, "will not try that PIN again")
 		for _, secret := range []string{"wrong-pin-1234", h.PIN} {
 			if strings.Contains(stderr, secret) {
@@ -343,7 +343,7 @@ func TestDaemonStartupFaults(t *testing.T) {
 		}
 		// Restarted, as a service manager would: no PIN is offered now, so a restart loop
 		// cannot lock the token.
-		code, stderr = runFailing(t, h, writeConfig(t, h, map[string]string{"pin": `"env:HSM_PIN"`}), "HSM_PIN=wrong-pin-1234")
+		code, stderr = runFailing(t, h, writeVariant(t, h, "pin", "env:HSM_PIN"), "HSM_PIN=wrong-pin-1234")
 		expectExit(t, code, stderr, "keys.signing.pin", "has seen a wrong user PIN since its last good login")
 		// One wrong PIN did not lock the token: the right one still works.
 		if _, err := h.Run("pkcs11-tool", "--token-label", h.Token, "--login", "--pin", h.PIN, "--list-objects"); err != nil {
@@ -352,12 +352,12 @@ func TestDaemonStartupFaults(t *testing.T) {
 	})
 	t.Run("missing token", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
-		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"token_label": `"absent"`}))
+		code, stderr := runFailing(t, h, writeVariant(t, h, "token_label", "absent"))
 		expectExit(t, code, stderr, "keys.signing.token_label", `no token with label "absent"`, `"provenance" (serial`)
 	})
 	t.Run("missing key", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
-		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"key_label": "", "key_id": `"42"`}))
+		code, stderr := runFailing(t, h, writeVariant(t, h, "key_label", nil, "key_id", "42"))
 		expectExit(t, code, stderr, "keys.signing.key_id", `no private key with id 42 on token "provenance"`)
 	})
 	t.Run("RSA key", func(t *testing.T) {
@@ -388,13 +388,11 @@ func TestDaemonStartupFaults(t *testing.T) {
 	})
 }
 
-func writeConfig(t *testing.T, h *testenv.HSM, set map[string]string) string {
+// writeVariant writes the fixture's config with keys of [keys.signing] changed (key,
+// value pairs; a nil value removes the key) beside the fixture's own, and returns its path.
+func writeVariant(t *testing.T, h *testenv.HSM, kv ...any) string {
 	t.Helper()
-	path := filepath.Join(filepath.Dir(h.Config), "variant.toml")
-	if err := h.WriteConfig(path, set); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return h.NewConfig().Table("keys.signing", kv...).WriteFile(t, filepath.Join(filepath.Dir(h.Config), "variant.toml"))
 }
 
 func expectExit(t *testing.T, code int, stderr, key string, says ...string) {
@@ -523,14 +521,10 @@ var requestID = regexp.MustCompile(`request id ([0-9a-f]+)`)
 func TestDaemonOnAKeyWhoseReconnectHangs(t *testing.T) {
 	const signTimeout = 20 * time.Second
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
-	config := filepath.Join(filepath.Dir(h.Config), "hang.toml")
 	// A 1s readiness interval bounds each background reconnection at 1s: it is that
 	// check, not a request, that meets the hang first.
-	text := h.ConfigTOML(map[string]string{"ready_check_interval": `"1s"`})
-	text = strings.Replace(text, "[server]\n", fmt.Sprintf("[server]\nsign_timeout = \"%v\"\n", signTimeout), 1)
-	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	config := h.NewConfig().Table("server", "sign_timeout", signTimeout.String()).Table("keys.signing", "ready_check_interval", "1s").
+		WriteFile(t, filepath.Join(filepath.Dir(h.Config), "hang.toml"))
 	d := startDaemon(t, h, config)
 	// A request that waited out sign_timeout fails here within a few seconds of it, not
 	// at the test binary's timeout.
@@ -671,7 +665,7 @@ func testKeygenThenServe(t *testing.T, kind string) {
 	if err := os.WriteFile(bundle, h.PKI.Bundle(leaf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, h, writeConfig(t, h, map[string]string{"certificates": `"generated-bundle.pem"`}))
+	d := startDaemon(t, h, writeVariant(t, h, "certificates", "generated-bundle.pem"))
 	digest := sha256.Sum256([]byte("generated"))
 	sig, err := d.c.SignDigest(context.Background(), "signing", digest[:])
 	if err != nil || !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
@@ -687,13 +681,9 @@ func testKeygenThenServe(t *testing.T, kind string) {
 // the key comes back without a restart. The log stays JSON throughout.
 func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
-	config := filepath.Join(filepath.Dir(h.Config), "outage.toml")
 	// ready_check_interval is left at its default (5s): that is what must find a dead TPM
 	// within 15 s.
-	text := strings.Replace(h.ConfigTOML(nil), "[server]\n", "[server]\nsign_timeout = \"1s\"\n", 1)
-	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	config := h.NewConfig().Table("server", "sign_timeout", "1s").WriteFile(t, filepath.Join(filepath.Dir(h.Config), "outage.toml"))
 	d := startDaemon(t, h, config)
 	pid := d.Cmd.Process.Pid
 	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {

@@ -20,8 +20,8 @@ func TestKeygenCSRCertCheck(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "new.toml")
-	os.WriteFile(cfg, []byte("[provenance]\nroot_ca = \"root-ca.pem\"\n[keys.member]\nbackend = \"pem\"\nprivate_key = \"member-key.pem\"\n"), 0o644)
+	cfg := testenv.NewConfig().Table("provenance", "root_ca", "root-ca.pem").PEMKey("member", "member-key.pem", "").
+		WriteFile(t, filepath.Join(dir, "new.toml"))
 	out, code := runSplit(t, "keygen", "-config", cfg, "-key", "member")
 	if code != 0 || !strings.HasPrefix(out, "-----BEGIN PUBLIC KEY-----") {
 		t.Fatalf("keygen: %d %s", code, out)
@@ -42,8 +42,7 @@ func TestKeygenCSRCertCheck(t *testing.T) {
 	}
 
 	// The dev setup's own key passes cert check and reports the member.
-	devCfg := filepath.Join(dir, "dev.toml")
-	os.WriteFile(devCfg, []byte("[provenance]\nroot_ca = \"root-ca.pem\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
+	devCfg := testenv.NewConfig().Table("provenance", "root_ca", "root-ca.pem").DevKey().WriteFile(t, filepath.Join(dir, "dev.toml"))
 	report, code := runSplit(t, "cert", "check", "-config", devCfg)
 	if code != 0 || !strings.Contains(report, devsetup.DevMember(time.Now()).Member) || !strings.Contains(report, "days left") || !strings.Contains(report, "OK:") {
 		t.Fatalf("cert check: %d %s", code, report)

@@ -64,18 +64,23 @@ func newReloadSetup(t *testing.T) *reloadSetup {
 	return &reloadSetup{dir: dir, config: filepath.Join(dir, "provenanced.toml"), pki: pki, key: key, files: files}
 }
 
-// writeConfig writes the config: [server] lines, then the keys, "other" too when withOther.
-func (s *reloadSetup) writeConfig(t *testing.T, server string, withOther bool) {
-	t.Helper()
-	text := "[server]\nsocket = \"provenanced.sock\"\nsocket_mode = \"0600\"\n" + server +
-		"\n[provenance]\nroot_ca = \"root-ca.pem\"\nkey = \"signing\"\n" +
-		"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
+// newConfig is the config: [server] with the keys and values of server, [provenance],
+// then the keys, "other" too when withOther.
+func (s *reloadSetup) newConfig(withOther bool, server ...any) *testenv.Config {
+	c := testenv.NewConfig().
+		Table("server", append([]any{"socket", "provenanced.sock", "socket_mode", "0600"}, server...)...).
+		Table("provenance", "root_ca", "root-ca.pem", "key", "signing").
+		DevKey()
 	if withOther {
-		text += "\n[keys.other]\nbackend = \"pem\"\nprivate_key = \"other-key.pem\"\n"
+		c.PEMKey("other", "other-key.pem", "")
 	}
-	if err := devsetup.WriteFileAtomic(s.config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return c
+}
+
+// writeConfig writes newConfig(withOther, server...) to the setup's config file.
+func (s *reloadSetup) writeConfig(t *testing.T, withOther bool, server ...any) {
+	t.Helper()
+	s.newConfig(withOther, server...).WriteFile(t, s.config)
 }
 
 // renew issues a new certificate for the same key and installs its bundle; it returns
@@ -155,7 +160,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // the removed key answers 404, and the reload metrics say it worked.
 func TestReloadUnderLoad(t *testing.T) {
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"\"\n", true)
+	s.writeConfig(t, true, "http", "")
 	p, c, before := s.serve(t)
 	hc := p.Client()
 	ctx := context.Background()
@@ -198,7 +203,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if serial == before.Serial {
 		t.Fatal("the renewed certificate has the old serial")
 	}
-	s.writeConfig(t, "http = \"\"\n", false)
+	s.writeConfig(t, false, "http", "")
 	atReload := signed.Load()
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -253,8 +258,8 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server := fmt.Sprintf("http = \"\"\nmetrics_http = %q\n", metricsAddr)
-	s.writeConfig(t, server, false)
+	server := []any{"http", "", "metrics_http", metricsAddr}
+	s.writeConfig(t, false, server...)
 	p, c, before := s.serve(t)
 	hc := p.Client()
 	ctx := context.Background()
@@ -293,7 +298,7 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 	}{
 		{"not TOML", func() { os.WriteFile(s.config, []byte("[server\n"), 0o644) }},
 		{"bundle of another key", func() {
-			s.writeConfig(t, server, false)
+			s.writeConfig(t, false, server...)
 			other, _ := devsetup.NewKey()
 			leaf, _ := s.pki.Issue(&other.PublicKey, devsetup.DevMember(time.Now()))
 			devsetup.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
@@ -326,7 +331,7 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 
 	// Fixed, with a new serial and a listener change.
 	serial := s.renew(t)
-	s.writeConfig(t, server+"pprof = true\n", false)
+	s.writeConfig(t, false, append(server, "pprof", true)...)
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -344,7 +349,7 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 // serve -check opens and checks everything, serves nothing, and exits 0 or 2.
 func TestServeCheck(t *testing.T) {
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"127.0.0.1:0\"\n", true)
+	s.writeConfig(t, true, "http", "127.0.0.1:0")
 	out, code := testenv.Run(daemonBin, nil, "serve", "-check", "-config", s.config)
 	if code != 0 || !strings.Contains(out, "ok") || !strings.Contains(out, "signing, other") {
 		t.Errorf("a good config: exit %d: %s", code, out)
@@ -439,7 +444,7 @@ func TestSocketActivationAndNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The config names the same socket; the daemon must take systemd's, not make its own.
-	s.writeConfig(t, "http = \"\"\n", false)
+	s.writeConfig(t, false, "http", "")
 	notify := listenNotify(t)
 	cmd := exec.Command(activate, "-l", s.socket(), "-l", httpAddr, "-l", metricsAddr, "--fdname=socket:http:metrics",
 		"-E", "NOTIFY_SOCKET="+notify.path, "-E", "PATH",
@@ -620,8 +625,7 @@ func TestReloadRenewsTLS(t *testing.T) {
 	certDir := t.TempDir()
 	oldClient, oldPool := tlsFiles(t, certDir)
 	addr := freeAddr(t)
-	p, _, _ := startConfig(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\n",
-		filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), filepath.Join(certDir, "ca.pem")), addr)
+	p, _, _ := startConfig(t, tlsServer(certDir), addr)
 	handshake := func(client tls.Certificate, pool *x509.CertPool) error {
 		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{client}})
 		if err != nil {
@@ -656,7 +660,7 @@ func TestReloadRenewsTLS(t *testing.T) {
 // log_level applies from the reload: request lines (info) appear once it says "info".
 func TestReloadLogLevel(t *testing.T) {
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"\"\nlog_level = \"warn\"\n", false)
+	s.writeConfig(t, false, "http", "", "log_level", "warn")
 	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
 	hc := p.Client()
 	get := func() {
@@ -667,7 +671,7 @@ func TestReloadLogLevel(t *testing.T) {
 		resp.Body.Close()
 	}
 	get()
-	s.writeConfig(t, "http = \"\"\nlog_level = \"info\"\n", false)
+	s.writeConfig(t, false, "http", "", "log_level", "info")
 	p.Signal(syscall.SIGHUP)
 	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "configuration reloaded") })
 	if strings.Contains(p.Output(), `"route":"GET /v1/keys"`) {
@@ -685,7 +689,7 @@ func TestSocketActivationRefusesDatagrams(t *testing.T) {
 		t.Fatalf("systemd-socket-activate (Debian package systemd) is needed: %v", err)
 	}
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"\"\n", false)
+	s.writeConfig(t, false, "http", "")
 	dgram := filepath.Join(s.dir, "dgram.sock")
 	cmd := exec.Command(activate, "--datagram", "-l", dgram, daemonBin, "serve", "-config", s.config)
 	var out strings.Builder
@@ -738,12 +742,10 @@ func TestReloadClientsAndAudit(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("first-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.writeConfig(t, "http = \"\"\n", false)
-	cfg, _ := os.ReadFile(s.config)
-	cfg = append(cfg, "\n[clients.app]\ntoken_file = \"app.token\"\nkeys = [\"signing\"]\nallow = [\"sign\"]\n\n[audit]\nfile = \"audit.jsonl\"\n"...)
-	if err := os.WriteFile(s.config, cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	s.newConfig(false, "http", "").
+		Table("clients.app", "token_file", "app.token", "keys", []string{"signing"}, "allow", []string{"sign"}).
+		Table("audit", "file", "audit.jsonl").
+		WriteFile(t, s.config)
 	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
 	hc := p.Client()
 	sign := func(token string) int {

@@ -3,9 +3,6 @@ package source_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -116,16 +113,10 @@ func TestS3SourcesAtStart(t *testing.T) {
 
 	load := func(bundle string) *conf.Config {
 		t.Helper()
-		path := filepath.Join(dir, "provenanced.toml")
-		text := fmt.Sprintf("[provenance]\nroot_ca = \"s3://provenance-certs/root-ca.pem\"\n\n[keys.signing]\nbackend = \"pem\"\nprivate_key = %q\ncertificates = %q\n", files.PrivateKey, bundle)
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := conf.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
+		return testenv.NewConfig().
+			Table("provenance", "root_ca", "s3://provenance-certs/root-ca.pem").
+			PEMKey("signing", files.PrivateKey, bundle).
+			Load(t, dir)
 	}
 
 	cfg := load("s3://provenance-certs/signing-bundle.pem")
