@@ -168,7 +168,7 @@ func TestStartupErrors(t *testing.T) {
 // A readiness check that goes out on a kept-alive connection which KMS has just closed
 // is sent again on a new one rather than reporting KMS down: the check has one attempt.
 func TestReadyResendsOnClosedConnection(t *testing.T) {
-	_, _, proxy, cfg := behindProxy(t)
+	_, _, proxy, cfg := testenv.KMSBehindProxy(t)
 	ctx := ctxT(t)
 	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
 	if err != nil {
@@ -178,17 +178,17 @@ func TestReadyResendsOnClosedConnection(t *testing.T) {
 	if err := k.Ready(ctx); err != nil { // leaves a kept-alive connection
 		t.Fatal(err)
 	}
-	proxy.reset()
-	proxy.inject("GetPublicKey", fault{drop: true, times: 1})
+	proxy.Reset()
+	proxy.Inject("GetPublicKey", testenv.KMSFault{Drop: true, Times: 1})
 	if err := k.Ready(ctx); err != nil {
 		t.Fatalf("Ready after one dropped connection: %v", err)
 	}
-	if n := proxy.count("GetPublicKey"); n != 2 {
+	if n := proxy.Count("GetPublicKey"); n != 2 {
 		t.Errorf("KMS saw %d GetPublicKey calls, want 2 (one dropped, one answered)", n)
 	}
 
 	// Every connection dropped: not ready, saying why.
-	proxy.inject("GetPublicKey", fault{drop: true, times: -1})
+	proxy.Inject("GetPublicKey", testenv.KMSFault{Drop: true, Times: -1})
 	err = k.Ready(ctx)
 	if err == nil || !strings.Contains(err.Error(), "cannot reach AWS KMS: it closed the connection without answering") {
 		t.Errorf("Ready with every connection dropped: %v", err)

@@ -32,6 +32,10 @@ import (
 var daemonBin string
 
 func TestMain(m *testing.M) {
+	// The daemon's KMS keys take credentials from the SDK's standard chain, as in
+	// production: here, dummy ones from the environment, with ~/.aws and instance metadata
+	// shut out (for the daemons this process runs, and those it starts).
+	testenv.SetAWSTestEnv()
 	dir, err := os.MkdirTemp("", "provenanced-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
