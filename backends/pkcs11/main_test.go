@@ -56,7 +56,8 @@ const (
 
 // kind is one implementation the in-process tests run on. p11-kit-proxy is not among
 // them: in this process it would load the very SoftHSM library the tests use directly,
-// and its C_Finalize would end that library for them; the daemon tests run it.
+// and its C_Finalize would end that library for them; the daemon's tests in cmd/provenanced
+// run it.
 type kind struct {
 	name           string
 	module         string
@@ -103,7 +104,6 @@ func run(m *testing.M) int {
 	}
 	tpmHome.SetEnv()
 	os.Setenv("SOFTHSM2_CONF", home.hsm.Conf)
-	binDir = filepath.Join(dir, "bin")
 	wrapModule = func(_ string, p cryptoki) cryptoki { return &faulty{cryptoki: p, raw: p.(*pkcs11.Ctx)} }
 	return m.Run()
 }
@@ -158,26 +158,6 @@ func buildTPMHome(dir string) error {
 		}
 	}
 	return nil
-}
-
-var (
-	binDir   string
-	binOnce  sync.Once
-	binPath  string
-	binError error
-)
-
-// DaemonBinary builds cmd/provenanced once, for the tests in package pkcs11_test that run
-// the real daemon as a subprocess.
-func DaemonBinary() (string, error) {
-	binOnce.Do(func() {
-		if err := os.MkdirAll(binDir, 0o755); err != nil {
-			binError = err
-			return
-		}
-		binPath, binError = testenv.BuildDaemon(binDir)
-	})
-	return binPath, binError
 }
 
 // BenchKey is the benchmarks' key: on a token of the SoftHSM home that this test binary

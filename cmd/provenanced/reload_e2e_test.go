@@ -143,10 +143,11 @@ func metricOf(t *testing.T, c *http.Client, url, series string) float64 {
 	return 0
 }
 
-// waitFor polls cond every 20 ms for up to 10 s.
+// waitFor polls cond every 20 ms for up to 15 s (a PKCS#11 token reopened on a loaded
+// machine takes a while).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting for %s", what)
