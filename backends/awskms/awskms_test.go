@@ -124,24 +124,35 @@ func TestStartupErrors(t *testing.T) {
 		bundle        []byte
 		keyID, kmsURL string
 		set           []any    // the key's table changed so
+		text          string   // TOML lines for the key's table, written as text on purpose
 		want          []string // in the error
 		config        bool     // a *conf.Error (exit status 2)
 	}{
-		{"RSA key", nil, "alias/rsa", lk.Endpoint(), nil, []string{"alias/rsa", "key spec RSA_2048 and key usage SIGN_VERIFY", "needs key spec ECC_NIST_P256 and key usage SIGN_VERIFY"}, true},
-		{"P-384 key", nil, "alias/p384", lk.Endpoint(), nil, []string{"alias/p384", "key spec ECC_NIST_P384"}, true},
-		{"encryption key", nil, "alias/rsa-encrypt", lk.Endpoint(), nil, []string{"alias/rsa-encrypt", "key usage ENCRYPT_DECRYPT"}, true},
-		{"symmetric key", nil, "alias/aes", lk.Endpoint(), nil, []string{"alias/aes", "UnsupportedOperationException", "symmetric or HMAC key has no public key"}, true},
-		{"missing key", nil, "alias/nothing-here", lk.Endpoint(), nil, []string{"has no key alias/nothing-here", "NotFoundException"}, true},
-		{"disabled key", disabled.Bundle, "alias/disabled", lk.Endpoint(), nil, []string{"alias/disabled", "DisabledException", "enable-key"}, true},
-		{"certificate of another key", other.Bundle, "alias/good", lk.Endpoint(), nil, []string{"keys.signing.certificates", "is not for the key in AWS KMS key alias/good", "public key differs"}, true},
-		{"no key_id", nil, "", "", []any{"key_id", nil, "endpoint", nil}, []string{"keys.signing.key_id", "missing"}, true},
-		{"bad endpoint", nil, "alias/good", "127.0.0.1:4599", nil, []string{"keys.signing.endpoint", "not an http:// or https:// URL"}, true},
-		{"unknown field", nil, "alias/good", lk.Endpoint(), []any{"key_label", "x"}, []string{"keys.signing.key_label", "accepts backend, certificates, endpoint, key_id, region"}, true},
-		{"no region", nil, "alias/good", "", []any{"region", nil, "endpoint", nil}, []string{"keys.signing.region", "AWS_REGION"}, true},
+		{"RSA key", nil, "alias/rsa", lk.Endpoint(), nil, "", []string{"alias/rsa", "key spec RSA_2048 and key usage SIGN_VERIFY", "needs key spec ECC_NIST_P256 and key usage SIGN_VERIFY"}, true},
+		{"P-384 key", nil, "alias/p384", lk.Endpoint(), nil, "", []string{"alias/p384", "key spec ECC_NIST_P384"}, true},
+		{"encryption key", nil, "alias/rsa-encrypt", lk.Endpoint(), nil, "", []string{"alias/rsa-encrypt", "key usage ENCRYPT_DECRYPT"}, true},
+		{"symmetric key", nil, "alias/aes", lk.Endpoint(), nil, "", []string{"alias/aes", "UnsupportedOperationException", "symmetric or HMAC key has no public key"}, true},
+		{"missing key", nil, "alias/nothing-here", lk.Endpoint(), nil, "", []string{"has no key alias/nothing-here", "NotFoundException"}, true},
+		{"disabled key", disabled.Bundle, "alias/disabled", lk.Endpoint(), nil, "", []string{"alias/disabled", "DisabledException", "enable-key"}, true},
+		{"certificate of another key", other.Bundle, "alias/good", lk.Endpoint(), nil, "", []string{"keys.signing.certificates", "is not for the key in AWS KMS key alias/good", "public key differs"}, true},
+		{"no key_id", nil, "", "", []any{"key_id", nil, "endpoint", nil}, "", []string{"keys.signing.key_id", "missing"}, true},
+		{"bad endpoint", nil, "alias/good", "127.0.0.1:4599", nil, "", []string{"keys.signing.endpoint", "not an http:// or https:// URL"}, true},
+		{"unknown field", nil, "alias/good", lk.Endpoint(), nil, "key_label = \"x\"\n", []string{"keys.signing.key_label", "accepts backend, certificates, endpoint, key_id, region"}, true},
+		{"no region", nil, "alias/good", "", []any{"region", nil, "endpoint", nil}, "", []string{"keys.signing.region", "AWS_REGION"}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := writeConfig(t, t.TempDir(), tc.bundle, tc.keyID, tc.kmsURL, tc.set...)
+			dir := t.TempDir()
+			// [keys.signing] is the config's last table: tc.text goes into it.
+			path := filepath.Join(dir, "provenanced.toml")
+			text := testenv.KMSConfig(t, dir, tc.bundle, tc.keyID, tc.kmsURL).Table("keys.signing", tc.set...).String() + tc.text
+			if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := conf.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
 			k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
 			if err == nil {
 				k.Close()
