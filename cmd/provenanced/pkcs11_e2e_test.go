@@ -49,7 +49,8 @@ func daemonEnv(h *testenv.HSM, env ...string) []string {
 	return append(append(h.Env(), "PROVENANCED_HTTP=off"), env...)
 }
 
-// startDaemon runs the daemon on config and waits until it answers /healthz.
+// startOnToken runs the daemon on config, in the environment h's token needs, and waits
+// until it answers /healthz.
 func startOnToken(t *testing.T, h *testenv.HSM, config string, env ...string) *tokenDaemon {
 	t.Helper()
 	p := testenv.StartDaemon(t, daemonBin, h.Socket, "", daemonEnv(h, env...), "serve", "-config", config)
@@ -586,9 +587,8 @@ func TestPKCS11KeygenThenServe(t *testing.T) {
 
 func testPKCS11KeygenThenServe(t *testing.T, kind string) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind, NoKey: true})
-	bin := daemonBin
 	env := daemonEnv(h)
-	out, code := testenv.Run(bin, env, "keygen", "-config", h.Config, "-key", "signing")
+	out, code := testenv.Run(daemonBin, env, "keygen", "-config", h.Config, "-key", "signing")
 	if code != 0 {
 		t.Fatalf("keygen: exit %d: %s", code, out)
 	}
@@ -607,7 +607,7 @@ func testPKCS11KeygenThenServe(t *testing.T, kind string) {
 	// A CSR for the new key, signed in the token: openssl accepts it, and it is for the
 	// token's key.
 	csrFile := filepath.Join(filepath.Dir(h.Config), "signing.csr")
-	if out, code := testenv.Run(bin, env, "csr", "-config", h.Config, "-key", "signing",
+	if out, code := testenv.Run(daemonBin, env, "csr", "-config", h.Config, "-key", "signing",
 		"-subject", "/C=GB/O=HSM Member Ltd/CN=https://member.example/a/7", "-uri", "https://member.example/a/7", "-out", csrFile); code != 0 {
 		t.Fatalf("csr: exit %d: %s", code, out)
 	}
@@ -618,7 +618,7 @@ func testPKCS11KeygenThenServe(t *testing.T, kind string) {
 	if err := testenv.CheckCSR(csrPEM, inToken); err != nil {
 		t.Fatal(err)
 	}
-	out, code = testenv.Run(bin, env, "keygen", "-config", h.Config, "-key", "signing")
+	out, code = testenv.Run(daemonBin, env, "keygen", "-config", h.Config, "-key", "signing")
 	if code != 2 || !strings.Contains(out, "never overwrites") {
 		t.Fatalf("a second keygen: exit %d: %s", code, out)
 	}
