@@ -37,11 +37,14 @@ test: deps
 	$(GO) vet ./...
 	$(GO) test -count=1 -timeout 20m ./...
 
-## race: the packages whose tests run the daemon's code in process, under the race detector
-## (the end-to-end tests in cmd/provenanced run a separately built binary, which -race would not reach)
+## race: the packages whose tests run the daemon's code in process, under the race detector, and
+## cmd/provenanced's tests of the daemon with KMS keys (TestAWSKMS*), which serve it in process
+## (its other end-to-end tests run a separately built binary, which -race would not reach)
 RACE_PKGS ?= ./api/ ./daemon/ ./conf/ ./backends/... ./provenance/ ./client/
+RACE_E2E  ?= ^TestAWSKMS
 race:
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
+	$(GO) test -race -count=1 -timeout 20m -run '$(RACE_E2E)' ./cmd/provenanced/
 
 ## bench: the real daemon on every backend against in-process baselines; the table goes to bench/results.md
 bench:

@@ -12,8 +12,6 @@ import (
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -23,6 +21,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -30,15 +29,10 @@ import (
 func openDevKey(t testing.TB) *backends.Key {
 	t.Helper()
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().DevKey().Load(t, dir)
 	k, err := backends.Open(context.Background(), cfg.Keys[0], backends.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -421,7 +415,7 @@ func init() {
 }
 
 func pemSigner(t testing.TB) backends.Signer {
-	k, err := testenv.NewKey()
+	k, err := devsetup.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

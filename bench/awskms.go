@@ -15,6 +15,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -28,7 +29,7 @@ func setupKMS(dir string) (*backendSetup, error) {
 	func() {
 		defer tb.recoverFatal(&setupErr)
 		lk := testenv.StartLocalKMS(tb)
-		pki, err := testenv.NewPKI(time.Now())
+		pki, err := devsetup.NewPKI(time.Now())
 		if err != nil {
 			tb.Fatalf("%v", err)
 		}

@@ -14,13 +14,14 @@ import (
 	"time"
 
 	pembackend "github.com/ib1/provenanced/backends/pem"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
 
 // setupPEM makes a test PKI and a PEM key; the baseline is ECDSA in memory on all cores.
 func setupPEM(dir string) (*backendSetup, error) {
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		return nil, err
 	}
 	key, err := pembackend.LoadKey(filepath.Join(dir, "signing-key.pem"))

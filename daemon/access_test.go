@@ -16,41 +16,30 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/audit"
+	"github.com/ib1/provenanced/internal/devsetup"
+	"github.com/ib1/provenanced/testenv"
 
 	"github.com/ib1/provenanced/conf"
-	"github.com/ib1/provenanced/testenv"
 )
 
 // What a SIGHUP reload does with the access state. The audit chain continues across
 // logrotate's move and across a new path, and the new clients apply to the next request.
 func TestReloadSwapsClientsAndContinuesTheChain(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte("tok"))
 	write := func(clientKeys, auditFile string) *conf.Config {
-		p := filepath.Join(dir, "p.toml")
-		os.WriteFile(p, []byte(`[server]
-socket = "p.sock"
-[keys.signing]
-backend = "pem"
-private_key = "signing-key.pem"
-certificates = "signing-bundle.pem"
-[clients.a]
-token_sha256 = "`+hex.EncodeToString(sum[:])+`"
-keys = [`+clientKeys+`]
-allow = ["sign"]
-[audit]
-file = "`+auditFile+`"
-`), 0o644)
-		cfg, err := conf.Load(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := testenv.NewConfig().
+			Table("server", "socket", "p.sock").
+			DevKey().
+			Table("clients.a", "token_sha256", hex.EncodeToString(sum[:]), "keys", []string{clientKeys}, "allow", []string{"sign"}).
+			Table("audit", "file", auditFile).
+			Load(t, dir)
 		return cfg
 	}
-	cfg := write(`"signing"`, "audit.jsonl")
+	cfg := write("signing", "audit.jsonl")
 	next := cfg // what Reload reads
 	d, err := New(context.Background(), cfg, Options{Load: func() (*conf.Config, error) { return next, nil }})
 	if err != nil {
@@ -83,36 +72,22 @@ file = "`+auditFile+`"
 			t.Fatal(err)
 		}
 	}
-	reload(write(`"*"`, "audit.jsonl"))
+	reload(write("*", "audit.jsonl"))
 	sign()
 	// A new path: the chain goes on in the new file.
-	reload(write(`"*"`, "audit2.jsonl"))
+	reload(write("*", "audit2.jsonl"))
 	sign()
 	res, err := audit.Verify([]string{auditFile + ".1", auditFile, filepath.Join(dir, "audit2.jsonl")}, audit.VerifyOptions{})
 	if err != nil || res.Entries != 3 || !res.Anchored {
 		t.Fatalf("chain across three files: %+v %v", res, err)
 	}
 	// A policy that no longer allows the key applies at once.
-	p := filepath.Join(dir, "p.toml")
-	os.WriteFile(p, []byte(`[server]
-socket = "p.sock"
-[keys.signing]
-backend = "pem"
-private_key = "signing-key.pem"
-certificates = "signing-bundle.pem"
-[keys.other]
-backend = "pem"
-private_key = "signing-key.pem"
-[clients.a]
-token_sha256 = "`+hex.EncodeToString(sum[:])+`"
-keys = ["other"]
-allow = ["sign"]
-`), 0o644)
-	cfg2, err := conf.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
-	reload(cfg2)
+	reload(testenv.NewConfig().
+		Table("server", "socket", "p.sock").
+		DevKey().
+		PEMKey("other", "signing-key.pem", "").
+		Table("clients.a", "token_sha256", hex.EncodeToString(sum[:]), "keys", []string{"other"}, "allow", []string{"sign"}).
+		Load(t, dir))
 	if c := sign(); c != 403 {
 		t.Fatalf("after the policy changed: %d, want 403", c)
 	}
@@ -120,7 +95,7 @@ allow = ["sign"]
 
 func TestWarnsOfTokensInClear(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte("tok"))
@@ -128,21 +103,11 @@ func TestWarnsOfTokensInClear(t *testing.T) {
 		http string
 		warn bool
 	}{{"0.0.0.0:8080", true}, {"127.0.0.1:8080", false}} {
-		p := filepath.Join(dir, "p.toml")
-		os.WriteFile(p, []byte(`[server]
-http = "`+tc.http+`"
-[keys.signing]
-backend = "pem"
-private_key = "signing-key.pem"
-[clients.a]
-token_sha256 = "`+hex.EncodeToString(sum[:])+`"
-keys = ["*"]
-allow = ["sign"]
-`), 0o644)
-		cfg, err := conf.Load(p)
-		if err != nil {
-			t.Fatal(err)
-		}
+		cfg := testenv.NewConfig().
+			Table("server", "http", tc.http).
+			PEMKey("signing", "signing-key.pem", "").
+			Table("clients.a", "token_sha256", hex.EncodeToString(sum[:]), "keys", []string{"*"}, "allow", []string{"sign"}).
+			Load(t, dir)
 		var log strings.Builder
 		if _, err := New(context.Background(), cfg, Options{Logger: slog.New(slog.NewTextHandler(&log, nil))}); err != nil {
 			t.Fatal(err)

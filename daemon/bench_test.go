@@ -17,6 +17,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -33,22 +34,10 @@ const benchClients = 32
 func startBenchDaemon(b *testing.B) (string, *Daemon) {
 	b.Helper()
 	dir := b.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		b.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte(`[server]
-socket = "p.sock"
-http = ""
-[keys.signing]
-backend = "pem"
-private_key = "signing-key.pem"
-certificates = "signing-bundle.pem"
-`), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := testenv.NewConfig().Table("server", "socket", "p.sock", "http", "").DevKey().Load(b, dir)
 	logFile, err := os.Create(filepath.Join(dir, "log.json"))
 	if err != nil {
 		b.Fatal(err)
@@ -111,7 +100,7 @@ func signLoad(b *testing.B, sock, path string) {
 // (with its metrics observer), on all cores.
 func BenchmarkSignInProcess(b *testing.B) {
 	dir := b.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		b.Fatal(err)
 	}
 	spec := conf.NewKey("signing", "pem", "", "bench", &pembackend.Options{PrivateKey: filepath.Join(dir, "signing-key.pem")})
@@ -138,7 +127,7 @@ func BenchmarkSignDaemonUnix32(b *testing.B) {
 }
 
 func BenchmarkSignBareUnix32(b *testing.B) {
-	key, err := testenv.NewKey()
+	key, err := devsetup.NewKey()
 	if err != nil {
 		b.Fatal(err)
 	}

@@ -7,13 +7,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -21,29 +19,16 @@ import (
 // outcome="denied"}, not as an error of the daemon's.
 func TestRecordsDeniedByPolicyCountsDenied(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	sum := sha256.Sum256([]byte("tok"))
-	p := filepath.Join(dir, "p.toml")
-	os.WriteFile(p, []byte(`[server]
-socket = "p.sock"
-[provenance]
-root_ca = "root-ca.pem"
-key = "signing"
-[keys.signing]
-backend = "pem"
-private_key = "signing-key.pem"
-certificates = "signing-bundle.pem"
-[clients.a]
-token_sha256 = "`+hex.EncodeToString(sum[:])+`"
-keys = ["signing"]
-allow = ["sign"]
-`), 0o644)
-	cfg, err := conf.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().
+		Table("server", "socket", "p.sock").
+		Table("provenance", "root_ca", "root-ca.pem", "key", "signing").
+		DevKey().
+		Table("clients.a", "token_sha256", hex.EncodeToString(sum[:]), "keys", []string{"signing"}, "allow", []string{"sign"}).
+		Load(t, dir)
 	d, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -10,8 +10,6 @@ import (
 	"fmt"
 	"log/slog"
 	"net/http"
-	"os"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"sync/atomic"
@@ -21,6 +19,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -28,12 +27,12 @@ import (
 func keyWithCertificate(t *testing.T, notBefore, notAfter time.Time) *backends.Key {
 	t.Helper()
 	dir := t.TempDir()
-	pki, err := testenv.NewPKI(notBefore)
+	pki, err := devsetup.NewPKI(notBefore)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := testenv.NewKey()
-	m := testenv.DevMember(notBefore)
+	key, _ := devsetup.NewKey()
+	m := devsetup.DevMember(notBefore)
 	m.NotBefore, m.NotAfter = notBefore, notAfter
 	leaf, err := pki.Issue(&key.PublicKey, m)
 	if err != nil {
@@ -90,15 +89,14 @@ func TestExpiryWarnsOnceADayAndFailsReadiness(t *testing.T) {
 
 func TestReadyzOfADaemon(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[server]\nsocket = \"p.sock\"\nhttp = \"\"\n[provenance]\nroot_ca = \"root-ca.pem\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().
+		Table("server", "socket", "p.sock", "http", "").
+		Table("provenance", "root_ca", "root-ca.pem").
+		DevKey().
+		Load(t, dir)
 	d, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -114,19 +112,14 @@ func TestReadyzOfADaemon(t *testing.T) {
 // pprof, when turned on, is served on the Unix socket and never on TCP.
 func TestPprofOnTheSocketOnly(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	addr, err := testenv.FreePort()
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[server]\nsocket = \"p.sock\"\nhttp = \""+addr+"\"\npprof = true\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().Table("server", "socket", "p.sock", "http", addr, "pprof", true).DevKey().Load(t, dir)
 	ready := make(chan struct{})
 	d, err := New(context.Background(), cfg, Options{Listening: func(string, string) { close(ready) }})
 	if err != nil {

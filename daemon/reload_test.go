@@ -14,6 +14,7 @@ import (
 
 	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -22,24 +23,24 @@ import (
 func reloadable(t *testing.T) (*Daemon, func(otherKey string)) {
 	t.Helper()
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	for _, name := range []string{"other-a.pem", "other-b.pem"} {
-		k, _ := testenv.NewKey()
-		p, _ := testenv.KeyPEM(k)
+		k, _ := devsetup.NewKey()
+		p, _ := devsetup.KeyPEM(k)
 		os.WriteFile(filepath.Join(dir, name), p, 0o600)
 	}
-	path := filepath.Join(dir, "p.toml")
+	var path string
 	write := func(otherKey string) {
-		text := "[server]\nsocket = \"p.sock\"\n[provenance]\nroot_ca = \"root-ca.pem\"\nkey = \"signing\"\n" +
-			"[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
+		c := testenv.NewConfig().
+			Table("server", "socket", "p.sock").
+			Table("provenance", "root_ca", "root-ca.pem", "key", "signing").
+			DevKey()
 		if otherKey != "" {
-			text += fmt.Sprintf("[keys.other]\nbackend = \"pem\"\nprivate_key = %q\n", otherKey)
+			c.PEMKey("other", otherKey, "")
 		}
-		if err := testenv.WriteFileAtomic(path, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
+		path = c.Write(t, dir)
 	}
 	write("other-a.pem")
 	cfg, err := conf.Load(path)

@@ -6,13 +6,11 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
-	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -21,15 +19,10 @@ import (
 // refuse other methods in the /v1 error shape.
 func TestDaemonServesEveryDocumentedRoute(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	p := filepath.Join(dir, "p.toml")
-	os.WriteFile(p, []byte("[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\n"), 0o644)
-	cfg, err := conf.Load(p)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().PEMKey("signing", "signing-key.pem", "").Load(t, dir)
 	d, err := New(context.Background(), cfg, Options{})
 	if err != nil {
 		t.Fatal(err)

@@ -17,6 +17,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/backends/pem"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -469,7 +470,7 @@ func TestImageHostOwnedKey(t *testing.T) {
 	os.Mkdir(app, 0o755)
 	os.Chown(app, uid, gid)
 	certs := filepath.Join(app, "certs") // the bind mount: the host's files, the host's owner
-	_, files, err := testenv.NewDevFiles(certs, time.Now())
+	_, files, err := devsetup.NewDevFiles(certs, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -9,20 +9,20 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/provenance"
-	"github.com/ib1/provenanced/testenv"
 )
 
 func TestCheckCertificates(t *testing.T) {
 	now := time.Now()
-	pki, err := testenv.NewPKI(now)
+	pki, err := devsetup.NewPKI(now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := testenv.NewPKI(now) // another PKI: same names, other keys
-	key, _ := testenv.NewKey()
-	issue := func(p *testenv.PKI, pub any, mutate func(*testenv.Member)) *x509.Certificate {
-		m := testenv.DevMember(now)
+	other, _ := devsetup.NewPKI(now) // another PKI: same names, other keys
+	key, _ := devsetup.NewKey()
+	issue := func(p *devsetup.PKI, pub any, mutate func(*devsetup.Member)) *x509.Certificate {
+		m := devsetup.DevMember(now)
 		if mutate != nil {
 			mutate(&m)
 		}
@@ -33,8 +33,8 @@ func TestCheckCertificates(t *testing.T) {
 		return c
 	}
 	leaf := issue(pki, &key.PublicKey, nil)
-	anotherKey, _ := testenv.NewKey()
-	expired := issue(pki, &key.PublicKey, func(m *testenv.Member) { m.NotBefore, m.NotAfter = now.Add(-48*time.Hour), now.Add(-24*time.Hour) })
+	anotherKey, _ := devsetup.NewKey()
+	expired := issue(pki, &key.PublicKey, func(m *devsetup.Member) { m.NotBefore, m.NotAfter = now.Add(-48*time.Hour), now.Add(-24*time.Hour) })
 
 	// A certificate without the IB1 extensions, signed by the same intermediate.
 	plainTmpl := &x509.Certificate{SerialNumber: big.NewInt(77), Subject: pkix.Name{Organization: []string{"Plain"}, CommonName: "plain"},
@@ -50,7 +50,7 @@ func TestCheckCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatalf("a good bundle fails: %v", err)
 	}
-	if r.Signer.Member != testenv.DevMember(now).Member || r.Signer.Roles[0] != testenv.DevRole || r.Serial != leaf.SerialNumber.String() || r.DaysLeft(now) < 700 {
+	if r.Signer.Member != devsetup.DevMember(now).Member || r.Signer.Roles[0] != devsetup.DevRole || r.Serial != leaf.SerialNumber.String() || r.DaysLeft(now) < 700 {
 		t.Errorf("report = %+v", r)
 	}
 	for _, tc := range []struct {

@@ -15,13 +15,13 @@ import (
 	"strings"
 	"testing"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/provenance"
-	"github.com/ib1/provenanced/testenv"
 )
 
 func newKey(t *testing.T) *ecdsa.PrivateKey {
 	t.Helper()
-	k, err := testenv.NewKey()
+	k, err := devsetup.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}

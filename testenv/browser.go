@@ -16,20 +16,35 @@ import (
 	"github.com/chromedp/chromedp"
 )
 
-// The pages' browser tests drive headless Chromium through github.com/chromedp/chromedp
-// (tests only: testenv is never linked into the daemon).
+// The tests that need a browser (the pages', and a web page that tries to make the daemon
+// sign) drive headless Chromium through github.com/chromedp/chromedp, started here and
+// only here (tests only: testenv is never linked into the daemon).
 
-// ChromiumPath is the browser the tests run: $PROVENANCED_CHROMIUM, or chromium (the
-// Debian package) on $PATH.
+// ChromiumPath is the browser the tests run: $PROVENANCED_CHROMIUM, or the first of
+// chromium (the Debian package), chromium-browser and google-chrome on $PATH.
 func ChromiumPath() (string, error) {
 	if p := os.Getenv("PROVENANCED_CHROMIUM"); p != "" {
 		return p, nil
 	}
-	p, err := exec.LookPath("chromium")
-	if err != nil {
-		return "", errors.New("testenv: chromium not found: install the Debian package chromium (make deps), or set PROVENANCED_CHROMIUM")
+	for _, name := range []string{"chromium", "chromium-browser", "google-chrome"} {
+		if p, err := exec.LookPath(name); err == nil {
+			return p, nil
+		}
 	}
-	return p, nil
+	return "", errors.New("testenv: chromium not found: install the Debian package chromium (make deps), or set PROVENANCED_CHROMIUM")
+}
+
+// chromiumFlags are the command-line flags of every browser the tests start, beside the
+// fresh profile (--user-data-dir) that chromedp makes for each: headless, no sandbox
+// (the tests run as root in CI), no GPU, and nothing but the pages under test on the
+// network (this machine's refuses the rest).
+var chromiumFlags = []chromedp.ExecAllocatorOption{
+	chromedp.Headless, chromedp.NoSandbox, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
+	chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true),
+	chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
+	chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
+	chromedp.Flag("disable-default-apps", true), chromedp.Flag("disable-extensions", true),
+	chromedp.WindowSize(1400, 1000),
 }
 
 // StartBrowser starts a headless Chromium with a fresh profile and opens one tab. It
@@ -46,18 +61,10 @@ func StartBrowser(t TB) (ctx context.Context, console func() []string) {
 		t.Fatalf("%v", err)
 	}
 	var output SyncBuffer
+	// chromedp gives each browser a fresh --user-data-dir, and removes it after killing
+	// whatever process still uses it.
 	allocCtx, cancelAlloc := chromedp.NewExecAllocator(context.Background(),
-		chromedp.ExecPath(bin),
-		// chromedp gives each browser a fresh --user-data-dir, and removes it after
-		// killing whatever process still uses it.
-		chromedp.Headless, chromedp.NoSandbox, chromedp.NoFirstRun, chromedp.NoDefaultBrowserCheck,
-		chromedp.Flag("disable-gpu", true), chromedp.Flag("disable-dev-shm-usage", true),
-		// Nothing but the pages under test: this machine's network refuses the rest.
-		chromedp.Flag("disable-background-networking", true), chromedp.Flag("disable-component-update", true),
-		chromedp.Flag("disable-sync", true), chromedp.Flag("disable-quic", true),
-		chromedp.Flag("disable-default-apps", true), chromedp.Flag("disable-extensions", true),
-		chromedp.WindowSize(1400, 1000),
-		chromedp.CombinedOutput(&output))
+		append([]chromedp.ExecAllocatorOption{chromedp.ExecPath(bin), chromedp.CombinedOutput(&output)}, chromiumFlags...)...)
 
 	var mu sync.Mutex
 	var lines []string

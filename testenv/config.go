@@ -3,11 +3,13 @@ package testenv
 import (
 	"bytes"
 	"fmt"
-	"os"
 	"path/filepath"
 	"strings"
 
 	"github.com/BurntSushi/toml"
+
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // Config builds a provenanced configuration for a test: tables and their keys in the
@@ -20,7 +22,8 @@ import (
 //		Table("keys.signing", "backend", "pem", "private_key", files.PrivateKey)
 //	path := cfg.Write(t, dir)
 type Config struct {
-	tables []*configTable
+	comment string
+	tables  []*configTable
 }
 
 type configTable struct {
@@ -31,6 +34,39 @@ type configTable struct {
 
 // NewConfig is an empty configuration.
 func NewConfig() *Config { return &Config{} }
+
+// DevConfig is the [server] and [provenance] tables of the config that `serve -dev` writes
+// (devsetup.ConfigHead): the socket provenanced.sock beside the config (mode 0600), TCP on
+// httpAddr ("" for none), the sandbox trust framework, rootCA (relative to the config's
+// folder) and the key "signing", whose table the caller adds.
+func DevConfig(httpAddr, rootCA string) *Config {
+	return NewConfig().
+		Table("server", "socket", "provenanced.sock", "socket_mode", "0600", "http", httpAddr).
+		Table("provenance", "trust_framework", devsetup.SandboxTrustFramework, "scheme", devsetup.SandboxScheme,
+			"root_ca", rootCA, "key", "signing")
+}
+
+// DevKey adds [keys.signing]: the PEM key and bundle that devsetup.NewDevFiles writes
+// (signing-key.pem and signing-bundle.pem in the config's folder).
+func (c *Config) DevKey() *Config {
+	return c.PEMKey("signing", "signing-key.pem", "signing-bundle.pem")
+}
+
+// PEMKey adds [keys.NAME] with the pem backend: privateKey, and certificates when bundle
+// is not "".
+func (c *Config) PEMKey(name, privateKey, bundle string) *Config {
+	c.Table("keys."+name, "backend", "pem", "private_key", privateKey)
+	if bundle != "" {
+		c.Table("keys."+name, "certificates", bundle)
+	}
+	return c
+}
+
+// Comment sets the comment that opens the file, one "# " line per line of text.
+func (c *Config) Comment(text string) *Config {
+	c.comment = text
+	return c
+}
 
 // Table sets keys of the table name ("server", "keys.signing", "clients.billing"), given
 // as key, value pairs; the table is added at the end the first time it is named. A nil
@@ -50,6 +86,21 @@ func (c *Config) Table(name string, kv ...any) *Config {
 			t.keys = append(t.keys, k)
 		}
 		t.vals[k] = kv[i+1]
+	}
+	return c
+}
+
+// Append adds o's tables after c's, in o's order; a table that c has already takes o's
+// keys.
+func (c *Config) Append(o *Config) *Config {
+	if o == nil {
+		return c
+	}
+	for _, t := range o.tables {
+		c.table(t.name)
+		for _, k := range t.keys {
+			c.Table(t.name, k, t.vals[k])
+		}
 	}
 	return c
 }
@@ -89,6 +140,12 @@ func (t *configTable) remove(k string) {
 // String is the configuration as TOML.
 func (c *Config) String() string {
 	var b strings.Builder
+	if c.comment != "" {
+		for _, line := range strings.Split(c.comment, "\n") {
+			b.WriteString(strings.TrimSpace("# "+line) + "\n")
+		}
+		b.WriteByte('\n')
+	}
 	for i, t := range c.tables {
 		if i > 0 {
 			b.WriteByte('\n')
@@ -109,9 +166,26 @@ func (c *Config) String() string {
 // paths are relative to dir) and returns its path.
 func (c *Config) Write(t TB, dir string) string {
 	t.Helper()
-	path := filepath.Join(dir, "provenanced.toml")
-	if err := os.WriteFile(path, []byte(c.String()), 0o644); err != nil {
+	return c.WriteFile(t, filepath.Join(dir, "provenanced.toml"))
+}
+
+// WriteFile writes the configuration to path, whole or not at all (a daemon that reloads
+// it never reads half), and returns path.
+func (c *Config) WriteFile(t TB, path string) string {
+	t.Helper()
+	if err := devsetup.WriteFileAtomic(path, []byte(c.String()), 0o644); err != nil {
 		t.Fatalf("writing the config: %v", err)
 	}
 	return path
+}
+
+// Load writes the configuration to provenanced.toml in dir and reads it with the
+// daemon's own loader, failing the test if it does not load.
+func (c *Config) Load(t TB, dir string) *conf.Config {
+	t.Helper()
+	cfg, err := conf.Load(c.Write(t, dir))
+	if err != nil {
+		t.Fatalf("%v\n%s", err, c)
+	}
+	return cfg
 }

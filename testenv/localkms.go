@@ -18,6 +18,7 @@ import (
 	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // The emulator's account and region, and the dummy credentials its clients sign with
@@ -291,16 +292,34 @@ type KMSKey struct {
 
 // NewSigningKey creates an ECC_NIST_P256 SIGN_VERIFY key (named alias, if not empty) and
 // issues its member certificate from pki.
-func (k *LocalKMS) NewSigningKey(t TB, pki *PKI, alias string) KMSKey {
+func (k *LocalKMS) NewSigningKey(t TB, pki *devsetup.PKI, alias string) KMSKey {
 	t.Helper()
 	arn := k.CreateKey(t, types.KeySpecEccNistP256, types.KeyUsageTypeSignVerify, alias)
 	pub, ok := k.PublicKey(t, arn).(*ecdsa.PublicKey)
 	if !ok {
 		t.Fatalf("testenv: %s has no EC public key", arn)
 	}
-	cert, err := pki.Issue(pub, DevMember(time.Now()))
+	cert, err := pki.Issue(pub, devsetup.DevMember(time.Now()))
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
 	return KMSKey{ARN: arn, Alias: alias, Public: pub, Cert: cert, Bundle: pki.Bundle(cert)}
+}
+
+// KMSConfig is a config with a Unix socket p.sock in dir, no TCP listener, and one key,
+// [keys.signing]: the KMS key keyID at endpoint, in LocalKMSRegion. When bundle is not
+// nil it is written to bundle.pem in dir, the key's certificates. Change it with Table (a
+// nil value removes a key) and Load it from dir.
+func KMSConfig(t TB, dir string, bundle []byte, keyID, endpoint string) *Config {
+	t.Helper()
+	c := NewConfig().
+		Table("server", "socket", filepath.Join(dir, "p.sock"), "http", "").
+		Table("keys.signing", "backend", "awskms")
+	if bundle != nil {
+		if err := os.WriteFile(filepath.Join(dir, "bundle.pem"), bundle, 0o644); err != nil {
+			t.Fatalf("%v", err)
+		}
+		c.Table("keys.signing", "certificates", "bundle.pem")
+	}
+	return c.Table("keys.signing", "key_id", keyID, "region", LocalKMSRegion, "endpoint", endpoint)
 }

@@ -15,10 +15,11 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
-	"sort"
 	"strings"
 	"sync"
 	"time"
+
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // hsmMu builds one fixture at a time: SoftHSM has failed under parallel key generation,
@@ -39,7 +40,7 @@ type SoftHSM struct {
 
 // NewSoftHSM makes dir a SoftHSM home: dir/softhsm2.conf and dir/tokens.
 func NewSoftHSM(dir string) (*SoftHSM, error) {
-	module, err := FindSoftHSM()
+	module, err := devsetup.FindSoftHSM()
 	if err != nil {
 		return nil, err
 	}
@@ -52,7 +53,7 @@ func NewSoftHSM(dir string) (*SoftHSM, error) {
 		return nil, err
 	}
 	conf := fmt.Sprintf("# SoftHSM2 for provenanced's tests and development (SOFTHSM2_CONF=%s)\ndirectories.tokendir = %s\nobjectstore.backend = file\nlog.level = ERROR\nslots.removable = false\n", h.Conf, h.TokenDir)
-	if err := WriteFileAtomic(h.Conf, []byte(conf), 0o600); err != nil {
+	if err := devsetup.WriteFileAtomic(h.Conf, []byte(conf), 0o600); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -354,8 +355,8 @@ type HSMOptions struct {
 	// Import creates the P-256 key here and imports it (HSM.Key keeps it), rather than
 	// having the token generate it.
 	Import bool
-	NoKey  bool // an empty token
-	PKI    *PKI // the PKI to issue the certificate from; default a new one
+	NoKey  bool          // an empty token
+	PKI    *devsetup.PKI // the PKI to issue the certificate from; default a new one
 	// MaxSessions is written as max_sessions when not zero.
 	MaxSessions int
 	// HTTP is the config's server.http ("" = no TCP listener).
@@ -373,8 +374,8 @@ type HSM struct {
 	Token, KeyLabel, KeyID string
 	PIN, SOPIN             string
 	PINFile                string // mode 0600
-	PKI                    *PKI
-	Files                  Files // the PKI's files; Bundle is "" for a key without a certificate
+	PKI                    *devsetup.PKI
+	Files                  devsetup.Files // the PKI's files; Bundle is "" for a key without a certificate
 	Leaf                   *x509.Certificate
 	Public                 crypto.PublicKey
 	Key                    *ecdsa.PrivateKey // the imported key (Import only)
@@ -447,11 +448,11 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 	if h.SOPIN, err = randomPIN(); err != nil {
 		return nil, err
 	}
-	if err := WriteFileAtomic(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
+	if err := devsetup.WriteFileAtomic(h.PINFile, []byte(h.PIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	// The SO PIN is kept too: a developer may want to unlock or initialise the token.
-	if err := WriteFileAtomic(filepath.Join(tokDir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
+	if err := devsetup.WriteFileAtomic(filepath.Join(tokDir, "so.pin"), []byte(h.SOPIN+"\n"), 0o600); err != nil {
 		return nil, err
 	}
 	if err := tok.InitToken(o.Token, h.SOPIN, h.PIN); err != nil {
@@ -464,7 +465,7 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 		if h.SoftHSM == nil {
 			return nil, errors.New("testenv: only a SoftHSM fixture imports its key")
 		}
-		if h.Key, err = NewKey(); err != nil {
+		if h.Key, err = devsetup.NewKey(); err != nil {
 			return nil, err
 		}
 		if err := h.SoftHSM.ImportKey(o.Token, h.PIN, spec, h.Key); err != nil {
@@ -485,12 +486,12 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 	}
 	h.PKI = o.PKI
 	if h.PKI == nil {
-		if h.PKI, err = NewPKI(o.Now); err != nil {
+		if h.PKI, err = devsetup.NewPKI(o.Now); err != nil {
 			return nil, err
 		}
 	}
 	if pub, ok := h.Public.(*ecdsa.PublicKey); ok && pub.Curve.Params().Name == "P-256" {
-		if h.Leaf, err = h.PKI.Issue(pub, DevMember(o.Now)); err != nil {
+		if h.Leaf, err = h.PKI.Issue(pub, devsetup.DevMember(o.Now)); err != nil {
 			return nil, err
 		}
 	}
@@ -501,7 +502,7 @@ func BuildHSM(dir string, o HSMOptions) (h *HSM, err error) {
 		h.Files.Bundle = ""
 	}
 	h.Files.PrivateKey = ""
-	if err := h.WriteConfig(h.Config, nil); err != nil {
+	if err := devsetup.WriteFileAtomic(h.Config, []byte(h.NewConfig().String()), 0o644); err != nil {
 		return nil, err
 	}
 	return h, nil
@@ -602,68 +603,19 @@ func randomPIN() (string, error) {
 	return hex.EncodeToString(b), nil
 }
 
-// KeyFields are the fixture's [keys.signing] fields as TOML values, in the order
-// ConfigTOML writes them.
-func (h *HSM) KeyFields() map[string]string {
-	f := map[string]string{
-		"backend":     `"pkcs11"`,
-		"module":      fmt.Sprintf("%q", h.Module),
-		"token_label": fmt.Sprintf("%q", h.Token),
-		"key_label":   fmt.Sprintf("%q", h.KeyLabel),
-		"pin":         fmt.Sprintf("%q", "file:"+filepath.Base(h.PINFile)),
-	}
+// NewConfig is the fixture's config, to change (a nil value removes a key) and write:
+// the [server] and [provenance] tables that `serve -dev` writes, and [keys.signing] on
+// the fixture's token, its PIN in the PIN file, and its certificates when it has some.
+func (h *HSM) NewConfig() *Config {
+	c := DevConfig(h.opts.HTTP, filepath.Base(h.Files.RootCA)).
+		Comment("Written by provenanced's testenv: a "+h.Kind+" token and a test PKI. Not for production.\nRun with "+strings.Join(h.Env(), " ")).
+		Table("keys.signing", "backend", "pkcs11", "module", h.Module, "token_label", h.Token, "key_label", h.KeyLabel,
+			"pin", "file:"+filepath.Base(h.PINFile))
 	if h.opts.MaxSessions != 0 {
-		f["max_sessions"] = fmt.Sprint(h.opts.MaxSessions)
+		c.Table("keys.signing", "max_sessions", h.opts.MaxSessions)
 	}
 	if h.Files.Bundle != "" {
-		f["certificates"] = fmt.Sprintf("%q", filepath.Base(h.Files.Bundle))
+		c.Table("keys.signing", "certificates", filepath.Base(h.Files.Bundle))
 	}
-	return f
-}
-
-var keyFieldOrder = []string{"backend", "uri", "module", "token_label", "token_serial", "key_label", "key_id", "pin", "max_sessions", "certificates"}
-
-// ConfigTOML is the fixture's config. set changes fields of [keys.signing]: a TOML value
-// replaces or adds one (`"nope"`, `4`), "" removes it.
-func (h *HSM) ConfigTOML(set map[string]string) string {
-	f := h.KeyFields()
-	for k, v := range set {
-		if v == "" {
-			delete(f, k)
-		} else {
-			f[k] = v
-		}
-	}
-	var b strings.Builder
-	b.WriteString(ConfigHead("# Written by provenanced's testenv: a "+h.Kind+" token and a test PKI. Not for production.\n# Run with "+strings.Join(h.Env(), " "),
-		h.opts.HTTP, filepath.Base(h.Files.RootCA)))
-	var keys []string
-	for k := range f {
-		keys = append(keys, k)
-	}
-	sort.Slice(keys, func(i, j int) bool {
-		if ri, rj := fieldRank(keys[i]), fieldRank(keys[j]); ri != rj {
-			return ri < rj
-		}
-		return keys[i] < keys[j]
-	})
-	for _, k := range keys {
-		fmt.Fprintf(&b, "%s = %s\n", k, f[k])
-	}
-	return b.String()
-}
-
-func fieldRank(k string) int {
-	for i, v := range keyFieldOrder {
-		if v == k {
-			return i
-		}
-	}
-	return len(keyFieldOrder)
-}
-
-// WriteConfig writes ConfigTOML(set) to path, which should be in the fixture's folder
-// (the config's paths are relative to it).
-func (h *HSM) WriteConfig(path string, set map[string]string) error {
-	return WriteFileAtomic(path, []byte(h.ConfigTOML(set)), 0o644)
+	return c
 }

@@ -21,6 +21,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/backends/awskms"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
@@ -35,7 +36,7 @@ func TestOpenSignsDigests(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	pki := newPKI(t)
 	key := lk.NewSigningKey(t, pki, "alias/provenance")
-	cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", lk.Endpoint()))
+	cfg := writeConfig(t, t.TempDir(), key.Bundle, "alias/provenance", lk.Endpoint())
 	ctx := ctxT(t)
 
 	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
@@ -62,7 +63,7 @@ func TestOpenSignsDigests(t *testing.T) {
 	if err := testenv.CheckCSR(csrPEM, key.Public); err != nil {
 		t.Fatal(err)
 	}
-	other, _ := testenv.NewKey()
+	other, _ := devsetup.NewKey()
 	tmpDER, err := x509.CreateCertificateRequest(rand.Reader, &x509.CertificateRequest{Subject: pkix.Name{CommonName: "https://member.example/a/1"}}, other)
 	if err != nil {
 		t.Fatal(err)
@@ -93,7 +94,7 @@ func TestOpenByIDAndARN(t *testing.T) {
 	key := lk.NewSigningKey(t, pki, "")
 	id := key.ARN[strings.LastIndexByte(key.ARN, '/')+1:]
 	for _, keyID := range []string{key.ARN, id} {
-		cfg := writeConfig(t, t.TempDir(), key.Bundle, kmsTOML(keyID, lk.Endpoint()))
+		cfg := writeConfig(t, t.TempDir(), key.Bundle, keyID, lk.Endpoint())
 		k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
 		if err != nil {
 			t.Fatalf("%s: %v", keyID, err)
@@ -119,27 +120,39 @@ func TestStartupErrors(t *testing.T) {
 	}
 
 	tests := []struct {
-		name   string
-		bundle []byte
-		toml   string
-		want   []string // in the error
-		config bool     // a *conf.Error (exit status 2)
+		name          string
+		bundle        []byte
+		keyID, kmsURL string
+		set           []any    // the key's table changed so
+		text          string   // TOML lines for the key's table, written as text on purpose
+		want          []string // in the error
+		config        bool     // a *conf.Error (exit status 2)
 	}{
-		{"RSA key", nil, kmsTOML("alias/rsa", lk.Endpoint()), []string{"alias/rsa", "key spec RSA_2048 and key usage SIGN_VERIFY", "needs key spec ECC_NIST_P256 and key usage SIGN_VERIFY"}, true},
-		{"P-384 key", nil, kmsTOML("alias/p384", lk.Endpoint()), []string{"alias/p384", "key spec ECC_NIST_P384"}, true},
-		{"encryption key", nil, kmsTOML("alias/rsa-encrypt", lk.Endpoint()), []string{"alias/rsa-encrypt", "key usage ENCRYPT_DECRYPT"}, true},
-		{"symmetric key", nil, kmsTOML("alias/aes", lk.Endpoint()), []string{"alias/aes", "UnsupportedOperationException", "symmetric or HMAC key has no public key"}, true},
-		{"missing key", nil, kmsTOML("alias/nothing-here", lk.Endpoint()), []string{"has no key alias/nothing-here", "NotFoundException"}, true},
-		{"disabled key", disabled.Bundle, kmsTOML("alias/disabled", lk.Endpoint()), []string{"alias/disabled", "DisabledException", "enable-key"}, true},
-		{"certificate of another key", other.Bundle, kmsTOML("alias/good", lk.Endpoint()), []string{"keys.signing.certificates", "is not for the key in AWS KMS key alias/good", "public key differs"}, true},
-		{"no key_id", nil, "region = \"eu-west-2\"\n", []string{"keys.signing.key_id", "missing"}, true},
-		{"bad endpoint", nil, kmsTOML("alias/good", "127.0.0.1:4599"), []string{"keys.signing.endpoint", "not an http:// or https:// URL"}, true},
-		{"unknown field", nil, kmsTOML("alias/good", lk.Endpoint()) + "key_label = \"x\"\n", []string{"keys.signing.key_label", "accepts backend, certificates, endpoint, key_id, region"}, true},
-		{"no region", nil, "key_id = \"alias/good\"\n", []string{"keys.signing.region", "AWS_REGION"}, true},
+		{"RSA key", nil, "alias/rsa", lk.Endpoint(), nil, "", []string{"alias/rsa", "key spec RSA_2048 and key usage SIGN_VERIFY", "needs key spec ECC_NIST_P256 and key usage SIGN_VERIFY"}, true},
+		{"P-384 key", nil, "alias/p384", lk.Endpoint(), nil, "", []string{"alias/p384", "key spec ECC_NIST_P384"}, true},
+		{"encryption key", nil, "alias/rsa-encrypt", lk.Endpoint(), nil, "", []string{"alias/rsa-encrypt", "key usage ENCRYPT_DECRYPT"}, true},
+		{"symmetric key", nil, "alias/aes", lk.Endpoint(), nil, "", []string{"alias/aes", "UnsupportedOperationException", "symmetric or HMAC key has no public key"}, true},
+		{"missing key", nil, "alias/nothing-here", lk.Endpoint(), nil, "", []string{"has no key alias/nothing-here", "NotFoundException"}, true},
+		{"disabled key", disabled.Bundle, "alias/disabled", lk.Endpoint(), nil, "", []string{"alias/disabled", "DisabledException", "enable-key"}, true},
+		{"certificate of another key", other.Bundle, "alias/good", lk.Endpoint(), nil, "", []string{"keys.signing.certificates", "is not for the key in AWS KMS key alias/good", "public key differs"}, true},
+		{"no key_id", nil, "", "", []any{"key_id", nil, "endpoint", nil}, "", []string{"keys.signing.key_id", "missing"}, true},
+		{"bad endpoint", nil, "alias/good", "127.0.0.1:4599", nil, "", []string{"keys.signing.endpoint", "not an http:// or https:// URL"}, true},
+		{"unknown field", nil, "alias/good", lk.Endpoint(), nil, "key_label = \"x\"\n", []string{"keys.signing.key_label", "accepts backend, certificates, endpoint, key_id, region"}, true},
+		{"no region", nil, "alias/good", "", []any{"region", nil, "endpoint", nil}, "", []string{"keys.signing.region", "AWS_REGION"}, true},
 	}
 	for _, tc := range tests {
 		t.Run(tc.name, func(t *testing.T) {
-			cfg := writeConfig(t, t.TempDir(), tc.bundle, tc.toml)
+			dir := t.TempDir()
+			// [keys.signing] is the config's last table: tc.text goes into it.
+			path := filepath.Join(dir, "provenanced.toml")
+			text := testenv.KMSConfig(t, dir, tc.bundle, tc.keyID, tc.kmsURL).Table("keys.signing", tc.set...).String() + tc.text
+			if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
+				t.Fatal(err)
+			}
+			cfg, err := conf.Load(path)
+			if err != nil {
+				t.Fatal(err)
+			}
 			k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
 			if err == nil {
 				k.Close()
@@ -166,7 +179,7 @@ func TestStartupErrors(t *testing.T) {
 // A readiness check that goes out on a kept-alive connection which KMS has just closed
 // is sent again on a new one rather than reporting KMS down: the check has one attempt.
 func TestReadyResendsOnClosedConnection(t *testing.T) {
-	_, _, proxy, cfg := behindProxy(t)
+	_, _, proxy, cfg := testenv.KMSBehindProxy(t)
 	ctx := ctxT(t)
 	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
 	if err != nil {
@@ -176,17 +189,17 @@ func TestReadyResendsOnClosedConnection(t *testing.T) {
 	if err := k.Ready(ctx); err != nil { // leaves a kept-alive connection
 		t.Fatal(err)
 	}
-	proxy.reset()
-	proxy.inject("GetPublicKey", fault{drop: true, times: 1})
+	proxy.Reset()
+	proxy.Inject("GetPublicKey", testenv.KMSFault{Drop: true, Times: 1})
 	if err := k.Ready(ctx); err != nil {
 		t.Fatalf("Ready after one dropped connection: %v", err)
 	}
-	if n := proxy.count("GetPublicKey"); n != 2 {
+	if n := proxy.Count("GetPublicKey"); n != 2 {
 		t.Errorf("KMS saw %d GetPublicKey calls, want 2 (one dropped, one answered)", n)
 	}
 
 	// Every connection dropped: not ready, saying why.
-	proxy.inject("GetPublicKey", fault{drop: true, times: -1})
+	proxy.Inject("GetPublicKey", testenv.KMSFault{Drop: true, Times: -1})
 	err = k.Ready(ctx)
 	if err == nil || !strings.Contains(err.Error(), "cannot reach AWS KMS: it closed the connection without answering") {
 		t.Errorf("Ready with every connection dropped: %v", err)
@@ -199,7 +212,7 @@ func TestStartWithKMSDown(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	endpoint := lk.Endpoint()
 	lk.Stop()
-	cfg := writeConfig(t, t.TempDir(), nil, kmsTOML("alias/provenance", endpoint))
+	cfg := writeConfig(t, t.TempDir(), nil, "alias/provenance", endpoint)
 	_, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
 	if err == nil {
 		t.Fatal("opened")
@@ -223,7 +236,7 @@ func TestStartWithoutCredentials(t *testing.T) {
 	lk.NewSigningKey(t, newPKI(t), "alias/provenance")
 	t.Setenv("AWS_ACCESS_KEY_ID", "")
 	t.Setenv("AWS_SECRET_ACCESS_KEY", "")
-	cfg := writeConfig(t, t.TempDir(), nil, kmsTOML("alias/provenance", lk.Endpoint()))
+	cfg := writeConfig(t, t.TempDir(), nil, "alias/provenance", lk.Endpoint())
 	_, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
 	t.Log(err)
 	if err == nil || !strings.Contains(err.Error(), "keys.signing") || !strings.Contains(err.Error(), "no AWS credentials") || strings.Contains(err.Error(), "cannot reach") {
@@ -239,7 +252,7 @@ func TestRegionFromEnvironment(t *testing.T) {
 	t.Setenv("AWS_DEFAULT_REGION", testenv.LocalKMSRegion)
 	// And the endpoint from AWS_ENDPOINT_URL_KMS, as for any SDK client.
 	t.Setenv("AWS_ENDPOINT_URL_KMS", lk.Endpoint())
-	cfg := writeConfig(t, t.TempDir(), key.Bundle, "key_id = \"alias/provenance\"\n")
+	cfg := writeConfig(t, t.TempDir(), key.Bundle, "alias/provenance", "", "region", nil, "endpoint", nil)
 	k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
 	if err != nil {
 		t.Fatal(err)
@@ -289,7 +302,7 @@ func TestEnvironmentKey(t *testing.T) {
 func TestGenerate(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	ctx := ctxT(t)
-	cfg := writeConfig(t, t.TempDir(), nil, kmsTOML("alias/new-key", lk.Endpoint()))
+	cfg := writeConfig(t, t.TempDir(), nil, "alias/new-key", lk.Endpoint())
 	pub, err := backends.Generate(ctx, cfg.Keys[0])
 	if err != nil {
 		t.Fatal(err)
@@ -324,7 +337,7 @@ func TestGenerate(t *testing.T) {
 	}
 
 	// An id or ARN cannot be created, only named: keygen wants an alias.
-	byARN := writeConfig(t, t.TempDir(), nil, kmsTOML("arn:aws:kms:eu-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", lk.Endpoint()))
+	byARN := writeConfig(t, t.TempDir(), nil, "arn:aws:kms:eu-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", lk.Endpoint())
 	_, err = backends.Generate(ctx, byARN.Keys[0])
 	var ce *conf.Error
 	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "is not an alias") {

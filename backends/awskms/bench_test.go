@@ -5,6 +5,8 @@ import (
 	"context"
 	"crypto/sha256"
 	"fmt"
+	"io"
+	"log/slog"
 	"net/http"
 	"os"
 	"slices"
@@ -22,6 +24,9 @@ import (
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
+	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/daemon"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -48,7 +53,7 @@ import (
 func BenchmarkKMSSign(b *testing.B) {
 	lk := testenv.StartLocalKMS(b)
 	key := lk.NewSigningKey(b, newPKI(b), "alias/bench")
-	d := startDaemon(b, writeConfig(b, b.TempDir(), key.Bundle, kmsTOML("alias/bench", lk.Endpoint())))
+	d := benchDaemon(b, writeConfig(b, b.TempDir(), key.Bundle, "alias/bench", lk.Endpoint()))
 
 	// The direct client is an ordinary SDK client, given the same connection pool as
 	// the daemon's so that the comparison is of the daemon, not of pool sizes.
@@ -114,6 +119,39 @@ func BenchmarkKMSSign(b *testing.B) {
 			b.ReportMetric(100*(1-(perOp(dirCPU)+kms)/(perOp(dmnCPU)+kms)), "cpu-cost-%")
 		})
 	}
+}
+
+// benchDaemon serves cfg in this process until the benchmark's cleanup, and returns a
+// client of its socket. (The daemon's tests with KMS keys are cmd/provenanced's.)
+func benchDaemon(b *testing.B, cfg *conf.Config) *client.Client {
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan struct{})
+	log := slog.New(slog.NewJSONHandler(io.Discard, nil))
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: log, Listening: func(string, string) { close(listening) }})
+	if err != nil {
+		cancel()
+		b.Fatal(err)
+	}
+	served := make(chan error, 1)
+	go func() { served <- d.Serve(ctx) }()
+	select {
+	case <-listening:
+	case err := <-served:
+		cancel()
+		b.Fatalf("the daemon stopped at start: %v", err)
+	}
+	b.Cleanup(func() {
+		cancel()
+		if err := <-served; err != nil {
+			b.Error(err)
+		}
+	})
+	c, err := client.New(client.Options{Socket: cfg.Server.Socket})
+	if err != nil {
+		b.Fatal(err)
+	}
+	b.Cleanup(c.Close)
+	return c
 }
 
 // round is one way's share of a round: each signature's latency, and the wall time.

@@ -3,13 +3,13 @@ package awskms_test
 import (
 	"context"
 	"crypto/sha256"
-	"strings"
 	"testing"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/ib1/provenanced/backends/awskms"
+	"github.com/ib1/provenanced/testenv"
 )
 
 // kmsCounter reads one of the backend's counters for key "signing".
@@ -38,9 +38,9 @@ func kmsCounter(t *testing.T, name string) float64 {
 
 // Every call of a key's KMS client is counted: retries by attempt after the first,
 // throttling by attempt refused for the rate. The emulator cannot throttle on demand,
-// so the fault proxy answers for it.
+// so the fault proxy (testenv.KMSProxy) answers for it.
 func TestKMSRetryAndThrottleMetrics(t *testing.T) {
-	_, _, proxy, cfg := behindProxy(t)
+	_, _, proxy, cfg := testenv.KMSBehindProxy(t)
 	spec := cfg.KeyByName("signing")
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
@@ -48,7 +48,7 @@ func TestKMSRetryAndThrottleMetrics(t *testing.T) {
 	r0, th0 := kmsCounter(t, retries), kmsCounter(t, throttled)
 
 	// Two throttled attempts, then KMS's answer: two retries, two throttles.
-	proxy.inject("GetPublicKey", fault{status: 400, code: "ThrottlingException", msg: "Rate exceeded", times: 2})
+	proxy.Inject("GetPublicKey", testenv.KMSFault{Status: 400, Code: "ThrottlingException", Msg: "Rate exceeded", Times: 2})
 	s, err := awskms.Open(ctx, spec)
 	if err != nil {
 		t.Fatalf("Open after two throttled attempts: %v", err)
@@ -62,7 +62,7 @@ func TestKMSRetryAndThrottleMetrics(t *testing.T) {
 	}
 
 	// A 5xx is retried but is no throttling.
-	proxy.inject("GetPublicKey", fault{status: 500, code: "KMSInternalException", msg: "internal", times: 1})
+	proxy.Inject("GetPublicKey", testenv.KMSFault{Status: 500, Code: "KMSInternalException", Msg: "internal", Times: 1})
 	if s, err = awskms.Open(ctx, spec); err != nil {
 		t.Fatalf("Open after one 500: %v", err)
 	}
@@ -75,7 +75,7 @@ func TestKMSRetryAndThrottleMetrics(t *testing.T) {
 	}
 
 	// Signing, the call that matters: one throttled attempt, then the signature.
-	proxy.inject("Sign", fault{status: 400, code: "ThrottlingException", msg: "Rate exceeded", times: 1})
+	proxy.Inject("Sign", testenv.KMSFault{Status: 400, Code: "ThrottlingException", Msg: "Rate exceeded", Times: 1})
 	if s, err = awskms.Open(ctx, spec); err != nil {
 		t.Fatal(err)
 	}
@@ -98,17 +98,5 @@ func TestKMSRetryAndThrottleMetrics(t *testing.T) {
 	s.Close()
 	if d := kmsCounter(t, retries) - r0; d != 4 {
 		t.Errorf("a call without retry counted: retries up by %v, want 4", d)
-	}
-}
-
-// The daemon's /metrics carries both series for a KMS key from the start.
-func TestKMSMetricsExported(t *testing.T) {
-	_, _, _, cfg := behindProxy(t)
-	d := startDaemon(t, cfg)
-	_, body := d.get(t, "/metrics")
-	for _, s := range []string{`provenanced_kms_retries_total{key="signing"}`, `provenanced_kms_throttled_total{key="signing"}`} {
-		if !strings.Contains(body, s) {
-			t.Errorf("/metrics has no %s", s)
-		}
 	}
 }

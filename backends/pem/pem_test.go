@@ -19,14 +19,15 @@ import (
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
 // setup writes a PKI, a member key (in the given encoding) and its bundle, and a config.
-func setup(t *testing.T, encode func(*ecdsa.PrivateKey) []byte) (cfgPath string, files testenv.Files) {
+func setup(t *testing.T, encode func(*ecdsa.PrivateKey) []byte) (cfgPath string, files devsetup.Files) {
 	t.Helper()
 	dir := t.TempDir()
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -39,12 +40,7 @@ func setup(t *testing.T, encode func(*ecdsa.PrivateKey) []byte) (cfgPath string,
 			t.Fatal(err)
 		}
 	}
-	cfgPath = filepath.Join(dir, "p.toml")
-	cfg := "[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
-	if err := os.WriteFile(cfgPath, []byte(cfg), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	return cfgPath, files
+	return testenv.NewConfig().DevKey().Write(t, dir), files
 }
 
 func open(t *testing.T, cfgPath string) (*backends.Key, error) {
@@ -130,8 +126,8 @@ func TestRefusesKeyOthersCanRead(t *testing.T) {
 
 func TestRefusesCertificateOfAnotherKey(t *testing.T) {
 	cfgPath, files := setup(t, nil)
-	other, _ := testenv.NewKey()
-	pemKey, _ := testenv.KeyPEM(other)
+	other, _ := devsetup.NewKey()
+	pemKey, _ := devsetup.KeyPEM(other)
 	if err := os.WriteFile(files.PrivateKey, pemKey, 0o600); err != nil {
 		t.Fatal(err)
 	}
@@ -169,12 +165,7 @@ func TestRefusesOtherCurvesAndEncryptedKeys(t *testing.T) {
 
 func TestGenerateNeverOverwrites(t *testing.T) {
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[keys.new]\nbackend = \"pem\"\nprivate_key = \"new-key.pem\"\n"), 0o644)
-	cfg, err := conf.Load(cfgPath)
-	if err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.NewConfig().PEMKey("new", "new-key.pem", "").Load(t, dir)
 	pub, err := backends.Generate(context.Background(), cfg.Keys[0])
 	if err != nil {
 		t.Fatal(err)
@@ -206,9 +197,7 @@ func TestGenerateNeverOverwrites(t *testing.T) {
 
 func TestUnknownBackend(t *testing.T) {
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[keys.x]\nbackend = \"vault\"\n"), 0o644)
-	_, err := open(t, cfgPath)
+	_, err := open(t, testenv.NewConfig().Table("keys.x", "backend", "vault").Write(t, dir))
 	if err == nil || !strings.Contains(err.Error(), `unknown backend "vault"`) || !strings.Contains(err.Error(), "pem") || !strings.Contains(err.Error(), "keys.x.backend") {
 		t.Fatalf("err = %v", err)
 	}
@@ -216,9 +205,7 @@ func TestUnknownBackend(t *testing.T) {
 
 func TestURIIsRefusedByBackendsWithoutOne(t *testing.T) {
 	dir := t.TempDir()
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte("[keys.x]\nbackend = \"pem\"\nprivate_key = \"k.pem\"\nuri = \"pkcs11:token=a\"\n"), 0o644)
-	_, err := open(t, cfgPath)
+	_, err := open(t, testenv.NewConfig().PEMKey("x", "k.pem", "").Table("keys.x", "uri", "pkcs11:token=a").Write(t, dir))
 	if err == nil || !strings.Contains(err.Error(), "keys.x.uri") || !strings.Contains(err.Error(), "does not take its key as a URI") {
 		t.Fatalf("err = %v", err)
 	}

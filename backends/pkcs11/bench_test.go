@@ -17,7 +17,6 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"sync/atomic"
@@ -29,7 +28,6 @@ import (
 
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/backends/pkcs11"
-	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
 	"github.com/ib1/provenanced/testenv"
 )
@@ -109,18 +107,17 @@ func BenchmarkCrypto11InProcess(b *testing.B) {
 	}
 }
 
-func benchSpec(b *testing.B, k pkcs11.BenchKey, sessions int) string {
-	return fmt.Sprintf("[keys.signing]\nbackend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = %q\npin = \"file:%s\"\nmax_sessions = %d\n", k.Module, k.Token, k.Label, k.PINFile, sessions)
+// benchConfig is a config with the benchmarks' key, [keys.signing].
+func benchConfig(k pkcs11.BenchKey, sessions int) *testenv.Config {
+	return testenv.NewConfig().Table("keys.signing", "backend", "pkcs11", "module", k.Module, "token_label", k.Token, "key_label", k.Label,
+		"pin", "file:"+k.PINFile, "max_sessions", sessions)
 }
 
 func BenchmarkBackendInProcess(b *testing.B) {
 	k := pkcs11.Bench()
 	for _, n := range callers {
 		b.Run(fmt.Sprintf("callers=%d", n), func(b *testing.B) {
-			cfg, err := conf.Parse(filepath.Join(b.TempDir(), "bench.toml"), []byte("[server]\nsocket = \"s\"\n"+benchSpec(b, k, benchSessions)))
-			if err != nil {
-				b.Fatal(err)
-			}
+			cfg := benchConfig(k, benchSessions).Table("server", "socket", "s").Load(b, b.TempDir())
 			key, err := backends.Open(context.Background(), cfg.Keys[0], backends.Options{})
 			if err != nil {
 				b.Fatal(err)
@@ -192,11 +189,7 @@ func benchDaemon(b *testing.B, k pkcs11.BenchKey) (string, func()) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	text := fmt.Sprintf("[server]\nsocket = \"d.sock\"\nhttp = \"\"\n\n%s", benchSpec(b, k, benchSessions))
-	cfg, err := conf.Parse(filepath.Join(dir, "bench.toml"), []byte(text))
-	if err != nil {
-		b.Fatal(err)
-	}
+	cfg := benchConfig(k, benchSessions).Table("server", "socket", "d.sock", "http", "").Load(b, dir)
 	ctx, cancel := context.WithCancel(context.Background())
 	listening := make(chan struct{})
 	// The daemon logs each request, as it would in production; only the bytes go nowhere.

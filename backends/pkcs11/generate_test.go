@@ -6,7 +6,6 @@ import (
 	"context"
 	"crypto/ecdsa"
 	"errors"
-	"fmt"
 	"regexp"
 	"strings"
 	"testing"
@@ -16,17 +15,19 @@ import (
 	"github.com/ib1/provenanced/testenv"
 )
 
-func genBody(label, id string) string { return kinds()[0].genBody(label, id) }
+func genBody(label, id string, more ...any) []any { return kinds()[0].genBody(label, id, more...) }
 
-func (k kind) genBody(label, id string) string {
-	b := fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\npin = \"file:user.pin\"\n", k.module, k.spare)
+// genBody is the [keys.k] table of a key to generate on this kind's spare token, labelled
+// label and with the id id (each left out when ""), with more set after.
+func (k kind) genBody(label, id string, more ...any) []any {
+	b := []any{"backend", "pkcs11", "module", k.module, "token_label", k.spare, "pin", "file:user.pin"}
 	if label != "" {
-		b += fmt.Sprintf("key_label = %q\n", label)
+		b = append(b, "key_label", label)
 	}
 	if id != "" {
-		b += fmt.Sprintf("key_id = %q\n", id)
+		b = append(b, "key_id", id)
 	}
-	return b
+	return append(b, more...)
 }
 
 // objects is what pkcs11-tool says of the token's objects labelled label, by kind
@@ -71,7 +72,7 @@ func TestGenerate(t *testing.T) {
 
 func testGenerate(t *testing.T, k kind) {
 	genBody, objects := k.genBody, k.objects
-	spec := keySpec(t, genBody("generated", "a1b2"))
+	spec := keySpec(t, genBody("generated", "a1b2")...)
 	pub, err := backends.Generate(context.Background(), spec)
 	if err != nil {
 		t.Fatal(err)
@@ -98,18 +99,21 @@ func testGenerate(t *testing.T, k kind) {
 	}
 
 	// The generated key serves.
-	s := openKey(t, genBody("generated", ""))
+	s := openKey(t, genBody("generated", "")...)
 	if !s.pub.Equal(ecPub) {
 		t.Fatal("Open found another key")
 	}
 	mustSign(t, s, "generated")
 
 	// Never overwritten: not by label, not by id.
-	for _, tc := range []struct{ body, field, says string }{
+	for _, tc := range []struct {
+		body        []any
+		field, says string
+	}{
 		{genBody("generated", ""), "keys.k.key_label", `holds an object with label "generated" already`},
 		{genBody("other", "a1b2"), "keys.k.key_id", "holds an object with id a1b2 already"},
 	} {
-		_, err := backends.Generate(context.Background(), keySpec(t, tc.body))
+		_, err := backends.Generate(context.Background(), keySpec(t, tc.body...))
 		var ce *conf.Error
 		if !errors.As(err, &ce) || ce.Key != tc.field || !strings.Contains(err.Error(), tc.says) || !strings.Contains(err.Error(), "never overwrites") {
 			t.Errorf("Generate over an existing key: %v; want a config error about %s saying %q", err, tc.field, tc.says)
@@ -122,7 +126,7 @@ func testGenerate(t *testing.T, k kind) {
 }
 
 func TestGenerateWithLabelOnlyPicksAnID(t *testing.T) {
-	if _, err := backends.Generate(context.Background(), keySpec(t, genBody("label-only", ""))); err != nil {
+	if _, err := backends.Generate(context.Background(), keySpec(t, genBody("label-only", "")...)); err != nil {
 		t.Fatal(err)
 	}
 	objs := objects(t, "label-only")
@@ -134,12 +138,15 @@ func TestGenerateWithLabelOnlyPicksAnID(t *testing.T) {
 }
 
 func TestGenerateErrors(t *testing.T) {
-	for _, tc := range []struct{ body, field, says string }{
+	for _, tc := range []struct {
+		body        []any
+		field, says string
+	}{
 		{genBody("", ""), "keys.k.key_label", "missing"},
-		{strings.Replace(genBody("x", ""), "user.pin", "wrong.pin", 1), "keys.k.pin", "rejected the PIN"},
-		{strings.Replace(genBody("x", ""), tokSpare, "nope", 1), "keys.k.token_label", `no token with label "nope"`},
+		{genBody("x", "", "pin", "file:wrong.pin"), "keys.k.pin", "rejected the PIN"},
+		{genBody("x", "", "token_label", "nope"), "keys.k.token_label", `no token with label "nope"`},
 	} {
-		_, err := backends.Generate(context.Background(), keySpec(t, tc.body))
+		_, err := backends.Generate(context.Background(), keySpec(t, tc.body...))
 		var ce *conf.Error
 		if !errors.As(err, &ce) || ce.Key != tc.field || !strings.Contains(err.Error(), tc.says) {
 			t.Errorf("Generate: %v; want a config error about %s saying %q", err, tc.field, tc.says)

@@ -56,7 +56,8 @@ const (
 
 // kind is one implementation the in-process tests run on. p11-kit-proxy is not among
 // them: in this process it would load the very SoftHSM library the tests use directly,
-// and its C_Finalize would end that library for them; the daemon tests run it.
+// and its C_Finalize would end that library for them; the daemon's tests in cmd/provenanced
+// run it.
 type kind struct {
 	name           string
 	module         string
@@ -72,9 +73,10 @@ func kinds() []kind {
 	}
 }
 
-// body is the [keys.k] table of the key "signing" on token tok of this kind.
-func (k kind) body(tok, extra string) string {
-	return fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:user.pin\"\n%s", k.module, tok, extra)
+// body is the [keys.k] table of the key "signing" on token tok of this kind, as key,
+// value pairs, with more set after (a key set again takes the later value, nil removes it).
+func (k kind) body(tok string, more ...any) []any {
+	return append([]any{"backend", "pkcs11", "module", k.module, "token_label", tok, "key_label", "signing", "pin", "file:user.pin"}, more...)
 }
 
 func TestMain(m *testing.M) {
@@ -103,7 +105,6 @@ func run(m *testing.M) int {
 	}
 	tpmHome.SetEnv()
 	os.Setenv("SOFTHSM2_CONF", home.hsm.Conf)
-	binDir = filepath.Join(dir, "bin")
 	wrapModule = func(_ string, p cryptoki) cryptoki { return &faulty{cryptoki: p, raw: p.(*pkcs11.Ctx)} }
 	return m.Run()
 }
@@ -160,26 +161,6 @@ func buildTPMHome(dir string) error {
 	return nil
 }
 
-var (
-	binDir   string
-	binOnce  sync.Once
-	binPath  string
-	binError error
-)
-
-// DaemonBinary builds cmd/provenanced once, for the tests in package pkcs11_test that run
-// the real daemon as a subprocess.
-func DaemonBinary() (string, error) {
-	binOnce.Do(func() {
-		if err := os.MkdirAll(binDir, 0o755); err != nil {
-			binError = err
-			return
-		}
-		binPath, binError = testenv.BuildDaemon(binDir)
-	})
-	return binPath, binError
-}
-
 // BenchKey is the benchmarks' key: on a token of the SoftHSM home that this test binary
 // initialised the library with, so that it can be used in this process.
 type BenchKey struct {
@@ -191,11 +172,21 @@ func Bench() BenchKey {
 	return BenchKey{Module: home.hsm.Module, Token: tokBench, Label: "signing", PIN: home.pin, PINFile: filepath.Join(home.pinDir, "user.pin")}
 }
 
-// keySpec parses a one-key config whose [keys.k] table is body, in the home's folder (so
-// that pin = "file:user.pin" finds the PIN).
-func keySpec(t testing.TB, body string) *conf.Key {
+// keyConfig is a one-key config whose [keys.k] table has key (key, value pairs).
+func keyConfig(key ...any) *testenv.Config {
+	return testenv.NewConfig().Table("server", "socket", "x.sock").Table("keys.k", key...)
+}
+
+// keySpec is the key of keyConfig(key...).
+func keySpec(t testing.TB, key ...any) *conf.Key {
 	t.Helper()
-	text := "[server]\nsocket = \"x.sock\"\n\n[keys.k]\n" + body
+	return parseKey(t, keyConfig(key...).String())
+}
+
+// parseKey parses a one-key config in the home's folder (so that pin = "file:user.pin"
+// finds the PIN) and returns its key.
+func parseKey(t testing.TB, text string) *conf.Key {
+	t.Helper()
 	cfg, err := conf.Parse(filepath.Join(home.pinDir, "test.toml"), []byte(text))
 	if err != nil {
 		t.Fatalf("config: %v", err)
@@ -203,14 +194,15 @@ func keySpec(t testing.TB, body string) *conf.Key {
 	return cfg.Keys[0]
 }
 
-// keyBody is the [keys.k] table of the key "signing" on token tok.
-func keyBody(tok string, extra string) string {
-	return fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:user.pin\"\n%s", home.hsm.Module, tok, extra)
+// keyBody is the [keys.k] table of the key "signing" on token tok, as key, value pairs,
+// with more set after (a key set again takes the later value, nil removes it).
+func keyBody(tok string, more ...any) []any {
+	return append([]any{"backend", "pkcs11", "module", home.hsm.Module, "token_label", tok, "key_label", "signing", "pin", "file:user.pin"}, more...)
 }
 
-func openKey(t testing.TB, body string) *Signer {
+func openKey(t testing.TB, key ...any) *Signer {
 	t.Helper()
-	s, err := Open(context.Background(), keySpec(t, body))
+	s, err := Open(context.Background(), keySpec(t, key...))
 	if err != nil {
 		t.Fatalf("Open: %v", err)
 	}

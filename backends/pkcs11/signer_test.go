@@ -37,7 +37,7 @@ func TestSignConcurrentlyWithinMaxSessions(t *testing.T) {
 
 func testSignConcurrently(t *testing.T, k kind) {
 	resetFaults()
-	s := openKey(t, k.body(k.tokMain, "max_sessions = 4\n"))
+	s := openKey(t, k.body(k.tokMain, "max_sessions", 4)...)
 	if got, want := s.Location(), fmt.Sprintf(`PKCS#11 token %q key label "signing"`, k.tokMain); got != want {
 		t.Errorf("Location() = %q, want %q", got, want)
 	}
@@ -88,7 +88,7 @@ func testSignConcurrently(t *testing.T, k kind) {
 }
 
 func TestSignChecksTheDigest(t *testing.T) {
-	s := openKey(t, keyBody(tokMain, ""))
+	s := openKey(t, keyBody(tokMain)...)
 	for _, n := range []int{0, 20, 31, 33, 48, 64} {
 		if _, err := s.SignContext(context.Background(), make([]byte, n)); !errors.Is(err, backends.ErrInvalidDigest) {
 			t.Errorf("%d-byte digest: err = %v, want ErrInvalidDigest", n, err)
@@ -107,7 +107,7 @@ func TestSignChecksTheDigest(t *testing.T) {
 func TestWaitForSessionRespectsContext(t *testing.T) {
 	resetFaults()
 	t.Cleanup(resetFaults)
-	s := openKey(t, keyBody(tokMain, "max_sessions = 2\n"))
+	s := openKey(t, keyBody(tokMain, "max_sessions", 2)...)
 	release := make(chan struct{})
 	faults.Lock()
 	faults.block = release
@@ -139,10 +139,17 @@ func TestWaitForSessionRespectsContext(t *testing.T) {
 	}
 }
 
-// openErr opens a key that must fail and returns the config error.
-func openErr(t *testing.T, body string) *conf.Error {
+// openErr opens a key (its [keys.k] as key, value pairs) that must fail and returns the
+// config error.
+func openErr(t *testing.T, key ...any) *conf.Error {
 	t.Helper()
-	s, err := Open(context.Background(), keySpec(t, body))
+	return openSpecErr(t, keySpec(t, key...))
+}
+
+// openSpecErr opens spec, which must fail, and returns the config error.
+func openSpecErr(t *testing.T, spec *conf.Key) *conf.Error {
+	t.Helper()
+	s, err := Open(context.Background(), spec)
 	if err == nil {
 		s.Close()
 		t.Fatal("Open succeeded")
@@ -163,47 +170,58 @@ func TestOpenErrorsSayWhich(t *testing.T) {
 	}
 	mod := home.hsm.Module
 	for _, tc := range []struct {
-		name, body, key string
-		says            []string
+		name string
+		body []any  // [keys.k]
+		text string // the whole config, when it is written as text on purpose
+		key  string
+		says []string
 	}{
-		{"wrong PIN", keyBody(tokMain, "")[:0] + fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"file:wrong.pin\"\n", mod),
+		{"wrong PIN", keyBody(tokMain, "pin", "file:wrong.pin"), "",
 			"keys.k.pin", []string{`token "main" rejected the PIN from file:`, "wrong.pin", "will not try that PIN again", "CKR_PIN_INCORRECT"}},
-		{"missing token", fmt.Sprintf("module = %q\ntoken_label = \"nope\"\nkey_label = \"signing\"\npin = \"file:user.pin\"\nbackend = \"pkcs11\"\n", mod),
+		{"missing token", keyBody("nope"), "",
 			"keys.k.token_label", []string{`no token with label "nope"`, `"main" (serial`}},
-		{"missing key", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"nope\"\npin = \"file:user.pin\"\n", mod),
+		{"missing key", keyBody(tokMain, "key_label", "nope"), "",
 			"keys.k.key_label", []string{`no private key with label "nope" on token "main"`}},
-		{"missing key id", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_id = \"ee\"\npin = \"env:PROVENANCED_TEST_PIN\"\n", mod),
+		{"missing key id", keyBody(tokMain, "key_label", nil, "key_id", "ee", "pin", "env:PROVENANCED_TEST_PIN"), "",
 			"keys.k.key_id", []string{`no private key with id ee on token "main"`}},
-		{"RSA key", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"rsa\"\npin = \"file:user.pin\"\n", mod),
+		{"RSA key", keyBody(tokMain, "key_label", "rsa"), "",
 			"keys.k.key_label", []string{`label "rsa"`, "is an RSA key", "EC P-256 only"}},
-		{"P-384 key", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_id = \"03\"\npin = \"file:user.pin\"\n", mod),
+		{"P-384 key", keyBody(tokMain, "key_label", nil, "key_id", "03"), "",
 			"keys.k.key_id", []string{"id 03", "P-384", "EC P-256 only"}},
-		{"no module", "backend = \"pkcs11\"\ntoken_label = \"main\"\nkey_label = \"signing\"\n",
+		{"no module", keyBody(tokMain, "module", nil, "pin", nil), "",
 			"keys.k.module", []string{"missing", "PKCS#11 library"}},
-		{"module not there", "backend = \"pkcs11\"\nmodule = \"/nonexistent/libsofthsm2.so\"\ntoken_label = \"main\"\nkey_label = \"signing\"\n",
+		{"module not there", keyBody(tokMain, "module", "/nonexistent/libsofthsm2.so", "pin", nil), "",
 			"keys.k.module", []string{"/nonexistent/libsofthsm2.so", "no such file", "apt-get install softhsm2"}},
-		{"PIN in the config", keyBody(tokMain, "")[:0] + fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = %q\n", mod, home.pin),
+		{"PIN in the config", keyBody(tokMain, "pin", home.pin), "",
 			"keys.k.pin", []string{`"env:NAME" or "file:PATH"`, "not accepted"}},
-		{"PIN variable unset", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"env:PROVENANCED_UNSET_PIN\"\n", mod),
+		{"PIN variable unset", keyBody(tokMain, "pin", "env:PROVENANCED_UNSET_PIN"), "",
 			"keys.k.pin", []string{"PROVENANCED_UNSET_PIN is not set"}},
-		{"PIN variable empty", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"env:PROVENANCED_EMPTY\"\n", mod),
+		{"PIN variable empty", keyBody(tokMain, "pin", "env:PROVENANCED_EMPTY"), "",
 			"keys.k.pin", []string{"is empty"}},
-		{"PIN file open to all", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\npin = \"file:open.pin\"\n", mod),
+		{"PIN file open to all", keyBody(tokMain, "pin", "file:open.pin"), "",
 			"keys.k.pin", []string{"open to all users", "chmod o-rwx"}},
-		{"no PIN for a token that needs one", fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"signing\"\n", mod),
+		{"no PIN for a token that needs one", keyBody(tokMain, "pin", nil), "",
 			"keys.k.pin", []string{"requires a login"}},
-		{"max_sessions 1", keyBody(tokMain, "max_sessions = 1\n"),
+		{"max_sessions 1", keyBody(tokMain, "max_sessions", 1), "",
 			"keys.k.max_sessions", []string{"at least 2"}},
-		{"unknown field", keyBody(tokMain, "slot = 1\n"),
+		// A key the backend does not know, written as text on purpose: it goes into the
+		// last table, [keys.k].
+		{"unknown field", nil, keyConfig(keyBody(tokMain)...).String() + "slot = 1\n",
 			"keys.k.slot", []string{"unknown key", "max_sessions", "token_serial"}},
-		{"uri and fields", "uri = \"pkcs11:token=main;object=signing\"\nmodule = \"/x.so\"\n",
+		{"uri and fields", []any{"uri", "pkcs11:token=main;object=signing", "module", "/x.so"}, "",
 			"keys.k.uri", []string{"either as uri or as fields", "module"}},
-		{"uri with pin-value", fmt.Sprintf("uri = \"pkcs11:token=main;object=signing?module-path=%s&pin-value=%s\"\n", mod, home.pin),
+		{"uri with pin-value", []any{"uri", fmt.Sprintf("pkcs11:token=main;object=signing?module-path=%s&pin-value=%s", mod, home.pin)}, "",
 			"keys.k.uri", []string{"pin-value", "pin-source"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			resetFaults()
-			ce := openErr(t, tc.body)
+			spec := func() *conf.Key {
+				if tc.text != "" {
+					return parseKey(t, tc.text)
+				}
+				return keySpec(t, tc.body...)
+			}
+			ce := openSpecErr(t, spec())
 			msg := ce.Error()
 			if ce.Key != tc.key {
 				t.Errorf("error about %q, want %q: %s", ce.Key, tc.key, msg)
@@ -223,7 +241,7 @@ func TestOpenErrorsSayWhich(t *testing.T) {
 				// The next start is refused before any login: a restart loop cannot lock
 				// the token.
 				resetFaults()
-				again := openErr(t, tc.body)
+				again := openSpecErr(t, spec())
 				if !strings.Contains(again.Error(), "has seen a wrong user PIN since its last good login") || faults.logins.Load() != 0 {
 					t.Errorf("after a wrong PIN (%d logins): %v", faults.logins.Load(), again)
 				}
@@ -237,8 +255,8 @@ func TestOpenErrorsSayWhich(t *testing.T) {
 // other token: two keys on one token share its login, so a second key's PIN is not
 // offered to the token at all.)
 func TestWrongPINLeavesOtherKeysAlone(t *testing.T) {
-	good := openKey(t, keyBody(tokMain, ""))
-	openErr(t, fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:wrong.pin\"\n", home.hsm.Module, tokSpare))
+	good := openKey(t, keyBody(tokMain)...)
+	openErr(t, keyBody(tokSpare, "pin", "file:wrong.pin")...)
 	goodLogin(t, tokSpare, home.pin)
 	d := digestOf("still here")
 	sig, err := good.SignContext(context.Background(), d)
@@ -255,7 +273,7 @@ func TestOpenByURI(t *testing.T) {
 		fmt.Sprintf("pkcs11:model=SoftHSM%%20v2;token=main;object=signing?pin-source=env:PROVENANCED_TEST_PIN&module-path=%s", home.hsm.Module),
 	} {
 		t.Setenv("PROVENANCED_TEST_PIN", home.pin)
-		s := openKey(t, fmt.Sprintf("uri = %q\nmax_sessions = 3\n", u))
+		s := openKey(t, "uri", u, "max_sessions", 3)
 		d := digestOf(u)
 		sig, err := s.SignContext(context.Background(), d)
 		if err != nil || !ecdsa.VerifyASN1(s.pub, d, sig) {
@@ -310,7 +328,7 @@ func mustBeUnavailable(t *testing.T, s *Signer, what string) error {
 // with them): the next signature reconnects and succeeds, without the caller noticing.
 func TestSessionsClosedBehindTheKeysBack(t *testing.T) {
 	resetFaults()
-	s := openKey(t, keyBody(tokSessions, "max_sessions = 3\n"))
+	s := openKey(t, keyBody(tokSessions, "max_sessions", 3)...)
 	mustSign(t, s, "before")
 	f := s.mod.p.(*faulty)
 	s.mod.mu.RLock()
@@ -335,7 +353,7 @@ func TestDeviceErrorsThenRecovery(t *testing.T) {
 		t.Run(pkcs11.Error(code).Error(), func(t *testing.T) {
 			resetFaults()
 			t.Cleanup(resetFaults)
-			s := openKey(t, keyBody(tokMain, ""))
+			s := openKey(t, keyBody(tokMain)...)
 			mustSign(t, s, "before")
 			failing("Sign", code)
 			failing("GetTokenInfo", code)
@@ -369,7 +387,7 @@ func TestDeviceErrorsThenRecovery(t *testing.T) {
 // network link drops: SoftHSM only sees it again after C_Finalize and C_Initialize.
 func TestTokenRemovedAndBack(t *testing.T) {
 	resetFaults()
-	s := openKey(t, keyBody(tokRemove, ""))
+	s := openKey(t, keyBody(tokRemove)...)
 	mustSign(t, s, "before")
 	putBack, err := home.hsm.RemoveToken(tokRemove)
 	if err != nil {
@@ -387,7 +405,7 @@ func TestTokenRemovedAndBack(t *testing.T) {
 // from a backup.
 func TestTokenReinitialisedThenRestored(t *testing.T) {
 	resetFaults()
-	s := openKey(t, keyBody(tokReinit, ""))
+	s := openKey(t, keyBody(tokReinit)...)
 	mustSign(t, s, "before")
 	restore, err := home.hsm.SnapshotToken(tokReinit)
 	if err != nil {
@@ -410,7 +428,7 @@ func TestTokenReinitialisedThenRestored(t *testing.T) {
 // Another key under the configured name is not the key: it stays unavailable and says so.
 func TestKeySwappedUnderTheSameName(t *testing.T) {
 	resetFaults()
-	s := openKey(t, keyBody(tokSwap, ""))
+	s := openKey(t, keyBody(tokSwap)...)
 	mustSign(t, s, "before")
 	if err := home.hsm.InitToken(tokSwap, home.soPIN, home.pin); err != nil {
 		t.Fatal(err)
@@ -434,7 +452,7 @@ func TestRejectedPINIsNotRetried(t *testing.T) {
 	if err := os.WriteFile(pinFile, []byte(home.pin), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s := openKey(t, fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = %q\nkey_label = \"signing\"\npin = \"file:%s\"\n", home.hsm.Module, tokNewPIN, pinFile))
+	s := openKey(t, keyBody(tokNewPIN, "pin", "file:"+pinFile)...)
 	mustSign(t, s, "before")
 	if err := home.hsm.InitToken(tokNewPIN, home.soPIN, "a-new-pin"); err != nil {
 		t.Fatal(err)
@@ -496,7 +514,7 @@ func TestPINFlagsStopTheLogin(t *testing.T) {
 	} {
 		resetFaults()
 		withTokenFlags(tc.flag)
-		ce := openErr(t, keyBody(tokMain, ""))
+		ce := openErr(t, keyBody(tokMain)...)
 		if ce.Key != "keys.k.pin" || !strings.Contains(ce.Error(), tc.says) {
 			t.Errorf("flag %#x: %v", tc.flag, ce)
 		}
@@ -511,7 +529,7 @@ func TestPINFlagsStopTheLogin(t *testing.T) {
 // C_SignInit; SoftHSM enforces it.
 func TestAlwaysAuthenticateKey(t *testing.T) {
 	resetFaults()
-	s := openKey(t, fmt.Sprintf("backend = \"pkcs11\"\nmodule = %q\ntoken_label = \"main\"\nkey_label = \"always\"\npin = \"file:user.pin\"\nmax_sessions = 3\n", home.hsm.Module))
+	s := openKey(t, keyBody(tokMain, "key_label", "always", "max_sessions", 3)...)
 	c := s.cur.Load()
 	if !c.alwaysAuth {
 		t.Fatal("the key's CKA_ALWAYS_AUTHENTICATE was not noticed")
@@ -551,7 +569,7 @@ func TestAlwaysAuthenticateKey(t *testing.T) {
 func TestHungModuleIsBoundedByTheDeadline(t *testing.T) {
 	resetFaults()
 	t.Cleanup(resetFaults)
-	s := openKey(t, keyBody(tokMain, "max_sessions = 3\n"))
+	s := openKey(t, keyBody(tokMain, "max_sessions", 3)...)
 	mustSign(t, s, "before")
 	release := make(chan struct{})
 	faults.Lock()
@@ -602,11 +620,11 @@ func TestHungModuleIsBoundedByTheDeadline(t *testing.T) {
 func TestSessionCountWaitsForASession(t *testing.T) {
 	resetFaults()
 	t.Cleanup(resetFaults)
-	s := openKey(t, keyBody(tokMain, "max_sessions = 4\n"))
+	s := openKey(t, keyBody(tokMain, "max_sessions", 4)...)
 	var waits atomic.Int64
 	s.ObserveSessionWait(func(time.Duration) { waits.Add(1) })
 	mustSign(t, s, "one session open")
-	s2 := openKey(t, keyBody(tokMain, "max_sessions = 4\n")) // no signing session yet
+	s2 := openKey(t, keyBody(tokMain, "max_sessions", 4)...) // no signing session yet
 	failing("OpenSession", pkcs11.CKR_SESSION_COUNT)
 	logins := faults.logins.Load()
 	var wg sync.WaitGroup
@@ -654,7 +672,7 @@ func TestSessionCountWaitsForASession(t *testing.T) {
 func TestReadinessCheckReachesTheToken(t *testing.T) {
 	resetFaults()
 	t.Cleanup(resetFaults)
-	s := openKey(t, keyBody(tokMain, "ready_check_interval = \"200ms\"\n"))
+	s := openKey(t, keyBody(tokMain, "ready_check_interval", "200ms")...)
 	mustSign(t, s, "before")
 	failing("Sign", pkcs11.CKR_DEVICE_ERROR)
 	failing("SignInit", pkcs11.CKR_DEVICE_ERROR)
@@ -665,8 +683,8 @@ func TestReadinessCheckReachesTheToken(t *testing.T) {
 }
 
 func TestReadyCheckIntervalIsChecked(t *testing.T) {
-	for _, v := range []string{`"1ms"`, `"2h"`, `"soon"`} {
-		ce := openErr(t, keyBody(tokMain, "ready_check_interval = "+v+"\n"))
+	for _, v := range []string{"1ms", "2h", "soon"} {
+		ce := openErr(t, keyBody(tokMain, "ready_check_interval", v)...)
 		if ce.Key != "keys.k.ready_check_interval" {
 			t.Errorf("%s: %v", v, ce)
 		}
@@ -686,8 +704,8 @@ func TestRefusedPINIsRememberedAcrossRestarts(t *testing.T) {
 	})
 	state := t.TempDir()
 	k := kinds()[1]
-	body := strings.Replace(k.body(tokTPMPIN, fmt.Sprintf("state_dir = %q\n", state)), "user.pin", "wrong.pin", 1)
-	ce := openErr(t, body)
+	body := k.body(tokTPMPIN, "state_dir", state, "pin", "file:wrong.pin")
+	ce := openErr(t, body...)
 	if ce.Key != "keys.k.pin" || !strings.Contains(ce.Error(), "rejected the PIN") || !strings.Contains(ce.Error(), state) {
 		t.Fatalf("first open: %v", ce)
 	}
@@ -703,7 +721,7 @@ func TestRefusedPINIsRememberedAcrossRestarts(t *testing.T) {
 		t.Fatal("the state file holds the PIN itself")
 	}
 	for range 3 {
-		ce = openErr(t, body)
+		ce = openErr(t, body...)
 		if !strings.Contains(ce.Error(), "before") || !strings.Contains(ce.Error(), "does not offer a rejected PIN again") {
 			t.Fatalf("open again: %v", ce)
 		}
@@ -712,7 +730,7 @@ func TestRefusedPINIsRememberedAcrossRestarts(t *testing.T) {
 		t.Errorf("%d logins after three restarts, want still one", n)
 	}
 	// The right PIN logs in and clears the record.
-	openKey(t, k.body(tokTPMPIN, fmt.Sprintf("state_dir = %q\n", state)))
+	openKey(t, k.body(tokTPMPIN, "state_dir", state)...)
 	if files, _ := filepath.Glob(filepath.Join(state, "pkcs11-refused-pin-*.json")); len(files) != 0 {
 		t.Errorf("the record stays after a good login: %v", files)
 	}
@@ -729,13 +747,13 @@ func TestTokenWithoutP256IsNamed(t *testing.T) {
 	resetFaults()
 	t.Cleanup(resetFaults)
 	failing("SignInit", pkcs11.CKR_MECHANISM_INVALID)
-	ce := openErr(t, keyBody(tokMain, ""))
+	ce := openErr(t, keyBody(tokMain)...)
 	if ce.Key != "keys.k.key_label" || !strings.Contains(ce.Error(), "cannot make or use P-256") {
 		t.Errorf("Open: %v", ce)
 	}
 	resetFaults()
 	failing("GenerateKeyPair", pkcs11.CKR_MECHANISM_INVALID)
-	_, err := backends.Generate(context.Background(), keySpec(t, genBody("no-ec", "")))
+	_, err := backends.Generate(context.Background(), keySpec(t, genBody("no-ec", "")...))
 	if err == nil || !strings.Contains(err.Error(), "cannot make P-256 keys") {
 		t.Errorf("Generate: %v", err)
 	}

@@ -32,6 +32,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -46,14 +47,17 @@ type accessDaemon struct {
 	dir, audit string
 }
 
-func startAccessDaemon(t testing.TB, policy string, auditFile string) *accessDaemon {
+// startAccessDaemon starts it with the [clients.*] tables of policy (nil for none) and the
+// audit file auditFile: "" for audit.jsonl in its folder, "fsync" for that with fsync,
+// "none" for no audit log.
+func startAccessDaemon(t testing.TB, policy *testenv.Config, auditFile string) *accessDaemon {
 	t.Helper()
 	dir := t.TempDir()
 	// nobody must reach the socket and run the binary.
 	os.Chmod(dir, 0o755)
 	os.Chmod(filepath.Dir(dir), 0o755) // the test's own temporary folder
 	os.Chmod(filepath.Dir(daemonBin), 0o755)
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -68,45 +72,29 @@ func startAccessDaemon(t testing.TB, policy string, auditFile string) *accessDae
 	if auditFile == "" || fsync || sealed {
 		auditFile = filepath.Join(dir, "audit.jsonl")
 	}
-	auditTable := fmt.Sprintf("[audit]\nfile = %q\nfsync = %v\n", auditFile, fsync)
+	cfg := testenv.DevConfig(addr, files.RootCA).Table("server", "socket_mode", "0666").
+		PEMKey("signing", files.PrivateKey, files.Bundle).
+		PEMKey("other", "other-key.pem", "")
+	if auditFile != "none" {
+		cfg.Table("audit", "file", auditFile, "fsync", fsync)
+	}
 	if sealed { // a checkpoint every 100 ms, far more often than the default 10 s
-		auditTable += "seal_key = \"other\"\nseal_interval = \"100ms\"\n"
+		cfg.Table("audit", "seal_key", "other", "seal_interval", "100ms")
 	}
-	if auditFile == "none" {
-		auditTable = ""
-	}
-	cfg := testenv.ConfigHead("# access tests", addr, files.RootCA) +
-		fmt.Sprintf("backend = \"pem\"\nprivate_key = %q\ncertificates = %q\n\n[keys.other]\nbackend = \"pem\"\nprivate_key = \"other-key.pem\"\n\n%s\n%s",
-			files.PrivateKey, files.Bundle, auditTable, policy)
-	cfg = strings.Replace(cfg, `socket_mode = "0600"`, `socket_mode = "0666"`, 1)
-	cfgPath := filepath.Join(dir, "provenanced.toml")
-	os.WriteFile(cfgPath, []byte(cfg), 0o644)
+	cfgPath := cfg.Append(policy).Write(t, dir)
 	sock := filepath.Join(dir, "provenanced.sock")
 	p := testenv.StartDaemon(t, daemonBin, sock, addr, nil, "serve", "-config", cfgPath)
 	return &accessDaemon{Process: p, dir: dir, audit: auditFile}
 }
 
-const matrixPolicy = `
-[clients.app]
-uids = [65534]
-keys = ["signing"]
-allow = ["sign"]
-
-[clients.ops]
-token_file = "ops.token"
-keys = ["*"]
-allow = ["sign", "csr"]
-
-[clients.rec]
-token_sha256 = "%s"
-keys = ["signing"]
-allow = ["records"]
-
-[clients.root]
-gids = [0]
-keys = ["other"]
-allow = ["csr"]
-`
+// matrixPolicy is TestAccessMatrix's clients; rec's token has the SHA-256 recSum.
+func matrixPolicy(recSum string) *testenv.Config {
+	return testenv.NewConfig().
+		Table("clients.app", "uids", []int{nobodyID}, "keys", []string{"signing"}, "allow", []string{"sign"}).
+		Table("clients.ops", "token_file", "ops.token", "keys", []string{"*"}, "allow", []string{"sign", "csr"}).
+		Table("clients.rec", "token_sha256", recSum, "keys", []string{"signing"}, "allow", []string{"records"}).
+		Table("clients.root", "gids", []int{0}, "keys", []string{"other"}, "allow", []string{"csr"})
+}
 
 // request is one call: over the socket or TCP, as root or as nobody (uid 65534), with a
 // token or none.
@@ -212,8 +200,7 @@ func digestBody(i int) string {
 
 func TestAccessMatrix(t *testing.T) {
 	recSum := sha256.Sum256([]byte("rec-token"))
-	policy := fmt.Sprintf(matrixPolicy, hex.EncodeToString(recSum[:]))
-	d := startAccessDaemonWithToken(t, policy, "ops-token")
+	d := startAccessDaemonWithToken(t, matrixPolicy(hex.EncodeToString(recSum[:])), "ops-token")
 
 	sign := func(key string) string { return "/v1/keys/" + key + "/sign" }
 	csr := func(key string) string { return "/v1/keys/" + key + "/csr" }
@@ -309,13 +296,15 @@ func TestAccessMatrix(t *testing.T) {
 	}
 }
 
-func startAccessDaemonWithToken(t *testing.T, policy, token string) *accessDaemon {
+// startAccessDaemonWithToken starts it with policy, whose client "ops" reads token from
+// its token_file.
+func startAccessDaemonWithToken(t *testing.T, policy *testenv.Config, token string) *accessDaemon {
 	t.Helper()
 	// The token file is named by its absolute path: the config's folder does not exist yet.
 	tokDir := t.TempDir()
 	tok := filepath.Join(tokDir, "ops.token")
 	os.WriteFile(tok, []byte(token+"\n"), 0o600)
-	return startAccessDaemon(t, strings.Replace(policy, `token_file = "ops.token"`, fmt.Sprintf("token_file = %q", tok), 1), "")
+	return startAccessDaemon(t, policy.Table("clients.ops", "token_file", tok), "")
 }
 
 func auditLines(t *testing.T, path string) []map[string]any {
@@ -360,20 +349,22 @@ func grepLines(s, sub string) string {
 
 func TestAccessConfigErrorsAtStart(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
 	tok := filepath.Join(dir, "open.token")
 	os.WriteFile(tok, []byte("t"), 0o644)
 	os.Chmod(tok, 0o644)
-	head := "[server]\nsocket = \"p.sock\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\n"
-	for _, tc := range []struct{ policy, want string }{
-		{"[clients.a]\ntoken_file = \"open.token\"\nkeys = [\"*\"]\nallow = [\"sign\"]\n", "clients.a.token_file: " + tok + " has mode 0644, so other users can read the token; run: chmod 600 " + tok},
-		{"[clients.a]\nuids = [1]\nkeys = [\"nokey\"]\nallow = [\"sign\"]\n", `clients.a.keys: no key named "nokey"`},
-		{"[clients.a]\nuids = [1]\nkeys = [\"*\"]\nallow = [\"sign\", \"admin\"]\n", `clients.a.allow: unknown operation "admin"`},
+	for _, tc := range []struct {
+		client []any // [clients.a]
+		want   string
+	}{
+		{[]any{"token_file", "open.token", "keys", []string{"*"}, "allow", []string{"sign"}}, "clients.a.token_file: " + tok + " has mode 0644, so other users can read the token; run: chmod 600 " + tok},
+		{[]any{"uids", []int{1}, "keys", []string{"nokey"}, "allow", []string{"sign"}}, `clients.a.keys: no key named "nokey"`},
+		{[]any{"uids", []int{1}, "keys", []string{"*"}, "allow", []string{"sign", "admin"}}, `clients.a.allow: unknown operation "admin"`},
 	} {
-		cfg := filepath.Join(dir, "p.toml")
-		os.WriteFile(cfg, []byte(head+tc.policy), 0o644)
+		cfg := testenv.NewConfig().Table("server", "socket", "p.sock").PEMKey("signing", "signing-key.pem", "").
+			Table("clients.a", tc.client...).WriteFile(t, filepath.Join(dir, "p.toml"))
 		out, code := testenv.Run(daemonBin, nil, "serve", "-config", cfg)
 		if code != 2 || !strings.Contains(out, tc.want) {
 			t.Errorf("serve: exit %d: %s\nwant exit 2 and %q", code, out, tc.want)
@@ -391,7 +382,7 @@ func TestNoClientsWarnsAtStart(t *testing.T) {
 // 1,000 signatures at once from 50 connections: 1,000 audit lines, seq strictly
 // increasing, the chain intact; then each kind of tampering is found by the command.
 func TestAuditUnderLoadAndTampering(t *testing.T) {
-	d := startAccessDaemon(t, "", "")
+	d := startAccessDaemon(t, nil, "")
 	c := d.Client()
 	var wg sync.WaitGroup
 	errs := make(chan error, 1000)
@@ -474,7 +465,7 @@ func TestAuditUnderLoadAndTampering(t *testing.T) {
 // signature leaves, /readyz says why, and the metrics show it.
 func TestAuditFailsClosed(t *testing.T) {
 	disk := testenv.Tmpfs(t, 256<<10)
-	d := startAccessDaemon(t, "", filepath.Join(disk, "audit.jsonl"))
+	d := startAccessDaemon(t, nil, filepath.Join(disk, "audit.jsonl"))
 	testenv.FillDisk(t, disk)
 	c := d.Client()
 	resp, err := c.Post(d.URL("/v1/keys/signing/sign"), "application/json", strings.NewReader(digestBody(1)))
@@ -502,13 +493,8 @@ func TestAuditFailsClosed(t *testing.T) {
 }
 
 func TestRateLimit(t *testing.T) {
-	d := startAccessDaemonWithToken(t, `
-[clients.ops]
-token_file = "ops.token"
-keys = ["*"]
-allow = ["sign"]
-rate = 2
-`, "ops-token")
+	d := startAccessDaemonWithToken(t, testenv.NewConfig().
+		Table("clients.ops", "token_file", "ops.token", "keys", []string{"*"}, "allow", []string{"sign"}, "rate", 2), "ops-token")
 	var codes []int
 	var retry string
 	for i := range 4 {
@@ -607,8 +593,8 @@ func TestAccessByClientCertificateOverTLS(t *testing.T) {
 	certDir := t.TempDir()
 	clientCert, pool := tlsFiles(t, certDir)
 	addr := freeAddr(t)
-	startConfig(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\nhttp = %q\n[clients.app]\ntls_cn = \"app\"\nkeys = [\"signing\"]\nallow = [\"sign\"]\n",
-		filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), filepath.Join(certDir, "ca.pem"), addr), "")
+	startConfig(t, tlsServer(certDir).Table("server", "http", addr).
+		Table("clients.app", "tls_cn", "app", "keys", []string{"signing"}, "allow", []string{"sign"}), "")
 	c, err := client.New(client.Options{URL: "https://" + addr, TLSConfig: &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{clientCert}}})
 	if err != nil {
 		t.Fatal(err)

@@ -24,12 +24,15 @@ import (
 // The figures that matter are the ratio of "on" to "off" (at most 1.15) and of "sealed" to
 // "on" (at most 1.05).
 func BenchmarkAuditCPU(b *testing.B) {
-	for _, v := range []struct{ name, audit, policy string }{
-		{"audit=off", "none", ""},
-		{"audit=on", "", ""},
-		{"audit=on,sealed", "sealed", ""},
-		{"audit=on,fsync", "fsync", ""},
-		{"audit=on,clients", "", "[clients.root]\nuids = [0]\nkeys = [\"*\"]\nallow = [\"sign\"]\nrate = 1000000\n"},
+	for _, v := range []struct {
+		name, audit string
+		policy      *testenv.Config
+	}{
+		{"audit=off", "none", nil},
+		{"audit=on", "", nil},
+		{"audit=on,sealed", "sealed", nil},
+		{"audit=on,fsync", "fsync", nil},
+		{"audit=on,clients", "", testenv.NewConfig().Table("clients.root", "uids", []int{0}, "keys", []string{"*"}, "allow", []string{"sign"}, "rate", 1000000)},
 	} {
 		b.Run(v.name, func(b *testing.B) {
 			d := startAccessDaemon(b, v.policy, v.audit)

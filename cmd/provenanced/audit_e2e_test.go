@@ -17,6 +17,7 @@ import (
 
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -32,7 +33,7 @@ type sealedDaemon struct {
 func newSealedDaemon(t *testing.T) *sealedDaemon {
 	t.Helper()
 	dir := t.TempDir()
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -183,7 +184,7 @@ func TestAuditHeadMismatchStopsStart(t *testing.T) {
 // SIGPIPE ends it.
 func TestAuditStdoutReaderGone(t *testing.T) {
 	dir := t.TempDir()
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}

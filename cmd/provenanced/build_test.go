@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -47,14 +48,12 @@ func TestBuildsWithoutCgo(t *testing.T) {
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("CGO_ENABLED=0 go build: %v\n%s", err, out)
 	}
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil { // root-ca.pem for cert check
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil { // root-ca.pem for cert check
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "provenanced.toml")
-	if err := os.WriteFile(cfg, []byte(testenv.ConfigHead("# a pkcs11 key in a binary without cgo", "", "root-ca.pem")+
-		"backend = \"pkcs11\"\nmodule = \"/usr/lib/softhsm/libsofthsm2.so\"\ntoken_label = \"provenance\"\nkey_label = \"signing\"\npin = \"file:user.pin\"\n"), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := testenv.DevConfig("", "root-ca.pem").
+		Table("keys.signing", "backend", "pkcs11", "module", "/usr/lib/softhsm/libsofthsm2.so", "token_label", "provenance", "key_label", "signing", "pin", "file:user.pin").
+		Write(t, dir)
 	for _, args := range [][]string{{"keygen", "-config", cfg, "-key", "signing"}, {"serve", "-config", cfg}} {
 		ctx, cancel := context.WithTimeout(context.Background(), time.Minute) // serve must fail, not serve
 		out, err := exec.CommandContext(ctx, bin, args...).CombinedOutput()

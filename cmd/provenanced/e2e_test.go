@@ -25,12 +25,17 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
 var daemonBin string
 
 func TestMain(m *testing.M) {
+	// The daemon's KMS keys take credentials from the SDK's standard chain, as in
+	// production: here, dummy ones from the environment, with ~/.aws and instance metadata
+	// shut out (for the daemons this process runs, and those it starts).
+	testenv.SetAWSTestEnv()
 	dir, err := os.MkdirTemp("", "provenanced-e2e-")
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
@@ -280,21 +285,22 @@ func isRefusal(err error) bool {
 
 func TestStartupErrorsExitTwo(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	keyBlock := "[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
+	dev := func() *testenv.Config { return testenv.NewConfig().DevKey() }
 	for _, tc := range []struct {
 		name, config string
 		prepare      func()
 		want         []string
 	}{
-		{"unknown key", "[server]\nhttp = \"127.0.0.1:0\"\nsokcet = \"x\"\n" + keyBlock, nil, []string{"server.sokcet", "unknown key", "socket"}},
-		{"bad socket_mode", "[server]\nsocket_mode = \"0999\"\n" + keyBlock, nil, []string{"socket_mode", "octal"}},
-		{"unknown backend", "[keys.signing]\nbackend = \"vault\"\n", nil, []string{"keys.signing.backend", `unknown backend "vault"`, "pem"}},
-		{"missing key file", "[keys.signing]\nbackend = \"pem\"\nprivate_key = \"absent.pem\"\n", nil, []string{"keys.signing.private_key", "absent.pem", "no such file"}},
-		{"missing bundle", "[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"absent.pem\"\n", nil, []string{"keys.signing.certificates", "absent.pem"}},
-		{"key readable by others", keyBlock, func() { os.Chmod(filepath.Join(dir, "signing-key.pem"), 0o644) }, []string{"signing-key.pem", "chmod 600"}},
+		// Wrong on purpose, so written as text: a key the daemon does not know.
+		{"unknown key", "[server]\nhttp = \"127.0.0.1:0\"\nsokcet = \"x\"\n\n" + dev().String(), nil, []string{"server.sokcet", "unknown key", "socket"}},
+		{"bad socket_mode", dev().Table("server", "socket_mode", "0999").String(), nil, []string{"socket_mode", "octal"}},
+		{"unknown backend", testenv.NewConfig().Table("keys.signing", "backend", "vault").String(), nil, []string{"keys.signing.backend", `unknown backend "vault"`, "pem"}},
+		{"missing key file", testenv.NewConfig().PEMKey("signing", "absent.pem", "").String(), nil, []string{"keys.signing.private_key", "absent.pem", "no such file"}},
+		{"missing bundle", testenv.NewConfig().PEMKey("signing", "signing-key.pem", "absent.pem").String(), nil, []string{"keys.signing.certificates", "absent.pem"}},
+		{"key readable by others", dev().String(), func() { os.Chmod(filepath.Join(dir, "signing-key.pem"), 0o644) }, []string{"signing-key.pem", "chmod 600"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			os.Chmod(filepath.Join(dir, "signing-key.pem"), 0o600)
@@ -328,11 +334,11 @@ func TestStartupErrorsExitTwo(t *testing.T) {
 
 func TestConfigFromEnvironmentAndListenerOverrides(t *testing.T) {
 	dir := t.TempDir()
-	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfg, []byte("[server]\nsocket = \"configured.sock\"\nsocket_mode = \"0660\"\nhttp = \"127.0.0.1:1\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
+	cfg := testenv.NewConfig().Table("server", "socket", "configured.sock", "socket_mode", "0660", "http", "127.0.0.1:1").DevKey().
+		WriteFile(t, filepath.Join(dir, "p.toml"))
 	sock := filepath.Join(dir, "override.sock")
 	p := testenv.StartDaemon(t, daemonBin, sock, "", []string{"PROVENANCED_CONFIG=" + cfg, "PROVENANCED_SOCKET=" + sock, "PROVENANCED_HTTP=off"}, "serve")
 	if _, err := os.Lstat(filepath.Join(dir, "configured.sock")); !os.IsNotExist(err) {

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -15,12 +16,12 @@ import (
 // (the Directory issues the certificate: here the test PKI), cert check, serve.
 func TestKeygenCSRCertCheck(t *testing.T) {
 	dir := t.TempDir()
-	pki, files, err := testenv.NewDevFiles(dir, time.Now())
+	pki, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
-	cfg := filepath.Join(dir, "new.toml")
-	os.WriteFile(cfg, []byte("[provenance]\nroot_ca = \"root-ca.pem\"\n[keys.member]\nbackend = \"pem\"\nprivate_key = \"member-key.pem\"\n"), 0o644)
+	cfg := testenv.NewConfig().Table("provenance", "root_ca", "root-ca.pem").PEMKey("member", "member-key.pem", "").
+		WriteFile(t, filepath.Join(dir, "new.toml"))
 	out, code := runSplit(t, "keygen", "-config", cfg, "-key", "member")
 	if code != 0 || !strings.HasPrefix(out, "-----BEGIN PUBLIC KEY-----") {
 		t.Fatalf("keygen: %d %s", code, out)
@@ -41,16 +42,15 @@ func TestKeygenCSRCertCheck(t *testing.T) {
 	}
 
 	// The dev setup's own key passes cert check and reports the member.
-	devCfg := filepath.Join(dir, "dev.toml")
-	os.WriteFile(devCfg, []byte("[provenance]\nroot_ca = \"root-ca.pem\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
+	devCfg := testenv.NewConfig().Table("provenance", "root_ca", "root-ca.pem").DevKey().WriteFile(t, filepath.Join(dir, "dev.toml"))
 	report, code := runSplit(t, "cert", "check", "-config", devCfg)
-	if code != 0 || !strings.Contains(report, testenv.DevMember(time.Now()).Member) || !strings.Contains(report, "days left") || !strings.Contains(report, "OK:") {
+	if code != 0 || !strings.Contains(report, devsetup.DevMember(time.Now()).Member) || !strings.Contains(report, "days left") || !strings.Contains(report, "OK:") {
 		t.Fatalf("cert check: %d %s", code, report)
 	}
 
 	// A bundle in the wrong order: cert check says so (1) and serve refuses to start (2).
 	leafAndIssuer, _ := os.ReadFile(files.Bundle)
-	issuerPEM := testenv.CertPEM(pki.Issuer.Cert)
+	issuerPEM := devsetup.CertPEM(pki.Issuer.Cert)
 	leafPEM := strings.Replace(string(leafAndIssuer), string(issuerPEM), "", 1)
 	os.WriteFile(files.Bundle, append(issuerPEM, leafPEM...), 0o644)
 	if msg, code := testenv.Run(daemonBin, nil, "cert", "check", "-config", devCfg); code != 1 || !strings.Contains(msg, "wrong order") {

@@ -25,6 +25,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -33,23 +34,20 @@ import (
 // foreign Host names. Each runs the real binary.
 
 // startConfig runs the daemon on a config file with the development key and PKI, its
-// socket p.sock in the config's folder, and server (TOML lines of [server]) added.
+// socket p.sock in the config's folder, and the tables of more (nil for none) added.
 // httpAddr is the TCP address the config names, "" for none.
-func startConfig(t *testing.T, server, httpAddr string) (*testenv.Process, string, *ecdsa.PublicKey) {
+func startConfig(t *testing.T, more *testenv.Config, httpAddr string) (*testenv.Process, string, *ecdsa.PublicKey) {
 	t.Helper()
 	dir := t.TempDir()
-	_, files, err := testenv.NewDevFiles(dir, time.Now())
+	_, files, err := devsetup.NewDevFiles(dir, time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
+	c := testenv.NewConfig().Table("server", "socket", "p.sock").Append(more)
 	if httpAddr != "" {
-		server += fmt.Sprintf("http = %q\n", httpAddr)
+		c.Table("server", "http", httpAddr)
 	}
-	cfg := filepath.Join(dir, "p.toml")
-	text := "[server]\nsocket = \"p.sock\"\n" + server + "[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
-	if err := os.WriteFile(cfg, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	cfg := c.DevKey().WriteFile(t, filepath.Join(dir, "p.toml"))
 	p := testenv.StartDaemon(t, daemonBin, filepath.Join(dir, "p.sock"), httpAddr, nil, "serve", "-config", cfg)
 	return p, dir, bundleKey(t, files.Bundle)
 }
@@ -139,7 +137,7 @@ func dial(t *testing.T, network, addr string) net.Conn {
 // connection; a POST followed by a stray CRLF.
 func TestPipelinedRequestsEachGetTheirOwnAnswer(t *testing.T) {
 	addr := freeAddr(t)
-	p, _, pub := startConfig(t, "", addr)
+	p, _, pub := startConfig(t, nil, addr)
 	for _, network := range []string{"tcp", "unix"} {
 		target, host := addr, addr
 		if network == "unix" {
@@ -241,7 +239,7 @@ func TestOutOfFileDescriptorsTheDaemonWaits(t *testing.T) {
 // not kept for the idle timeout; a head with bare LF line ends is answered at once.
 func TestHeadDeadlines(t *testing.T) {
 	addr := freeAddr(t)
-	startConfig(t, "", addr)
+	startConfig(t, nil, addr)
 	for name, send := range map[string]string{"nothing": "", "half a head": "GET /healthz HTTP/1.1\r\nHost: 127.0.0.1\r\n"} {
 		t.Run(name, func(t *testing.T) {
 			t.Parallel()
@@ -273,7 +271,7 @@ func TestHeadDeadlines(t *testing.T) {
 // whole large answer: the deadline is set afresh for each request.
 func TestWriteDeadlines(t *testing.T) {
 	addr := freeAddr(t)
-	p, _, _ := startConfig(t, "sign_timeout = \"100ms\"\nshutdown_timeout = \"90s\"\n", addr)
+	p, _, _ := startConfig(t, testenv.NewConfig().Table("server", "sign_timeout", "100ms", "shutdown_timeout", "90s"), addr)
 
 	idle := dial(t, "tcp", addr)
 	idle.SetDeadline(time.Now().Add(2 * time.Minute))
@@ -358,7 +356,7 @@ func vmRSS(t *testing.T, pid int) int64 {
 // 300 MB.)
 func TestLargeContentLengthWithoutBodyAllocatesNothing(t *testing.T) {
 	addr := freeAddr(t)
-	p, _, _ := startConfig(t, "", addr)
+	p, _, _ := startConfig(t, nil, addr)
 	pid := p.Cmd.Process.Pid
 	before := vmRSS(t, pid)
 	head := "POST /v1/keys/signing/sign HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: application/json\r\nContent-Length: 1048576\r\n\r\n{\"digest\":"
@@ -388,7 +386,7 @@ func TestLargeContentLengthWithoutBodyAllocatesNothing(t *testing.T) {
 // be text/plain, a form or multipart). The Unix socket has no Host to check.
 func TestLoopbackListenerRefusesForeignHostsAndSimplePosts(t *testing.T) {
 	addr := freeAddr(t)
-	p, _, _ := startConfig(t, "allowed_hosts = [\"signer.internal\"]\n", addr)
+	p, _, _ := startConfig(t, testenv.NewConfig().Table("server", "allowed_hosts", []string{"signer.internal"}), addr)
 	_, port, _ := net.SplitHostPort(addr)
 	do := func(url, host, ctype string) (int, string) {
 		t.Helper()
@@ -465,7 +463,7 @@ func TestLoopbackListenerRefusesForeignHostsAndSimplePosts(t *testing.T) {
 // A config file without server.http opens no TCP socket at all; SIGHUP is caught (the
 // daemon reloads and keeps serving); SIGTERM then stops it cleanly and removes the socket.
 func TestSocketOnlyConfigAndSIGHUP(t *testing.T) {
-	p, _, pub := startConfig(t, "", "")
+	p, _, pub := startConfig(t, nil, "")
 	pid := p.Cmd.Process.Pid
 	if n := tcpSockets(t, pid); n != 0 {
 		t.Errorf("the daemon holds %d TCP sockets with a socket-only config", n)
@@ -533,6 +531,13 @@ func tcpSockets(t *testing.T, pid int) int {
 	return n
 }
 
+// tlsServer is the [server] table of a TLS listener with tlsFiles' files in dir, asking
+// for client certificates of its CA.
+func tlsServer(dir string) *testenv.Config {
+	return testenv.NewConfig().Table("server", "tls_cert", filepath.Join(dir, "server.pem"), "tls_key", filepath.Join(dir, "server-key.pem"),
+		"tls_client_ca", filepath.Join(dir, "ca.pem"))
+}
+
 // tlsFiles writes a CA, a server certificate for 127.0.0.1 and a client certificate, all
 // issued by that CA, and returns the client's and the CA's for the test's side.
 func tlsFiles(t *testing.T, dir string) (tls.Certificate, *x509.CertPool) {
@@ -578,8 +583,7 @@ func TestTLSListener(t *testing.T) {
 	certDir := t.TempDir()
 	clientCert, pool := tlsFiles(t, certDir)
 	addr := freeAddr(t)
-	_, _, pub := startConfig(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\n",
-		filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), filepath.Join(certDir, "ca.pem")), addr)
+	_, _, pub := startConfig(t, tlsServer(certDir), addr)
 	client := func(cfg *tls.Config) *http.Client {
 		return &http.Client{Timeout: 10 * time.Second, Transport: &http.Transport{TLSClientConfig: cfg}}
 	}
@@ -618,7 +622,7 @@ func TestTLSListener(t *testing.T) {
 // material of request smuggling) are refused with 400, and nothing is signed.
 func TestAmbiguousHeadsAreRefused(t *testing.T) {
 	addr := freeAddr(t)
-	p, _, _ := startConfig(t, "", addr)
+	p, _, _ := startConfig(t, nil, addr)
 	body := signBody(digestOf("smuggled"))
 	before := scrapeSignCount(t, p.Client(), p.URL("/metrics"))
 	for _, head := range []string{

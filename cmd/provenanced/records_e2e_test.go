@@ -221,14 +221,8 @@ SCHEME_URI=https://registry.core.sandbox.trust.ib1.org/scheme/perseus
 func TestRecordCommands(t *testing.T) {
 	dir := t.TempDir()
 	copyVectorPKI(t, dir)
-	cfg := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfg, []byte(`[provenance]
-root_ca = "certs/root-ca.pem"
-[keys.edp]
-backend = "pem"
-private_key = "certs/key.pem"
-certificates = "certs/bundle.pem"
-`), 0o644)
+	cfg := testenv.NewConfig().Table("provenance", "root_ca", "certs/root-ca.pem").PEMKey("edp", "certs/key.pem", "certs/bundle.pem").
+		WriteFile(t, filepath.Join(dir, "p.toml"))
 	steps := filepath.Join(dir, "steps.json")
 	os.WriteFile(steps, []byte(`[{"type":"origin","scheme":"https://registry.core.sandbox.trust.ib1.org/scheme/perseus","b":1,"a":"Zürich"},{"type":"transfer","of":"x"}]`), 0o644)
 	out, code := runSplit(t, "record", "sign", "-config", cfg, "-steps", steps)

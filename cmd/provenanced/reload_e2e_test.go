@@ -26,6 +26,7 @@ import (
 	"time"
 
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -33,21 +34,21 @@ import (
 // "other" without a certificate, and a config that serves both.
 type reloadSetup struct {
 	dir, config string
-	pki         *testenv.PKI
+	pki         *devsetup.PKI
 	key         *ecdsa.PrivateKey
-	files       testenv.Files
+	files       devsetup.Files
 }
 
 func newReloadSetup(t *testing.T) *reloadSetup {
 	t.Helper()
 	dir := t.TempDir()
 	now := time.Now()
-	pki, err := testenv.NewPKI(now)
+	pki, err := devsetup.NewPKI(now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, _ := testenv.NewKey()
-	leaf, err := pki.Issue(&key.PublicKey, testenv.DevMember(now))
+	key, _ := devsetup.NewKey()
+	leaf, err := pki.Issue(&key.PublicKey, devsetup.DevMember(now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -55,39 +56,44 @@ func newReloadSetup(t *testing.T) *reloadSetup {
 	if err != nil {
 		t.Fatal(err)
 	}
-	other, _ := testenv.NewKey()
-	otherPEM, _ := testenv.KeyPEM(other)
-	if err := testenv.WriteFileAtomic(filepath.Join(dir, "other-key.pem"), otherPEM, 0o600); err != nil {
+	other, _ := devsetup.NewKey()
+	otherPEM, _ := devsetup.KeyPEM(other)
+	if err := devsetup.WriteFileAtomic(filepath.Join(dir, "other-key.pem"), otherPEM, 0o600); err != nil {
 		t.Fatal(err)
 	}
 	return &reloadSetup{dir: dir, config: filepath.Join(dir, "provenanced.toml"), pki: pki, key: key, files: files}
 }
 
-// writeConfig writes the config: [server] lines, then the keys, "other" too when withOther.
-func (s *reloadSetup) writeConfig(t *testing.T, server string, withOther bool) {
-	t.Helper()
-	text := "[server]\nsocket = \"provenanced.sock\"\nsocket_mode = \"0600\"\n" + server +
-		"\n[provenance]\nroot_ca = \"root-ca.pem\"\nkey = \"signing\"\n" +
-		"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"
+// newConfig is the config: [server] with the keys and values of server, [provenance],
+// then the keys, "other" too when withOther.
+func (s *reloadSetup) newConfig(withOther bool, server ...any) *testenv.Config {
+	c := testenv.NewConfig().
+		Table("server", append([]any{"socket", "provenanced.sock", "socket_mode", "0600"}, server...)...).
+		Table("provenance", "root_ca", "root-ca.pem", "key", "signing").
+		DevKey()
 	if withOther {
-		text += "\n[keys.other]\nbackend = \"pem\"\nprivate_key = \"other-key.pem\"\n"
+		c.PEMKey("other", "other-key.pem", "")
 	}
-	if err := testenv.WriteFileAtomic(s.config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
+	return c
+}
+
+// writeConfig writes newConfig(withOther, server...) to the setup's config file.
+func (s *reloadSetup) writeConfig(t *testing.T, withOther bool, server ...any) {
+	t.Helper()
+	s.newConfig(withOther, server...).WriteFile(t, s.config)
 }
 
 // renew issues a new certificate for the same key and installs its bundle; it returns
 // the new serial.
 func (s *reloadSetup) renew(t *testing.T) string {
 	t.Helper()
-	m := testenv.DevMember(time.Now())
+	m := devsetup.DevMember(time.Now())
 	m.Serial = big.NewInt(time.Now().UnixNano())
 	leaf, err := s.pki.Issue(&s.key.PublicKey, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := testenv.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644); err != nil {
+	if err := devsetup.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644); err != nil {
 		t.Fatal(err)
 	}
 	return leaf.SerialNumber.String()
@@ -137,10 +143,11 @@ func metricOf(t *testing.T, c *http.Client, url, series string) float64 {
 	return 0
 }
 
-// waitFor polls cond every 20 ms for up to 10 s.
+// waitFor polls cond every 20 ms for up to 15 s (a PKCS#11 token reopened on a loaded
+// machine takes a while).
 func waitFor(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(10 * time.Second)
+	deadline := time.Now().Add(15 * time.Second)
 	for !cond() {
 		if time.Now().After(deadline) {
 			t.Fatalf("gave up waiting for %s", what)
@@ -154,7 +161,7 @@ func waitFor(t *testing.T, what string, cond func() bool) {
 // the removed key answers 404, and the reload metrics say it worked.
 func TestReloadUnderLoad(t *testing.T) {
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"\"\n", true)
+	s.writeConfig(t, true, "http", "")
 	p, c, before := s.serve(t)
 	hc := p.Client()
 	ctx := context.Background()
@@ -197,7 +204,7 @@ func TestReloadUnderLoad(t *testing.T) {
 	if serial == before.Serial {
 		t.Fatal("the renewed certificate has the old serial")
 	}
-	s.writeConfig(t, "http = \"\"\n", false)
+	s.writeConfig(t, false, "http", "")
 	atReload := signed.Load()
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
@@ -252,8 +259,8 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	server := fmt.Sprintf("http = \"\"\nmetrics_http = %q\n", metricsAddr)
-	s.writeConfig(t, server, false)
+	server := []any{"http", "", "metrics_http", metricsAddr}
+	s.writeConfig(t, false, server...)
 	p, c, before := s.serve(t)
 	hc := p.Client()
 	ctx := context.Background()
@@ -292,10 +299,10 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 	}{
 		{"not TOML", func() { os.WriteFile(s.config, []byte("[server\n"), 0o644) }},
 		{"bundle of another key", func() {
-			s.writeConfig(t, server, false)
-			other, _ := testenv.NewKey()
-			leaf, _ := s.pki.Issue(&other.PublicKey, testenv.DevMember(time.Now()))
-			testenv.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
+			s.writeConfig(t, false, server...)
+			other, _ := devsetup.NewKey()
+			leaf, _ := s.pki.Issue(&other.PublicKey, devsetup.DevMember(time.Now()))
+			devsetup.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
 		}},
 	} {
 		broken.do()
@@ -325,7 +332,7 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 
 	// Fixed, with a new serial and a listener change.
 	serial := s.renew(t)
-	s.writeConfig(t, server+"pprof = true\n", false)
+	s.writeConfig(t, false, append(server, "pprof", true)...)
 	if err := p.Signal(syscall.SIGHUP); err != nil {
 		t.Fatal(err)
 	}
@@ -343,7 +350,7 @@ func TestReloadBrokenConfigKeepsServing(t *testing.T) {
 // serve -check opens and checks everything, serves nothing, and exits 0 or 2.
 func TestServeCheck(t *testing.T) {
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"127.0.0.1:0\"\n", true)
+	s.writeConfig(t, true, "http", "127.0.0.1:0")
 	out, code := testenv.Run(daemonBin, nil, "serve", "-check", "-config", s.config)
 	if code != 0 || !strings.Contains(out, "ok") || !strings.Contains(out, "signing, other") {
 		t.Errorf("a good config: exit %d: %s", code, out)
@@ -353,13 +360,13 @@ func TestServeCheck(t *testing.T) {
 	}
 
 	// A certificate that has expired: serve would start unready; -check says no.
-	m := testenv.DevMember(time.Now())
+	m := devsetup.DevMember(time.Now())
 	m.NotBefore, m.NotAfter = time.Now().Add(-48*time.Hour), time.Now().Add(-time.Hour)
 	leaf, err := s.pki.Issue(&s.key.PublicKey, m)
 	if err != nil {
 		t.Fatal(err)
 	}
-	testenv.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
+	devsetup.WriteFileAtomic(s.files.Bundle, s.pki.Bundle(leaf), 0o644)
 	out, code = testenv.Run(daemonBin, nil, "serve", "-check", "-config", s.config)
 	if code != 2 || !strings.Contains(out, "expired") || !strings.Contains(out, s.config) {
 		t.Errorf("an expired certificate: exit %d: %s", code, out)
@@ -438,7 +445,7 @@ func TestSocketActivationAndNotify(t *testing.T) {
 		t.Fatal(err)
 	}
 	// The config names the same socket; the daemon must take systemd's, not make its own.
-	s.writeConfig(t, "http = \"\"\n", false)
+	s.writeConfig(t, false, "http", "")
 	notify := listenNotify(t)
 	cmd := exec.Command(activate, "-l", s.socket(), "-l", httpAddr, "-l", metricsAddr, "--fdname=socket:http:metrics",
 		"-E", "NOTIFY_SOCKET="+notify.path, "-E", "PATH",
@@ -579,7 +586,7 @@ func TestReloadOriginalEnvFile(t *testing.T) {
 	var first string
 	waitFor(t, "the daemon", func() bool { first = serial(); return first != "" })
 
-	_, files, err := testenv.NewDevFiles(filepath.Join(dir, "new"), time.Now())
+	_, files, err := devsetup.NewDevFiles(filepath.Join(dir, "new"), time.Now())
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -619,8 +626,7 @@ func TestReloadRenewsTLS(t *testing.T) {
 	certDir := t.TempDir()
 	oldClient, oldPool := tlsFiles(t, certDir)
 	addr := freeAddr(t)
-	p, _, _ := startConfig(t, fmt.Sprintf("tls_cert = %q\ntls_key = %q\ntls_client_ca = %q\n",
-		filepath.Join(certDir, "server.pem"), filepath.Join(certDir, "server-key.pem"), filepath.Join(certDir, "ca.pem")), addr)
+	p, _, _ := startConfig(t, tlsServer(certDir), addr)
 	handshake := func(client tls.Certificate, pool *x509.CertPool) error {
 		c, err := tls.Dial("tcp", addr, &tls.Config{RootCAs: pool, Certificates: []tls.Certificate{client}})
 		if err != nil {
@@ -655,7 +661,7 @@ func TestReloadRenewsTLS(t *testing.T) {
 // log_level applies from the reload: request lines (info) appear once it says "info".
 func TestReloadLogLevel(t *testing.T) {
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"\"\nlog_level = \"warn\"\n", false)
+	s.writeConfig(t, false, "http", "", "log_level", "warn")
 	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
 	hc := p.Client()
 	get := func() {
@@ -666,7 +672,7 @@ func TestReloadLogLevel(t *testing.T) {
 		resp.Body.Close()
 	}
 	get()
-	s.writeConfig(t, "http = \"\"\nlog_level = \"info\"\n", false)
+	s.writeConfig(t, false, "http", "", "log_level", "info")
 	p.Signal(syscall.SIGHUP)
 	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "configuration reloaded") })
 	if strings.Contains(p.Output(), `"route":"GET /v1/keys"`) {
@@ -684,7 +690,7 @@ func TestSocketActivationRefusesDatagrams(t *testing.T) {
 		t.Fatalf("systemd-socket-activate (Debian package systemd) is needed: %v", err)
 	}
 	s := newReloadSetup(t)
-	s.writeConfig(t, "http = \"\"\n", false)
+	s.writeConfig(t, false, "http", "")
 	dgram := filepath.Join(s.dir, "dgram.sock")
 	cmd := exec.Command(activate, "--datagram", "-l", dgram, daemonBin, "serve", "-config", s.config)
 	var out strings.Builder
@@ -737,12 +743,10 @@ func TestReloadClientsAndAudit(t *testing.T) {
 	if err := os.WriteFile(tokenFile, []byte("first-token\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	s.writeConfig(t, "http = \"\"\n", false)
-	cfg, _ := os.ReadFile(s.config)
-	cfg = append(cfg, "\n[clients.app]\ntoken_file = \"app.token\"\nkeys = [\"signing\"]\nallow = [\"sign\"]\n\n[audit]\nfile = \"audit.jsonl\"\n"...)
-	if err := os.WriteFile(s.config, cfg, 0o644); err != nil {
-		t.Fatal(err)
-	}
+	s.newConfig(false, "http", "").
+		Table("clients.app", "token_file", "app.token", "keys", []string{"signing"}, "allow", []string{"sign"}).
+		Table("audit", "file", "audit.jsonl").
+		WriteFile(t, s.config)
 	p := testenv.StartDaemon(t, daemonBin, s.socket(), "", nil, "serve", "-config", s.config)
 	hc := p.Client()
 	sign := func(token string) int {

@@ -1,7 +1,7 @@
 // Package devsetup builds what `provenanced serve -dev` sets up: a test PKI in the IB1
-// Trust Framework's shape, which the tests use too (through testenv), a config that serves
-// its key, and for `-dev -hsm` a SoftHSM token holding the key (softhsm.go; the tests'
-// SoftHSM and TPM fixtures are testenv's own).
+// Trust Framework's shape, which the tests use too, a config that serves its key, and for
+// `-dev -hsm` a SoftHSM token holding the key (softhsm.go; the tests' SoftHSM and TPM
+// fixtures are testenv's own).
 //
 // It is apart from testenv so that the daemon binary links this and nothing of the test
 // environment (emulators, fault proxies, their dummy credentials): a test in

@@ -3,9 +3,6 @@ package source_test
 import (
 	"context"
 	"errors"
-	"fmt"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
@@ -13,6 +10,7 @@ import (
 	"github.com/ib1/provenanced/backends"
 	_ "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/internal/source"
 	"github.com/ib1/provenanced/testenv"
 	"github.com/ib1/provenanced/testenv/fakes3"
@@ -91,15 +89,15 @@ func TestReadSourceS3NeedsRegion(t *testing.T) {
 func TestS3SourcesAtStart(t *testing.T) {
 	srv := s3Env(t)
 	now := time.Now()
-	pki, err := testenv.NewPKI(now)
+	pki, err := devsetup.NewPKI(now)
 	if err != nil {
 		t.Fatal(err)
 	}
-	key, err := testenv.NewKey()
+	key, err := devsetup.NewKey()
 	if err != nil {
 		t.Fatal(err)
 	}
-	leaf, err := pki.Issue(&key.PublicKey, testenv.DevMember(now))
+	leaf, err := pki.Issue(&key.PublicKey, devsetup.DevMember(now))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -109,22 +107,16 @@ func TestS3SourcesAtStart(t *testing.T) {
 		t.Fatal(err)
 	}
 	srv.Put(t, "provenance-certs", "signing-bundle.pem", pki.Bundle(leaf))
-	srv.Put(t, "provenance-certs", "root-ca.pem", testenv.CertPEM(pki.Root.Cert))
+	srv.Put(t, "provenance-certs", "root-ca.pem", devsetup.CertPEM(pki.Root.Cert))
 	srv.Put(t, "provenance-certs", "denied.pem", pki.Bundle(leaf))
 	srv.Deny("provenance-certs", "denied.pem")
 
 	load := func(bundle string) *conf.Config {
 		t.Helper()
-		path := filepath.Join(dir, "provenanced.toml")
-		text := fmt.Sprintf("[provenance]\nroot_ca = \"s3://provenance-certs/root-ca.pem\"\n\n[keys.signing]\nbackend = \"pem\"\nprivate_key = %q\ncertificates = %q\n", files.PrivateKey, bundle)
-		if err := os.WriteFile(path, []byte(text), 0o644); err != nil {
-			t.Fatal(err)
-		}
-		cfg, err := conf.Load(path)
-		if err != nil {
-			t.Fatal(err)
-		}
-		return cfg
+		return testenv.NewConfig().
+			Table("provenance", "root_ca", "s3://provenance-certs/root-ca.pem").
+			PEMKey("signing", files.PrivateKey, bundle).
+			Load(t, dir)
 	}
 
 	cfg := load("s3://provenance-certs/signing-bundle.pem")
@@ -132,7 +124,7 @@ func TestS3SourcesAtStart(t *testing.T) {
 		t.Fatalf("s3:// sources were rewritten: %q, %q", cfg.Provenance.RootCA, cfg.Keys[0].Certificates)
 	}
 	root, err := source.Read(readCtx(t), cfg.Provenance.RootCA)
-	if err != nil || string(root) != string(testenv.CertPEM(pki.Root.Cert)) {
+	if err != nil || string(root) != string(devsetup.CertPEM(pki.Root.Cert)) {
 		t.Fatalf("root_ca: %v", err)
 	}
 	k, err := backends.Open(readCtx(t), cfg.Keys[0], backends.Options{ReadSource: source.Read})

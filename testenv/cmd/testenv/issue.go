@@ -10,7 +10,7 @@ import (
 	"path/filepath"
 	"time"
 
-	"github.com/ib1/provenanced/testenv"
+	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // issueCmd writes DIR/root-ca.pem and DIR/signing-bundle.pem: a new test PKI's root and a
@@ -43,14 +43,14 @@ func issueCmd(args []string) error {
 		return fmt.Errorf("%s: the CSR's signature does not verify with its key: %w", *csrPath, err)
 	}
 	now := time.Now()
-	m := testenv.DevMember(now)
+	m := devsetup.DevMember(now)
 	if len(csr.URIs) > 0 {
 		m.Application = csr.URIs[0].String()
 	}
 	if len(csr.Subject.Organization) > 0 {
 		m.Organization = csr.Subject.Organization[0]
 	}
-	pki, err := testenv.NewPKI(now)
+	pki, err := devsetup.NewPKI(now)
 	if err != nil {
 		return err
 	}
@@ -60,7 +60,7 @@ func issueCmd(args []string) error {
 	}
 	root := filepath.Join(*dir, "root-ca.pem")
 	bundle := filepath.Join(*dir, "signing-bundle.pem")
-	if err := os.WriteFile(root, testenv.CertPEM(pki.Root.Cert), 0o644); err != nil {
+	if err := os.WriteFile(root, devsetup.CertPEM(pki.Root.Cert), 0o644); err != nil {
 		return err
 	}
 	if err := os.WriteFile(bundle, pki.Bundle(leaf), 0o644); err != nil {

@@ -20,6 +20,7 @@ import (
 	"os"
 	"path/filepath"
 
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 )
 
@@ -62,7 +63,7 @@ func run(dir, bin, http string) error {
 	if err != nil {
 		return err
 	}
-	module, err := testenv.FindSoftHSM()
+	module, err := devsetup.FindSoftHSM()
 	if err != nil {
 		return err
 	}

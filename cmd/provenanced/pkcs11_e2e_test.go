@@ -1,6 +1,6 @@
 //go:build cgo
 
-package pkcs11_test
+package main
 
 import (
 	"bytes"
@@ -15,6 +15,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"net/http"
 	"os"
 	"os/exec"
@@ -26,17 +27,19 @@ import (
 	"testing"
 	"time"
 
-	"github.com/ib1/provenanced/backends/pkcs11"
 	"github.com/ib1/provenanced/client"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/provenance"
 	"github.com/ib1/provenanced/testenv"
 )
 
-// The tests in this file run the real daemon, as a subprocess with a SoftHSM token of its
-// own, and talk to it over its Unix socket as a client would.
+// The daemon with keys in PKCS#11 tokens: the real binary, as a subprocess with a token of
+// its own (SoftHSM, a TPM through tpm2-pkcs11 on swtpm and tpm2-abrmd, or SoftHSM through
+// p11-kit-proxy: testenv.NewHSM), talked to over its Unix socket as a client would. The
+// tests of the backend's own code, in process, are backends/pkcs11's.
 
-// daemonProc is the daemon run as a subprocess, with a client of its socket.
-type daemonProc struct {
+// tokenDaemon is the daemon run as a subprocess on a token, with a client of its socket.
+type tokenDaemon struct {
 	*testenv.Process
 	c  *client.Client
 	hc *http.Client
@@ -46,14 +49,11 @@ func daemonEnv(h *testenv.HSM, env ...string) []string {
 	return append(append(h.Env(), "PROVENANCED_HTTP=off"), env...)
 }
 
-// startDaemon runs the daemon on config and waits until it answers /healthz.
-func startDaemon(t *testing.T, h *testenv.HSM, config string, env ...string) *daemonProc {
+// startOnToken runs the daemon on config, in the environment h's token needs, and waits
+// until it answers /healthz.
+func startOnToken(t *testing.T, h *testenv.HSM, config string, env ...string) *tokenDaemon {
 	t.Helper()
-	bin, err := pkcs11.DaemonBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := testenv.StartDaemon(t, bin, h.Socket, "", daemonEnv(h, env...), "serve", "-config", config)
+	p := testenv.StartDaemon(t, daemonBin, h.Socket, "", daemonEnv(h, env...), "serve", "-config", config)
 	t.Cleanup(func() {
 		if t.Failed() {
 			t.Logf("daemon log:\n%s", p.Output())
@@ -63,11 +63,11 @@ func startDaemon(t *testing.T, h *testenv.HSM, config string, env ...string) *da
 	if err != nil {
 		t.Fatal(err)
 	}
-	return &daemonProc{Process: p, c: c, hc: p.Client()}
+	return &tokenDaemon{Process: p, c: c, hc: p.Client()}
 }
 
 // get returns the status and body of a GET.
-func (d *daemonProc) get(t *testing.T, path string) (int, string) {
+func (d *tokenDaemon) get(t *testing.T, path string) (int, string) {
 	t.Helper()
 	resp, err := d.hc.Get(d.URL(path))
 	if err != nil {
@@ -80,7 +80,7 @@ func (d *daemonProc) get(t *testing.T, path string) (int, string) {
 
 var backendUp = regexp.MustCompile(`(?m)^provenanced_backend_up\{backend="pkcs11",key="signing"\} (\d)$`)
 
-func (d *daemonProc) backendUp(t *testing.T) string {
+func (d *tokenDaemon) backendUp(t *testing.T) string {
 	t.Helper()
 	_, body := d.get(t, "/metrics")
 	m := backendUp.FindStringSubmatch(body)
@@ -94,13 +94,9 @@ func (d *daemonProc) backendUp(t *testing.T) string {
 // exit status and output.
 func runFailing(t *testing.T, h *testenv.HSM, config string, env ...string) (int, string) {
 	t.Helper()
-	bin, err := pkcs11.DaemonBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	ctx, cancel := context.WithTimeout(context.Background(), 20*time.Second)
 	defer cancel()
-	cmd := exec.CommandContext(ctx, bin, "serve", "-config", config)
+	cmd := exec.CommandContext(ctx, daemonBin, "serve", "-config", config)
 	cmd.Env = append(os.Environ(), daemonEnv(h, env...)...)
 	out, err := cmd.CombinedOutput()
 	var ee *exec.ExitError
@@ -119,33 +115,17 @@ func pubPEM(t *testing.T, pub crypto.PublicKey) []byte {
 	return pem.EncodeToMemory(&pem.Block{Type: "PUBLIC KEY", Bytes: der})
 }
 
-// opensslVerify checks a DER signature of message with openssl dgst.
-func opensslVerify(t *testing.T, dir, pubFile string, message, sig []byte) {
-	t.Helper()
-	msg, sigFile := filepath.Join(dir, "message"), filepath.Join(dir, "signature.der")
-	if err := os.WriteFile(msg, message, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(sigFile, sig, 0o600); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("openssl", "dgst", "-sha256", "-verify", pubFile, "-signature", sigFile, msg).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "Verified OK") {
-		t.Fatalf("openssl dgst -verify: %v: %s (signature %x)", err, out, sig)
-	}
-}
-
 // The daemon on each kind of token: SoftHSM, a TPM through tpm2-pkcs11, and SoftHSM
 // through p11-kit-proxy.
-func TestDaemonSigns(t *testing.T) {
+func TestPKCS11DaemonSigns(t *testing.T) {
 	for _, kind := range testenv.Kinds {
-		t.Run(kind, func(t *testing.T) { testDaemonSigns(t, kind) })
+		t.Run(kind, func(t *testing.T) { testPKCS11DaemonSigns(t, kind) })
 	}
 }
 
-func testDaemonSigns(t *testing.T, kind string) {
+func testPKCS11DaemonSigns(t *testing.T, kind string) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind, MaxSessions: 4})
-	d := startDaemon(t, h, h.Config)
+	d := startOnToken(t, h, h.Config)
 	ctx := context.Background()
 
 	keys, err := d.c.Keys(ctx)
@@ -159,11 +139,6 @@ func testDaemonSigns(t *testing.T, kind string) {
 		t.Fatalf("the daemon's public key is not the token's:\n%s", keys[0].PublicKey)
 	}
 	// Verify against the public key the API returned, as a client would.
-	dir := t.TempDir()
-	pubFile := filepath.Join(dir, "public.pem")
-	if err := os.WriteFile(pubFile, []byte(keys[0].PublicKey), 0o600); err != nil {
-		t.Fatal(err)
-	}
 	block, _ := pem.Decode([]byte(keys[0].PublicKey))
 	apiPub, err := x509.ParsePKIXPublicKey(block.Bytes)
 	if err != nil {
@@ -181,7 +156,7 @@ func testDaemonSigns(t *testing.T, kind string) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		opensslVerify(t, dir, pubFile, m, sig)
+		opensslVerify(t, keys[0].PublicKey, m, sig)
 	}
 
 	// Many clients at once, more than max_sessions: every signature good.
@@ -240,7 +215,7 @@ func testDaemonSigns(t *testing.T, kind string) {
 
 // logSays reports whether the daemon's log says s, within 2 s: this process reads the
 // daemon's stderr through a pipe, which may lag behind its answers.
-func (d *daemonProc) logSays(s string) bool {
+func (d *tokenDaemon) logSays(s string) bool {
 	for deadline := time.Now().Add(2 * time.Second); ; time.Sleep(10 * time.Millisecond) {
 		if strings.Contains(d.Output(), s) {
 			return true
@@ -278,18 +253,18 @@ func (k remoteKey) Sign(_ io.Reader, digest []byte, _ crypto.SignerOpts) ([]byte
 // A provenance record signed with the daemon's signatures verifies with provenanced's
 // verifier and with the independent Python checker.
 // An IB1 record signed by the daemon on each kind of token.
-func TestDaemonSignsARecord(t *testing.T) {
+func TestPKCS11DaemonSignsARecord(t *testing.T) {
 	for _, kind := range testenv.Kinds {
-		t.Run(kind, func(t *testing.T) { testDaemonSignsARecord(t, kind) })
+		t.Run(kind, func(t *testing.T) { testPKCS11DaemonSignsARecord(t, kind) })
 	}
 }
 
-func testDaemonSignsARecord(t *testing.T, kind string) {
+func testPKCS11DaemonSignsARecord(t *testing.T, kind string) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind})
-	d := startDaemon(t, h, h.Config)
+	d := startOnToken(t, h, h.Config)
 	now := time.Now()
-	b := provenance.NewBuilder(testenv.SandboxTrustFramework, now, nil)
-	origin, err := b.AddStep(provenance.NewStep("origin", provenance.Member{Key: "scheme", Value: testenv.SandboxScheme}, provenance.Member{Key: "sourceType", Value: "https://registry.core.sandbox.trust.ib1.org/scheme/perseus/source-type/Meter"}))
+	b := provenance.NewBuilder(devsetup.SandboxTrustFramework, now, nil)
+	origin, err := b.AddStep(provenance.NewStep("origin", provenance.Member{Key: "scheme", Value: devsetup.SandboxScheme}, provenance.Member{Key: "sourceType", Value: "https://registry.core.sandbox.trust.ib1.org/scheme/perseus/source-type/Meter"}))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -304,7 +279,7 @@ func testDaemonSignsARecord(t *testing.T, kind string) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	v, err := provenance.NewVerifier([]*x509.Certificate{h.PKI.Root.Cert}, testenv.SandboxTrustFramework)
+	v, err := provenance.NewVerifier([]*x509.Certificate{h.PKI.Root.Cert}, devsetup.SandboxTrustFramework)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -315,7 +290,7 @@ func testDaemonSignsARecord(t *testing.T, kind string) {
 	if err := os.WriteFile(recFile, data, 0o600); err != nil {
 		t.Fatal(err)
 	}
-	out, err := exec.Command("python3", "../../provenance/testdata/ib1check.py", "verify", "--root", h.Files.RootCA, "--framework", testenv.SandboxTrustFramework, recFile).CombinedOutput()
+	out, err := exec.Command("python3", "../../provenance/testdata/ib1check.py", "verify", "--root", h.Files.RootCA, "--framework", devsetup.SandboxTrustFramework, recFile).CombinedOutput()
 	if err != nil {
 		t.Fatalf("ib1check.py verify (needs python3 and python3-cryptography: see .ci/run): %v\n%s", err, out)
 	}
@@ -326,11 +301,11 @@ func testDaemonSignsARecord(t *testing.T, kind string) {
 }
 
 // Faults at start are config errors (exit status 2) that say which thing is wrong, once.
-func TestDaemonStartupFaults(t *testing.T) {
+func TestPKCS11DaemonStartupFaults(t *testing.T) {
 	t.Run("wrong PIN", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
 		start := time.Now()
-		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"pin": `"env:HSM_PIN"`}), "HSM_PIN=wrong-pin-1234")
+		code, stderr := runFailing(t, h, writeVariant(t, h, "pin", "env:HSM_PIN"), "HSM_PIN=wrong-pin-1234")
 		expectExit(t, code, stderr, "keys.signing.pin", `token "provenance" rejected the PIN from env:HSM_PIN`, "will not try that PIN again")
 		for _, secret := range []string{"wrong-pin-1234", h.PIN} {
 			if strings.Contains(stderr, secret) {
@@ -342,7 +317,7 @@ func TestDaemonStartupFaults(t *testing.T) {
 		}
 		// Restarted, as a service manager would: no PIN is offered now, so a restart loop
 		// cannot lock the token.
-		code, stderr = runFailing(t, h, writeConfig(t, h, map[string]string{"pin": `"env:HSM_PIN"`}), "HSM_PIN=wrong-pin-1234")
+		code, stderr = runFailing(t, h, writeVariant(t, h, "pin", "env:HSM_PIN"), "HSM_PIN=wrong-pin-1234")
 		expectExit(t, code, stderr, "keys.signing.pin", "has seen a wrong user PIN since its last good login")
 		// One wrong PIN did not lock the token: the right one still works.
 		if _, err := h.Run("pkcs11-tool", "--token-label", h.Token, "--login", "--pin", h.PIN, "--list-objects"); err != nil {
@@ -351,12 +326,12 @@ func TestDaemonStartupFaults(t *testing.T) {
 	})
 	t.Run("missing token", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
-		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"token_label": `"absent"`}))
+		code, stderr := runFailing(t, h, writeVariant(t, h, "token_label", "absent"))
 		expectExit(t, code, stderr, "keys.signing.token_label", `no token with label "absent"`, `"provenance" (serial`)
 	})
 	t.Run("missing key", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
-		code, stderr := runFailing(t, h, writeConfig(t, h, map[string]string{"key_label": "", "key_id": `"42"`}))
+		code, stderr := runFailing(t, h, writeVariant(t, h, "key_label", nil, "key_id", "42"))
 		expectExit(t, code, stderr, "keys.signing.key_id", `no private key with id 42 on token "provenance"`)
 	})
 	t.Run("RSA key", func(t *testing.T) {
@@ -371,11 +346,11 @@ func TestDaemonStartupFaults(t *testing.T) {
 	})
 	t.Run("certificate of another key", func(t *testing.T) {
 		h := testenv.NewHSM(t, testenv.HSMOptions{})
-		other, err := testenv.NewKey()
+		other, err := devsetup.NewKey()
 		if err != nil {
 			t.Fatal(err)
 		}
-		leaf, err := h.PKI.Issue(&other.PublicKey, testenv.DevMember(time.Now()))
+		leaf, err := h.PKI.Issue(&other.PublicKey, devsetup.DevMember(time.Now()))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -387,13 +362,11 @@ func TestDaemonStartupFaults(t *testing.T) {
 	})
 }
 
-func writeConfig(t *testing.T, h *testenv.HSM, set map[string]string) string {
+// writeVariant writes the fixture's config with keys of [keys.signing] changed (key,
+// value pairs; a nil value removes the key) beside the fixture's own, and returns its path.
+func writeVariant(t *testing.T, h *testenv.HSM, kv ...any) string {
 	t.Helper()
-	path := filepath.Join(filepath.Dir(h.Config), "variant.toml")
-	if err := h.WriteConfig(path, set); err != nil {
-		t.Fatal(err)
-	}
-	return path
+	return h.NewConfig().Table("keys.signing", kv...).WriteFile(t, filepath.Join(filepath.Dir(h.Config), "variant.toml"))
 }
 
 func expectExit(t *testing.T, code int, stderr, key string, says ...string) {
@@ -414,7 +387,7 @@ func expectExit(t *testing.T, code int, stderr, key string, says ...string) {
 // unavailable checks that the daemon says the key cannot sign, everywhere it should: the
 // answer names the key and a request id, the log says why (the token's label and the
 // module stay out of answers).
-func (d *daemonProc) unavailable(t *testing.T, says string) {
+func (d *tokenDaemon) unavailable(t *testing.T, says string) {
 	t.Helper()
 	_, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32))
 	var apiErr *client.Error
@@ -445,7 +418,7 @@ func (d *daemonProc) unavailable(t *testing.T, says string) {
 }
 
 // recovers waits for the daemon to find the key again by itself, and checks that it signs.
-func (d *daemonProc) recovers(t *testing.T, pid int, pub crypto.PublicKey) {
+func (d *tokenDaemon) recovers(t *testing.T, pid int, pub crypto.PublicKey) {
 	t.Helper()
 	deadline := time.Now().Add(20 * time.Second)
 	for {
@@ -471,9 +444,9 @@ func (d *daemonProc) recovers(t *testing.T, pid int, pub crypto.PublicKey) {
 	}
 }
 
-func TestDaemonRecoversWhenTheTokenComesBack(t *testing.T) {
+func TestPKCS11DaemonRecoversWhenTheTokenComesBack(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{})
-	d := startDaemon(t, h, h.Config)
+	d := startOnToken(t, h, h.Config)
 	pid := d.Cmd.Process.Pid
 	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
 		t.Fatal(err)
@@ -489,9 +462,9 @@ func TestDaemonRecoversWhenTheTokenComesBack(t *testing.T) {
 	d.recovers(t, pid, h.Public)
 }
 
-func TestDaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
+func TestPKCS11DaemonRecoversWhenTheTokenIsRestored(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{})
-	d := startDaemon(t, h, h.Config)
+	d := startOnToken(t, h, h.Config)
 	pid := d.Cmd.Process.Pid
 	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
 		t.Fatal(err)
@@ -519,18 +492,14 @@ var requestID = regexp.MustCompile(`request id ([0-9a-f]+)`)
 // check's reconnection is given up at its own bound and counted as stuck; Ready says
 // so, and a new signature fails at once, rather than queueing for sign_timeout behind
 // the reconnection that holds the key.
-func TestDaemonOnAKeyWhoseReconnectHangs(t *testing.T) {
+func TestPKCS11DaemonOnAKeyWhoseReconnectHangs(t *testing.T) {
 	const signTimeout = 20 * time.Second
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
-	config := filepath.Join(filepath.Dir(h.Config), "hang.toml")
 	// A 1s readiness interval bounds each background reconnection at 1s: it is that
 	// check, not a request, that meets the hang first.
-	text := h.ConfigTOML(map[string]string{"ready_check_interval": `"1s"`})
-	text = strings.Replace(text, "[server]\n", fmt.Sprintf("[server]\nsign_timeout = \"%v\"\n", signTimeout), 1)
-	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemon(t, h, config)
+	config := h.NewConfig().Table("server", "sign_timeout", signTimeout.String()).Table("keys.signing", "ready_check_interval", "1s").
+		WriteFile(t, filepath.Join(filepath.Dir(h.Config), "hang.toml"))
+	d := startOnToken(t, h, config)
 	// A request that waited out sign_timeout fails here within a few seconds of it, not
 	// at the test binary's timeout.
 	sign := func() (time.Duration, error) {
@@ -598,7 +567,7 @@ func TestDaemonOnAKeyWhoseReconnectHangs(t *testing.T) {
 }
 
 // logLine is the daemon's log line with request_id id, or "" (so far).
-func (d *daemonProc) logLine(id string) string {
+func (d *tokenDaemon) logLine(id string) string {
 	for _, line := range strings.Split(d.Output(), "\n") {
 		if strings.Contains(line, `"request_id":"`+id+`"`) {
 			return line
@@ -610,20 +579,16 @@ func (d *daemonProc) logLine(id string) string {
 // provenanced keygen makes the key in the token, refuses to make it twice, and the daemon
 // serves it once it has a certificate.
 // keygen, a CSR signed in the token, and serving the new key, on each kind of token.
-func TestKeygenThenServe(t *testing.T) {
+func TestPKCS11KeygenThenServe(t *testing.T) {
 	for _, kind := range testenv.Kinds {
-		t.Run(kind, func(t *testing.T) { testKeygenThenServe(t, kind) })
+		t.Run(kind, func(t *testing.T) { testPKCS11KeygenThenServe(t, kind) })
 	}
 }
 
-func testKeygenThenServe(t *testing.T, kind string) {
+func testPKCS11KeygenThenServe(t *testing.T, kind string) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: kind, NoKey: true})
-	bin, err := pkcs11.DaemonBinary()
-	if err != nil {
-		t.Fatal(err)
-	}
 	env := daemonEnv(h)
-	out, code := testenv.Run(bin, env, "keygen", "-config", h.Config, "-key", "signing")
+	out, code := testenv.Run(daemonBin, env, "keygen", "-config", h.Config, "-key", "signing")
 	if code != 0 {
 		t.Fatalf("keygen: exit %d: %s", code, out)
 	}
@@ -642,7 +607,7 @@ func testKeygenThenServe(t *testing.T, kind string) {
 	// A CSR for the new key, signed in the token: openssl accepts it, and it is for the
 	// token's key.
 	csrFile := filepath.Join(filepath.Dir(h.Config), "signing.csr")
-	if out, code := testenv.Run(bin, env, "csr", "-config", h.Config, "-key", "signing",
+	if out, code := testenv.Run(daemonBin, env, "csr", "-config", h.Config, "-key", "signing",
 		"-subject", "/C=GB/O=HSM Member Ltd/CN=https://member.example/a/7", "-uri", "https://member.example/a/7", "-out", csrFile); code != 0 {
 		t.Fatalf("csr: exit %d: %s", code, out)
 	}
@@ -653,7 +618,7 @@ func testKeygenThenServe(t *testing.T, kind string) {
 	if err := testenv.CheckCSR(csrPEM, inToken); err != nil {
 		t.Fatal(err)
 	}
-	out, code = testenv.Run(bin, env, "keygen", "-config", h.Config, "-key", "signing")
+	out, code = testenv.Run(daemonBin, env, "keygen", "-config", h.Config, "-key", "signing")
 	if code != 2 || !strings.Contains(out, "never overwrites") {
 		t.Fatalf("a second keygen: exit %d: %s", code, out)
 	}
@@ -662,7 +627,7 @@ func testKeygenThenServe(t *testing.T, kind string) {
 		t.Fatalf("the key changed after the second keygen (%v)", err)
 	}
 
-	leaf, err := h.PKI.Issue(pub, testenv.DevMember(time.Now()))
+	leaf, err := h.PKI.Issue(pub, devsetup.DevMember(time.Now()))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -670,7 +635,7 @@ func testKeygenThenServe(t *testing.T, kind string) {
 	if err := os.WriteFile(bundle, h.PKI.Bundle(leaf), 0o644); err != nil {
 		t.Fatal(err)
 	}
-	d := startDaemon(t, h, writeConfig(t, h, map[string]string{"certificates": `"generated-bundle.pem"`}))
+	d := startOnToken(t, h, writeVariant(t, h, "certificates", "generated-bundle.pem"))
 	digest := sha256.Sum256([]byte("generated"))
 	sig, err := d.c.SignDigest(context.Background(), "signing", digest[:])
 	if err != nil || !ecdsa.VerifyASN1(pub.(*ecdsa.PublicKey), digest[:], sig) {
@@ -684,16 +649,12 @@ func testKeygenThenServe(t *testing.T, kind string) {
 // 503 within 15 s with no traffic at all (the periodic test signature finds it), refused
 // requests are counted rather than logged one by one, and when the TPM is started again
 // the key comes back without a restart. The log stays JSON throughout.
-func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
+func TestPKCS11DaemonOnAHungThenDeadTPM(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{Kind: testenv.KindTPM, MaxSessions: 3})
-	config := filepath.Join(filepath.Dir(h.Config), "outage.toml")
 	// ready_check_interval is left at its default (5s): that is what must find a dead TPM
 	// within 15 s.
-	text := strings.Replace(h.ConfigTOML(nil), "[server]\n", "[server]\nsign_timeout = \"1s\"\n", 1)
-	if err := os.WriteFile(config, []byte(text), 0o644); err != nil {
-		t.Fatal(err)
-	}
-	d := startDaemon(t, h, config)
+	config := h.NewConfig().Table("server", "sign_timeout", "1s").WriteFile(t, filepath.Join(filepath.Dir(h.Config), "outage.toml"))
+	d := startOnToken(t, h, config)
 	pid := d.Cmd.Process.Pid
 	if _, err := d.c.SignDigest(context.Background(), "signing", make([]byte, 32)); err != nil {
 		t.Fatal(err)
@@ -775,4 +736,92 @@ func TestDaemonOnAHungThenDeadTPM(t *testing.T) {
 		t.Fatal(err)
 	}
 	d.recovers(t, pid, h.Public)
+}
+
+// A reload with a renewed bundle keeps the key's open token (sessions, login); one that
+// changes the key's table opens the token afresh and closes the old one — which must
+// not take the token's login or the module away from the new one: it signs on after.
+func TestPKCS11ReloadKeepsTheTokenOpen(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{})
+	d := startOnToken(t, h, h.Config)
+	ctx := t.Context()
+	pub := h.Public.(*ecdsa.PublicKey)
+	sign := func(when string) {
+		t.Helper()
+		for i := range 20 {
+			digest := sha256.Sum256([]byte{byte(i)})
+			sig, err := d.c.SignDigest(ctx, "signing", digest[:])
+			if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
+				t.Fatalf("signing %s: %v", when, err)
+			}
+		}
+	}
+	sign("before any reload")
+	m := devsetup.DevMember(time.Now())
+	m.Serial = big.NewInt(time.Now().UnixNano())
+	leaf, err := h.PKI.Issue(h.Public, m)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := devsetup.WriteFileAtomic(h.Files.Bundle, h.PKI.Bundle(leaf), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	d.Signal(syscall.SIGHUP)
+	waitFor(t, "the renewed bundle", func() bool {
+		k, err := d.c.Key(ctx, "signing")
+		return err == nil && k.Serial == leaf.SerialNumber.String()
+	})
+	// The log is written in batches: wait for the reload's line.
+	waitFor(t, "the reload's log line", func() bool { return strings.Contains(d.Output(), "configuration reloaded") })
+	if !strings.Contains(d.Output(), `"kept_open":["signing"]`) {
+		t.Errorf("a renewed bundle reopened the token:\n%s", d.Output())
+	}
+	sign("after a reload that kept the token open")
+
+	h.NewConfig().Table("keys.signing", "max_sessions", 3).WriteFile(t, h.Config)
+	d.Signal(syscall.SIGHUP)
+	waitFor(t, "the reload of the changed key", func() bool { return strings.Contains(d.Output(), `"reopened":["signing"]`) })
+	sign("after the old token was closed")
+	if strings.Contains(d.Output(), "reload failed") {
+		t.Errorf("a reload failed:\n%s", d.Output())
+	}
+}
+
+// A reload that fails on one key (a new table naming a token that is not there) leaves
+// the running configuration as it was, and with it the unchanged key that the failed
+// build had taken over before it failed: that key stays open and signs. A PKCS#11 key,
+// because closing one shows (it signs no more); a PEM key signs on after Close.
+func TestPKCS11FailedReloadKeepsTheReusedKeyOpen(t *testing.T) {
+	h := testenv.NewHSM(t, testenv.HSMOptions{})
+	d := startOnToken(t, h, h.Config)
+	ctx := t.Context()
+	pub := h.Public.(*ecdsa.PublicKey)
+	sign := func(when string) {
+		t.Helper()
+		for i := range 20 {
+			digest := sha256.Sum256([]byte{byte(i)})
+			sig, err := d.c.SignDigest(ctx, "signing", digest[:])
+			if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
+				t.Fatalf("signing %s: %v", when, err)
+			}
+		}
+	}
+	sign("before the reload")
+
+	// After [keys.signing], so that the build has taken that key over when this one fails.
+	h.NewConfig().Table("keys.broken", "backend", "pkcs11", "module", h.Module, "token_label", "no-such-token", "key_label", "signing",
+		"pin", "file:"+filepath.Base(h.PINFile)).WriteFile(t, h.Config)
+	d.Signal(syscall.SIGHUP)
+	waitFor(t, "the failed reload's log line", func() bool { return strings.Contains(d.Output(), "reload failed") })
+	// The failure must be the broken key's, met while opening it: one found when reading
+	// the config would come before any key is taken over.
+	for _, line := range strings.Split(d.Output(), "\n") {
+		if strings.Contains(line, "reload failed") && !(strings.Contains(line, "keys.broken") && strings.Contains(line, "no-such-token")) {
+			t.Fatalf("the reload failed for another reason than the broken key's token:\n%s", line)
+		}
+	}
+	sign("after the failed reload")
+	if code, body := d.get(t, "/readyz"); code != http.StatusOK {
+		t.Errorf("/readyz after the failed reload: %d %s", code, body)
+	}
 }

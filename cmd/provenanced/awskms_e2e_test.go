@@ -1,16 +1,20 @@
-package awskms_test
+package main
 
 import (
 	"context"
 	"crypto/ecdsa"
 	"crypto/sha256"
 	"crypto/x509"
+	"encoding/base64"
 	"encoding/pem"
 	"errors"
 	"fmt"
+	"io"
+	"log/slog"
+	"net"
 	"net/http"
+	"net/http/httptest"
 	"os"
-	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -23,17 +27,128 @@ import (
 	"github.com/ib1/provenanced/client"
 	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/daemon"
+	"github.com/ib1/provenanced/internal/devsetup"
 	"github.com/ib1/provenanced/testenv"
 	"github.com/ib1/provenanced/testenv/fakes3"
 )
 
+// The daemon with keys in AWS KMS (the local-kms emulator), served in this process on a
+// Unix socket: daemon.New and Serve, as the serve command runs them. A fault proxy in front
+// of the emulator (testenv.KMSProxy) throttles, denies, drops and hangs where the emulator
+// cannot. `make race` runs these under the race detector (-run '^TestAWSKMS').
+
+func ctxT(t *testing.T) context.Context {
+	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
+	t.Cleanup(cancel)
+	return ctx
+}
+
+func newPKI(t testing.TB) *devsetup.PKI {
+	t.Helper()
+	pki, err := devsetup.NewPKI(time.Now())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return pki
+}
+
+// kmsConfig loads a config with one key, the KMS key keyID at endpoint with its bundle, in
+// a folder of the test's own.
+func kmsConfig(t testing.TB, bundle []byte, keyID, endpoint string) *conf.Config {
+	t.Helper()
+	dir := t.TempDir()
+	return testenv.KMSConfig(t, dir, bundle, keyID, endpoint).Load(t, dir)
+}
+
+// inProcess is the daemon served in this process on a Unix socket.
+type inProcess struct {
+	*client.Client
+	socket string
+	hc     *http.Client
+	log    *testenv.SyncBuffer // the daemon's JSON log
+}
+
+// startInProcess serves cfg until the test's cleanup, and returns once it listens.
+func startInProcess(t testing.TB, cfg *conf.Config) *inProcess {
+	t.Helper()
+	ctx, cancel := context.WithCancel(context.Background())
+	listening := make(chan struct{})
+	log := &testenv.SyncBuffer{}
+	d, err := daemon.New(ctx, cfg, daemon.Options{Logger: slog.New(slog.NewJSONHandler(log, nil)), Listening: func(string, string) { close(listening) }})
+	if err != nil {
+		cancel()
+		t.Fatalf("daemon.New: %v", err)
+	}
+	errc := make(chan error, 1)
+	go func() { errc <- d.Serve(ctx) }()
+	select {
+	case <-listening:
+	case err := <-errc:
+		cancel()
+		t.Fatalf("the daemon stopped at start: %v", err)
+	}
+	t.Cleanup(func() {
+		cancel()
+		if err := <-errc; err != nil {
+			t.Errorf("Serve: %v", err)
+		}
+	})
+	c, err := client.New(client.Options{Socket: cfg.Server.Socket})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(c.Close)
+	sock := cfg.Server.Socket
+	hc := &http.Client{Transport: &http.Transport{DialContext: func(ctx context.Context, _, _ string) (net.Conn, error) {
+		var d net.Dialer
+		return d.DialContext(ctx, "unix", sock)
+	}}}
+	return &inProcess{Client: c, socket: sock, hc: hc, log: log}
+}
+
+// get returns a route's status and body.
+func (d *inProcess) get(t testing.TB, path string) (int, string) {
+	t.Helper()
+	resp, err := d.hc.Get("http://provenanced" + path)
+	if err != nil {
+		t.Fatalf("GET %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	body, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(body)
+}
+
+// backendUp is provenanced_backend_up of key "signing", as /metrics shows it.
+func (d *inProcess) backendUp(t testing.TB) string {
+	t.Helper()
+	return d.series(t, `provenanced_backend_up{backend="awskms",key="signing"}`)
+}
+
+// signCount is the number of signatures of key "signing" timed with outcome.
+func (d *inProcess) signCount(t testing.TB, outcome string) string {
+	t.Helper()
+	return d.series(t, `provenanced_sign_duration_seconds_count{backend="awskms",key="signing",outcome="`+outcome+`"}`)
+}
+
+// series is the value of one series (its name and labels as /metrics prints them).
+func (d *inProcess) series(t testing.TB, name string) string {
+	t.Helper()
+	_, body := d.get(t, "/metrics")
+	for _, line := range strings.Split(body, "\n") {
+		if strings.HasPrefix(line, name+" ") {
+			return strings.TrimSpace(line[len(name):])
+		}
+	}
+	t.Fatalf("no %s in /metrics", name)
+	return ""
+}
+
 // Signatures made through the daemon with a KMS key verify with openssl against the
 // public key the daemon lists, which is the certificate's.
-func TestDaemonSignsWithKMS(t *testing.T) {
+func TestAWSKMSDaemonSigns(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	dir := t.TempDir()
-	d := startDaemon(t, writeConfig(t, dir, key.Bundle, kmsTOML("alias/provenance", lk.Endpoint())))
+	d := startInProcess(t, kmsConfig(t, key.Bundle, "alias/provenance", lk.Endpoint()))
 	ctx := ctxT(t)
 
 	keys, err := d.Keys(ctx)
@@ -42,10 +157,6 @@ func TestDaemonSignsWithKMS(t *testing.T) {
 	}
 	if len(keys) != 1 || keys[0].Backend != "awskms" || keys[0].Serial != key.Cert.SerialNumber.String() {
 		t.Fatalf("keys: %+v", keys)
-	}
-	pubPath := filepath.Join(dir, "pub.pem")
-	if err := os.WriteFile(pubPath, []byte(keys[0].PublicKey), 0o644); err != nil {
-		t.Fatal(err)
 	}
 	b, _ := pem.Decode([]byte(keys[0].PublicKey))
 	listed, err := x509.ParsePKIXPublicKey(b.Bytes)
@@ -65,7 +176,7 @@ func TestDaemonSignsWithKMS(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		opensslVerify(t, dir, pubPath, msg, sig)
+		opensslVerify(t, keys[0].PublicKey, msg, sig)
 	}
 
 	// A batch is signed in parallel, one KMS call per item.
@@ -85,24 +196,9 @@ func TestDaemonSignsWithKMS(t *testing.T) {
 	}
 }
 
-func opensslVerify(t *testing.T, dir, pubPath string, msg, sig []byte) {
-	t.Helper()
-	msgPath, sigPath := filepath.Join(dir, "msg"), filepath.Join(dir, "sig.der")
-	if err := os.WriteFile(msgPath, msg, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(sigPath, sig, 0o644); err != nil {
-		t.Fatal(err)
-	}
-	out, err := exec.Command("openssl", "dgst", "-sha256", "-verify", pubPath, "-signature", sigPath, msgPath).CombinedOutput()
-	if err != nil || !strings.Contains(string(out), "Verified OK") {
-		t.Fatalf("openssl dgst -verify: %v: %s", err, out)
-	}
-}
-
 // wantStatus checks a failed sign: the answer has status and names the key and a
 // request id, and nothing of the backend's detail; the log has the detail under that id.
-func (d *runningDaemon) wantStatus(t *testing.T, err error, status int, detail ...string) {
+func (d *inProcess) wantStatus(t *testing.T, err error, status int, detail ...string) {
 	t.Helper()
 	var ce *client.Error
 	if !errors.As(err, &ce) || ce.Status != status {
@@ -138,10 +234,10 @@ func (d *runningDaemon) wantStatus(t *testing.T, err error, status int, detail .
 
 // KMS goes away: signing answers 503, /readyz says why and backend_up drops to 0. KMS
 // comes back: the same daemon signs again, without a restart.
-func TestDaemonFollowsKMSOutage(t *testing.T) {
+func TestAWSKMSDaemonFollowsOutage(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	d := startDaemon(t, writeConfig(t, t.TempDir(), key.Bundle, kmsTOML("alias/provenance", lk.Endpoint())))
+	d := startInProcess(t, kmsConfig(t, key.Bundle, "alias/provenance", lk.Endpoint()))
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("outage"))
 
@@ -195,17 +291,17 @@ func TestDaemonFollowsKMSOutage(t *testing.T) {
 // /readyz answers from what the background check (and the last signatures) found: a
 // probe costs no KMS call, so a kubelet probing every second, or anyone flooding the
 // route, does not become a stream of KMS requests.
-func TestReadyzAsksKMSNothing(t *testing.T) {
-	_, _, proxy, cfg := behindProxy(t)
-	d := startDaemon(t, cfg)
-	before := proxy.count("GetPublicKey")
+func TestAWSKMSReadyzAsksNothing(t *testing.T) {
+	_, _, proxy, cfg := testenv.KMSBehindProxy(t)
+	d := startInProcess(t, cfg)
+	before := proxy.Count("GetPublicKey")
 	for range 50 {
 		if status, body := d.get(t, "/readyz"); status != http.StatusOK {
 			t.Fatalf("/readyz = %d %s", status, body)
 		}
 	}
 	// At most one background check (every 5 s) may fall within the loop.
-	if n := proxy.count("GetPublicKey") - before; n > 1 {
+	if n := proxy.Count("GetPublicKey") - before; n > 1 {
 		t.Errorf("50 probes of /readyz made %d KMS calls", n)
 	}
 }
@@ -213,16 +309,16 @@ func TestReadyzAsksKMSNothing(t *testing.T) {
 // The emulator cannot throttle on demand, so a proxy in front of it answers
 // ThrottlingException (as KMS does: HTTP 400) to the first Sign calls. The SDK backs off
 // and retries; the signature arrives.
-func TestDaemonRetriesThrottling(t *testing.T) {
-	_, key, proxy, cfg := behindProxy(t)
-	d := startDaemon(t, cfg)
+func TestAWSKMSDaemonRetriesThrottling(t *testing.T) {
+	_, key, proxy, cfg := testenv.KMSBehindProxy(t)
+	d := startInProcess(t, cfg)
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("throttled"))
 
-	throttle := fault{status: 400, code: "ThrottlingException", msg: "Rate exceeded"}
-	throttle.times = 2
-	proxy.reset()
-	proxy.inject("Sign", throttle)
+	throttle := testenv.KMSFault{Status: 400, Code: "ThrottlingException", Msg: "Rate exceeded"}
+	throttle.Times = 2
+	proxy.Reset()
+	proxy.Inject("Sign", throttle)
 	sig, err := d.SignDigest(ctx, "signing", digest[:])
 	if err != nil {
 		t.Fatalf("throttled twice: %v", err)
@@ -230,18 +326,18 @@ func TestDaemonRetriesThrottling(t *testing.T) {
 	if !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
 		t.Fatal("signature does not verify")
 	}
-	if n := proxy.count("Sign"); n != 3 {
+	if n := proxy.Count("Sign"); n != 3 {
 		t.Errorf("KMS saw %d Sign calls, want 3 (two throttled, one signed)", n)
 	}
 
 	// Throttled for good: 503 after a bounded number of attempts, with KMS's reason.
-	throttle.times = -1
-	proxy.reset()
-	proxy.inject("Sign", throttle)
+	throttle.Times = -1
+	proxy.Reset()
+	proxy.Inject("Sign", throttle)
 	start := time.Now()
 	_, err = d.SignDigest(ctx, "signing", digest[:])
 	d.wantStatus(t, err, http.StatusServiceUnavailable, "ThrottlingException: Rate exceeded", "after 3 attempts")
-	if n := proxy.count("Sign"); n != 3 {
+	if n := proxy.Count("Sign"); n != 3 {
 		t.Errorf("KMS saw %d Sign calls, want 3", n)
 	}
 	t.Logf("gave up after %v", time.Since(start).Round(time.Millisecond))
@@ -253,14 +349,14 @@ func TestDaemonRetriesThrottling(t *testing.T) {
 // A connection that closes with the request sent and no answer (KMS restarting, a load
 // balancer letting a kept-alive connection go) is sent again; a KMS that drops every
 // request gives 503 saying so, after a bounded number of attempts.
-func TestDaemonResendsOnDroppedConnection(t *testing.T) {
-	_, key, proxy, cfg := behindProxy(t)
-	d := startDaemon(t, cfg)
+func TestAWSKMSDaemonResendsOnDroppedConnection(t *testing.T) {
+	_, key, proxy, cfg := testenv.KMSBehindProxy(t)
+	d := startInProcess(t, cfg)
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("dropped"))
 
-	proxy.reset()
-	proxy.inject("Sign", fault{drop: true, times: 1})
+	proxy.Reset()
+	proxy.Inject("Sign", testenv.KMSFault{Drop: true, Times: 1})
 	sig, err := d.SignDigest(ctx, "signing", digest[:])
 	if err != nil {
 		t.Fatalf("one dropped connection: %v", err)
@@ -268,17 +364,17 @@ func TestDaemonResendsOnDroppedConnection(t *testing.T) {
 	if !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
 		t.Fatal("signature does not verify")
 	}
-	if n := proxy.count("Sign"); n != 2 {
+	if n := proxy.Count("Sign"); n != 2 {
 		t.Errorf("KMS saw %d Sign calls, want 2 (one dropped, one signed)", n)
 	}
 
-	proxy.reset()
-	proxy.inject("Sign", fault{drop: true, times: -1})
+	proxy.Reset()
+	proxy.Inject("Sign", testenv.KMSFault{Drop: true, Times: -1})
 	_, err = d.SignDigest(ctx, "signing", digest[:])
 	d.wantStatus(t, err, http.StatusServiceUnavailable, "cannot reach AWS KMS: it closed the connection without answering", "after 3 attempts")
 	// Each of the retryer's attempts may be sent twice by net/http, when it went out on a
 	// kept-alive connection.
-	if n := proxy.count("Sign"); n < 3 || n > 6 {
+	if n := proxy.Count("Sign"); n < 3 || n > 6 {
 		t.Errorf("KMS saw %d Sign calls, want 3 to 6", n)
 	}
 	if up := d.backendUp(t); up != "0" {
@@ -288,29 +384,29 @@ func TestDaemonResendsOnDroppedConnection(t *testing.T) {
 
 // Refusals that no retry can change answer 503 with KMS's reason at once: one Sign call
 // each, counted at the proxy.
-func TestDaemonDoesNotRetryRefusals(t *testing.T) {
-	lk, key, proxy, cfg := behindProxy(t)
-	d := startDaemon(t, cfg)
+func TestAWSKMSDaemonDoesNotRetryRefusals(t *testing.T) {
+	lk, key, proxy, cfg := testenv.KMSBehindProxy(t)
+	d := startInProcess(t, cfg)
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("refused"))
 
 	denied := "User: arn:aws:sts::111122223333:assumed-role/provenanced/pod is not authorized to perform: kms:Sign on resource: " + key.ARN + " because no identity-based policy allows the kms:Sign action"
-	proxy.reset()
-	proxy.inject("Sign", fault{status: 400, code: "AccessDeniedException", msg: denied, times: -1})
+	proxy.Reset()
+	proxy.Inject("Sign", testenv.KMSFault{Status: 400, Code: "AccessDeniedException", Msg: denied, Times: -1})
 	_, err := d.SignDigest(ctx, "signing", digest[:])
 	d.wantStatus(t, err, http.StatusServiceUnavailable, "AccessDeniedException: "+denied)
-	if n := proxy.count("Sign"); n != 1 {
+	if n := proxy.Count("Sign"); n != 1 {
 		t.Errorf("access denied: KMS saw %d Sign calls, want 1", n)
 	}
 
 	// A real refusal from the emulator: the key disabled behind the daemon's back.
-	proxy.reset()
+	proxy.Reset()
 	if _, err := lk.Client().DisableKey(ctx, &kms.DisableKeyInput{KeyId: &key.ARN}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = d.SignDigest(ctx, "signing", digest[:])
 	d.wantStatus(t, err, http.StatusServiceUnavailable, "DisabledException", "is disabled")
-	if n := proxy.count("Sign"); n != 1 {
+	if n := proxy.Count("Sign"); n != 1 {
 		t.Errorf("disabled key: KMS saw %d Sign calls, want 1", n)
 	}
 	status, body := d.get(t, "/readyz")
@@ -329,31 +425,31 @@ func TestDaemonDoesNotRetryRefusals(t *testing.T) {
 	}
 
 	// The key deleted (as KMS answers once it is gone), then scheduled for deletion.
-	proxy.reset()
-	proxy.inject("Sign", fault{status: 400, code: "NotFoundException", msg: "Key '" + key.ARN + "' does not exist", times: 1})
+	proxy.Reset()
+	proxy.Inject("Sign", testenv.KMSFault{Status: 400, Code: "NotFoundException", Msg: "Key '" + key.ARN + "' does not exist", Times: 1})
 	_, err = d.SignDigest(ctx, "signing", digest[:])
 	d.wantStatus(t, err, http.StatusServiceUnavailable, "NotFoundException", "does not exist")
-	if n := proxy.count("Sign"); n != 1 {
+	if n := proxy.Count("Sign"); n != 1 {
 		t.Errorf("missing key: KMS saw %d Sign calls, want 1", n)
 	}
-	proxy.reset()
+	proxy.Reset()
 	if _, err := lk.Client().ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: &key.ARN, PendingWindowInDays: aws.Int32(7)}); err != nil {
 		t.Fatal(err)
 	}
 	_, err = d.SignDigest(ctx, "signing", digest[:])
 	d.wantStatus(t, err, http.StatusServiceUnavailable, "KMSInvalidStateException", "pending deletion")
-	if n := proxy.count("Sign"); n != 1 {
+	if n := proxy.Count("Sign"); n != 1 {
 		t.Errorf("key pending deletion: KMS saw %d Sign calls, want 1", n)
 	}
 }
 
 // sign_timeout bounds a call to a KMS that accepts and never answers.
-func TestDaemonSignTimeout(t *testing.T) {
+func TestAWSKMSDaemonSignTimeout(t *testing.T) {
 	const signTimeout = 300 * time.Millisecond
-	_, _, proxy, cfg := behindProxy(t)
+	_, _, proxy, cfg := testenv.KMSBehindProxy(t)
 	cfg.Server.SignTimeout = conf.Duration(signTimeout)
-	d := startDaemon(t, cfg)
-	proxy.inject("Sign", fault{hang: true, times: -1})
+	d := startInProcess(t, cfg)
+	proxy.Inject("Sign", testenv.KMSFault{Hang: true, Times: -1})
 
 	// The proxy never answers: a daemon that did not apply sign_timeout would hold this
 	// request for as long as the client waits. The client's own deadline, well past
@@ -380,13 +476,13 @@ func TestDaemonSignTimeout(t *testing.T) {
 // KMS_KEY_ID, SIGNING_BUNDLE and ROOT_CA_CERTIFICATE in S3, AWS_DEFAULT_REGION, and a
 // SIGNING_KEY that must never be used. The daemon serves it and signs with KMS; with KMS
 // down it does not start, and says why.
-func TestDaemonOriginalKMSSetup(t *testing.T) {
+func TestAWSKMSDaemonOriginalSetup(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	pki := newPKI(t)
 	key := lk.NewSigningKey(t, pki, "alias/provenance-signing-key")
 	s3 := fakes3.Start(t)
 	s3.Put(t, "provenance-certs", "signing-issued-intermediate-bundle-kms.pem", key.Bundle)
-	s3.Put(t, "provenance-certs", "root-ca.pem", testenv.CertPEM(pki.Root.Cert))
+	s3.Put(t, "provenance-certs", "root-ca.pem", devsetup.CertPEM(pki.Root.Cert))
 	// The SDK reads the AWS_* variables from the process environment, as the original's
 	// boto3 did (the serve command exports those of a .env file).
 	t.Setenv("AWS_DEFAULT_REGION", testenv.LocalKMSRegion)
@@ -414,7 +510,7 @@ func TestDaemonOriginalKMSSetup(t *testing.T) {
 		cfg.Server.Socket = filepath.Join(t.TempDir(), "p.sock")
 		return cfg
 	}
-	d := startDaemon(t, load())
+	d := startInProcess(t, load())
 	digest := sha256.Sum256([]byte("original"))
 	sig, err := d.SignDigest(ctxT(t), "signing", digest[:])
 	if err != nil || !ecdsa.VerifyASN1(key.Public, digest[:], sig) {
@@ -428,4 +524,118 @@ func TestDaemonOriginalKMSSetup(t *testing.T) {
 		t.Fatalf("start with KMS down: %v", err)
 	}
 	t.Log(err)
+}
+
+// An endpoint that echoes the request's credentials into its error (a misconfigured
+// endpoint, a proxy, an attacker's server): neither the answer nor /readyz nor the log
+// shows them. The answers name the key and a request id; the log has the rest.
+func TestAWSKMSUpstreamEchoReachesNoAnswerAndNoLog(t *testing.T) {
+	token := "IQoJb3JpZ2luX2VjE" + strings.Repeat("Xy9+/Q", 70) + "=="
+	t.Setenv("AWS_SESSION_TOKEN", token) // so that the SDK sends X-Amz-Security-Token
+	_, _, proxy, cfg := testenv.KMSBehindProxy(t)
+	d := startInProcess(t, cfg)
+	proxy.Inject("Sign", testenv.KMSFault{Status: 400, Code: "AccessDeniedException", Msg: "not authorized.", Echo: true, Times: -1})
+	proxy.Inject("GetPublicKey", testenv.KMSFault{Status: 400, Code: "AccessDeniedException", Msg: "not authorized.", Echo: true, Times: -1})
+
+	digest := sha256.Sum256([]byte("echo"))
+	_, err := d.SignDigest(ctxT(t), "signing", digest[:])
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "AccessDeniedException", "not authorized.", "Authorization:", "X-Amz-Security-Token:")
+	status, body := d.get(t, "/readyz")
+	if status != http.StatusServiceUnavailable || !strings.Contains(body, `key \"signing\" (awskms) cannot sign now`) {
+		t.Errorf("/readyz = %d %s", status, body)
+	}
+	// /readyz answers from what the failed Sign showed (it calls no KMS operation itself);
+	// the log has that answer, the echo redacted by the same handler every line goes through.
+	log := d.log.String()
+	if !strings.Contains(log, "AccessDeniedException") || !strings.Contains(log, "X-Amz-Security-Token:") {
+		t.Errorf("the log lacks the upstream's answer:\n%s", log)
+	}
+	for _, secret := range []string{token, token[:40], testenv.DummyAccessKeyID, "AWS4-HMAC-SHA256", "Signature=", "Credential="} {
+		if strings.Contains(body, secret) {
+			t.Errorf("/readyz shows %q: %s", secret, body)
+		}
+		if strings.Contains(log, secret) {
+			t.Errorf("the log shows %q:\n%s", secret, log)
+		}
+	}
+}
+
+// The daemon's /metrics carries both series for a KMS key from the start.
+func TestAWSKMSMetricsExported(t *testing.T) {
+	_, _, _, cfg := testenv.KMSBehindProxy(t)
+	d := startInProcess(t, cfg)
+	_, body := d.get(t, "/metrics")
+	for _, s := range []string{`provenanced_kms_retries_total{key="signing"}`, `provenanced_kms_throttled_total{key="signing"}`} {
+		if !strings.Contains(body, s) {
+			t.Errorf("/metrics has no %s", s)
+		}
+	}
+}
+
+// A reload that only brings a renewed bundle keeps the key's KMS client: KMS sees no
+// second GetPublicKey for opening it (only the readiness probe of the keys about to be
+// served). A changed key table opens the key again, and KMS sees that.
+func TestAWSKMSReloadKeepsTheClient(t *testing.T) {
+	_, key, proxy, cfg := testenv.KMSBehindProxy(t)
+	path := cfg.File
+	ctx := ctxT(t)
+	d, err := daemon.New(ctx, cfg, daemon.Options{Load: func() (*conf.Config, error) { return conf.Load(path) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(d.Close)
+	srv := httpDaemon(d)
+	digest := sha256.Sum256([]byte("kms reload"))
+	if code := srv.sign(t, digest[:]); code != 200 {
+		t.Fatalf("sign: %d", code)
+	}
+
+	before := proxy.Count("GetPublicKey")
+	// The same bundle written again: a reload reads it whether or not it changed.
+	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "bundle.pem"), key.Bundle, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := proxy.Count("GetPublicKey") - before; n != 1 {
+		t.Errorf("a reload of an unchanged key made %d GetPublicKey calls, want 1 (the readiness probe)", n)
+	}
+	if code := srv.sign(t, digest[:]); code != 200 {
+		t.Fatalf("sign after the reload: %d", code)
+	}
+
+	text, _ := os.ReadFile(path)
+	changed := strings.Replace(string(text), `key_id = "alias/provenance"`, `key_id = "`+key.ARN+`"`, 1)
+	if changed == string(text) {
+		t.Fatalf("no key_id line in\n%s", text)
+	}
+	os.WriteFile(path, []byte(changed), 0o644)
+	before = proxy.Count("GetPublicKey")
+	if err := d.Reload(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if n := proxy.Count("GetPublicKey") - before; n < 2 {
+		t.Errorf("a reload of a changed key made %d GetPublicKey calls; opening it should make one more than the probe", n)
+	}
+	if code := srv.sign(t, digest[:]); code != 200 {
+		t.Fatalf("sign after reopening: %d", code)
+	}
+}
+
+// handlerDaemon serves requests straight through the daemon's handler, without a listener.
+type handlerDaemon struct{ h http.Handler }
+
+func httpDaemon(d *daemon.Daemon) handlerDaemon { return handlerDaemon{d.Handler()} }
+
+func (s handlerDaemon) sign(t *testing.T, digest []byte) int {
+	t.Helper()
+	rec := httptest.NewRecorder()
+	req := httptest.NewRequest("POST", "/v1/keys/signing/sign", strings.NewReader(`{"digest":"`+base64.StdEncoding.EncodeToString(digest)+`"}`))
+	req.Header.Set("Content-Type", "application/json")
+	s.h.ServeHTTP(rec, req)
+	if rec.Code != 200 {
+		t.Logf("sign: %d %s", rec.Code, rec.Body)
+	}
+	return rec.Code
 }
