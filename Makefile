@@ -40,7 +40,7 @@ test: deps
 ## race: the packages whose tests run the daemon's code in process, under the race detector, and
 ## cmd/provenanced's tests of the daemon with KMS keys (TestAWSKMS*), which serve it in process
 ## (its other end-to-end tests run a separately built binary, which -race would not reach)
-RACE_PKGS ?= ./api/ ./daemon/ ./conf/ ./backends/... ./provenance/ ./client/
+RACE_PKGS ?= ./api/... ./audit/ ./daemon/ ./conf/ ./backends/... ./provenance/ ./client/ ./internal/...
 RACE_E2E  ?= ^TestAWSKMS
 race:
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)

@@ -68,7 +68,7 @@ type Log struct {
 	opts   Options
 	f      *os.File // nil for standard output
 	w      io.Writer
-	size   int64 // the file's size after the last whole batch
+	size   atomic.Int64 // the file's size after the last whole batch
 	stale  error // the file left its path and could not be reopened: writes fail
 	dirty  atomic.Bool
 
@@ -127,7 +127,9 @@ func Open(path string, opts Options) (*Log, error) {
 		if err != nil {
 			return nil, err
 		}
-		l.seq, l.prev, l.size, err = resume(path, opts.HeadFile, head)
+		var size int64
+		l.seq, l.prev, size, err = resume(path, opts.HeadFile, head)
+		l.size.Store(size)
 		if err != nil {
 			f.Close()
 			return nil, err
@@ -253,7 +255,7 @@ func (l *Log) writeBatch(buf []byte) error {
 		}
 	}
 	if err == nil {
-		l.size += int64(n)
+		l.size.Add(int64(n))
 		l.dirty.Store(!l.opts.SyncEach)
 	}
 	return err

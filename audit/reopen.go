@@ -57,7 +57,8 @@ func (l *Log) swap(path string, opts Options) error {
 		l.f.Sync()
 		l.f.Close()
 	}
-	l.f, l.size, l.path, l.stale = f, size, path, nil
+	l.f, l.path, l.stale = f, path, nil
+	l.size.Store(size)
 	l.w = os.Stdout
 	if f != nil {
 		l.w = f
@@ -83,7 +84,7 @@ func (l *Log) restartBackground() {
 // cannot be opened, writes fail until it can: lines must not go to a file nobody sees.
 func (l *Log) watch() {
 	l.fileMu.RLock()
-	f, path, opts, size := l.f, l.path, l.opts, l.size
+	f, path, opts, size := l.f, l.path, l.opts, l.size.Load()
 	l.fileMu.RUnlock()
 	if f == nil {
 		return
@@ -117,7 +118,7 @@ func (l *Log) watch() {
 		}
 		l.fileMu.Lock()
 		if l.f == f {
-			l.size = fst.Size()
+			l.size.Store(fst.Size())
 		}
 		l.fileMu.Unlock()
 	}
