@@ -19,6 +19,8 @@ func Outcome(err error) string {
 		return "ok"
 	case errors.As(err, &o):
 		return o.Outcome()
+	case errors.Is(err, ErrBadSignature):
+		return "invalid" // before unavailable, which it wraps too
 	case errors.Is(err, context.DeadlineExceeded):
 		return "timeout" // before unavailable: a KMS call past its deadline wraps both
 	case errors.Is(err, ErrUnavailable):
