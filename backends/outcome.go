@@ -7,8 +7,14 @@ import (
 
 // Outcomes are the values of the metrics' outcome label, the agreed set: a dashboard can
 // tell a slow backend (timeout) from a down one (unavailable), a refused client (denied)
-// and bad input (invalid) from the daemon's own failures (error).
+// and something that did not verify (invalid) from the daemon's own failures (error).
 var Outcomes = []string{"ok", "timeout", "unavailable", "denied", "invalid", "error"}
+
+// SignOutcomes are those a signature can have: a client the policy refuses never reaches
+// a key, so "denied" is not among them, and "invalid" is a signature that failed its
+// check (ErrBadSignature) or a digest of the wrong length given to a key (which the HTTP
+// API refuses before any key sees it).
+var SignOutcomes = []string{"ok", "timeout", "unavailable", "invalid", "error"}
 
 // Outcome is the outcome label of an operation that ended with err. An error that knows
 // its outcome says so with an Outcome() string method.
