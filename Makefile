@@ -20,9 +20,13 @@ build:
 run: build
 	$(BIN) serve -dev $(DEV_DIR)
 
+# HEALTHCHECK exists in Docker's image format only: podman and buildah build OCI images
+# unless told otherwise, and an OCI image drops it. docker build has no --format.
+IMAGE_FORMAT = $(if $(filter podman buildah,$(notdir $(firstword $(CONTAINER)))),--format docker)
+
 ## image: the container image provenanced:VERSION (CONTAINER=docker for docker)
 image:
-	$(CONTAINER) build -f deploy/container/Containerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t provenanced:$(VERSION) .
+	$(CONTAINER) build $(IMAGE_FORMAT) -f deploy/container/Containerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t provenanced:$(VERSION) .
 
 ## testenv: a SoftHSM token with a P-256 key, a test PKI and a config in .testenv/, to try the PKCS#11 backend
 testenv: build
