@@ -159,3 +159,31 @@ func exitCodeOf(err error) int {
 	}
 	return 0
 }
+
+// A root CA that cannot be read is a configuration error, or a command line's, wherever it
+// is named: exit status 2 with the key or flag at fault, as serve says it.
+func TestRootCAErrorsExit2(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := testenv.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	cfg := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfg, []byte("[server]\nsocket = \"p.sock\"\n[provenance]\nroot_ca = \"no-such-root.pem\"\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n"), 0o644)
+	record := filepath.Join(dir, "record.json")
+	os.WriteFile(record, []byte(`{}`), 0o644)
+	for name, c := range map[string]struct {
+		args []string
+		want string
+	}{
+		"cert check, the config's": {[]string{"cert", "check", "-config", cfg}, "provenance.root_ca"},
+		"cert check -root":         {[]string{"cert", "check", "-config", cfg, "-root", filepath.Join(dir, "nope.pem")}, "-root"},
+		"record verify -root":      {[]string{"record", "verify", "-root", filepath.Join(dir, "nope.pem"), record}, "-root"},
+		"record verify, no PEM":    {[]string{"record", "verify", "-root", record, record}, "-root"},
+		"serve, the config's":      {[]string{"serve", "-check", "-config", cfg}, "provenance.root_ca"},
+	} {
+		out, code := testenv.Run(daemonBin, []string{"PROVENANCED_HTTP=", "PROVENANCED_SOCKET="}, c.args...)
+		if code != 2 || !strings.Contains(out, c.want) {
+			t.Errorf("%s: exit %d, want 2 naming %s: %s", name, code, c.want, out)
+		}
+	}
+}

@@ -48,14 +48,12 @@ func readInput(name string) ([]byte, error) {
 	return os.ReadFile(name)
 }
 
-func loadVerifier(ctx context.Context, rootPath, framework string, lim provenance.Limits) (*provenance.Verifier, error) {
-	data, err := source.Read(ctx, rootPath)
+// loadVerifier reads the root CA of -root (cfg nil) or of cfg's provenance.root_ca; one
+// that cannot be read or is no root is exit status 2 (certRoots).
+func loadVerifier(ctx context.Context, cfg *conf.Config, rootPath, framework string, lim provenance.Limits) (*provenance.Verifier, error) {
+	roots, err := certRoots(ctx, cfg, rootPath, cfg == nil)
 	if err != nil {
-		return nil, fmt.Errorf("root CA %s: %v", rootPath, err)
-	}
-	roots, err := provenance.ParseRootsPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("root CA %s: %v", rootPath, err)
+		return nil, err
 	}
 	return provenance.NewVerifier(roots, framework, provenance.WithLimits(lim))
 }
@@ -80,7 +78,7 @@ func recordVerify(args []string, stdout, stderr io.Writer, graph bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	v, err := loadVerifier(ctx, *root, conf.DefaultTrustFramework, provenance.Limits{})
+	v, err := loadVerifier(ctx, nil, *root, conf.DefaultTrustFramework, provenance.Limits{})
 	if err != nil {
 		return err
 	}
@@ -149,7 +147,7 @@ func recordSign(args []string, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
 	pc := cfg.Provenance
-	v, err := loadVerifier(ctx, pc.RootCA, pc.TrustFramework, provenance.Limits{MaxDepth: pc.MaxDepth, MaxSteps: pc.MaxSteps, MaxRecordBytes: int(pc.MaxRecordBytes), MaxStringBytes: int(pc.MaxStringBytes)})
+	v, err := loadVerifier(ctx, cfg, pc.RootCA, pc.TrustFramework, provenance.Limits{MaxDepth: pc.MaxDepth, MaxSteps: pc.MaxSteps, MaxRecordBytes: int(pc.MaxRecordBytes), MaxStringBytes: int(pc.MaxStringBytes)})
 	if err != nil {
 		return err
 	}
