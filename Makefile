@@ -9,7 +9,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 LDFLAGS := -X main.version=$(VERSION) -X github.com/ib1/provenanced/daemon.Revision=$(REVISION)
 CONTAINER ?= podman
 
-.PHONY: build run deps test race bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv image
+.PHONY: build run deps test race original-client bench bench-smoke bench-go lint fuzz fuzz-smoke clean testenv image
 
 ## build: the daemon binary in bin/ (the first build downloads the Go modules and compiles for minutes)
 build:
@@ -20,9 +20,13 @@ build:
 run: build
 	$(BIN) serve -dev $(DEV_DIR)
 
+# HEALTHCHECK exists in Docker's image format only: podman and buildah build OCI images
+# unless told otherwise, and an OCI image drops it. docker build has no --format.
+IMAGE_FORMAT = $(if $(filter podman buildah,$(notdir $(firstword $(CONTAINER)))),--format docker)
+
 ## image: the container image provenanced:VERSION (CONTAINER=docker for docker)
 image:
-	$(CONTAINER) build -f deploy/container/Containerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t provenanced:$(VERSION) .
+	$(CONTAINER) build $(IMAGE_FORMAT) -f deploy/container/Containerfile --build-arg VERSION=$(VERSION) --build-arg REVISION=$(REVISION) -t provenanced:$(VERSION) .
 
 ## testenv: a SoftHSM token with a P-256 key, a test PKI and a config in .testenv/, to try the PKCS#11 backend
 testenv: build
@@ -45,6 +49,12 @@ RACE_E2E  ?= ^TestAWSKMS
 race:
 	$(GO) test -race -count=1 -timeout 20m $(RACE_PKGS)
 	$(GO) test -race -count=1 -timeout 20m -run '$(RACE_E2E)' ./cmd/provenanced/
+
+## original-client: the original service's own test_client.py, unchanged, against the daemon in
+## its place (ORIGINAL_CLIENT=path/to/test_client.py from github.com/icebreakerone/provenance-service;
+## not in this repository, whose licence it does not grant); as root
+original-client:
+	PROVENANCED_ORIGINAL_CLIENT=$(abspath $(ORIGINAL_CLIENT)) $(GO) test -tags originalclient -count=1 -run '^TestOriginalTestClientUnchanged$$' ./cmd/provenanced/
 
 ## bench: the real daemon on every backend against in-process baselines; the table goes to bench/results.md
 bench:

@@ -82,9 +82,9 @@ func newKeyEntry(k *backends.Key) (*keyEntry, error) {
 	signerErr := fmt.Errorf("key %q has no certificate, so its records could not be verified; configure its certificates", k.Name())
 	if len(k.Certificates()) > 0 {
 		if signer, signerErr = provenance.NewSigningKey(k, k.Certificates()); signer != nil {
-			// Each backend makes sure its key signs correctly (a key in memory; a token
-			// key is test-signed whenever the backend reconnects; KMS signs by the ARN
-			// checked at start), so records need not each pay an ECDSA verification.
+			// The key itself verifies every signature of a backend outside the process
+			// (backends.Key.SignContext) and a key in memory signs with crypto/ecdsa: a
+			// second verification here would double that cost for nothing.
 			signer.CheckSignatures = false
 		}
 	}
@@ -267,6 +267,8 @@ func (a *API) signError(ctx context.Context, route string, e *keyEntry, err erro
 	}
 	status, level, msg := http.StatusServiceUnavailable, slog.LevelWarn, ""
 	switch {
+	case errors.Is(err, backends.ErrBadSignature):
+		level, msg = slog.LevelError, "key "+name+" returned a signature that does not verify with its public key, so none was given out"
 	case errors.Is(err, context.DeadlineExceeded):
 		msg = "key " + name + " did not sign within sign_timeout"
 	case errors.Is(err, context.Canceled):

@@ -18,17 +18,21 @@ type Metrics struct {
 func NewMetrics(reg prometheus.Registerer) *Metrics {
 	m := &Metrics{records: prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "provenanced_records_total",
-		Help: "Provenance records signed or verified, by operation (sign, verify) and outcome (ok, timeout, unavailable, denied, invalid, error).",
+		Help: "Provenance records signed or verified, by operation and outcome: sign (ok, timeout, unavailable, denied, invalid: the signature did not verify, error), verify (ok, invalid).",
 	}, []string{"operation", "outcome"})}
-	for _, op := range []string{"sign", "verify"} {
-		for _, outcome := range backends.Outcomes {
-			m.records.WithLabelValues(op, outcome)
-		}
+	for _, outcome := range backends.Outcomes {
+		m.records.WithLabelValues("sign", outcome)
+	}
+	for _, outcome := range VerifyOutcomes {
+		m.records.WithLabelValues("verify", outcome)
 	}
 	m.recordsDenied = m.records.WithLabelValues("sign", "denied")
 	reg.MustRegister(m.records)
 	return m
 }
+
+// VerifyOutcomes are those of a record verified: it verifies, or it does not.
+var VerifyOutcomes = []string{"ok", "invalid"}
 
 // verified counts a verification of a received record: ok, or invalid (the input's
 // fault).

@@ -13,10 +13,13 @@ import (
 	"crypto"
 	"crypto/ecdsa"
 	"crypto/elliptic"
+	"crypto/sha256"
 	"crypto/x509"
+	"encoding/asn1"
 	"errors"
 	"fmt"
 	"io"
+	"math/big"
 	"os"
 	"runtime"
 	"sort"
@@ -76,6 +79,12 @@ type Backend struct {
 	// describes and returns its public key. A key that exists already is an error: a
 	// signing key is never overwritten.
 	Generate func(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error)
+	// InProcess: the backend signs in the daemon's own memory with Go's crypto/ecdsa (a
+	// PEM file), so its signatures are not verified again. Every other backend's are, in
+	// Key.SignContext, before they leave: a token or a service outside the process can
+	// return a signature that does not verify (a firmware or driver fault, a key replaced
+	// behind its label, an emulator's bug), and nothing else on the way would notice.
+	InProcess bool
 }
 
 var (
@@ -139,6 +148,10 @@ var (
 	ErrUnavailable = errors.New("backend unavailable")
 	// ErrInvalidDigest: the input is not a 32-byte SHA-256 digest. HTTP 400.
 	ErrInvalidDigest = errors.New("invalid digest")
+	// ErrBadSignature: the backend returned a signature that does not verify with the
+	// key's public key, so it was not given out. It comes wrapped with ErrUnavailable
+	// (HTTP 503: the key cannot sign correctly now) and its outcome is "invalid".
+	ErrBadSignature = errors.New("the backend's signature does not verify with the key's public key")
 )
 
 // Observer is told how long each signature took and how it ended.
@@ -152,6 +165,8 @@ type Key struct {
 	chain   []*x509.Certificate
 	pub     *ecdsa.PublicKey
 	observe Observer
+	// verify: the backend is outside the process, and each signature is checked.
+	verify bool
 }
 
 // Name is the key's name in the config ([keys.NAME]).
@@ -183,7 +198,10 @@ func (k *Key) Sign(_ io.Reader, digest []byte, opts crypto.SignerOpts) ([]byte, 
 }
 
 // SignContext signs a SHA-256 digest and returns a DER ECDSA signature. It refuses any
-// other hash or length itself, since some backends would silently sign a prefix.
+// other hash or length itself, since some backends would silently sign a prefix. A
+// signature from a backend outside the process is verified against the key's public key
+// before it is returned (ErrBadSignature): this is the one path every signature takes,
+// raw or batched, for a record or a CSR. The observer is given the backend's time alone.
 func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.SignerOpts) ([]byte, error) {
 	if opts != nil && opts.HashFunc() != crypto.SHA256 {
 		return nil, fmt.Errorf("%w: key %q signs SHA-256 digests only, not %v", ErrInvalidDigest, k.name, opts.HashFunc())
@@ -191,13 +209,48 @@ func (k *Key) SignContext(ctx context.Context, digest []byte, opts crypto.Signer
 	if len(digest) != 32 {
 		return nil, fmt.Errorf("%w: a SHA-256 digest is 32 bytes, got %d", ErrInvalidDigest, len(digest))
 	}
-	if k.observe == nil {
-		return k.signer.SignContext(ctx, digest)
-	}
 	start := time.Now()
 	sig, err := k.signer.SignContext(ctx, digest)
-	k.observe(time.Since(start), err)
-	return sig, err
+	took := time.Since(start)
+	if err == nil && k.verify {
+		err = k.check(digest, sig)
+	}
+	if k.observe != nil {
+		k.observe(took, err)
+	}
+	if err != nil {
+		return nil, err
+	}
+	return sig, nil
+}
+
+// check verifies a signature the backend made of digest. The error names what was wrong
+// but not the bytes, which differ each time: the same fault repeated is the same error,
+// logged once a second rather than once a request.
+func (k *Key) check(digest, sig []byte) error {
+	if ecdsa.VerifyASN1(k.pub, digest, sig) {
+		return nil
+	}
+	what := "a signature that does not verify"
+	var rs struct{ R, S *big.Int }
+	if rest, err := asn1.Unmarshal(sig, &rs); err != nil || len(rest) > 0 {
+		what = fmt.Sprintf("%d bytes that are not an ASN.1 DER ECDSA signature", len(sig))
+	}
+	return fmt.Errorf("%w: %w: %s returned %s; it was not given out", ErrUnavailable, ErrBadSignature, k.signer.Location(), what)
+}
+
+// probeDigest is what CheckSigns has signed: a digest no record or client sends on purpose.
+var probeDigest = sha256.Sum256([]byte("provenanced: does this key sign correctly?"))
+
+// CheckSigns makes a test signature and verifies it, whatever the backend, without
+// counting it as one of the key's signatures: how a key whose signature failed its check
+// shows that it signs correctly again when no client signs meanwhile.
+func (k *Key) CheckSigns(ctx context.Context) error {
+	sig, err := k.signer.SignContext(ctx, probeDigest[:])
+	if err != nil {
+		return err
+	}
+	return k.check(probeDigest[:], sig)
 }
 
 // WithContext returns k as a crypto.Signer whose Sign uses ctx, for library code that
@@ -287,7 +340,7 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 	if !ok || pub.Curve != elliptic.P256() {
 		return nil, spec.Errorf("", "%s is not an EC P-256 key (%T); provenanced signs with ECDSA P-256 only", signer.Location(), signer.Public())
 	}
-	k := &Key{name: spec.Name, backend: spec.Backend, signer: signer, pub: pub}
+	k := &Key{name: spec.Name, backend: spec.Backend, signer: signer, pub: pub, verify: verifies(spec.Backend)}
 	if spec.Certificates != "" && !opts.WithoutCertificates {
 		read := opts.ReadSource
 		if read == nil {
@@ -313,6 +366,14 @@ func newKey(ctx context.Context, spec *conf.Key, signer Signer, opts Options) (*
 		k.observe = opts.Observe(k.name, k.backend)
 	}
 	return k, nil
+}
+
+// verifies reports whether the signatures of backend name are verified before they leave:
+// those of every backend but one registered InProcess.
+func verifies(name string) bool {
+	registryMu.RLock()
+	defer registryMu.RUnlock()
+	return !registry[name].InProcess
 }
 
 // CloseAll closes keys, returning the first error.

@@ -26,6 +26,8 @@ func TestOutcome(t *testing.T) {
 		{fmt.Errorf("%w: token removed", backends.ErrUnavailable), "unavailable"},
 		{fmt.Errorf("%w: 31 bytes", backends.ErrInvalidDigest), "invalid"},
 		{fmt.Errorf("policy: %w", deniedErr{}), "denied"},
+		// A signature that failed its check is unavailable (a 503) but counted apart.
+		{fmt.Errorf("%w: %w: token", backends.ErrUnavailable, backends.ErrBadSignature), "invalid"},
 		{errors.New("CKR_GENERAL_ERROR"), "error"},
 	}
 	for _, c := range cases {

@@ -5,7 +5,9 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"errors"
+	"fmt"
 	"log/slog"
 	"net/http"
 	"net/http/pprof"
@@ -90,10 +92,29 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	return d, nil
 }
 
-// Check opens what cfg describes, as New does, asks every key's backend whether it can
-// sign and checks that every certificate is valid now; then closes it all. It is
-// `provenanced serve -check`: nothing listens.
-func Check(ctx context.Context, cfg *conf.Config, opts Options) (keys []string, err error) {
+// CheckReport is what Check found: each key, and what is only busy now (Notes).
+type CheckReport struct {
+	Keys  []CheckedKey
+	Notes []string
+}
+
+// CheckedKey is a key that opened, made a test signature that verified with its public
+// key, and whose certificate, if it has one, is valid now.
+type CheckedKey struct {
+	Name, Backend string
+	Certificate   *x509.Certificate // nil for a key without one
+}
+
+// Check runs what serve checks before it listens, and no more: the listeners' paths and
+// addresses (CheckListeners), then everything New opens, every key's readiness and
+// certificate as /readyz sees them, and a test signature of every key, verified, so that
+// "can sign" is a signature made rather than a backend that answered; then it closes it
+// all. It is `provenanced serve -check`: nothing is served.
+func Check(ctx context.Context, cfg *conf.Config, opts Options) (*CheckReport, error) {
+	notes, err := CheckListeners(cfg)
+	if err != nil {
+		return nil, err
+	}
 	d, err := New(ctx, cfg, opts)
 	if err != nil {
 		return nil, err
@@ -103,7 +124,14 @@ func Check(ctx context.Context, cfg *conf.Config, opts Options) (keys []string, 
 	if r := d.health.reasons(ctx); len(r) > 0 {
 		return nil, errors.New(strings.Join(r, "; "))
 	}
-	return cfg.KeyNames(), nil
+	report := &CheckReport{Notes: notes}
+	for _, k := range d.cur.Load().keys {
+		if err := k.CheckSigns(ctx); err != nil {
+			return nil, fmt.Errorf("key %q: a test signature failed: %w", k.Name(), err)
+		}
+		report.Keys = append(report.Keys, CheckedKey{Name: k.Name(), Backend: k.Backend(), Certificate: k.Leaf()})
+	}
+	return report, nil
 }
 
 // close closes the backends of the generation being served.

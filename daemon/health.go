@@ -47,6 +47,11 @@ type health struct {
 	// that outage's count of refused signatures was last logged.
 	downSince, reported map[string]time.Time
 	notReady            map[string]loggedReason // the /readyz reason last logged, by key
+	// badSig: the keys whose last signature failed its check (backends.ErrBadSignature),
+	// by name. Such a key is not ready, whatever its backend's own check says, until one
+	// of its signatures verifies again: a client's, or the test signature each background
+	// check makes for it.
+	badSig map[string]error
 }
 
 // outageReport is how often a key that cannot sign has a line in the log saying so, with
@@ -60,7 +65,8 @@ const expiryWarning = 30 * 24 * time.Hour
 
 func newHealth(m *Metrics, log *slog.Logger, current func() *generation) *health {
 	return &health{m: m, log: log, now: time.Now, current: current, last: map[string]error{}, warned: map[string]time.Time{},
-		downSince: map[string]time.Time{}, reported: map[string]time.Time{}, notReady: map[string]loggedReason{}}
+		downSince: map[string]time.Time{}, reported: map[string]time.Time{}, notReady: map[string]loggedReason{},
+		badSig: map[string]error{}}
 }
 
 func (h *health) start(ctx context.Context) {
@@ -94,7 +100,35 @@ func (h *health) check(ctx context.Context) {
 	ctx, cancel := context.WithTimeout(ctx, healthInterval)
 	defer cancel()
 	g := h.current()
-	h.store(g, probe(ctx, g.keys))
+	errs := probe(ctx, g.keys)
+	h.recheck(ctx, g, errs)
+	h.store(g, errs)
+}
+
+// recheck has each of g's keys whose last signature failed its check make a test
+// signature; one that verifies clears the fault, one that does not is put in errs.
+func (h *health) recheck(ctx context.Context, g *generation, errs map[string]error) {
+	h.mu.Lock()
+	var bad []*backends.Key
+	for name := range h.badSig {
+		if k := g.key(name); k != nil {
+			bad = append(bad, k)
+		}
+	}
+	h.mu.Unlock()
+	for _, k := range bad {
+		err := k.CheckSigns(ctx)
+		h.mu.Lock()
+		if err == nil {
+			delete(h.badSig, k.Name())
+		} else if errors.Is(err, backends.ErrBadSignature) {
+			h.badSig[k.Name()] = err
+		}
+		h.mu.Unlock()
+		if err != nil && errs[k.Name()] == nil {
+			errs[k.Name()] = err
+		}
+	}
 }
 
 // probe asks every key, in parallel, whether it can sign, and returns the problems by
@@ -131,6 +165,11 @@ func (h *health) store(g *generation, errs map[string]error) {
 	if h.gen != nil && h.gen != g {
 		h.forgetRetired(g)
 	}
+	for name, err := range h.badSig {
+		if errs[name] == nil && g.key(name) != nil {
+			errs[name] = err
+		}
+	}
 	h.gen, h.errs = g, errs
 	h.down.Store(len(errs) > 0)
 	for _, k := range g.keys {
@@ -154,6 +193,9 @@ func (h *health) forgetRetired(g *generation) {
 		}
 		if nk == nil || nk.Leaf() == nil {
 			h.m.CertExpiry.DeleteLabelValues(k.Name())
+		}
+		if nk == nil || !nk.SharesBackend(k) {
+			delete(h.badSig, k.Name()) // a backend opened afresh was test-signed as it opened
 		}
 		if nk == nil {
 			delete(h.last, k.Name())
@@ -200,8 +242,9 @@ func (h *health) record(k *backends.Key, err error) {
 }
 
 // observe takes what a signature just showed about its key's backend, without asking it
-// anything more: a backend found unavailable is down for /readyz at once, and one that
-// signed is up again, rather than either waiting for the next background check.
+// anything more: a backend found unavailable, or whose signature failed its check, is
+// down for /readyz at once, and one that signed is up again, rather than either waiting
+// for the next background check.
 func (h *health) observe(name string, err error) {
 	unavailable := errors.Is(err, backends.ErrUnavailable)
 	if !unavailable && (err != nil || !h.down.Load()) {
@@ -214,9 +257,13 @@ func (h *health) observe(name string, err error) {
 	}
 	if unavailable {
 		h.errs[name] = err
+		if errors.Is(err, backends.ErrBadSignature) {
+			h.badSig[name] = err
+		}
 		h.down.Store(true)
 		return
 	}
+	delete(h.badSig, name)
 	if _, was := h.errs[name]; was {
 		delete(h.errs, name)
 		h.m.BackendUp.WithLabelValues(name, h.gen.key(name).Backend()).Set(1)

@@ -28,13 +28,10 @@ const maxSocketPath = 107
 // A socket file left by a crashed daemon is replaced; one that another process answers on
 // is an error.
 func listenUnix(path string, mode os.FileMode) (*unixSocket, error) {
-	if len(path) > maxSocketPath {
-		return nil, fmt.Errorf("socket path %s is %d bytes; Unix sockets allow at most %d: choose a shorter path", path, len(path), maxSocketPath)
+	if err := socketPathProblem(path); err != nil {
+		return nil, err
 	}
 	dir := filepath.Dir(path)
-	if st, err := os.Stat(dir); err != nil || !st.IsDir() {
-		return nil, fmt.Errorf("socket %s: its folder %s does not exist; create it (systemd: RuntimeDirectory=provenanced)", path, dir)
-	}
 	if err := removeStale(path); err != nil {
 		return nil, err
 	}

@@ -52,6 +52,9 @@ func (d *Daemon) listen(in inherited) (*listeners, error) {
 			d.log.Warn("the socket systemd passed is not at server.socket; clients must use the systemd one", "systemd", ls.socket, "server.socket", s.Socket)
 		}
 	case s.Socket != "":
+		if err := socketPathProblem(s.Socket); err != nil {
+			return nil, d.cfg.Errorf("server.socket", "%v", err) // exit status 2, as serve -check says
+		}
 		l, err := listenUnix(s.Socket, os.FileMode(s.SocketMode))
 		if err != nil {
 			return nil, err
@@ -84,6 +87,9 @@ func (d *Daemon) listenTCP(ls *listeners, passed net.Listener, addr, key string,
 		}
 		var err error
 		if l, err = net.Listen("tcp", addr); err != nil {
+			if tcpListenProblem(err) {
+				return "", d.cfg.Errorf(key, "cannot listen on %s: %v", addr, err)
+			}
 			return "", fmt.Errorf("%s: %s: cannot listen on %s: %w", d.cfg.File, key, addr, err)
 		}
 	}

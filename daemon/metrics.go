@@ -48,7 +48,7 @@ func NewMetrics(version string) *Metrics {
 		Registry: reg,
 		SignDuration: prometheus.NewHistogramVec(prometheus.HistogramOpts{
 			Name:    "provenanced_sign_duration_seconds",
-			Help:    "Time a backend took to sign, by key, backend and outcome (ok, timeout, unavailable, denied, invalid, error).",
+			Help:    "Time a backend took to sign, by key, backend and outcome (ok, timeout, unavailable, invalid: the signature did not verify, error).",
 			Buckets: SignBuckets,
 		}, []string{"key", "backend", "outcome"}),
 		Requests: prometheus.NewCounterVec(prometheus.CounterOpts{
@@ -94,8 +94,8 @@ func NewMetrics(version string) *Metrics {
 // done here, once, not on every signature; an error that says the backend is unavailable
 // takes the key's backend_up down at once (the health check brings it back).
 func (m *Metrics) signObserver(name, backend string) backends.Observer {
-	by := make(map[string]prometheus.Observer, len(backends.Outcomes))
-	for _, o := range backends.Outcomes {
+	by := make(map[string]prometheus.Observer, len(backends.SignOutcomes))
+	for _, o := range backends.SignOutcomes {
 		by[o] = m.SignDuration.WithLabelValues(name, backend, o)
 	}
 	ok := by["ok"]

@@ -13,9 +13,10 @@ import (
 
 var systemdUnits = []string{"provenanced.service", "provenanced.socket", "provenanced-metrics.socket"}
 
-// installUnits copies the units and the PIN drop-in into a directory, with ExecStart
-// naming the binary just built (systemd-analyze verify checks that it exists).
-func installUnits(t *testing.T) string {
+// installUnits copies the units and the PIN drop-in (and the other drop-ins named) into a
+// directory, with ExecStart naming the binary just built (systemd-analyze verify checks
+// that it exists).
+func installUnits(t *testing.T, dropIns ...string) string {
 	t.Helper()
 	dir := t.TempDir()
 	for _, u := range systemdUnits {
@@ -31,12 +32,14 @@ func installUnits(t *testing.T) string {
 	if err := os.MkdirAll(filepath.Join(dir, "provenanced.service.d"), 0o755); err != nil {
 		t.Fatal(err)
 	}
-	pin, err := os.ReadFile("systemd/provenanced.service.d/pin.conf")
-	if err != nil {
-		t.Fatal(err)
-	}
-	if err := os.WriteFile(filepath.Join(dir, "provenanced.service.d", "pin.conf"), pin, 0o644); err != nil {
-		t.Fatal(err)
+	for _, name := range append([]string{"pin.conf"}, dropIns...) {
+		data, err := os.ReadFile(filepath.Join("systemd/provenanced.service.d", name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := os.WriteFile(filepath.Join(dir, "provenanced.service.d", name), data, 0o644); err != nil {
+			t.Fatal(err)
+		}
 	}
 	return dir
 }

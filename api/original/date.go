@@ -66,6 +66,9 @@ const (
 
 type dateErr string
 
+// errCtx is the ctx pydantic gives a parsing problem: speedate's (or Python's) error text.
+func errCtx(err dateErr) map[string]any { return map[string]any{"error": string(err)} }
+
 // pydanticDateTime parses the raw JSON value of a datetime field, or returns the 422
 // problem pydantic would report (without its loc, which the caller adds).
 func pydanticDateTime(raw json.RawMessage) (time.Time, *problem) {
@@ -82,10 +85,10 @@ func pydanticDateTime(raw json.RawMessage) (time.Time, *problem) {
 		t, err := pydanticDateTimeString(s)
 		if err == errPythonYearZero {
 			// speedate read it; Python's datetime then refused it: no date fallback.
-			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: s}
+			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: s, Ctx: errCtx(err)}
 		}
 		if err != "" {
-			return time.Time{}, &problem{Type: "datetime_from_date_parsing", Msg: "Input should be a valid datetime or date, " + string(err), Input: s}
+			return time.Time{}, &problem{Type: "datetime_from_date_parsing", Msg: "Input should be a valid datetime or date, " + string(err), Input: s, Ctx: errCtx(err)}
 		}
 		return t, nil
 	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
@@ -94,7 +97,7 @@ func pydanticDateTime(raw json.RawMessage) (time.Time, *problem) {
 			return time.Time{}, typeProblem
 		}
 		if err != "" {
-			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: raw}
+			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: raw, Ctx: errCtx(err)}
 		}
 		return t, nil
 	}

@@ -1,11 +1,9 @@
 // Package original serves the routes of the original provenance service, which
 // provenanced replaces: POST /api/v1/sign/edp, /api/v1/sign/cap and /api/v1/decode, with
-// its field names, its validation and its error shape ({"detail"}: a list of problems for
-// a body that does not match the schema (422), a string for invalid values (400)). Its
-// clients work unchanged. Two things differ on purpose: step timestamps are converted to
-// UTC and formatted properly (the original cut characters off Python's isoformat, which
-// corrupted inputs without microseconds), and a record that fails verification names the
-// check that failed.
+// its field names, its validation and its error shape ({"detail"}: FastAPI's list of
+// pydantic problems for a body its models refuse (422), the date-order checks of its
+// validators among them; a string otherwise (400, 503, 500)). Its clients work unchanged.
+// What differs on purpose is listed, with why, in docs/original-service.md.
 package original
 
 import (
@@ -93,13 +91,21 @@ const (
 	missingSubst    = "/assurance/missing-data/Substituted"
 )
 
-// problem is one entry of a 422 detail list, in FastAPI's shape.
+// problem is one entry of a 422 detail list, in FastAPI's shape: pydantic's
+// errors(include_url=False) through jsonable_encoder, which turns the exception in a
+// validator's ctx into {}.
 type problem struct {
 	Type  string `json:"type"`
 	Loc   []any  `json:"loc"`
 	Msg   string `json:"msg"`
 	Input any    `json:"input,omitempty"`
+	Ctx   any    `json:"ctx,omitempty"`
 }
+
+// valueErrorCtx is the ctx of a ValueError raised in a pydantic validator, as FastAPI
+// answers it: the exception object, encoded as the empty object jsonable_encoder makes of
+// it.
+var valueErrorCtx = map[string]any{"error": map[string]any{}}
 
 func writeDetail(w http.ResponseWriter, status int, detail any) {
 	wire.JSON(w, status, struct {
@@ -112,9 +118,12 @@ func Error(w http.ResponseWriter, status int, _, message, _ string) {
 	writeDetail(w, status, message)
 }
 
-// form reads the original's JSON body: required string and date-time fields.
+// form reads the original's JSON body: required string and date-time fields, in the order
+// its pydantic model declares them, so that the problems come in pydantic's order.
 type form struct {
+	body     json.RawMessage // the object, for a missing field's input (pydantic's)
 	raw      map[string]json.RawMessage
+	times    map[string]time.Time // the date-time fields that parsed
 	problems []problem
 }
 
@@ -161,16 +170,26 @@ func (o *service) readForm(w http.ResponseWriter, r *http.Request) (*form, bool)
 		if errors.As(err, &se) || len(body) == 0 {
 			typ, msg = "json_invalid", "JSON decode error"
 		}
-		writeDetail(w, http.StatusUnprocessableEntity, []problem{{Type: typ, Loc: []any{"body"}, Msg: msg}})
+		p := problem{Type: typ, Loc: []any{"body"}, Msg: msg}
+		if typ == "model_attributes_type" {
+			p.Input = json.RawMessage(body)
+		}
+		writeDetail(w, http.StatusUnprocessableEntity, []problem{p})
 		return nil, false
 	}
+	f.body, f.times = body, map[string]time.Time{}
 	return f, true
+}
+
+// missing records that a required field is absent: pydantic's input is the whole object.
+func (f *form) missing(name string) {
+	f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required", Input: f.body})
 }
 
 func (f *form) str(name string) string {
 	raw, ok := f.raw[name]
 	if !ok {
-		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
+		f.missing(name)
 		return ""
 	}
 	var s string
@@ -185,13 +204,29 @@ func (f *form) str(name string) string {
 func (f *form) time(name string) time.Time {
 	raw, ok := f.raw[name]
 	if !ok {
-		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
+		f.missing(name)
 		return time.Time{}
 	}
 	t, problem := pydanticDateTime(raw)
 	if problem != nil {
 		problem.Loc = []any{"body", name}
 		f.problems = append(f.problems, *problem)
+		return t
+	}
+	f.times[name] = t
+	return t
+}
+
+// timeAfter reads a datetime field that the original's field_validator requires to be
+// after an earlier field: when both parsed and it is not, the validator's ValueError is
+// pydantic's value_error at this field's place in the list, as FastAPI answers it.
+func (f *form) timeAfter(name, earlier string) time.Time {
+	t := f.time(name)
+	_, parsed := f.times[name]
+	e, earlierParsed := f.times[earlier]
+	if parsed && earlierParsed && !t.After(e) {
+		f.problems = append(f.problems, problem{Type: "value_error", Loc: []any{"body", name},
+			Msg: "Value error, " + name + " must be after " + earlier, Input: f.raw[name], Ctx: valueErrorCtx})
 	}
 	return t
 }
@@ -245,22 +280,16 @@ type edpRequest struct {
 	originURL, originLicence               string
 }
 
-// parseEDPRequest reads the form as the original's EdpProvenanceRecordRequest does: a 422
-// problem list when a field is missing or malformed, then a 400 for dates out of order.
+// parseEDPRequest reads the form as the original's EdpProvenanceRecordRequest does: one
+// 422 problem list for fields missing, malformed or, by its validators, out of order.
 func parseEDPRequest(f *form) (*edpRequest, int, any) {
 	r := &edpRequest{}
-	r.from, r.to = f.time("from_date"), f.time("to_date")
-	r.granted, r.expires = f.time("permission_granted"), f.time("permission_expires")
+	r.from, r.to = f.time("from_date"), f.timeAfter("to_date", "from_date")
+	r.granted, r.expires = f.time("permission_granted"), f.timeAfter("permission_expires", "permission_granted")
 	r.serviceURL, r.account, r.fapiID = f.str("service_url"), f.str("account"), f.str("fapi_id")
 	r.capMember, r.originURL, r.originLicence = f.str("cap_member"), f.str("origin_url"), f.str("origin_license_url")
 	if len(f.problems) > 0 {
 		return nil, http.StatusUnprocessableEntity, f.problems
-	}
-	if !r.to.After(r.from) {
-		return nil, http.StatusBadRequest, "to_date must be after from_date"
-	}
-	if !r.expires.After(r.granted) {
-		return nil, http.StatusBadRequest, "permission_expires must be after permission_granted"
 	}
 	return r, 0, nil
 }
@@ -382,31 +411,38 @@ type capRequest struct {
 // parseCAPRequest reads the form as the original's CapProvenanceRecordRequest does.
 func parseCAPRequest(f *form) (*capRequest, int, any) {
 	r := &capRequest{}
-	attachment, present := f.raw["edp_data_attachment"]
-	if !present || string(attachment) == "null" {
-		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", "edp_data_attachment"}, Msg: "Field required"})
-	}
+	r.attachment = f.attachment("edp_data_attachment")
 	r.capMember, r.bankMember, r.capAccount = f.str("cap_member_id"), f.str("bank_member_id"), f.str("cap_account")
-	r.granted, r.expires = f.time("cap_permission_granted"), f.time("cap_permission_expires")
+	r.granted, r.expires = f.time("cap_permission_granted"), f.timeAfter("cap_permission_expires", "cap_permission_granted")
 	r.gridOrigin, r.gridLicense, r.postcode = f.str("grid_intensity_origin"), f.str("grid_intensity_license"), f.str("postcode")
 	r.edpService, r.edpMember, r.bankService = f.str("edp_service_url"), f.str("edp_member_id"), f.str("bank_service_url")
-	r.from, r.to = f.time("from_date"), f.time("to_date")
+	r.from, r.to = f.time("from_date"), f.timeAfter("to_date", "from_date")
 	if len(f.problems) > 0 {
 		return nil, http.StatusUnprocessableEntity, f.problems
 	}
-	if !r.to.After(r.from) {
-		return nil, http.StatusBadRequest, "to_date must be after from_date"
-	}
-	if !r.expires.After(r.granted) {
-		return nil, http.StatusBadRequest, "cap_permission_expires must be after cap_permission_granted"
-	}
-	// The attachment is the EDP's record as JSON, or that JSON as a string.
-	var s string
-	if json.Unmarshal(attachment, &s) == nil {
-		attachment = json.RawMessage(s)
-	}
-	r.attachment = attachment
 	return r, 0, nil
+}
+
+// attachment reads the EDP record field, a dict in the original's model: an object, or,
+// unlike the original, that object's JSON in a string (a caller that encoded it twice gets
+// the record it meant rather than a 422); anything else, null included, is pydantic's
+// dict_type.
+func (f *form) attachment(name string) []byte {
+	raw, ok := f.raw[name]
+	if !ok {
+		f.missing(name)
+		return nil
+	}
+	var s string
+	if json.Unmarshal(raw, &s) == nil {
+		raw = json.RawMessage(s)
+	}
+	var obj map[string]json.RawMessage
+	if json.Unmarshal(raw, &obj) != nil || obj == nil {
+		f.problems = append(f.problems, problem{Type: "dict_type", Loc: []any{"body", name}, Msg: "Input should be a valid dictionary", Input: f.raw[name]})
+		return nil
+	}
+	return raw
 }
 
 // edpTransferQuery is what the CAP looks for in the EDP's record: the one transfer to it,

@@ -31,7 +31,11 @@ import (
 // Name is the backend's name in the config.
 const Name = "pem"
 
-func init() { backends.Register(Name, backends.Backend{Open: Open, Generate: Generate}) }
+// The key signs in the daemon's memory with crypto/ecdsa: its signatures are not checked
+// again (backends.Backend.InProcess).
+func init() {
+	backends.Register(Name, backends.Backend{Open: Open, Generate: Generate, InProcess: true})
+}
 
 // Options are the backend's fields of a [keys.NAME] table.
 type Options struct {

@@ -5,6 +5,7 @@ import (
 	"crypto/x509"
 	"fmt"
 	"io"
+	"os"
 	"strings"
 	"time"
 
@@ -20,20 +21,20 @@ func init() {
 
 func certCmd(args []string, stdout, stderr io.Writer) error {
 	if len(args) > 0 && isHelp(args[0]) {
-		return subcommandHelp(stderr, "cert", "check -config FILE [-key NAME] [-root ROOT.pem]",
+		return subcommandHelp(stderr, "cert", "check [-config FILE] [-key NAME] [-root ROOT.pem]",
 			"check", "check that each key's certificate is for that key, chains to the root CA and is valid now")
 	}
 	if len(args) == 0 || args[0] != "check" {
-		return usageError("usage: provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]")
+		return usageError("usage: provenanced cert check [-config FILE] [-key NAME] [-root ROOT.pem]")
 	}
-	fs := newFlags("cert check", "-config FILE [-key NAME] [-root ROOT.pem]", stderr)
-	configPath := fs.String("config", "", "the config `file`")
+	fs := newFlags("cert check", "[-config FILE] [-key NAME] [-root ROOT.pem]", stderr)
+	configPath := fs.String("config", "", "the config `file` (default $PROVENANCED_CONFIG; without either, the original service's environment and ./.env, as serve reads them)")
 	name := fs.String("key", "", "check only this key (default: every key with certificates)")
 	rootPath := fs.String("root", "", "the root CA (default provenance.root_ca)")
 	if err := parseFlags(fs, args[1:], 0); err != nil {
 		return err
 	}
-	cfg, err := loadConfig(*configPath)
+	cfg, err := certConfig(*configPath, stderr)
 	if err != nil {
 		return err
 	}
@@ -50,7 +51,7 @@ func certCmd(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 2*time.Minute)
 	defer cancel()
-	roots, err := readRootCAs(ctx, root)
+	roots, err := certRoots(ctx, cfg, root, *rootPath != "")
 	if err != nil {
 		return err
 	}
@@ -67,19 +68,6 @@ func keysToCheck(cfg *conf.Config, name string) ([]*conf.Key, error) {
 		return nil, cfg.Errorf("keys."+name, "no such key; keys: %s", strings.Join(cfg.KeyNames(), ", "))
 	}
 	return []*conf.Key{spec}, nil
-}
-
-// readRootCAs reads the root CA certificates from a path or s3:// URL.
-func readRootCAs(ctx context.Context, path string) ([]*x509.Certificate, error) {
-	data, err := source.Read(ctx, path)
-	if err != nil {
-		return nil, fmt.Errorf("root CA %s: %v", path, err)
-	}
-	roots, err := provenance.ParseRootsPEM(data)
-	if err != nil {
-		return nil, fmt.Errorf("root CA %s: %v", path, err)
-	}
-	return roots, nil
 }
 
 // checkKeys checks each key's bundle and reports on w. It goes on past a key that fails,
@@ -104,6 +92,42 @@ func checkKeys(ctx context.Context, w io.Writer, specs []*conf.Key, roots []*x50
 		return fmt.Errorf("%d key(s) failed the check", failed)
 	}
 	return nil
+}
+
+// certRoots reads the root CA. One that cannot be read from a file, or is not a root
+// CA, is the configuration's fault, or the command line's (exit status 2); one in S3
+// that cannot be read now may be read later (exit status 1).
+func certRoots(ctx context.Context, cfg *conf.Config, root string, fromFlag bool) ([]*x509.Certificate, error) {
+	data, err := source.Read(ctx, root)
+	if err == nil {
+		var roots []*x509.Certificate
+		if roots, err = provenance.ParseRootsPEM(data); err == nil {
+			return roots, nil
+		}
+	} else if strings.HasPrefix(root, "s3://") {
+		return nil, fmt.Errorf("root CA %s: %v", root, err)
+	}
+	if fromFlag {
+		return nil, usageError(fmt.Sprintf("-root %s: %v", root, err))
+	}
+	return nil, cfg.Errorf("provenance.root_ca", "%s: %v", root, err)
+}
+
+// certConfig is the configuration serve would read: -config FILE, PROVENANCED_CONFIG,
+// or else the original service's environment and ./.env, so that a setup moved from the
+// original checks its bundle as it is.
+func certConfig(configPath string, stderr io.Writer) (*conf.Config, error) {
+	if configPath != "" || os.Getenv("PROVENANCED_CONFIG") != "" {
+		return loadConfig(configPath)
+	}
+	cfg, notes, err := fromOriginalEnvironment()
+	if err != nil {
+		return nil, err
+	}
+	for _, n := range notes {
+		fmt.Fprintf(stderr, "note: %s\n", n)
+	}
+	return cfg, nil
 }
 
 func checkOne(ctx context.Context, w io.Writer, spec *conf.Key, roots []*x509.Certificate) error {

@@ -3,6 +3,8 @@ package main
 import (
 	"context"
 	"crypto/sha256"
+	"crypto/tls"
+	"crypto/x509"
 	"encoding/base64"
 	"encoding/hex"
 	"encoding/json"
@@ -24,21 +26,76 @@ func init() {
 	register("sign", "ask the daemon for a signature", signCmd)
 }
 
-// daemonFlags are the flags that say where the daemon is.
+// daemonFlags are the flags that say where the daemon is and how to talk to it.
 type daemonFlags struct {
 	socket, url, tokenFile *string
-	timeout                *time.Duration
-	target                 *string // what client() connected to, for connection errors
+	// ca, cert and certKey reach a TCP listener with tls_cert (and tls_client_ca). The
+	// client's key is -cert-key, not -key: sign's -key names the daemon's key.
+	ca, cert, certKey *string
+	timeout           *time.Duration
+	target            *string // what client() connected to, for connection errors
 }
 
 func addDaemonFlags(fs *flag.FlagSet) daemonFlags {
 	return daemonFlags{
 		socket:    fs.String("socket", "", "the daemon's Unix `socket` (default $PROVENANCED_SOCKET)"),
-		url:       fs.String("url", "", "the daemon's base `URL`, such as http://127.0.0.1:8080 (default $PROVENANCED_URL)"),
+		url:       fs.String("url", "", "the daemon's base `URL`, such as http://127.0.0.1:8080 or https://10.0.0.5:8443 (default $PROVENANCED_URL)"),
 		timeout:   fs.Duration("timeout", 30*time.Second, "give up after this long"),
 		tokenFile: fs.String("token-file", "", "send the bearer token in this `file` (mode 0600) as the daemon's [clients.NAME] asks (default $PROVENANCED_TOKEN_FILE)"),
+		ca:        fs.String("ca", "", "for an https:// URL: trust the daemon's certificate if it chains to a CA in this PEM `file` (default $PROVENANCED_CA; without either, the system's CAs)"),
+		cert:      fs.String("cert", "", "for an https:// URL: present this client certificate (PEM `file`; its key too, unless -cert-key), for a daemon with tls_client_ca (default $PROVENANCED_CERT)"),
+		certKey:   fs.String("cert-key", "", "the private key of -cert (PEM `file`) when -cert holds the certificate alone (default $PROVENANCED_CERT_KEY)"),
 		target:    new(string),
 	}
+}
+
+// tlsConfig is the client's TLS configuration from -ca, -cert and -cert-key (or their
+// variables): nil when none is given. They make sense only for an https:// URL; as flags
+// for a socket or http:// they are a mistake rather than ignored, since a user who gives
+// them expects TLS.
+func (f daemonFlags) tlsConfig(url string) (*tls.Config, error) {
+	https := strings.HasPrefix(strings.ToLower(url), "https://")
+	if !https && (*f.ca != "" || *f.cert != "" || *f.certKey != "") {
+		return nil, usageError("-ca, -cert and -cert-key are for an https:// URL (-url https://HOST:PORT); the socket and http:// do not use TLS")
+	}
+	// The variables may be set for every command of a pod or a shell: a command that
+	// reaches the daemon on its socket or over http:// does not use them.
+	ca, cert, key := flagOrEnv(*f.ca, "PROVENANCED_CA"), flagOrEnv(*f.cert, "PROVENANCED_CERT"), flagOrEnv(*f.certKey, "PROVENANCED_CERT_KEY")
+	if !https || ca == "" && cert == "" && key == "" {
+		return nil, nil
+	}
+	tc := &tls.Config{MinVersion: tls.VersionTLS12}
+	if ca != "" {
+		data, err := os.ReadFile(ca)
+		if err != nil {
+			return nil, usageError(fmt.Sprintf("-ca: %v", err))
+		}
+		tc.RootCAs = x509.NewCertPool()
+		if !tc.RootCAs.AppendCertsFromPEM(data) {
+			return nil, usageError(fmt.Sprintf("-ca: %s holds no PEM certificate", ca))
+		}
+	}
+	switch {
+	case cert == "" && key != "":
+		return nil, usageError("-cert-key goes with -cert")
+	case cert != "":
+		if key == "" {
+			key = cert
+		}
+		pair, err := tls.LoadX509KeyPair(cert, key)
+		if err != nil {
+			return nil, usageError(fmt.Sprintf("-cert %s with its key in %s: %v", cert, key, err))
+		}
+		tc.Certificates = []tls.Certificate{pair}
+	}
+	return tc, nil
+}
+
+func flagOrEnv(flagValue, env string) string {
+	if flagValue != "" {
+		return flagValue
+	}
+	return os.Getenv(env)
 }
 
 // explain turns an error of reaching the daemon into one that says what to do: the
@@ -87,6 +144,11 @@ func (f daemonFlags) client() (*client.Client, context.Context, context.CancelFu
 		return nil, nil, nil, usageError("-socket and -url exclude each other")
 	}
 	opts := client.Options{Socket: socket, URL: url}
+	tc, err := f.tlsConfig(url)
+	if err != nil {
+		return nil, nil, nil, err
+	}
+	opts.TLSConfig = tc
 	tokenFile := *f.tokenFile
 	if tokenFile == "" {
 		tokenFile = os.Getenv("PROVENANCED_TOKEN_FILE")
@@ -116,7 +178,7 @@ func (f daemonFlags) connect(fs *flag.FlagSet, args []string) (*client.Client, c
 }
 
 func keysCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("keys", "[-socket S | -url U] [-json]", stderr)
+	fs := newFlags("keys", "[-socket S | -url U [-ca F] [-cert F [-cert-key F]]] [-json]", stderr)
 	df := addDaemonFlags(fs)
 	asJSON := fs.Bool("json", false, "print the daemon's JSON")
 	c, ctx, cancel, err := df.connect(fs, args)
@@ -144,7 +206,7 @@ func keysCmd(args []string, stdout, stderr io.Writer) error {
 }
 
 func signCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("sign", "-key NAME (-digest HEX | -in FILE) [-socket S | -url U] [-out FILE]", stderr)
+	fs := newFlags("sign", "-key NAME (-digest HEX | -in FILE) [-socket S | -url U [-ca F] [-cert F [-cert-key F]]] [-out FILE]", stderr)
 	df := addDaemonFlags(fs)
 	key := fs.String("key", "", "the key's `name`")
 	digestHex := fs.String("digest", "", "a SHA-256 digest in `hex` (64 characters)")
@@ -205,7 +267,7 @@ func init() {
 // healthCmd is for container probes that cannot reach a listener bound to 127.0.0.1 or
 // a Unix socket: an exec probe runs it inside the pod.
 func healthCmd(args []string, stdout, stderr io.Writer) error {
-	fs := newFlags("health", "[-ready] [-socket S | -url U]", stderr)
+	fs := newFlags("health", "[-ready] [-socket S | -url U [-ca F] [-cert F [-cert-key F]]]", stderr)
 	df := addDaemonFlags(fs)
 	ready := fs.Bool("ready", false, "ask /readyz (every key can sign, every certificate is valid) rather than /healthz")
 	c, ctx, cancel, err := df.connect(fs, args)

@@ -3,12 +3,12 @@
 // that work offline on the config's keys, on records or on the audit log:
 //
 //	provenanced serve [-config FILE | -dev DIR [-hsm]]
-//	provenanced keys [-socket S | -url U] [-json]
-//	provenanced sign -key NAME (-digest HEX | -in FILE) [-socket S | -url U] [-out FILE]
-//	provenanced health [-ready] [-socket S | -url U]
+//	provenanced keys [-socket S | -url U [-ca F] [-cert F [-cert-key F]]] [-json]
+//	provenanced sign -key NAME (-digest HEX | -in FILE) [-socket S | -url U [TLS flags]] [-out FILE]
+//	provenanced health [-ready] [-socket S | -url U [TLS flags]]
 //	provenanced keygen -config FILE -key NAME
 //	provenanced csr -config FILE -key NAME (-subject DN [-uri URI]... | -from CSR) [-out FILE]
-//	provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]
+//	provenanced cert check [-config FILE] [-key NAME] [-root ROOT.pem]
 //	provenanced record sign|verify|graph [flags]
 //	provenanced audit verify [-cert FILE | -key FILE] [-head HEX|FILE] [-partial] FILE...
 //	provenanced audit acknowledge -config FILE -reason TEXT

@@ -48,8 +48,10 @@ func readInput(name string) ([]byte, error) {
 	return os.ReadFile(name)
 }
 
-func loadVerifier(ctx context.Context, rootPath, framework string, lim provenance.Limits) (*provenance.Verifier, error) {
-	roots, err := readRootCAs(ctx, rootPath)
+// loadVerifier reads the root CA of -root (cfg nil) or of cfg's provenance.root_ca; one
+// that cannot be read or is no root is exit status 2 (certRoots).
+func loadVerifier(ctx context.Context, cfg *conf.Config, rootPath, framework string, lim provenance.Limits) (*provenance.Verifier, error) {
+	roots, err := certRoots(ctx, cfg, rootPath, cfg == nil)
 	if err != nil {
 		return nil, err
 	}
@@ -76,7 +78,7 @@ func recordVerify(args []string, stdout, stderr io.Writer, graph bool) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	v, err := loadVerifier(ctx, *root, conf.DefaultTrustFramework, provenance.Limits{})
+	v, err := loadVerifier(ctx, nil, *root, conf.DefaultTrustFramework, provenance.Limits{})
 	if err != nil {
 		return err
 	}
@@ -134,7 +136,7 @@ func recordSign(args []string, stdout, stderr io.Writer) error {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	b, err := newRecordBuilder(ctx, cfg.Provenance, *in, *stepsPath, rawSteps)
+	b, err := newRecordBuilder(ctx, cfg, *in, *stepsPath, rawSteps)
 	if err != nil {
 		return err
 	}
@@ -189,8 +191,9 @@ func readSteps(path string) ([]json.RawMessage, error) {
 // newRecordBuilder starts the record: the received record in, if any, verified with the
 // configured root CA and limits, then the new steps (read from stepsPath, which errors
 // name).
-func newRecordBuilder(ctx context.Context, pc conf.Provenance, in, stepsPath string, rawSteps []json.RawMessage) (*provenance.Builder, error) {
-	v, err := loadVerifier(ctx, pc.RootCA, pc.TrustFramework, provenance.Limits{MaxDepth: pc.MaxDepth, MaxSteps: pc.MaxSteps, MaxRecordBytes: int(pc.MaxRecordBytes), MaxStringBytes: int(pc.MaxStringBytes)})
+func newRecordBuilder(ctx context.Context, cfg *conf.Config, in, stepsPath string, rawSteps []json.RawMessage) (*provenance.Builder, error) {
+	pc := cfg.Provenance
+	v, err := loadVerifier(ctx, cfg, pc.RootCA, pc.TrustFramework, provenance.Limits{MaxDepth: pc.MaxDepth, MaxSteps: pc.MaxSteps, MaxRecordBytes: int(pc.MaxRecordBytes), MaxStringBytes: int(pc.MaxStringBytes)})
 	if err != nil {
 		return nil, err
 	}

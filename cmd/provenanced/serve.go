@@ -206,13 +206,15 @@ func usesPKCS11(cfg *conf.Config) bool {
 	return false
 }
 
-// checkConfig is `serve -check`: everything serve would open and check at start, then
+// checkConfig is `serve -check`: every check serve makes before it listens, then
 // closed again, nothing served. Any failure is exit status 2, as a config error is.
 // A backend's own words on why a key cannot sign go to stderr, as the daemon's log.
+// The report says what was checked and no more: a key without a certificate signs
+// digests and CSRs, not records.
 func checkConfig(cfg *conf.Config, stdout, stderr io.Writer) error {
 	ctx, cancel := context.WithTimeout(context.Background(), time.Minute)
 	defer cancel()
-	keys, err := daemon.Check(ctx, cfg, daemon.Options{Version: versionString(), Logger: newLogger(stderr, "warn")})
+	report, err := daemon.Check(ctx, cfg, daemon.Options{Version: versionString(), Logger: newLogger(stderr, "warn")})
 	if err != nil {
 		var ce *conf.Error
 		if errors.As(err, &ce) {
@@ -220,7 +222,25 @@ func checkConfig(cfg *conf.Config, stdout, stderr io.Writer) error {
 		}
 		return &conf.Error{File: cfg.File, Msg: "check failed", Err: err}
 	}
-	fmt.Fprintf(stdout, "%s: ok: keys %s open, can sign and have valid certificates\n", cfg.File, strings.Join(keys, ", "))
+	fmt.Fprintf(stdout, "%s: ok\n", cfg.File)
+	for _, k := range report.Keys {
+		cert := "no certificate: it signs digests and CSRs, not records"
+		if c := k.Certificate; c != nil {
+			cert = fmt.Sprintf("certificate serial %s valid until %s", c.SerialNumber, c.NotAfter.UTC().Format(time.RFC3339))
+		}
+		fmt.Fprintf(stdout, "  key %s (%s): opened, a test signature verified, %s\n", k.Name, k.Backend, cert)
+	}
+	if s := cfg.Server.Socket; s != "" {
+		fmt.Fprintf(stdout, "  socket %s: its folder takes the daemon's socket\n", s)
+	}
+	for _, l := range [][2]string{{"http", cfg.Server.HTTP}, {"metrics_http", cfg.Server.MetricsHTTP}} {
+		if l[1] != "" {
+			fmt.Fprintf(stdout, "  %s %s: the daemon may listen there\n", l[0], l[1])
+		}
+	}
+	for _, n := range report.Notes {
+		fmt.Fprintf(stderr, "note: %s\n", n)
+	}
 	return nil
 }
 
