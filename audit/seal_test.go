@@ -158,13 +158,13 @@ func TestSealedLogTampering(t *testing.T) {
 		{"emptied", func(l [][]byte) [][]byte { return nil }, true},
 		{"a line edited and every later hash recomputed", func(l [][]byte) [][]byte {
 			l[1] = bytes.Replace(l[1], []byte(`"status":200`), []byte(`"status":201`), 1)
-			return rechain(t, l, 1)
+			return testenv.RechainAudit(t, l, 1)
 		}, false},
 		{"seq jumps, every prev right", func(l [][]byte) [][]byte {
 			for i := 6; i < len(l); i++ {
 				l[i] = bytes.Replace(l[i], []byte(`"seq":`), []byte(`"seq":1`), 1) // 7 → 17, ...
 			}
-			return rechain(t, l, 6)
+			return testenv.RechainAudit(t, l, 6)
 		}, false},
 		{"checkpoints stripped and the chain recomputed", func(l [][]byte) [][]byte {
 			var out [][]byte
@@ -195,32 +195,10 @@ func TestSealedLogTampering(t *testing.T) {
 	// the seal tells.
 	lines := readLines(t, path)
 	lines[1] = bytes.Replace(lines[1], []byte(`"status":200`), []byte(`"status":201`), 1)
-	writeLines(t, tampered, rechain(t, lines, 1))
+	writeLines(t, tampered, testenv.RechainAudit(t, lines, 1))
 	if _, err := verify(t, nil, "", tampered); err != nil {
 		t.Fatalf("the chain alone of a rewritten log: %v", err)
 	}
-}
-
-// rechain recomputes every prev (and every checkpoint's head) from line from on, as an
-// attacker without the seal key would.
-func rechain(t *testing.T, lines [][]byte, from int) [][]byte {
-	t.Helper()
-	for i := max(from, 1); i < len(lines); i++ {
-		sum := sha256.Sum256(bytes.TrimSuffix(lines[i-1], []byte("\n")))
-		var m map[string]any
-		dec := json.NewDecoder(bytes.NewReader(lines[i]))
-		dec.UseNumber()
-		if err := dec.Decode(&m); err != nil {
-			t.Fatal(err)
-		}
-		m["prev"] = hex.EncodeToString(sum[:])
-		if cp, ok := m["checkpoint"].(map[string]any); ok {
-			cp["head"] = m["prev"]
-		}
-		b, _ := json.Marshal(m)
-		lines[i] = append(b, '\n')
-	}
-	return lines
 }
 
 // renumber gives lines consecutive seqs from their first and recomputes the chain.
@@ -237,7 +215,7 @@ func renumber(t *testing.T, lines [][]byte) [][]byte {
 		b, _ := json.Marshal(m)
 		lines[i] = append(b, '\n')
 	}
-	return rechain(t, lines, 1)
+	return testenv.RechainAudit(t, lines, 1)
 }
 
 // The chain breaks with no tampering nowhere: moved + reopened, emptied and restarted,

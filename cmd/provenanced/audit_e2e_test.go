@@ -2,8 +2,6 @@ package main
 
 import (
 	"bytes"
-	"crypto/sha256"
-	"encoding/hex"
 	"encoding/json"
 	"io"
 	"net/http"
@@ -144,7 +142,7 @@ func TestSealedAuditLog(t *testing.T) {
 	lines := bytes.SplitAfter(bytes.TrimSuffix(mustRead(t, d.audit+".1"), []byte("\n")), []byte("\n"))
 	lines[0] = bytes.Replace(lines[0], []byte(`"status":200`), []byte(`"status":201`), 1)
 	forged := filepath.Join(d.dir, "forged.jsonl")
-	os.WriteFile(forged, bytes.Join(recomputeChain(t, lines), nil), 0o600)
+	os.WriteFile(forged, bytes.Join(testenv.RechainAudit(t, lines, 1), nil), 0o600)
 	if out, code := testenv.Run(daemonBin, nil, "audit", "verify", "-key", pubFile, forged); code != 1 || !strings.Contains(out, "signature is not the seal key's") {
 		t.Errorf("a rewritten sealed log: exit %d\n%s", code, out)
 	}
@@ -268,26 +266,4 @@ func mustRead(t *testing.T, path string) []byte {
 		t.Fatal(err)
 	}
 	return data
-}
-
-// recomputeChain sets every prev (and checkpoint head) to the hash of the line before,
-// as an attacker without the seal key would.
-func recomputeChain(t *testing.T, lines [][]byte) [][]byte {
-	t.Helper()
-	for i := 1; i < len(lines); i++ {
-		sum := sha256.Sum256(bytes.TrimSuffix(lines[i-1], []byte("\n")))
-		var m map[string]any
-		dec := json.NewDecoder(bytes.NewReader(lines[i]))
-		dec.UseNumber()
-		if err := dec.Decode(&m); err != nil {
-			t.Fatal(err)
-		}
-		m["prev"] = hex.EncodeToString(sum[:])
-		if cp, ok := m["checkpoint"].(map[string]any); ok {
-			cp["head"] = m["prev"]
-		}
-		b, _ := json.Marshal(m)
-		lines[i] = append(b, '\n')
-	}
-	return lines
 }
