@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -57,6 +58,15 @@ type Builder struct {
 	origins   []string // of the received records, depth first
 	steps     []string // encoded new steps
 	signed    bool
+	nowText   string // now as step timestamps and the signing time write it; see timestamp
+}
+
+// timestamp is the Builder's time as FormatTimestamp writes it, formatted once.
+func (b *Builder) timestamp() string {
+	if b.nowText == "" {
+		b.nowText = FormatTimestamp(b.now)
+	}
+	return b.nowText
 }
 
 // NewBuilder starts a record under the trust framework URL framework. now is the time
@@ -141,7 +151,7 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 			return "", errors.New("provenance: step timestamp must be a non-empty string when given")
 		}
 	} else {
-		timestamp = FormatTimestamp(b.now)
+		timestamp = b.timestamp()
 	}
 	id, err := newStepID(b.rand)
 	if err != nil {
@@ -165,18 +175,46 @@ func encodeStep(id string, timestamp, typ any, rest []Member, lim Limits) (strin
 	full := &Object{Members: make([]Member, 0, len(rest)+3)}
 	full.Members = append(full.Members, Member{"id", id}, Member{"timestamp", timestamp}, Member{"type", typ})
 	full.Members = append(full.Members, rest...)
-	text, err := AppendJSON(nil, full)
+	// The JSON text is only the input of the base64: it and the encoding are written in
+	// a scratch buffer, and the step's one allocation is its string.
+	buf := getBuffer()
+	defer putBuffer(buf)
+	text, err := AppendJSON((*buf)[:0], full)
+	*buf = text
 	if err != nil {
 		return "", err
 	}
 	if err := withinLimits(full, 1, lim); err != nil {
 		return "", fmt.Errorf("provenance: step: %w", err)
 	}
-	encoded := base64.URLEncoding.EncodeToString(text)
-	if len(encoded) > lim.MaxStringBytes {
-		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d", len(encoded), lim.MaxStringBytes)
+	n := base64.URLEncoding.EncodedLen(len(text))
+	if n > lim.MaxStringBytes {
+		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d", n, lim.MaxStringBytes)
 	}
-	return encoded, nil
+	if cap(text) < len(text)+n {
+		*buf = append(text, make([]byte, n)...)
+		text = (*buf)[:len(text)]
+	}
+	encoded := text[len(text) : len(text)+n]
+	base64.URLEncoding.Encode(encoded, text)
+	return string(encoded), nil
+}
+
+// buffers holds the signing side's buffers whose contents are done with before the function that took one
+// returns (a step's JSON text before its base64, the data a record's signature covers
+// before its hash), so that one buffer serves record after record.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuffer() *[]byte { return buffers.Get().(*[]byte) }
+
+// putBuffer returns a buffer to the pool; one that a huge step made grow is left to the
+// garbage collector instead.
+func putBuffer(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	*b = (*b)[:0]
+	buffers.Put(b)
 }
 
 // newStepID returns 15 random bytes as unpadded base64url (20 characters), like the
@@ -263,7 +301,7 @@ func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error)
 	if err := b.readyToSign(sk); err != nil {
 		return nil, err
 	}
-	c := &Container{Version: "0", Serial: sk.serial, Timestamp: FormatTimestamp(b.now)}
+	c := &Container{Version: "0", Serial: sk.serial, Timestamp: b.timestamp()}
 	c.Elements = make([]Element, 0, len(b.received)+len(b.steps))
 	for _, r := range b.received {
 		c.Elements = append(c.Elements, Element{Container: r.Steps})
@@ -276,7 +314,11 @@ func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error)
 		return nil, err
 	}
 
-	digest := sha256.Sum256(appendDataForSigning(make([]byte, 0, dataSize(c)+len(b.framework)), b.framework, c))
+	buf := getBuffer()
+	data := appendDataForSigning((*buf)[:0], b.framework, c)
+	digest := sha256.Sum256(data)
+	*buf = data
+	putBuffer(buf)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}
