@@ -225,7 +225,7 @@ func (r *Record) Marshal() ([]byte, error) {
 	if r == nil || r.Steps == nil {
 		return nil, errors.New("provenance: record has no steps")
 	}
-	dst := make([]byte, 0, 4096)
+	dst := make([]byte, 0, r.marshalSize())
 	var err error
 	dst = append(dst, `{"ib1:provenance":`...)
 	if dst, err = appendString(dst, r.Framework); err != nil {
@@ -257,6 +257,37 @@ func (r *Record) Marshal() ([]byte, error) {
 	}
 	dst = append(dst, '}')
 	return dst, nil
+}
+
+// marshalSize is a little more than the length of the record's JSON text, so that Marshal
+// allocates once and a caller can still append a line break: the length of its strings,
+// quotes and separators, and a margin for escapes (PEM certificates have a line break, two
+// characters escaped, every 65).
+func (r *Record) marshalSize() int {
+	n := 64 + len(r.Framework)
+	for _, o := range r.Origins {
+		n += len(o) + 3
+	}
+	n += containerJSONSize(r.Steps)
+	for _, e := range r.Certificates {
+		n += len(e.Serial) + 6
+		for _, v := range e.Values {
+			n += len(v) + len(v)/32 + 3
+		}
+	}
+	return n
+}
+
+func containerJSONSize(c *Container) int {
+	n := 16 + len(c.Version) + len(c.Serial) + len(c.Timestamp) + len(c.Signature)
+	for _, e := range c.Elements {
+		if e.Container != nil {
+			n += containerJSONSize(e.Container) + 1
+		} else {
+			n += len(e.Step) + 3
+		}
+	}
+	return n
 }
 
 // MarshalJSON lets a Record be embedded in structures encoded with encoding/json.
