@@ -112,12 +112,6 @@ func Error(w http.ResponseWriter, status int, _, message, _ string) {
 	writeDetail(w, status, message)
 }
 
-// form reads the original's JSON body: required string and date-time fields.
-type form struct {
-	raw      map[string]json.RawMessage
-	problems []problem
-}
-
 // readSeedBody reads the body within the size limit, answering in the original's shape
 // when it cannot.
 func (o *service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
@@ -154,8 +148,8 @@ func (o *service) readForm(w http.ResponseWriter, r *http.Request) (*form, bool)
 	if !ok {
 		return nil, false
 	}
-	f := &form{}
-	if err := json.Unmarshal(body, &f.raw); err != nil || f.raw == nil {
+	f, err := parseForm(body)
+	if err != nil {
 		typ, msg := "model_attributes_type", "Input should be a valid dictionary or object to extract fields from"
 		var se *json.SyntaxError
 		if errors.As(err, &se) || len(body) == 0 {
@@ -165,35 +159,6 @@ func (o *service) readForm(w http.ResponseWriter, r *http.Request) (*form, bool)
 		return nil, false
 	}
 	return f, true
-}
-
-func (f *form) str(name string) string {
-	raw, ok := f.raw[name]
-	if !ok {
-		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
-		return ""
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil || string(raw) == "null" { // pydantic: None is not a str
-		f.problems = append(f.problems, problem{Type: "string_type", Loc: []any{"body", name}, Msg: "Input should be a valid string", Input: json.RawMessage(raw)})
-		return ""
-	}
-	return s
-}
-
-// time reads a datetime field as the original's pydantic model does (see date.go).
-func (f *form) time(name string) time.Time {
-	raw, ok := f.raw[name]
-	if !ok {
-		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required"})
-		return time.Time{}
-	}
-	t, problem := pydanticDateTime(raw)
-	if problem != nil {
-		problem.Loc = []any{"body", name}
-		f.problems = append(f.problems, *problem)
-	}
-	return t
 }
 
 // day is the original's D(x): x's own calendar date at midnight, "2025-09-20T00:00Z".
@@ -382,7 +347,7 @@ type capRequest struct {
 // parseCAPRequest reads the form as the original's CapProvenanceRecordRequest does.
 func parseCAPRequest(f *form) (*capRequest, int, any) {
 	r := &capRequest{}
-	attachment, present := f.raw["edp_data_attachment"]
+	attachment, present := f.get("edp_data_attachment")
 	if !present || string(attachment) == "null" {
 		f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", "edp_data_attachment"}, Msg: "Field required"})
 	}
