@@ -279,6 +279,7 @@ func (s *stepList) add(typ string, members ...provenance.Member) string {
 // addEDPSteps adds the original's EDP steps: permission, origin, transfer to the CAP.
 func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
 	steps := &stepList{b: b}
+	from, to := day(r.from), day(r.to)
 	permission := steps.add("permission",
 		m("scheme", scheme),
 		m("timestamp", provenance.FormatTimestamp(r.granted)),
@@ -293,7 +294,7 @@ func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
 		m("originLicence", r.originLicence),
 		m("external", true),
 		m("permissions", []any{permission}),
-		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(r.from)), m("to", day(r.to)))))),
+		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", from), m("to", to))))),
 		m("perseus:assurance", obj(m("dataSource", scheme+assuranceMeter))),
 	)
 	steps.add("transfer",
@@ -304,7 +305,7 @@ func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
 		m("licence", scheme+edpLicence),
 		m("service", r.serviceURL),
 		m("path", "/readings"),
-		m("parameters", obj(m("measure", "import"), m("from", day(r.from)), m("to", day(r.to)))),
+		m("parameters", obj(m("measure", "import"), m("from", from), m("to", to))),
 		m("permissions", []any{permission}),
 		m("transaction", r.fapiID),
 	)
