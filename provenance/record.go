@@ -225,14 +225,22 @@ func (r *Record) Marshal() ([]byte, error) {
 	if r == nil || r.Steps == nil {
 		return nil, errors.New("provenance: record has no steps")
 	}
-	dst := make([]byte, 0, r.marshalSize())
+	return r.AppendMarshal(make([]byte, 0, r.marshalSize()))
+}
+
+// AppendMarshal appends the record as Marshal encodes it to dst, so that a caller that
+// writes records one after another can reuse one buffer. On an error it returns nil.
+func (r *Record) AppendMarshal(dst []byte) ([]byte, error) {
+	if r == nil || r.Steps == nil {
+		return nil, errors.New("provenance: record has no steps")
+	}
 	var err error
 	dst = append(dst, `{"ib1:provenance":`...)
 	if dst, err = appendString(dst, r.Framework); err != nil {
 		return nil, err
 	}
 	dst = append(dst, `,"origins":`...)
-	if dst, err = appendValue(dst, r.Origins, 0); err != nil {
+	if dst, err = appendStrings(dst, r.Origins); err != nil {
 		return nil, err
 	}
 	dst = append(dst, `,"steps":`...)
@@ -249,7 +257,7 @@ func (r *Record) Marshal() ([]byte, error) {
 				return nil, err
 			}
 			dst = append(dst, ':')
-			if dst, err = appendValue(dst, e.Values, 0); err != nil {
+			if dst, err = appendStrings(dst, e.Values); err != nil {
 				return nil, err
 			}
 		}
