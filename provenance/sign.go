@@ -125,7 +125,8 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	}
 	var typ, timestamp any
 	var haveType, haveTimestamp bool
-	rest := make([]Member, 0, len(step.Members))
+	// The members as encoded: id, timestamp and type (filled in below), then the rest.
+	full := make([]Member, 3, len(step.Members)+3)
 	for _, m := range step.Members {
 		switch {
 		case m.Key == "id":
@@ -137,7 +138,7 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 		case m.Key == "timestamp":
 			timestamp, haveTimestamp = m.Value, true
 		default:
-			rest = append(rest, m)
+			full = append(full, m)
 		}
 	}
 	if !haveType {
@@ -157,7 +158,8 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	if err != nil {
 		return "", err
 	}
-	encoded, err := encodeStep(id, timestamp, typ, rest, lim)
+	full[0], full[1], full[2] = Member{"id", id}, Member{"timestamp", timestamp}, Member{"type", typ}
+	encoded, err := encodeStep(&Object{Members: full}, lim)
 	if err != nil {
 		return "", err
 	}
@@ -168,15 +170,12 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	return id, nil
 }
 
-// encodeStep writes a step as the record carries it: the JSON text of id, timestamp, type
-// and the rest, in base64url. It refuses now what a verifier with limits lim would refuse
+// encodeStep writes a step as the record carries it (id, timestamp, type, then the rest):
+// its JSON text, in base64url. It refuses now what a verifier with limits lim would refuse
 // later.
-func encodeStep(id string, timestamp, typ any, rest []Member, lim Limits) (string, error) {
-	full := &Object{Members: make([]Member, 0, len(rest)+3)}
-	full.Members = append(full.Members, Member{"id", id}, Member{"timestamp", timestamp}, Member{"type", typ})
-	full.Members = append(full.Members, rest...)
+func encodeStep(full *Object, lim Limits) (string, error) {
 	// The JSON text is only the input of the base64: it and the encoding are written in
-	// a scratch buffer, and the step's one allocation is its string.
+	// a pooled buffer, and the encoded step is allocated once, as its string.
 	buf := getBuffer()
 	defer putBuffer(buf)
 	text, err := AppendJSON((*buf)[:0], full)
@@ -200,9 +199,9 @@ func encodeStep(id string, timestamp, typ any, rest []Member, lim Limits) (strin
 	return string(encoded), nil
 }
 
-// buffers holds the signing side's buffers whose contents are done with before the function that took one
-// returns (a step's JSON text before its base64, the data a record's signature covers
-// before its hash), so that one buffer serves record after record.
+// buffers are the signing side's buffers whose contents are done with before the function
+// that took one returns (a step's JSON text before its base64, the data a record's
+// signature covers before its hash), so that one buffer serves record after record.
 var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
 
 func getBuffer() *[]byte { return buffers.Get().(*[]byte) }
