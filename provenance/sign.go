@@ -226,7 +226,9 @@ func newStepID(r io.Reader) (string, error) {
 	if _, err := io.ReadFull(r, b[:]); err != nil {
 		return "", fmt.Errorf("provenance: reading random bytes for a step id: %w", err)
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+	var id [20]byte
+	base64.RawURLEncoding.Encode(id[:], b[:])
+	return string(id[:]), nil
 }
 
 // SigningKey is a signing key with its certificate chain, checked once: the signing
