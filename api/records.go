@@ -383,7 +383,7 @@ type recordSigner struct{ a *API }
 
 func (rs recordSigner) Verified(ok bool) { rs.a.opts.Metrics.verified(ok) }
 
-func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure) {
+func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder, dst []byte) ([]byte, *wire.Failure) {
 	a := rs.a
 	entry := a.keys[a.opts.Provenance.Key.Name()]
 	if entry == nil || entry.signer == nil {
@@ -398,7 +398,7 @@ func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder) ([]byte, *wi
 	rec, err := b.SignWith(ctx, entry.signer)
 	var out []byte
 	if err == nil {
-		out, err = rec.Marshal()
+		out, err = rec.AppendMarshal(dst)
 	}
 	a.opts.Metrics.signed(err)
 	if err != nil {

@@ -460,15 +460,18 @@ func checkDuplicateKeys(o *Object) error {
 
 const hexDigits = "0123456789abcdef"
 
+// appendString copies each run of characters that need no escape in one append: most
+// strings of a record (step ids, URLs, base64 steps, PEM lines) are such runs whole.
 func appendString(dst []byte, s string) ([]byte, error) {
 	dst = append(dst, '"')
+	run := 0 // the start of the run not yet copied
 	for i := 0; i < len(s); {
 		c := s[i]
 		if c >= 0x20 && c < 0x7F && c != '"' && c != '\\' {
-			dst = append(dst, c)
 			i++
 			continue
 		}
+		dst = append(dst, s[run:i]...)
 		if c < utf8.RuneSelf {
 			switch c {
 			case '"':
@@ -489,6 +492,7 @@ func appendString(dst []byte, s string) ([]byte, error) {
 				dst = appendU4(dst, rune(c))
 			}
 			i++
+			run = i
 			continue
 		}
 		r, size := utf8.DecodeRuneInString(s[i:])
@@ -503,7 +507,9 @@ func appendString(dst []byte, s string) ([]byte, error) {
 			dst = appendU4(dst, r)
 		}
 		i += size
+		run = i
 	}
+	dst = append(dst, s[run:]...)
 	return append(dst, '"'), nil
 }
 

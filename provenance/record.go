@@ -225,14 +225,22 @@ func (r *Record) Marshal() ([]byte, error) {
 	if r == nil || r.Steps == nil {
 		return nil, errors.New("provenance: record has no steps")
 	}
-	dst := make([]byte, 0, 4096)
+	return r.AppendMarshal(make([]byte, 0, r.marshalSize()))
+}
+
+// AppendMarshal appends the record as Marshal encodes it to dst, so that a caller that
+// writes records one after another can reuse one buffer. On an error it returns nil.
+func (r *Record) AppendMarshal(dst []byte) ([]byte, error) {
+	if r == nil || r.Steps == nil {
+		return nil, errors.New("provenance: record has no steps")
+	}
 	var err error
 	dst = append(dst, `{"ib1:provenance":`...)
 	if dst, err = appendString(dst, r.Framework); err != nil {
 		return nil, err
 	}
 	dst = append(dst, `,"origins":`...)
-	if dst, err = appendValue(dst, r.Origins, 0); err != nil {
+	if dst, err = appendStrings(dst, r.Origins); err != nil {
 		return nil, err
 	}
 	dst = append(dst, `,"steps":`...)
@@ -249,7 +257,7 @@ func (r *Record) Marshal() ([]byte, error) {
 				return nil, err
 			}
 			dst = append(dst, ':')
-			if dst, err = appendValue(dst, e.Values, 0); err != nil {
+			if dst, err = appendStrings(dst, e.Values); err != nil {
 				return nil, err
 			}
 		}
@@ -257,6 +265,37 @@ func (r *Record) Marshal() ([]byte, error) {
 	}
 	dst = append(dst, '}')
 	return dst, nil
+}
+
+// marshalSize is a little more than the length of the record's JSON text, so that Marshal
+// allocates once and a caller can still append a line break: the length of its strings,
+// quotes and separators, and a margin for escapes (PEM certificates have a line break, two
+// characters escaped, every 65).
+func (r *Record) marshalSize() int {
+	n := 64 + len(r.Framework)
+	for _, o := range r.Origins {
+		n += len(o) + 3
+	}
+	n += containerJSONSize(r.Steps)
+	for _, e := range r.Certificates {
+		n += len(e.Serial) + 6
+		for _, v := range e.Values {
+			n += len(v) + len(v)/32 + 3
+		}
+	}
+	return n
+}
+
+func containerJSONSize(c *Container) int {
+	n := 16 + len(c.Version) + len(c.Serial) + len(c.Timestamp) + len(c.Signature)
+	for _, e := range c.Elements {
+		if e.Container != nil {
+			n += containerJSONSize(e.Container) + 1
+		} else {
+			n += len(e.Step) + 3
+		}
+	}
+	return n
 }
 
 // MarshalJSON lets a Record be embedded in structures encoded with encoding/json.

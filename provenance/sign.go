@@ -16,6 +16,7 @@ import (
 	"io"
 	"math/big"
 	"strings"
+	"sync"
 	"time"
 )
 
@@ -57,6 +58,15 @@ type Builder struct {
 	origins   []string // of the received records, depth first
 	steps     []string // encoded new steps
 	signed    bool
+	nowText   string // now as step timestamps and the signing time write it; see timestamp
+}
+
+// timestamp is the Builder's time as FormatTimestamp writes it, formatted once.
+func (b *Builder) timestamp() string {
+	if b.nowText == "" {
+		b.nowText = FormatTimestamp(b.now)
+	}
+	return b.nowText
 }
 
 // NewBuilder starts a record under the trust framework URL framework. now is the time
@@ -115,7 +125,8 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	}
 	var typ, timestamp any
 	var haveType, haveTimestamp bool
-	rest := make([]Member, 0, len(step.Members))
+	// The members as encoded: id, timestamp and type (filled in below), then the rest.
+	full := make([]Member, 3, len(step.Members)+3)
 	for _, m := range step.Members {
 		switch {
 		case m.Key == "id":
@@ -127,7 +138,7 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 		case m.Key == "timestamp":
 			timestamp, haveTimestamp = m.Value, true
 		default:
-			rest = append(rest, m)
+			full = append(full, m)
 		}
 	}
 	if !haveType {
@@ -141,13 +152,14 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 			return "", errors.New("provenance: step timestamp must be a non-empty string when given")
 		}
 	} else {
-		timestamp = FormatTimestamp(b.now)
+		timestamp = b.timestamp()
 	}
 	id, err := newStepID(b.rand)
 	if err != nil {
 		return "", err
 	}
-	encoded, err := encodeStep(id, timestamp, typ, rest, lim)
+	full[0], full[1], full[2] = Member{"id", id}, Member{"timestamp", timestamp}, Member{"type", typ}
+	encoded, err := encodeStep(&Object{Members: full}, lim)
 	if err != nil {
 		return "", err
 	}
@@ -158,25 +170,50 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	return id, nil
 }
 
-// encodeStep writes a step as the record carries it: the JSON text of id, timestamp, type
-// and the rest, in base64url. It refuses now what a verifier with limits lim would refuse
+// encodeStep writes a step as the record carries it (id, timestamp, type, then the rest):
+// its JSON text, in base64url. It refuses now what a verifier with limits lim would refuse
 // later.
-func encodeStep(id string, timestamp, typ any, rest []Member, lim Limits) (string, error) {
-	full := &Object{Members: make([]Member, 0, len(rest)+3)}
-	full.Members = append(full.Members, Member{"id", id}, Member{"timestamp", timestamp}, Member{"type", typ})
-	full.Members = append(full.Members, rest...)
-	text, err := AppendJSON(nil, full)
+func encodeStep(full *Object, lim Limits) (string, error) {
+	// The JSON text is only the input of the base64: it and the encoding are written in
+	// a pooled buffer, and the encoded step is allocated once, as its string.
+	buf := getBuffer()
+	defer putBuffer(buf)
+	text, err := AppendJSON((*buf)[:0], full)
+	*buf = text
 	if err != nil {
 		return "", err
 	}
 	if err := withinLimits(full, 1, lim); err != nil {
 		return "", fmt.Errorf("provenance: step: %w", err)
 	}
-	encoded := base64.URLEncoding.EncodeToString(text)
-	if len(encoded) > lim.MaxStringBytes {
-		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d", len(encoded), lim.MaxStringBytes)
+	n := base64.URLEncoding.EncodedLen(len(text))
+	if n > lim.MaxStringBytes {
+		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d", n, lim.MaxStringBytes)
 	}
-	return encoded, nil
+	if cap(text) < len(text)+n {
+		*buf = append(text, make([]byte, n)...)
+		text = (*buf)[:len(text)]
+	}
+	encoded := text[len(text) : len(text)+n]
+	base64.URLEncoding.Encode(encoded, text)
+	return string(encoded), nil
+}
+
+// buffers are the signing side's buffers whose contents are done with before the function
+// that took one returns (a step's JSON text before its base64, the data a record's
+// signature covers before its hash), so that one buffer serves record after record.
+var buffers = sync.Pool{New: func() any { b := make([]byte, 0, 4096); return &b }}
+
+func getBuffer() *[]byte { return buffers.Get().(*[]byte) }
+
+// putBuffer returns a buffer to the pool; one that a huge step made grow is left to the
+// garbage collector instead.
+func putBuffer(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	*b = (*b)[:0]
+	buffers.Put(b)
 }
 
 // newStepID returns 15 random bytes as unpadded base64url (20 characters), like the
@@ -189,7 +226,9 @@ func newStepID(r io.Reader) (string, error) {
 	if _, err := io.ReadFull(r, b[:]); err != nil {
 		return "", fmt.Errorf("provenance: reading random bytes for a step id: %w", err)
 	}
-	return base64.RawURLEncoding.EncodeToString(b[:]), nil
+	var id [20]byte
+	base64.RawURLEncoding.Encode(id[:], b[:])
+	return string(id[:]), nil
 }
 
 // SigningKey is a signing key with its certificate chain, checked once: the signing
@@ -263,7 +302,7 @@ func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error)
 	if err := b.readyToSign(sk); err != nil {
 		return nil, err
 	}
-	c := &Container{Version: "0", Serial: sk.serial, Timestamp: FormatTimestamp(b.now)}
+	c := &Container{Version: "0", Serial: sk.serial, Timestamp: b.timestamp()}
 	c.Elements = make([]Element, 0, len(b.received)+len(b.steps))
 	for _, r := range b.received {
 		c.Elements = append(c.Elements, Element{Container: r.Steps})
@@ -276,7 +315,11 @@ func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error)
 		return nil, err
 	}
 
-	digest := sha256.Sum256(appendDataForSigning(make([]byte, 0, dataSize(c)+len(b.framework)), b.framework, c))
+	buf := getBuffer()
+	data := appendDataForSigning((*buf)[:0], b.framework, c)
+	digest := sha256.Sum256(data)
+	*buf = data
+	putBuffer(buf)
 	if err := ctx.Err(); err != nil {
 		return nil, err
 	}

@@ -72,36 +72,44 @@ func errCtx(err dateErr) map[string]any { return map[string]any{"error": string(
 // pydanticDateTime parses the raw JSON value of a datetime field, or returns the 422
 // problem pydantic would report (without its loc, which the caller adds).
 func pydanticDateTime(raw json.RawMessage) (time.Time, *problem) {
-	typeProblem := &problem{Type: "datetime_type", Msg: "Input should be a valid datetime", Input: raw}
 	if len(raw) == 0 {
-		return time.Time{}, typeProblem
+		return time.Time{}, dateTypeProblem(raw)
 	}
 	switch raw[0] {
 	case '"':
 		var s string
 		if json.Unmarshal(raw, &s) != nil {
-			return time.Time{}, typeProblem
+			return time.Time{}, dateTypeProblem(raw)
 		}
-		t, err := pydanticDateTimeString(s)
-		if err == errPythonYearZero {
-			// speedate read it; Python's datetime then refused it: no date fallback.
-			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: s, Ctx: errCtx(err)}
-		}
-		if err != "" {
-			return time.Time{}, &problem{Type: "datetime_from_date_parsing", Msg: "Input should be a valid datetime or date, " + string(err), Input: s, Ctx: errCtx(err)}
-		}
-		return t, nil
+		return pydanticDateTimeText(s)
 	case '-', '0', '1', '2', '3', '4', '5', '6', '7', '8', '9':
 		t, err, isType := pydanticDateTimeNumber(string(raw))
 		if isType {
-			return time.Time{}, typeProblem
+			return time.Time{}, dateTypeProblem(raw)
 		}
 		if err != "" {
 			return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: raw, Ctx: errCtx(err)}
 		}
 		return t, nil
 	}
-	return time.Time{}, typeProblem // true, false, null, a list or an object
+	return time.Time{}, dateTypeProblem(raw) // true, false, null, a list or an object
+}
+
+func dateTypeProblem(raw json.RawMessage) *problem {
+	return &problem{Type: "datetime_type", Msg: "Input should be a valid datetime", Input: raw}
+}
+
+// pydanticDateTimeText is pydanticDateTime of a JSON string, given its text.
+func pydanticDateTimeText(s string) (time.Time, *problem) {
+	t, err := pydanticDateTimeString(s)
+	if err == errPythonYearZero {
+		// speedate read it; Python's datetime then refused it: no date fallback.
+		return time.Time{}, &problem{Type: "datetime_parsing", Msg: "Input should be a valid datetime, " + string(err), Input: s, Ctx: errCtx(err)}
+	}
+	if err != "" {
+		return time.Time{}, &problem{Type: "datetime_from_date_parsing", Msg: "Input should be a valid datetime or date, " + string(err), Input: s, Ctx: errCtx(err)}
+	}
+	return t, nil
 }
 
 // pydanticDateTimeNumber handles a JSON number: json.loads makes an int of an integer text

@@ -12,6 +12,7 @@ import (
 	"errors"
 	"fmt"
 	"net/http"
+	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
@@ -26,9 +27,9 @@ import (
 // Records is what the routes need of the API's record service.
 type Records interface {
 	// Sign signs the record b holds with the record key, within the request's
-	// sign_timeout, and returns it encoded; a failure says how to answer. It counts the
-	// signing in provenanced_records_total.
-	Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure)
+	// sign_timeout, and returns it encoded, appended to dst; a failure says how to answer.
+	// It counts the signing in provenanced_records_total.
+	Sign(r *http.Request, b *provenance.Builder, dst []byte) ([]byte, *wire.Failure)
 	// Verified counts a verification of a received record: ok, or invalid.
 	Verified(ok bool)
 }
@@ -118,15 +119,6 @@ func Error(w http.ResponseWriter, status int, _, message, _ string) {
 	writeDetail(w, status, message)
 }
 
-// form reads the original's JSON body: required string and date-time fields, in the order
-// its pydantic model declares them, so that the problems come in pydantic's order.
-type form struct {
-	body     json.RawMessage // the object, for a missing field's input (pydantic's)
-	raw      map[string]json.RawMessage
-	times    map[string]time.Time // the date-time fields that parsed
-	problems []problem
-}
-
 // readSeedBody reads the body within the size limit, answering in the original's shape
 // when it cannot.
 func (o *service) readBody(w http.ResponseWriter, r *http.Request) ([]byte, bool) {
@@ -163,8 +155,8 @@ func (o *service) readForm(w http.ResponseWriter, r *http.Request) (*form, bool)
 	if !ok {
 		return nil, false
 	}
-	f := &form{}
-	if err := json.Unmarshal(body, &f.raw); err != nil || f.raw == nil {
+	f, err := parseForm(body)
+	if err != nil {
 		typ, msg := "model_attributes_type", "Input should be a valid dictionary or object to extract fields from"
 		var se *json.SyntaxError
 		if errors.As(err, &se) || len(body) == 0 {
@@ -177,58 +169,7 @@ func (o *service) readForm(w http.ResponseWriter, r *http.Request) (*form, bool)
 		writeDetail(w, http.StatusUnprocessableEntity, []problem{p})
 		return nil, false
 	}
-	f.body, f.times = body, map[string]time.Time{}
 	return f, true
-}
-
-// missing records that a required field is absent: pydantic's input is the whole object.
-func (f *form) missing(name string) {
-	f.problems = append(f.problems, problem{Type: "missing", Loc: []any{"body", name}, Msg: "Field required", Input: f.body})
-}
-
-func (f *form) str(name string) string {
-	raw, ok := f.raw[name]
-	if !ok {
-		f.missing(name)
-		return ""
-	}
-	var s string
-	if err := json.Unmarshal(raw, &s); err != nil || string(raw) == "null" { // pydantic: None is not a str
-		f.problems = append(f.problems, problem{Type: "string_type", Loc: []any{"body", name}, Msg: "Input should be a valid string", Input: json.RawMessage(raw)})
-		return ""
-	}
-	return s
-}
-
-// time reads a datetime field as the original's pydantic model does (see date.go).
-func (f *form) time(name string) time.Time {
-	raw, ok := f.raw[name]
-	if !ok {
-		f.missing(name)
-		return time.Time{}
-	}
-	t, problem := pydanticDateTime(raw)
-	if problem != nil {
-		problem.Loc = []any{"body", name}
-		f.problems = append(f.problems, *problem)
-		return t
-	}
-	f.times[name] = t
-	return t
-}
-
-// timeAfter reads a datetime field that the original's field_validator requires to be
-// after an earlier field: when both parsed and it is not, the validator's ValueError is
-// pydantic's value_error at this field's place in the list, as FastAPI answers it.
-func (f *form) timeAfter(name, earlier string) time.Time {
-	t := f.time(name)
-	_, parsed := f.times[name]
-	e, earlierParsed := f.times[earlier]
-	if parsed && earlierParsed && !t.After(e) {
-		f.problems = append(f.problems, problem{Type: "value_error", Loc: []any{"body", name},
-			Msg: "Value error, " + name + " must be after " + earlier, Input: f.raw[name], Ctx: valueErrorCtx})
-	}
-	return t
 }
 
 // day is the original's D(x): x's own calendar date at midnight, "2025-09-20T00:00Z".
@@ -258,9 +199,12 @@ func (o *service) ready(w http.ResponseWriter, signing bool) bool {
 
 // sign signs the record b holds and answers it, or the original's error shape.
 func (o *service) sign(w http.ResponseWriter, r *http.Request, b *provenance.Builder) {
-	out, f := o.opts.Records.Sign(r, b)
+	buf := answers.Get().(*[]byte)
+	defer putAnswer(buf)
+	out, f := o.opts.Records.Sign(r, b, (*buf)[:0])
 	if f == nil {
 		wire.Bytes(w, http.StatusOK, out)
+		*buf = out
 		return
 	}
 	msg := f.Message
@@ -271,6 +215,18 @@ func (o *service) sign(w http.ResponseWriter, r *http.Request, b *provenance.Bui
 		msg = "Internal server error; the daemon's log has the reason under request id " + f.RequestID
 	}
 	writeDetail(w, f.Status, msg)
+}
+
+// answers are the buffers records are encoded in: a record is written to the connection
+// (which keeps no reference to it) and its buffer serves the next one.
+var answers = sync.Pool{New: func() any { b := make([]byte, 0, 8192); return &b }}
+
+// putAnswer returns a buffer to the pool, unless a large record made it grow.
+func putAnswer(b *[]byte) {
+	if cap(*b) > 64<<10 {
+		return
+	}
+	answers.Put(b)
 }
 
 // edpRequest is the body of POST /api/v1/sign/edp, checked.
@@ -343,6 +299,7 @@ func (s *stepList) add(typ string, members ...provenance.Member) string {
 // addEDPSteps adds the original's EDP steps: permission, origin, transfer to the CAP.
 func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
 	steps := &stepList{b: b}
+	from, to := day(r.from), day(r.to)
 	permission := steps.add("permission",
 		m("scheme", scheme),
 		m("timestamp", provenance.FormatTimestamp(r.granted)),
@@ -357,7 +314,7 @@ func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
 		m("originLicence", r.originLicence),
 		m("external", true),
 		m("permissions", []any{permission}),
-		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", day(r.from)), m("to", day(r.to)))))),
+		m("perseus:scheme", obj(m("meteringPeriod", obj(m("from", from), m("to", to))))),
 		m("perseus:assurance", obj(m("dataSource", scheme+assuranceMeter))),
 	)
 	steps.add("transfer",
@@ -368,7 +325,7 @@ func addEDPSteps(b stepAdder, scheme string, r *edpRequest) error {
 		m("licence", scheme+edpLicence),
 		m("service", r.serviceURL),
 		m("path", "/readings"),
-		m("parameters", obj(m("measure", "import"), m("from", day(r.from)), m("to", day(r.to)))),
+		m("parameters", obj(m("measure", "import"), m("from", from), m("to", to))),
 		m("permissions", []any{permission}),
 		m("transaction", r.fapiID),
 	)
@@ -428,18 +385,19 @@ func parseCAPRequest(f *form) (*capRequest, int, any) {
 // the record it meant rather than a 422); anything else, null included, is pydantic's
 // dict_type.
 func (f *form) attachment(name string) []byte {
-	raw, ok := f.raw[name]
+	raw, ok := f.get(name)
 	if !ok {
 		f.missing(name)
 		return nil
 	}
+	given := raw
 	var s string
 	if json.Unmarshal(raw, &s) == nil {
 		raw = json.RawMessage(s)
 	}
 	var obj map[string]json.RawMessage
 	if json.Unmarshal(raw, &obj) != nil || obj == nil {
-		f.problems = append(f.problems, problem{Type: "dict_type", Loc: []any{"body", name}, Msg: "Input should be a valid dictionary", Input: f.raw[name]})
+		f.problems = append(f.problems, problem{Type: "dict_type", Loc: []any{"body", name}, Msg: "Input should be a valid dictionary", Input: given})
 		return nil
 	}
 	return raw
