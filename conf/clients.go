@@ -2,9 +2,11 @@ package conf
 
 import (
 	"crypto/sha256"
+	"crypto/subtle"
 	"encoding/hex"
 	"fmt"
 	"math"
+	"net/url"
 	"os"
 	"reflect"
 	"slices"
@@ -18,10 +20,11 @@ const (
 	OpSign    = "sign"    // POST /v1/keys/{name}/sign
 	OpRecords = "records" // POST /v1/records, /api/v1/sign/edp, /api/v1/sign/cap
 	OpCSR     = "csr"     // POST /v1/keys/{name}/csr
+	OpDebug   = "debug"   // /debug/pprof/ (server.pprof)
 )
 
 // Operations lists every operation a policy may name.
-var Operations = []string{OpSign, OpRecords, OpCSR}
+var Operations = []string{OpSign, OpRecords, OpCSR, OpDebug}
 
 // Client is one [clients.NAME] table: who the client is (any of its identities) and what
 // it may do.
@@ -38,7 +41,7 @@ type Client struct {
 	TLSCN       string   `toml:"tls_cn"`
 	Keys        []string `toml:"keys"`
 	Allow       []string `toml:"allow"`
-	// Rate is requests per second, 0 for no limit.
+	// Rate is signatures per second (a batch of N costs N), 0 for no limit.
 	Rate float64 `toml:"rate"`
 
 	// TokenDigest is the SHA-256 of the client's bearer token, from token_file or
@@ -58,9 +61,10 @@ type Audit struct {
 // AllKeys reports whether the client may use every key.
 func (c *Client) AllKeys() bool { return slices.Contains(c.Keys, "*") }
 
-// Allows reports whether the client may do op with key.
+// Allows reports whether the client may do op with key ("" for an operation that names
+// no key, such as debug).
 func (c *Client) Allows(op, key string) bool {
-	return slices.Contains(c.Allow, op) && (c.AllKeys() || slices.Contains(c.Keys, key))
+	return slices.Contains(c.Allow, op) && (key == "" || c.AllKeys() || slices.Contains(c.Keys, key))
 }
 
 // clientOrder lists the [clients.NAME] tables in file order.
@@ -138,8 +142,15 @@ func (c *Config) CheckClients() error {
 			cl.TokenDigest = d
 		}
 		if cl.TokenDigest != nil {
-			if err := claim(cl, "token", "token", string(cl.TokenDigest)); err != nil {
-				return err
+			for _, prev := range c.Clients {
+				if prev == cl {
+					break
+				}
+				// Constant time like every comparison of a token's digest, so that no
+				// search for one ever needs to be told apart.
+				if prev.TokenDigest != nil && subtle.ConstantTimeCompare(prev.TokenDigest, cl.TokenDigest) == 1 {
+					return c.Errorf(key("token"), "the same identity as [clients.%s]; a request must name one client only", prev.Name)
+				}
 			}
 		}
 		if len(cl.UIDs) == 0 && len(cl.GIDs) == 0 && cl.TokenDigest == nil && cl.TLSURI == "" && cl.TLSDNS == "" && cl.TLSCN == "" {
@@ -158,15 +169,28 @@ func (c *Config) CheckClients() error {
 				}
 			}
 		}
-		for _, f := range []struct{ field, value string }{{"tls_uri", cl.TLSURI}, {"tls_dns", cl.TLSDNS}, {"tls_cn", cl.TLSCN}} {
-			if f.value == "" {
-				continue
+		// Claimed as a certificate will be matched (NormalURI, NormalDNS): two clients
+		// whose names differ only where a certificate's cannot would both match it.
+		if cl.TLSURI != "" {
+			u, ok := NormalURI(cl.TLSURI)
+			if !ok {
+				return c.Errorf(key("tls_uri"), "%q is not an absolute URI such as \"spiffe://example.org/billing\"", cl.TLSURI)
 			}
-			if err := claim(cl, f.field, f.field, f.value); err != nil {
+			if err := claim(cl, "tls_uri", "tls_uri", u); err != nil {
 				return err
 			}
 		}
-		if len(cl.Keys) == 0 {
+		if cl.TLSDNS != "" {
+			if err := claim(cl, "tls_dns", "tls_dns", NormalDNS(cl.TLSDNS)); err != nil {
+				return err
+			}
+		}
+		if cl.TLSCN != "" {
+			if err := claim(cl, "tls_cn", "tls_cn", cl.TLSCN); err != nil {
+				return err
+			}
+		}
+		if len(cl.Keys) == 0 && !onlyDebug(cl.Allow) {
 			return c.Errorf(key("keys"), "missing; name the keys this client may use, or [\"*\"] for every key")
 		}
 		for _, k := range cl.Keys {
@@ -183,14 +207,45 @@ func (c *Config) CheckClients() error {
 			}
 		}
 		if cl.Rate < 0 || math.IsNaN(cl.Rate) || math.IsInf(cl.Rate, 0) {
-			return c.Errorf(key("rate"), "must be a positive number of requests per second (0 or absent: no limit)")
+			return c.Errorf(key("rate"), "must be a positive number of signatures per second (0 or absent: no limit)")
 		}
 	}
 	return nil
 }
 
+// onlyDebug reports a policy that allows debug alone, which names no key.
+func onlyDebug(allow []string) bool {
+	return len(allow) > 0 && !slices.ContainsFunc(allow, func(op string) bool { return op != OpDebug })
+}
+
+// NormalURI is a URI as a certificate's URI SAN is matched: its scheme and host in lower
+// case (RFC 3986 says they are case-insensitive), the rest as it is. ok is false for a
+// string that is not an absolute URI.
+func NormalURI(s string) (string, bool) {
+	u, err := url.Parse(s)
+	if err != nil || u.Scheme == "" {
+		return "", false
+	}
+	u.Scheme = strings.ToLower(u.Scheme)
+	u.Host = strings.ToLower(u.Host)
+	return u.String(), true
+}
+
+// NormalDNS is a DNS name as a certificate's DNS SAN is matched: in lower case, without a
+// final dot.
+func NormalDNS(s string) string { return strings.TrimSuffix(strings.ToLower(s), ".") }
+
+// MinTokenChars and MinTokenDistinct are what a token file must hold at least: 22 base64
+// characters carry 132 bits, and 16 different bytes keep out a token typed by hand
+// ("aaaa...", "password1234...") that is long but guessable.
+const (
+	MinTokenChars    = 22
+	MinTokenDistinct = 16
+)
+
 // readTokenFile reads a bearer token and returns its SHA-256. The file must be private to
-// its owner: a token others can read is a token others can use.
+// its owner: a token others can read (or write) is a token others can use. A token must
+// be strong enough that guessing it is hopeless at any rate the daemon answers.
 func readTokenFile(path string) ([]byte, error) {
 	st, err := os.Stat(path)
 	if err != nil {
@@ -200,7 +255,7 @@ func readTokenFile(path string) ([]byte, error) {
 		return nil, fmt.Errorf("%s is not a regular file", path)
 	}
 	if perm := st.Mode().Perm(); perm&0o077 != 0 {
-		return nil, fmt.Errorf("%s has mode %04o, so other users can read the token; run: chmod 600 %s", path, uint32(perm), path)
+		return nil, fmt.Errorf("%s has mode %04o, so other users can read or change the token; run: chmod 600 %s", path, uint32(perm), path)
 	}
 	data, err := os.ReadFile(path)
 	if err != nil {
@@ -208,11 +263,33 @@ func readTokenFile(path string) ([]byte, error) {
 	}
 	tok := strings.TrimSpace(string(data))
 	if tok == "" {
-		return nil, fmt.Errorf("%s is empty; write the token in it (for example: openssl rand -hex 32 > %s)", path, path)
+		return nil, fmt.Errorf("%s is empty; make a token with: provenanced token new -out %s", path, path)
 	}
 	if strings.ContainsAny(tok, " \t\r\n") {
 		return nil, fmt.Errorf("%s holds more than one line or word; a token file holds the token only", path)
 	}
+	if n, distinct := len(tok), distinctBytes(tok); !TokenStrong(tok) {
+		return nil, fmt.Errorf("%s holds a weak token (%d characters, %d different); a token needs at least %d base64 characters (128 bits), %d of them different; make one with: provenanced token new -out %s",
+			path, n, distinct, MinTokenChars, MinTokenDistinct, path)
+	}
 	sum := sha256.Sum256([]byte(tok))
 	return sum[:], nil
+}
+
+// TokenStrong reports whether a token is as strong as a token file's must be: at least
+// MinTokenChars characters, MinTokenDistinct of them different.
+func TokenStrong(tok string) bool {
+	return len(tok) >= MinTokenChars && distinctBytes(tok) >= MinTokenDistinct
+}
+
+func distinctBytes(s string) int {
+	var seen [256]bool
+	n := 0
+	for i := 0; i < len(s); i++ {
+		if !seen[s[i]] {
+			seen[s[i]] = true
+			n++
+		}
+	}
+	return n
 }

@@ -1,6 +1,6 @@
 // Command provenanced is a signing daemon for the IB1 Trust Framework and its clients.
-// It has one command that runs the daemon, three that talk to a running daemon and five
-// that work offline on the config's keys, on records or on the audit log:
+// It has one command that runs the daemon, three that talk to a running daemon and six
+// that work offline on the config's keys, on records, on the audit log or on tokens:
 //
 //	provenanced serve [-config FILE | -dev DIR [-hsm]]
 //	provenanced keys [-socket S | -url U] [-json]
@@ -11,6 +11,7 @@
 //	provenanced cert check -config FILE [-key NAME] [-root ROOT.pem]
 //	provenanced record sign|verify|graph [flags]
 //	provenanced audit verify [-head HEX] FILE...
+//	provenanced token new [-out FILE]
 //	provenanced version | --version
 //	provenanced help [COMMAND [SUBCOMMAND]]
 //
