@@ -95,7 +95,9 @@ func New(opts Options) (*API, error) {
 	guarded := func(op string, keyOf func(*http.Request) string, denied prometheus.Counter) access.Route {
 		return access.Route{Op: op, KeyOf: keyOf, Refuse: wire.Error, Denied: denied}
 	}
-	a.handle("POST", "/v1/keys/{name}/sign", a.guard.Wrap(guarded(conf.OpSign, pathKey, nil), a.sign), wire.Error)
+	signRoute := guarded(conf.OpSign, pathKey, nil)
+	signRoute.Charged = true // a batch of N costs N signatures of the client's rate
+	a.handle("POST", "/v1/keys/{name}/sign", a.guard.Wrap(signRoute, a.sign), wire.Error)
 	a.handle("POST", "/v1/keys/{name}/csr", a.guard.Wrap(guarded(conf.OpCSR, pathKey, nil), a.csr), wire.Error)
 	a.handle("POST", "/v1/records", a.guard.Wrap(guarded(conf.OpRecords, nil, opts.Metrics.recordsDenied), a.signRecord), wire.Error)
 	a.handle("POST", "/v1/records/verify", a.verifyRecord, wire.Error)

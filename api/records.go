@@ -131,9 +131,8 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 func (a *API) recordKey(w http.ResponseWriter, r *http.Request, name string) (*keyEntry, bool) {
 	key := a.opts.Provenance.Key
 	if name != "" {
-		e, ok := a.keys[name]
+		e, ok := a.keyNamed(w, name, "key: ")
 		if !ok {
-			wire.Error(w, http.StatusNotFound, "not_found", "key: no key named "+strconv.Quote(name), "")
 			return nil, false
 		}
 		key = e.key

@@ -35,7 +35,7 @@ func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy) (*access.
 		}
 		al = l
 	}
-	return access.NewPolicy(cfg.Clients, al, d.metrics.access), nil
+	return access.NewPolicy(cfg.Clients, access.Options{Audit: al, Metrics: d.metrics.access}), nil
 }
 
 func (d *Daemon) warnOpen(ac *access.Policy) {
