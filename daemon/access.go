@@ -1,8 +1,10 @@
 package daemon
 
 import (
+	"crypto/x509"
 	"log/slog"
 	"net"
+	"slices"
 
 	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/audit"
@@ -16,7 +18,7 @@ import (
 // one's when its file is empty.
 //
 // running is the policy being served (nil at start).
-func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy) (*access.Policy, error) {
+func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy, clientCAs *x509.CertPool) (*access.Policy, error) {
 	var al, cur *audit.Log
 	if running != nil {
 		cur = running.Audit()
@@ -35,7 +37,8 @@ func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy) (*access.
 		}
 		al = l
 	}
-	return access.NewPolicy(cfg.Clients, access.Options{Audit: al, Metrics: d.metrics.access}), nil
+	d.refusals.SetLimits(cfg.Server.RefusalRate, cfg.Server.RefusalBurst)
+	return access.NewPolicy(cfg.Clients, access.Options{Audit: al, Metrics: d.metrics.access, ClientCAs: clientCAs, Refusals: d.refusals}), nil
 }
 
 func (d *Daemon) warnOpen(ac *access.Policy) {
@@ -71,6 +74,16 @@ func (d *Daemon) warnClearTokens(cfg *conf.Config) {
 		if c.TokenDigest != nil {
 			d.log.Warn("clients send bearer tokens, and the TCP listener is off loopback without TLS: anyone on the path can read a token; set server.tls_cert and tls_key", "http", s.HTTP, "client", c.Name)
 			return
+		}
+	}
+}
+
+// warnRootClients warns of a client identified by uid 0: root can be any client anyway,
+// and a root process is rarely the application a policy means.
+func (d *Daemon) warnRootClients(cfg *conf.Config) {
+	for _, c := range cfg.Clients {
+		if slices.Contains(c.UIDs, 0) {
+			d.log.Warn("a client is identified by uid 0 (root): every process running as root is this client; give the application a user of its own", "client", c.Name)
 		}
 	}
 }

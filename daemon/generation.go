@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"sync"
@@ -83,7 +84,11 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 		running = prev.policy
 	}
 	// Last but for the API: a new audit file is open from here on.
-	policy, err := d.buildPolicy(cfg, running)
+	var clientCAs *x509.CertPool
+	if tc != nil {
+		clientCAs = tc.ClientCAs
+	}
+	policy, err := d.buildPolicy(cfg, running, clientCAs)
 	if err != nil {
 		return nil, err
 	}

@@ -10,17 +10,44 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ib1/provenanced/api/access"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ib1/provenanced/api/access"
+	"github.com/ib1/provenanced/conf"
 )
 
-// connContext records the peer of a Unix socket connection once per connection, not
-// once per request: the kernel's word for the process (SO_PEERCRED).
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
+// connContext returns the http.Server.ConnContext of a listener under lim (nil: no
+// limit). Once per connection, not once per request, it records the peer of a Unix socket
+// connection (the kernel's word for the process: SO_PEERCRED), counts the connection in
+// lim (which may close it at once) and gives access control what it keeps of the
+// connection.
+func (d *Daemon) connContext(lim *connLimit) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, c net.Conn) context.Context {
+		ac := &access.Conn{}
+		ctx = access.WithConn(ctx, ac)
+		peer, known := "", false
+		if uc, ok := c.(*net.UnixConn); ok {
+			p := socketPeer(uc)
+			ctx = access.WithPeer(ctx, p)
+			peer = "uid:" + strconv.Itoa(p.UID)
+			known = p.UID >= 0 && d.cur.Load().policy.KnowsPeer(p.UID, p.GID)
+		} else if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
+			peer = host
+			if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+				peer = ip.Mask(net.CIDRMask(64, 128)).String() + "/64" // one host commonly holds its /64 whole
+			}
+		}
+		if lim != nil {
+			lim.admit(c, peer, known)
+			ac.Identified = func() { lim.identified(c) }
+		}
 		return ctx
 	}
+}
+
+// socketPeer is the process at the other end of a Unix socket connection; -1 for what
+// the kernel does not say.
+func socketPeer(uc *net.UnixConn) access.Peer {
 	p := access.Peer{UID: -1, GID: -1, PID: -1}
 	if raw, err := uc.SyscallConn(); err == nil {
 		raw.Control(func(fd uintptr) {
@@ -29,18 +56,19 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 			}
 		})
 	}
-	return access.WithPeer(ctx, p)
+	return p
 }
 
 // observed wraps the API: one metric sample and one log line per request, with the route
 // pattern (never the raw path, which would let clients mint label values) and the peer.
 type observed struct {
-	next    http.Handler
-	log     *slog.Logger
-	m       *Metrics
-	mu      sync.RWMutex
-	byRoute map[routeCode]prometheus.Counter
-	times   map[string]prometheus.Observer
+	next     http.Handler
+	log      *slog.Logger
+	m        *Metrics
+	refusals *access.Refusals // past its budget, a refused request has no log line
+	mu       sync.RWMutex
+	byRoute  map[routeCode]prometheus.Counter
+	times    map[string]prometheus.Observer
 }
 
 type routeCode struct {
@@ -49,8 +77,8 @@ type routeCode struct {
 	client string // a configured client's name, so the label's values stay bounded
 }
 
-func newObserved(next http.Handler, log *slog.Logger, m *Metrics) *observed {
-	return &observed{next: next, log: log, m: m, byRoute: map[routeCode]prometheus.Counter{}, times: map[string]prometheus.Observer{}}
+func newObserved(next http.Handler, log *slog.Logger, m *Metrics, refusals *access.Refusals) *observed {
+	return &observed{next: next, log: log, m: m, refusals: refusals, byRoute: map[routeCode]prometheus.Counter{}, times: map[string]prometheus.Observer{}}
 }
 
 var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
@@ -89,13 +117,13 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case status >= 500:
 		level = slog.LevelError
 	}
-	if !o.log.Enabled(r.Context(), level) {
+	if !o.log.Enabled(r.Context(), level) || !o.refusals.Observe(r, call, status) {
 		return
 	}
 	p, unix := access.PeerFrom(r.Context())
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("route", route), slog.Int("status", status), slog.Float64("duration_ms", float64(took.Microseconds())/1000))
-	if k := r.PathValue("name"); k != "" {
+	if k := r.PathValue("name"); conf.ValidKeyName(k) { // else the answer was a 404, and the line does not repeat it
 		attrs = append(attrs, slog.String("key", k))
 	}
 	if client != "" {
