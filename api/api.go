@@ -40,6 +40,9 @@ type Options struct {
 	// Access is who may sign what, and the audit log; nil leaves every operation open,
 	// unaudited.
 	Access *access.Policy
+	// VerifyConcurrency bounds the verifications of the routes that verify for anyone
+	// (verifySlots); 0 = GOMAXPROCS.
+	VerifyConcurrency int
 }
 
 // API holds the handlers' shared state.
@@ -51,6 +54,8 @@ type API struct {
 	mux    *http.ServeMux
 	routes []Route
 	guard  *access.Guard
+	// verifying bounds the verifications that need no client.
+	verifying verifySlots
 }
 
 // Route is one route the API serves, as it is registered.
@@ -74,7 +79,7 @@ func New(opts Options) (*API, error) {
 		opts.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
 	a := &API{opts: opts, keys: map[string]*keyEntry{}, log: opts.Logger, mux: http.NewServeMux(),
-		guard: &access.Guard{Policy: opts.Access, Log: opts.Logger}}
+		guard: &access.Guard{Policy: opts.Access, Log: opts.Logger}, verifying: newVerifySlots(opts.VerifyConcurrency)}
 	for _, k := range opts.Keys {
 		e, err := newKeyEntry(k)
 		if err != nil {

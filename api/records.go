@@ -93,7 +93,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := a.opts.Provenance
-	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
+	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil).WithLimits(p.Verifier.Limits())
 	if len(req.Record) > 0 && string(req.Record) != "null" {
 		req.Records = append([]json.RawMessage{req.Record}, req.Records...)
 	}
@@ -112,6 +112,10 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
 	rec, err := b.SignWith(ctx, entry.signer)
+	if errors.Is(err, provenance.ErrBeyondLimits) {
+		wire.Error(w, http.StatusBadRequest, "bad_request", err.Error(), "")
+		return
+	}
 	if err != nil {
 		a.opts.Metrics.signed(err)
 		a.writeSignError(w, r, entry, err)
@@ -201,7 +205,6 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 	if !a.provenanceReady(w, false) {
 		return
 	}
-	p := a.opts.Provenance
 	var req verifyRecordRequest
 	if !a.decodeRequest(w, r, &req, "record, find, filter, framework, details") {
 		return
@@ -210,6 +213,13 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		wire.Error(w, http.StatusBadRequest, "bad_request", "record: required", "")
 		return
 	}
+	a.withSlot(w, r, wire.Error, func(w http.ResponseWriter) { a.verifyAnswer(w, r, &req) })
+}
+
+// verifyAnswer verifies a record and answers its steps, what find and filter select in
+// them, and with details who signed each.
+func (a *API) verifyAnswer(w http.ResponseWriter, r *http.Request, req *verifyRecordRequest) {
+	p := a.opts.Provenance
 	var find, filter any
 	for _, q := range []struct {
 		name string
@@ -347,16 +357,18 @@ func (a *API) graphRecord(w http.ResponseWriter, r *http.Request) {
 		wire.Error(w, http.StatusBadRequest, "bad_request", "record: required", "")
 		return
 	}
-	steps, err := a.verify(req.Record, req.Framework)
-	if err != nil {
-		a.writeRequestError(w, r, err)
-		return
-	}
-	dot := provenance.DOT(steps)
-	w.Header().Set("Content-Type", "text/vnd.graphviz; charset=utf-8")
-	w.Header().Set("Content-Length", strconv.Itoa(len(dot)))
-	w.WriteHeader(http.StatusOK)
-	w.Write(dot)
+	a.withSlot(w, r, wire.Error, func(w http.ResponseWriter) {
+		steps, err := a.verify(req.Record, req.Framework)
+		if err != nil {
+			a.writeRequestError(w, r, err)
+			return
+		}
+		dot := provenance.DOT(steps)
+		w.Header().Set("Content-Type", "text/vnd.graphviz; charset=utf-8")
+		w.Header().Set("Content-Length", strconv.Itoa(len(dot)))
+		w.WriteHeader(http.StatusOK)
+		w.Write(dot)
+	})
 }
 
 // originalOptions are the original service's routes' view of the records.
@@ -382,6 +394,10 @@ type recordSigner struct{ a *API }
 
 func (rs recordSigner) Verified(ok bool) { rs.a.opts.Metrics.verified(ok) }
 
+func (rs recordSigner) Verify(w http.ResponseWriter, r *http.Request, work func(http.ResponseWriter)) {
+	rs.a.withSlot(w, r, original.Error, work)
+}
+
 func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure) {
 	a := rs.a
 	entry := a.keys[a.opts.Provenance.Key.Name()]
@@ -395,6 +411,9 @@ func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder) ([]byte, *wi
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
 	rec, err := b.SignWith(ctx, entry.signer)
+	if errors.Is(err, provenance.ErrBeyondLimits) {
+		return nil, &wire.Failure{Status: http.StatusBadRequest, Problem: wire.Problem{Code: "bad_request", Message: err.Error()}}
+	}
 	var out []byte
 	if err == nil {
 		out, err = rec.Marshal()

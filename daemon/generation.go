@@ -93,15 +93,16 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 		return nil, err
 	}
 	a, err := api.New(api.Options{
-		Provenance:      prov,
-		Keys:            keys,
-		MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		SignTimeout:     cfg.Server.SignTimeout.D(),
-		MaxBatch:        cfg.Server.MaxBatch,
-		Logger:          d.log,
-		Metrics:         d.metrics.api,
-		Version:         d.opts.Version,
-		Access:          policy,
+		Provenance:        prov,
+		Keys:              keys,
+		MaxRequestBytes:   cfg.Server.MaxRequestBytes,
+		SignTimeout:       cfg.Server.SignTimeout.D(),
+		MaxBatch:          cfg.Server.MaxBatch,
+		VerifyConcurrency: cfg.Server.VerifyConcurrency,
+		Logger:            d.log,
+		Metrics:           d.metrics.api,
+		Version:           d.opts.Version,
+		Access:            policy,
 	})
 	if err != nil {
 		if al := policy.Audit(); al != nil && (running == nil || al != running.Audit()) {

@@ -33,6 +33,10 @@ type Records interface {
 	Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure)
 	// Verified counts a verification of a received record: ok, or invalid.
 	Verified(ok bool)
+	// Verify runs work, which verifies a record for whoever asks (the decode route),
+	// when its turn comes among the verifications bounded by verify_concurrency; when
+	// none comes in time it answers 503 itself.
+	Verify(w http.ResponseWriter, r *http.Request, work func(w http.ResponseWriter))
 }
 
 // Options configure the routes.
@@ -360,7 +364,7 @@ func (o *service) signEDP(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, status, detail)
 		return
 	}
-	b := provenance.NewBuilder(o.opts.Verifier.Framework(), o.opts.Now(), nil)
+	b := provenance.NewBuilder(o.opts.Verifier.Framework(), o.opts.Now(), nil).WithLimits(o.opts.Verifier.Limits())
 	if err := addEDPSteps(auditedSteps(r.Context(), b), o.opts.Scheme, req); err != nil {
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
@@ -489,7 +493,7 @@ func (o *service) signCAP(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, http.StatusBadRequest, "edp_data_attachment: "+err.Error())
 		return
 	}
-	b := provenance.NewBuilder(v.Framework(), o.opts.Now(), nil)
+	b := provenance.NewBuilder(v.Framework(), o.opts.Now(), nil).WithLimits(v.Limits())
 	steps, err := b.Receive(v, rec)
 	if err != nil {
 		o.opts.Records.Verified(false)
@@ -528,6 +532,11 @@ func (o *service) decode(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, http.StatusUnprocessableEntity, []problem{{Type: "json_invalid", Loc: []any{"body"}, Msg: "JSON decode error"}})
 		return
 	}
+	o.opts.Records.Verify(w, r, func(w http.ResponseWriter) { o.decodeVerified(w, body) })
+}
+
+// decodeVerified verifies the record body and answers its decoded steps.
+func (o *service) decodeVerified(w http.ResponseWriter, body []byte) {
 	v := o.opts.Verifier
 	rec, err := v.ParseRecord(body)
 	if err != nil {

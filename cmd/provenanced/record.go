@@ -153,7 +153,7 @@ func recordSign(args []string, stdout, stderr io.Writer) error {
 	if err != nil {
 		return err
 	}
-	b := provenance.NewBuilder(pc.TrustFramework, time.Now(), nil)
+	b := provenance.NewBuilder(pc.TrustFramework, time.Now(), nil).WithLimits(v.Limits())
 	if *in != "" {
 		data, err := readInput(*in)
 		if err != nil {
