@@ -6,6 +6,7 @@ import (
 	"net"
 	"net/http"
 	"sync"
+	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 )
@@ -17,12 +18,18 @@ import (
 //
 // At a bound, the newcomer gets in by closing an idle connection (between requests, or
 // accepted and still silent), the oldest first and a stranger's before a client's; a
-// newcomer that is not known as a client's may close strangers' connections only. When
-// every connection in its way is busy, the newcomer is closed at once. A connection in
-// the middle of a request is never closed: that is what the read and write timeouts bound.
+// newcomer that is not known as a client's may close only strangers' connections idle for
+// minIdle at least. When every connection in its way is busy (or, for a stranger, idle
+// for less), the newcomer is closed at once. A connection in the middle of a request is
+// never closed: that is what the read and write timeouts bound.
 //
-// The daemon learns of a connection from net/http's hooks: ConnContext when it is
-// accepted (admit), ConnState as it goes between requests and closes (state).
+// minIdle stops a peer that opens connections in a loop from turning each into the close
+// of another and a request served: past its bound, its newcomers cost an accept and a
+// close, and each of its connections is replaced at most once a second.
+//
+// The daemon counts a connection as its listener accepts it (limitedListener: a newcomer
+// that does not get in is closed before net/http spends anything on it), and follows it
+// through net/http's ConnState as it goes between requests and closes (state).
 type connLimit struct {
 	listener string
 	max      int
@@ -38,6 +45,7 @@ type connLimit struct {
 	open   prometheus.Gauge
 	closed prometheus.Counter // idle connections closed to make room
 	refuse prometheus.Counter // newcomers closed at once
+	now    func() time.Time
 }
 
 type peerConns struct {
@@ -53,7 +61,12 @@ type tracked struct {
 	trusted bool
 	el      *list.Element
 	peerEl  *list.Element
+	since   time.Time // idle since
 }
+
+// minIdle is how long a stranger's connection is idle before a stranger's newcomer may
+// take its place.
+const minIdle = time.Second
 
 func trust(b bool) int {
 	if b {
@@ -65,7 +78,7 @@ func trust(b bool) int {
 // newConnLimit is a listener's bound; reserve keeps room for configured clients (the
 // metrics listener, where nobody is one, keeps none).
 func newConnLimit(listener string, max, perPeer int, reserve bool, m *connMetrics) *connLimit {
-	l := &connLimit{listener: listener, max: max, perPeer: min(perPeer, max), conns: map[net.Conn]*tracked{}, peers: map[string]*peerConns{}}
+	l := &connLimit{listener: listener, max: max, perPeer: min(perPeer, max), conns: map[net.Conn]*tracked{}, peers: map[string]*peerConns{}, now: time.Now}
 	if reserve {
 		l.reserved = max / 4
 	}
@@ -87,16 +100,17 @@ func (l *connLimit) admit(c net.Conn, peer string, trusted bool) bool {
 		l.peers[peer] = pc
 	}
 	ok := true
+	now := l.now()
 	for ok {
 		var v *tracked
 		switch {
 		case pc.n >= l.perPeer:
-			v = oldestIdle(&pc.idle, trusted)
+			v = oldestIdle(&pc.idle, trusted, now)
 		case len(l.conns) >= l.max, !trusted && l.untrusted >= l.max-l.reserved:
-			v = oldestIdle(&l.idle, trusted)
+			v = oldestIdle(&l.idle, trusted, now)
 		default:
 			l.peers[peer] = pc // again, if closing for room took the peer's last one
-			l.add(&tracked{c: c, peer: peer, pc: pc, trusted: trusted})
+			l.add(&tracked{c: c, peer: peer, pc: pc, trusted: trusted}, now)
 			l.mu.Unlock()
 			closeAll(victims)
 			return true
@@ -117,10 +131,11 @@ func (l *connLimit) admit(c net.Conn, peer string, trusted bool) bool {
 	return false
 }
 
-// oldestIdle is the connection to close for room: a stranger's, or for a trusted
-// newcomer a client's when no stranger's is idle.
-func oldestIdle(idle *[2]list.List, trusted bool) *tracked {
-	if e := idle[0].Front(); e != nil {
+// oldestIdle is the connection to close for room: a stranger's (for a stranger's
+// newcomer, one idle for minIdle at least), or for a trusted newcomer a client's when no
+// stranger's is idle.
+func oldestIdle(idle *[2]list.List, trusted bool, now time.Time) *tracked {
+	if e := idle[0].Front(); e != nil && (trusted || now.Sub(e.Value.(*tracked).since) >= minIdle) {
 		return e.Value.(*tracked)
 	}
 	if e := idle[1].Front(); trusted && e != nil {
@@ -130,18 +145,18 @@ func oldestIdle(idle *[2]list.List, trusted bool) *tracked {
 }
 
 // add counts t, idle until its first request.
-func (l *connLimit) add(t *tracked) {
+func (l *connLimit) add(t *tracked, now time.Time) {
 	l.conns[t.c] = t
 	t.pc.n++
 	if !t.trusted {
 		l.untrusted++
 	}
-	l.setIdle(t, true)
+	l.setIdle(t, true, now)
 	l.open.Set(float64(len(l.conns)))
 }
 
 func (l *connLimit) remove(t *tracked) {
-	l.setIdle(t, false)
+	l.setIdle(t, false, time.Time{})
 	delete(l.conns, t.c)
 	t.pc.n--
 	if t.pc.n == 0 {
@@ -153,13 +168,15 @@ func (l *connLimit) remove(t *tracked) {
 	l.open.Set(float64(len(l.conns)))
 }
 
-func (l *connLimit) setIdle(t *tracked, idle bool) {
+// setIdle puts t among the idle connections (the newest) since now, or takes it out.
+func (l *connLimit) setIdle(t *tracked, idle bool, now time.Time) {
 	if t.el != nil {
 		l.idle[trust(t.trusted)].Remove(t.el)
 		t.pc.idle[trust(t.trusted)].Remove(t.peerEl)
 		t.el, t.peerEl = nil, nil
 	}
 	if idle {
+		t.since = now
 		t.el = l.idle[trust(t.trusted)].PushBack(t)
 		t.peerEl = t.pc.idle[trust(t.trusted)].PushBack(t)
 	}
@@ -169,15 +186,15 @@ func (l *connLimit) setIdle(t *tracked, idle bool) {
 func (l *connLimit) state(c net.Conn, s http.ConnState) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t := l.conns[c]
+	t := l.conns[tracking(c)]
 	if t == nil {
 		return // refused, or closed for room: no longer counted
 	}
 	switch s {
 	case http.StateActive:
-		l.setIdle(t, false)
+		l.setIdle(t, false, time.Time{})
 	case http.StateIdle:
-		l.setIdle(t, true)
+		l.setIdle(t, true, l.now())
 	case http.StateHijacked, http.StateClosed:
 		l.remove(t)
 	}
@@ -187,16 +204,16 @@ func (l *connLimit) state(c net.Conn, s http.ConnState) {
 func (l *connLimit) identified(c net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t := l.conns[c]
+	t := l.conns[tracking(c)]
 	if t == nil || t.trusted {
 		return
 	}
-	idle := t.el != nil
-	l.setIdle(t, false)
+	idle, since := t.el != nil, t.since
+	l.setIdle(t, false, since)
 	t.trusted = true
 	l.untrusted--
 	if idle {
-		l.setIdle(t, true)
+		l.setIdle(t, true, since)
 	}
 }
 
@@ -204,6 +221,37 @@ func closeAll(cs []net.Conn) {
 	for _, c := range cs {
 		closeConn(c)
 	}
+}
+
+// limitedListener admits what it accepts into lim, and returns only what got in.
+type limitedListener struct {
+	net.Listener
+	lim *connLimit
+	// peerOf names a connection's peer, and says whether it is known as a configured
+	// client's from the start.
+	peerOf func(net.Conn) (peer string, trusted bool)
+}
+
+func (l *limitedListener) Accept() (net.Conn, error) {
+	for {
+		c, err := l.Listener.Accept()
+		if err != nil {
+			return nil, err
+		}
+		peer, trusted := l.peerOf(c)
+		if l.lim.admit(c, peer, trusted) {
+			return c, nil
+		}
+	}
+}
+
+// tracking is the connection lim counts for c, which net/http's hooks see wrapped in TLS
+// on a TLS listener.
+func tracking(c net.Conn) net.Conn {
+	if tc, ok := c.(*tls.Conn); ok {
+		return tc.NetConn()
+	}
+	return c
 }
 
 // closeConn closes c at once: a TLS connection without its close_notify alert, whose

@@ -33,9 +33,13 @@ func isTimeout(err error) bool {
 }
 
 // At its bounds a listener lets a newcomer in by closing an idle connection, the oldest
-// stranger's first; a client's only for another client; a busy one never.
+// stranger's first (for a stranger, one idle for a second at least); a client's only for
+// another client; a busy one never.
 func TestConnLimit(t *testing.T) {
 	l := newConnLimit("test", 8, 3, true, newConnMetrics(prometheus.NewRegistry())) // 2 kept for clients
+	clock := time.Now()
+	l.now = func() time.Time { return clock }
+	later := func() { clock = clock.Add(minIdle) }
 	admit := func(peer string, trusted bool) (pipeConn, bool) {
 		c := newPipe(t)
 		return c, l.admit(c.Conn, peer, trusted)
@@ -45,6 +49,10 @@ func TestConnLimit(t *testing.T) {
 	a2, _ := admit("a", false)
 	l.state(a2.Conn, http.StateActive)
 	a3, _ := admit("a", false)
+	if a, ok := admit("a", false); ok || !a.closed() || a1.closed() {
+		t.Fatal("a stranger's newcomer closed a connection idle for less than minIdle")
+	}
+	later()
 	a4, ok := admit("a", false)
 	if !ok || !a1.closed() || a2.closed() || a3.closed() {
 		t.Fatalf("per peer: admitted %v; closed a1 %v a2 %v a3 %v", ok, a1.closed(), a2.closed(), a3.closed())
@@ -59,6 +67,7 @@ func TestConnLimit(t *testing.T) {
 	b1, _ := admit("b", false)
 	b2, _ := admit("b", false)
 	c1, _ := admit("c", false)
+	later()
 	if c2, ok := admit("c", false); !ok || !b1.closed() || c2.closed() {
 		t.Fatalf("at the strangers' bound: admitted %v, b1 closed %v", ok, b1.closed())
 	}
@@ -80,6 +89,7 @@ func TestConnLimit(t *testing.T) {
 	if idleStrangers != 1 {
 		t.Fatalf("%d idle strangers' connections, want c2 alone", idleStrangers)
 	}
+	later()
 	d1, ok := admit("d", false)
 	if !ok || d1.closed() {
 		t.Fatal("a stranger could not take an idle stranger's room")

@@ -47,7 +47,7 @@ func (d *Daemon) listen(in inherited) (*listeners, error) {
 	socketLimit := newConnLimit("socket", s.MaxConnections, s.MaxConnectionsPerPeer, true, d.conns)
 	switch {
 	case in.socket != nil:
-		ls.all = append(ls.all, served{in.socket, d.server(socketHandler, socketLimit)})
+		ls.all = append(ls.all, served{d.limited(in.socket, socketLimit), d.server(socketHandler, socketLimit)})
 		ls.socket = in.socket.Addr().String()
 		if s.Socket != "" && ls.socket != s.Socket {
 			d.log.Warn("the socket systemd passed is not at server.socket; clients must use the systemd one", "systemd", ls.socket, "server.socket", s.Socket)
@@ -57,7 +57,7 @@ func (d *Daemon) listen(in inherited) (*listeners, error) {
 		if err != nil {
 			return nil, err
 		}
-		ls.all = append(ls.all, served{l, d.server(socketHandler, socketLimit)})
+		ls.all = append(ls.all, served{d.limited(l, socketLimit), d.server(socketHandler, socketLimit)})
 		ls.socket = s.Socket
 	}
 	ls.tls = d.cur.Load().tls != nil
@@ -97,11 +97,17 @@ func (d *Daemon) listenTCP(ls *listeners, passed net.Listener, addr, key string,
 		handler = newObserved(hostGuard(d.api, d.cfg.Server.AllowedHosts), d.log, d.metrics, d.refusals)
 	}
 	a := l.Addr().String()
+	l = d.limited(l, lim) // under TLS: a newcomer refused costs no handshake
 	if useTLS {
 		l = tls.NewListener(l, d.tlsConfig())
 	}
 	ls.all = append(ls.all, served{l, d.server(wrap(handler), lim)})
 	return a, nil
+}
+
+// limited is l under lim.
+func (d *Daemon) limited(l net.Listener, lim *connLimit) net.Listener {
+	return &limitedListener{Listener: l, lim: lim, peerOf: d.peerOf}
 }
 
 // loadTLS builds the TCP listener's TLS configuration from [server] tls_cert, tls_key

@@ -18,31 +18,40 @@ import (
 
 // connContext returns the http.Server.ConnContext of a listener under lim (nil: no
 // limit). Once per connection, not once per request, it records the peer of a Unix socket
-// connection (the kernel's word for the process: SO_PEERCRED), counts the connection in
-// lim (which may close it at once) and gives access control what it keeps of the
-// connection.
+// connection (the kernel's word for the process: SO_PEERCRED) and gives access control
+// what it keeps of the connection, with the hook by which lim learns that a configured
+// client uses it.
 func (d *Daemon) connContext(lim *connLimit) func(context.Context, net.Conn) context.Context {
 	return func(ctx context.Context, c net.Conn) context.Context {
 		ac := &access.Conn{}
-		ctx = access.WithConn(ctx, ac)
-		peer, known := "", false
-		if uc, ok := c.(*net.UnixConn); ok {
-			p := socketPeer(uc)
-			ctx = access.WithPeer(ctx, p)
-			peer = "uid:" + strconv.Itoa(p.UID)
-			known = p.UID >= 0 && d.cur.Load().policy.KnowsPeer(p.UID, p.GID)
-		} else if host, _, err := net.SplitHostPort(c.RemoteAddr().String()); err == nil {
-			peer = host
-			if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
-				peer = ip.Mask(net.CIDRMask(64, 128)).String() + "/64" // one host commonly holds its /64 whole
-			}
-		}
 		if lim != nil {
-			lim.admit(c, peer, known)
 			ac.Identified = func() { lim.identified(c) }
+		}
+		ctx = access.WithConn(ctx, ac)
+		if uc, ok := c.(*net.UnixConn); ok {
+			ctx = access.WithPeer(ctx, socketPeer(uc))
 		}
 		return ctx
 	}
+}
+
+// peerOf names the peer of a connection for the connection limits: "uid:N" on the
+// socket, known at once as a client's when the configuration being served has one of
+// that uid or gid; on TCP the address, and for IPv6 its /64, which one host commonly
+// holds whole.
+func (d *Daemon) peerOf(c net.Conn) (string, bool) {
+	if uc, ok := c.(*net.UnixConn); ok {
+		p := socketPeer(uc)
+		return "uid:" + strconv.Itoa(p.UID), p.UID >= 0 && d.cur.Load().policy.KnowsPeer(p.UID, p.GID)
+	}
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String(), false
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64", false
+	}
+	return host, false
 }
 
 // socketPeer is the process at the other end of a Unix socket connection; -1 for what
@@ -116,6 +125,10 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		level = slog.LevelDebug
 	case status >= 500:
 		level = slog.LevelError
+	case probes[route] && status < 300:
+		// A kubelet or a scraper every few seconds, or a stranger's every connection:
+		// none is worth a line at info.
+		level = slog.LevelDebug
 	}
 	if !o.log.Enabled(r.Context(), level) || !o.refusals.Observe(r, call, status) {
 		return
@@ -136,6 +149,9 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	o.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
+
+// probes are the daemon's own routes that probes and scrapers poll.
+var probes = map[string]bool{"GET /healthz": true, "GET /readyz": true, "GET /metrics": true}
 
 // instruments returns the request counter and duration histogram of a route and status,
 // resolving their labels once.
