@@ -41,7 +41,7 @@ type Options struct {
 	// unaudited.
 	Access *access.Policy
 	// VerifyConcurrency bounds the verifications of the routes that verify for anyone
-	// (verifySlots); 0 = GOMAXPROCS.
+	// (verifySlots); 0 = GOMAXPROCS-1, at least one.
 	VerifyConcurrency int
 }
 
@@ -105,9 +105,12 @@ func New(opts Options) (*API, error) {
 	a.handle("POST", "/v1/keys/{name}/sign", a.guard.Wrap(signRoute, a.sign), wire.Error)
 	a.handle("POST", "/v1/keys/{name}/csr", a.guard.Wrap(guarded(conf.OpCSR, pathKey, nil), a.csr), wire.Error)
 	a.handle("POST", "/v1/records", a.guard.Wrap(guarded(conf.OpRecords, nil, opts.Metrics.recordsDenied), a.signRecord), wire.Error)
-	a.handle("POST", "/v1/records/verify", a.verifyRecord, wire.Error)
-	a.handle("POST", "/v1/records/graph", a.graphRecord, wire.Error)
+	a.handle("POST", "/v1/records/verify", a.takingTurns(a.verifyRecord, wire.Error), wire.Error)
+	a.handle("POST", "/v1/records/graph", a.takingTurns(a.graphRecord, wire.Error), wire.Error)
 	for _, rt := range original.Routes(a.originalOptions(), a.guard) {
+		if rt.Verifies {
+			rt.Handler = a.takingTurns(rt.Handler, original.Error)
+		}
 		a.handle(rt.Method, rt.Path, rt.Handler, original.Error)
 	}
 	a.methodNotAllowed()

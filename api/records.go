@@ -213,12 +213,6 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		wire.Error(w, http.StatusBadRequest, "bad_request", "record: required", "")
 		return
 	}
-	a.withSlot(w, r, wire.Error, func(w http.ResponseWriter) { a.verifyAnswer(w, r, &req) })
-}
-
-// verifyAnswer verifies a record and answers its steps, what find and filter select in
-// them, and with details who signed each.
-func (a *API) verifyAnswer(w http.ResponseWriter, r *http.Request, req *verifyRecordRequest) {
 	p := a.opts.Provenance
 	var find, filter any
 	for _, q := range []struct {
@@ -357,18 +351,16 @@ func (a *API) graphRecord(w http.ResponseWriter, r *http.Request) {
 		wire.Error(w, http.StatusBadRequest, "bad_request", "record: required", "")
 		return
 	}
-	a.withSlot(w, r, wire.Error, func(w http.ResponseWriter) {
-		steps, err := a.verify(req.Record, req.Framework)
-		if err != nil {
-			a.writeRequestError(w, r, err)
-			return
-		}
-		dot := provenance.DOT(steps)
-		w.Header().Set("Content-Type", "text/vnd.graphviz; charset=utf-8")
-		w.Header().Set("Content-Length", strconv.Itoa(len(dot)))
-		w.WriteHeader(http.StatusOK)
-		w.Write(dot)
-	})
+	steps, err := a.verify(req.Record, req.Framework)
+	if err != nil {
+		a.writeRequestError(w, r, err)
+		return
+	}
+	dot := provenance.DOT(steps)
+	w.Header().Set("Content-Type", "text/vnd.graphviz; charset=utf-8")
+	w.Header().Set("Content-Length", strconv.Itoa(len(dot)))
+	w.WriteHeader(http.StatusOK)
+	w.Write(dot)
 }
 
 // originalOptions are the original service's routes' view of the records.
@@ -393,10 +385,6 @@ func (a *API) originalOptions() original.Options {
 type recordSigner struct{ a *API }
 
 func (rs recordSigner) Verified(ok bool) { rs.a.opts.Metrics.verified(ok) }
-
-func (rs recordSigner) Verify(w http.ResponseWriter, r *http.Request, work func(http.ResponseWriter)) {
-	rs.a.withSlot(w, r, original.Error, work)
-}
 
 func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure) {
 	a := rs.a

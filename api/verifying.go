@@ -1,7 +1,9 @@
 package api
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"runtime"
 	"strconv"
@@ -13,17 +15,21 @@ import (
 // verifyWait is how long a verification waits for its turn before a 503.
 const verifyWait = 5 * time.Second
 
-// verifySlots bound the record verifications that the routes open to everyone
-// (/v1/records/verify, /v1/records/graph, /api/v1/decode) run at once: a record of a
-// megabyte takes a core for tens of milliseconds, and as many connections as a stranger
-// can open would otherwise take every core from the signatures of configured clients.
-// Signing routes that verify the records they receive are not bounded here: their
-// clients are known and have a rate.
+// verifySlots bound the requests of the routes that verify records for anyone
+// (/v1/records/verify, /v1/records/graph, /api/v1/decode) that run at once: a record of a
+// megabyte takes a core for tens of milliseconds to read, verify and answer, and as many
+// connections as a stranger can open would otherwise take every core from the signatures
+// of configured clients. Signing routes that verify the records they receive are not
+// bounded here: their clients are known and have a rate.
 type verifySlots chan struct{}
 
+// newVerifySlots is n slots; 0 leaves a core to everything else: GOMAXPROCS-1, at least
+// one. (All GOMAXPROCS cores verifying took a client's signing p50 from 0.9 ms to 33 ms
+// on two cores under 16 connections verifying 800 kB records; one less kept it at 4 ms,
+// with as many verifications done.)
 func newVerifySlots(n int) verifySlots {
 	if n <= 0 {
-		n = runtime.GOMAXPROCS(0)
+		n = max(1, runtime.GOMAXPROCS(0)-1)
 	}
 	return make(verifySlots, n)
 }
@@ -52,9 +58,35 @@ func (s verifySlots) give() { <-s }
 // busyMessage is the 503 of a verification that found no slot.
 const busyMessage = "every record verification slot (verify_concurrency) stayed busy; retry"
 
+// takingTurns serves h with a verification slot, or answers 503 in the route's shape
+// (refuse) when none comes in time. The body is read first and h's answer kept until the
+// slot is given back: a client that sends or reads slowly holds no slot meanwhile.
+func (a *API) takingTurns(h http.HandlerFunc, refuse wire.ErrorWriter) http.HandlerFunc {
+	return func(w http.ResponseWriter, r *http.Request) {
+		if r.ContentLength > a.opts.MaxRequestBytes {
+			h(w, r) // its 413, at once
+			return
+		}
+		body, err := io.ReadAll(http.MaxBytesReader(w, r.Body, a.opts.MaxRequestBytes))
+		r.Body.Close()
+		// The handler reads the body as it would have, errors included (a 413 stays one).
+		r.Body = io.NopCloser(io.MultiReader(bytes.NewReader(body), errReader{err}))
+		a.withSlot(w, r, refuse, func(w http.ResponseWriter) { h(w, r) })
+	}
+}
+
+// errReader is the end of a body read ahead: io.EOF, or the error the read met.
+type errReader struct{ err error }
+
+func (e errReader) Read([]byte) (int, error) {
+	if e.err == nil {
+		return 0, io.EOF
+	}
+	return 0, e.err
+}
+
 // withSlot runs work with a verification slot, or answers 503 in the route's shape
-// (refuse) when none comes in time. work's answer is kept until the slot is given back:
-// a client that reads its answer slowly must not hold a slot meanwhile.
+// (refuse) when none comes in time. work's answer is kept until the slot is given back.
 func (a *API) withSlot(w http.ResponseWriter, r *http.Request, refuse wire.ErrorWriter, work func(w http.ResponseWriter)) {
 	done, ok := a.verifying.take(r.Context())
 	if !ok {

@@ -104,7 +104,7 @@ type Server struct {
 	RefusalRate  float64 `toml:"refusal_rate"`
 	RefusalBurst int     `toml:"refusal_burst"`
 	// VerifyConcurrency bounds the record verifications that the routes open to everyone
-	// run at once; 0 = GOMAXPROCS.
+	// run at once; 0 = GOMAXPROCS-1, at least one (a core is left to signatures).
 	VerifyConcurrency int `toml:"verify_concurrency"`
 }
 
@@ -439,7 +439,7 @@ func (c *Config) checkLimits() error {
 		return c.Errorf("server.refusal_rate", "must be a positive number of refused requests per second")
 	}
 	if s.VerifyConcurrency < 0 {
-		return c.Errorf("server.verify_concurrency", "must not be negative (0 = GOMAXPROCS)")
+		return c.Errorf("server.verify_concurrency", "must not be negative (0 = one less than the cores Go uses, at least one)")
 	}
 	return nil
 }

@@ -166,7 +166,12 @@ func hostGuard(next http.Handler, allowed []string) http.Handler {
 
 func hostAllowed(host string, allowed []string) bool {
 	h := host
-	if hh, _, err := net.SplitHostPort(host); err == nil {
+	if hh, port, err := net.SplitHostPort(host); err == nil {
+		// SplitHostPort takes anything after the last colon for a port: "localhost.:1.evil"
+		// would be localhost. (RFC 3986 allows an empty port.)
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil && port != "" {
+			return false
+		}
 		h = hh
 	}
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")

@@ -33,10 +33,6 @@ type Records interface {
 	Sign(r *http.Request, b *provenance.Builder) ([]byte, *wire.Failure)
 	// Verified counts a verification of a received record: ok, or invalid.
 	Verified(ok bool)
-	// Verify runs work, which verifies a record for whoever asks (the decode route),
-	// when its turn comes among the verifications bounded by verify_concurrency; when
-	// none comes in time it answers 503 itself.
-	Verify(w http.ResponseWriter, r *http.Request, work func(w http.ResponseWriter))
 }
 
 // Options configure the routes.
@@ -62,6 +58,9 @@ type Options struct {
 type Route struct {
 	Method, Path string
 	Handler      http.HandlerFunc
+	// Verifies: the route verifies a record for whoever asks, and takes its turn among
+	// the verifications the API bounds.
+	Verifies bool
 }
 
 // Routes returns the original's routes, the signing ones under guard.
@@ -73,9 +72,9 @@ func Routes(opts Options, guard *access.Guard) []Route {
 	signing := access.Route{Op: conf.OpRecords, Refuse: Error, Denied: opts.Denied,
 		KeyOf: func(*http.Request) string { return opts.KeyName }}
 	return []Route{
-		{"POST", "/api/v1/sign/edp", guard.Wrap(signing, o.signEDP)},
-		{"POST", "/api/v1/sign/cap", guard.Wrap(signing, o.signCAP)},
-		{"POST", "/api/v1/decode", o.decode},
+		{"POST", "/api/v1/sign/edp", guard.Wrap(signing, o.signEDP), false},
+		{"POST", "/api/v1/sign/cap", guard.Wrap(signing, o.signCAP), false},
+		{"POST", "/api/v1/decode", o.decode, true},
 	}
 }
 
@@ -532,11 +531,6 @@ func (o *service) decode(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, http.StatusUnprocessableEntity, []problem{{Type: "json_invalid", Loc: []any{"body"}, Msg: "JSON decode error"}})
 		return
 	}
-	o.opts.Records.Verify(w, r, func(w http.ResponseWriter) { o.decodeVerified(w, body) })
-}
-
-// decodeVerified verifies the record body and answers its decoded steps.
-func (o *service) decodeVerified(w http.ResponseWriter, body []byte) {
 	v := o.opts.Verifier
 	rec, err := v.ParseRecord(body)
 	if err != nil {
