@@ -109,106 +109,130 @@ func (c *Config) parseClients(md toml.MetaData, raw map[string]toml.Primitive) e
 // able to pass for either of two clients). Token files are read here, so a token file
 // that others can read stops the daemon at start.
 func (c *Config) CheckClients() error {
-	type owner struct{ kind, value string }
 	owners := map[owner]string{}
-	claim := func(cl *Client, field, kind, value string) error {
-		o := owner{kind, value}
-		if prev, ok := owners[o]; ok {
-			return c.Errorf("clients."+cl.Name+"."+field, "the same identity as [clients.%s]; a request must name one client only", prev)
-		}
-		owners[o] = cl.Name
-		return nil
-	}
-	for _, cl := range c.Clients {
-		key := func(field string) string { return "clients." + cl.Name + "." + field }
+	for i, cl := range c.Clients {
 		if cl.Name == "" || strings.ContainsFunc(cl.Name, func(r rune) bool { return r < 0x20 || r == 0x7f }) {
 			return c.Errorf("clients."+cl.Name, "a client's name must be printable")
 		}
-		if cl.TokenFile != "" && cl.TokenSHA256 != "" {
-			return c.Errorf(key("token_file"), "set token_file or token_sha256, not both")
-		}
-		if cl.TokenFile != "" {
-			d, err := readTokenFile(cl.TokenFile)
-			if err != nil {
-				return &Error{File: c.File, Key: key("token_file"), Msg: err.Error()}
-			}
-			cl.TokenDigest = d
-		}
-		if cl.TokenSHA256 != "" {
-			d, err := hex.DecodeString(cl.TokenSHA256)
-			if err != nil || len(d) != sha256.Size {
-				return c.Errorf(key("token_sha256"), "must be 64 hexadecimal characters (the SHA-256 of the token, as `sha256sum` prints it)")
-			}
-			cl.TokenDigest = d
-		}
-		if cl.TokenDigest != nil {
-			for _, prev := range c.Clients {
-				if prev == cl {
-					break
-				}
-				// Constant time like every comparison of a token's digest, so that no
-				// search for one ever needs to be told apart.
-				if prev.TokenDigest != nil && subtle.ConstantTimeCompare(prev.TokenDigest, cl.TokenDigest) == 1 {
-					return c.Errorf(key("token"), "the same identity as [clients.%s]; a request must name one client only", prev.Name)
-				}
-			}
+		if err := c.readToken(cl, c.Clients[:i]); err != nil {
+			return err
 		}
 		if len(cl.UIDs) == 0 && len(cl.GIDs) == 0 && cl.TokenDigest == nil && cl.TLSURI == "" && cl.TLSDNS == "" && cl.TLSCN == "" {
 			return c.Errorf("clients."+cl.Name, "no identity; set uids, gids, token_file, token_sha256, tls_uri, tls_dns or tls_cn")
 		}
-		for _, f := range []struct {
-			field string
-			ids   []int
-		}{{"uids", cl.UIDs}, {"gids", cl.GIDs}} {
-			for _, id := range f.ids {
-				if id < 0 || id > math.MaxUint32-1 {
-					return c.Errorf(key(f.field), "%d is not a valid id", id)
-				}
-				if err := claim(cl, f.field, f.field, fmt.Sprint(id)); err != nil {
-					return err
-				}
-			}
+		if err := c.claimIdentities(cl, owners); err != nil {
+			return err
 		}
-		// Claimed as a certificate will be matched (NormalURI, NormalDNS): two clients
-		// whose names differ only where a certificate's cannot would both match it.
-		if cl.TLSURI != "" {
-			u, ok := NormalURI(cl.TLSURI)
-			if !ok {
-				return c.Errorf(key("tls_uri"), "%q is not an absolute URI such as \"spiffe://example.org/billing\"", cl.TLSURI)
+		if err := c.checkPolicy(cl); err != nil {
+			return err
+		}
+	}
+	return nil
+}
+
+// owner is an identity a client claims: its kind (the field) and value.
+type owner struct{ kind, value string }
+
+// readToken sets cl's TokenDigest from token_file or token_sha256, and refuses one that
+// a client before it (earlier) has.
+func (c *Config) readToken(cl *Client, earlier []*Client) error {
+	key := func(field string) string { return "clients." + cl.Name + "." + field }
+	if cl.TokenFile != "" && cl.TokenSHA256 != "" {
+		return c.Errorf(key("token_file"), "set token_file or token_sha256, not both")
+	}
+	if cl.TokenFile != "" {
+		d, err := readTokenFile(cl.TokenFile)
+		if err != nil {
+			return &Error{File: c.File, Key: key("token_file"), Msg: err.Error()}
+		}
+		cl.TokenDigest = d
+	}
+	if cl.TokenSHA256 != "" {
+		d, err := hex.DecodeString(cl.TokenSHA256)
+		if err != nil || len(d) != sha256.Size {
+			return c.Errorf(key("token_sha256"), "must be 64 hexadecimal characters (the SHA-256 of the token, as `sha256sum` prints it)")
+		}
+		cl.TokenDigest = d
+	}
+	if cl.TokenDigest == nil {
+		return nil
+	}
+	for _, prev := range earlier {
+		// Constant time like every comparison of a token's digest, so that no search for
+		// one ever needs to be told apart.
+		if prev.TokenDigest != nil && subtle.ConstantTimeCompare(prev.TokenDigest, cl.TokenDigest) == 1 {
+			return c.Errorf(key("token"), "the same identity as [clients.%s]; a request must name one client only", prev.Name)
+		}
+	}
+	return nil
+}
+
+// claimIdentities records cl's uids, gids and certificate names in owners, refusing one
+// that another client has claimed. Certificate names are claimed as a certificate's are
+// matched (NormalURI, NormalDNS): two clients whose names differ only where a
+// certificate's cannot would both match it.
+func (c *Config) claimIdentities(cl *Client, owners map[owner]string) error {
+	key := func(field string) string { return "clients." + cl.Name + "." + field }
+	claim := func(field, value string) error {
+		o := owner{field, value}
+		if prev, ok := owners[o]; ok {
+			return c.Errorf(key(field), "the same identity as [clients.%s]; a request must name one client only", prev)
+		}
+		owners[o] = cl.Name
+		return nil
+	}
+	for _, f := range []struct {
+		field string
+		ids   []int
+	}{{"uids", cl.UIDs}, {"gids", cl.GIDs}} {
+		for _, id := range f.ids {
+			if id < 0 || id > math.MaxUint32-1 {
+				return c.Errorf(key(f.field), "%d is not a valid id", id)
 			}
-			if err := claim(cl, "tls_uri", "tls_uri", u); err != nil {
+			if err := claim(f.field, fmt.Sprint(id)); err != nil {
 				return err
 			}
 		}
-		if cl.TLSDNS != "" {
-			if err := claim(cl, "tls_dns", "tls_dns", NormalDNS(cl.TLSDNS)); err != nil {
+	}
+	names := map[string]string{"tls_dns": NormalDNS(cl.TLSDNS), "tls_cn": cl.TLSCN}
+	if cl.TLSURI != "" {
+		u, ok := NormalURI(cl.TLSURI)
+		if !ok {
+			return c.Errorf(key("tls_uri"), "%q is not an absolute URI such as \"spiffe://example.org/billing\"", cl.TLSURI)
+		}
+		names["tls_uri"] = u
+	}
+	for _, field := range []string{"tls_uri", "tls_dns", "tls_cn"} {
+		if v := names[field]; v != "" {
+			if err := claim(field, v); err != nil {
 				return err
 			}
 		}
-		if cl.TLSCN != "" {
-			if err := claim(cl, "tls_cn", "tls_cn", cl.TLSCN); err != nil {
-				return err
-			}
+	}
+	return nil
+}
+
+// checkPolicy checks what cl may do: configured keys, known operations, a sane rate.
+func (c *Config) checkPolicy(cl *Client) error {
+	key := func(field string) string { return "clients." + cl.Name + "." + field }
+	if len(cl.Keys) == 0 && !onlyDebug(cl.Allow) {
+		return c.Errorf(key("keys"), "missing; name the keys this client may use, or [\"*\"] for every key")
+	}
+	for _, k := range cl.Keys {
+		if k != "*" && c.KeyByName(k) == nil {
+			return c.Errorf(key("keys"), "no key named %q; keys: %s (or \"*\" for every key)", k, strings.Join(c.KeyNames(), ", "))
 		}
-		if len(cl.Keys) == 0 && !onlyDebug(cl.Allow) {
-			return c.Errorf(key("keys"), "missing; name the keys this client may use, or [\"*\"] for every key")
+	}
+	if len(cl.Allow) == 0 {
+		return c.Errorf(key("allow"), "missing; list the operations this client may use: %s", strings.Join(Operations, ", "))
+	}
+	for _, op := range cl.Allow {
+		if !slices.Contains(Operations, op) {
+			return c.Errorf(key("allow"), "unknown operation %q; operations: %s", op, strings.Join(Operations, ", "))
 		}
-		for _, k := range cl.Keys {
-			if k != "*" && c.KeyByName(k) == nil {
-				return c.Errorf(key("keys"), "no key named %q; keys: %s (or \"*\" for every key)", k, strings.Join(c.KeyNames(), ", "))
-			}
-		}
-		if len(cl.Allow) == 0 {
-			return c.Errorf(key("allow"), "missing; list the operations this client may use: %s", strings.Join(Operations, ", "))
-		}
-		for _, op := range cl.Allow {
-			if !slices.Contains(Operations, op) {
-				return c.Errorf(key("allow"), "unknown operation %q; operations: %s", op, strings.Join(Operations, ", "))
-			}
-		}
-		if cl.Rate < 0 || math.IsNaN(cl.Rate) || math.IsInf(cl.Rate, 0) {
-			return c.Errorf(key("rate"), "must be a positive number of signatures per second (0 or absent: no limit)")
-		}
+	}
+	if cl.Rate < 0 || math.IsNaN(cl.Rate) || math.IsInf(cl.Rate, 0) {
+		return c.Errorf(key("rate"), "must be a positive number of signatures per second (0 or absent: no limit)")
 	}
 	return nil
 }
