@@ -37,7 +37,6 @@ func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy, clientCAs
 		}
 		al = l
 	}
-	d.refusals.SetLimits(cfg.Server.RefusalRate, cfg.Server.RefusalBurst)
 	return access.NewPolicy(cfg.Clients, access.Options{Audit: al, Metrics: d.metrics.access, ClientCAs: clientCAs, Refusals: d.refusals}), nil
 }
 

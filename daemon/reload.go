@@ -72,6 +72,7 @@ func (d *Daemon) reload(ctx context.Context) error {
 	errs := probe(pctx, g.keys)
 	cancel()
 	d.cur.Store(g)
+	d.refusals.SetLimits(cfg.Server.RefusalRate, cfg.Server.RefusalBurst)
 	d.health.store(g, errs)
 	closed := old.notSharedBy(g)
 	if al := old.auditNotSharedBy(g); al != nil {
