@@ -34,7 +34,8 @@ func isTimeout(err error) bool {
 
 // At its bounds a listener lets a newcomer in by closing an idle connection, the oldest
 // stranger's first (for a stranger, one idle for a second at least); a client's only for
-// another client; a busy one never.
+// another client; a busy one never. One story, each step on the listener the last left:
+// it reads better whole.
 func TestConnLimit(t *testing.T) {
 	l := newConnLimit("test", 8, 3, true, newConnMetrics(prometheus.NewRegistry())) // 2 kept for clients
 	clock := time.Now()

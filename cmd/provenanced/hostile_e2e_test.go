@@ -550,6 +550,41 @@ func starved(l, quiet *latencies) (bool, time.Duration) {
 	return len(l.errs) > 0 || l.p(0.99) > bound, bound
 }
 
+// newcomers tries n times each: a client on the socket, a token client on TCP and a probe
+// on the metrics listener, each on a fresh connection, these two from another address
+// than nobody's (127.0.0.2, as a kubelet's is not a neighbour pod's: on one shared address
+// a stranger's loop of connections competes with a client's new ones, docs/security.md).
+// It returns what failed.
+func newcomers(h *hostile, n int) []string {
+	var fresh []string
+	other := fromAddr("127.0.0.2")
+	for i := range n {
+		for name, try := range map[string]func() error{
+			"socket": func() error {
+				_, err := (&legit{c: testenv.UnixClient(h.Socket), url: "http://localhost/v1/keys/signing/sign"}).sign(i)
+				return err
+			},
+			"tcp": func() error {
+				_, err := (&legit{c: other, url: "http://" + h.HTTP + "/v1/keys/signing/sign", tok: h.token}).sign(i)
+				return err
+			},
+			"metrics": func() error {
+				resp, err := other.Get("http://" + h.metrics + "/healthz")
+				if err == nil {
+					resp.Body.Close()
+				}
+				return err
+			},
+		} {
+			if err := try(); err != nil {
+				fresh = append(fresh, name+": "+err.Error())
+			}
+		}
+		time.Sleep(300 * time.Millisecond)
+	}
+	return fresh
+}
+
 // fromAddr is an HTTP client whose every request is a new connection from the loopback
 // address ip.
 func fromAddr(ip string) *http.Client {
@@ -579,36 +614,7 @@ func TestIdleConnectionsStarveNobody(t *testing.T) {
 	wg.Add(2)
 	go func() { defer wg.Done(); sock = keepSigning(h.legitSocket(), 10*time.Millisecond, stop) }()
 	go func() { defer wg.Done(); tcp = keepSigning(h.legitTCP(), 10*time.Millisecond, stop) }()
-	// Newcomers, each on a fresh connection: a client on the socket, a token client on
-	// TCP and a probe on the metrics listener, these two from another address than
-	// nobody's (127.0.0.2, as a kubelet's is not a neighbour pod's). On one shared address
-	// a stranger's loop of connections competes with a client's new ones (docs/security.md).
-	var fresh []string
-	other := fromAddr("127.0.0.2")
-	for i := range 20 {
-		for name, try := range map[string]func() error{
-			"socket": func() error {
-				_, err := (&legit{c: testenv.UnixClient(h.Socket), url: "http://localhost/v1/keys/signing/sign"}).sign(i)
-				return err
-			},
-			"tcp": func() error {
-				_, err := (&legit{c: other, url: "http://" + h.HTTP + "/v1/keys/signing/sign", tok: h.token}).sign(i)
-				return err
-			},
-			"metrics": func() error {
-				resp, err := other.Get("http://" + h.metrics + "/healthz")
-				if err == nil {
-					resp.Body.Close()
-				}
-				return err
-			},
-		} {
-			if err := try(); err != nil {
-				fresh = append(fresh, name+": "+err.Error())
-			}
-		}
-		time.Sleep(300 * time.Millisecond)
-	}
+	fresh := newcomers(h, 20)
 	report := <-done
 	cpu := processCPU(t, h.Cmd.Process.Pid) - cpu0
 	close(stop)
