@@ -11,10 +11,11 @@ import (
 // carries: whoever accepts connections (the daemon) makes one per connection and puts it
 // in the connection's context (WithConn).
 type Conn struct {
-	// Identified, when set, is called (on the request's goroutine) whenever a request on
-	// the connection is recognised as a configured client's: the daemon then counts the
-	// connection among those it keeps room for.
+	// Identified, when set, is called (on the request's goroutine) the first time a
+	// request on the connection is recognised as a configured client's: the daemon then
+	// counts the connection among those it keeps room for.
 	Identified func()
+	identified atomic.Bool
 
 	// verdict caches the re-verification of the connection's client certificate against
 	// one policy's client CAs, so that it costs one verification per connection and
@@ -34,6 +35,13 @@ type connKey struct{}
 // WithConn puts c in a connection's context.
 func WithConn(ctx context.Context, c *Conn) context.Context {
 	return context.WithValue(ctx, connKey{}, c)
+}
+
+// markIdentified calls Identified, once per connection.
+func (c *Conn) markIdentified() {
+	if c.Identified != nil && !c.identified.Load() && c.identified.CompareAndSwap(false, true) {
+		c.Identified()
+	}
 }
 
 func connFrom(ctx context.Context) *Conn {

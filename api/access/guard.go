@@ -181,8 +181,8 @@ func (g *guarded) admit(r *http.Request, peer Peer, unix bool) bool {
 		return false
 	}
 	c.client, c.Client, c.entry.Client = cl, cl.Name, cl.name
-	if cn := connFrom(r.Context()); cn != nil && cn.Identified != nil {
-		cn.Identified()
+	if cn := connFrom(r.Context()); cn != nil {
+		cn.markIdentified()
 	}
 	if !cl.Allows(c.entry.Op, c.entry.Key) {
 		g.forbid()
