@@ -1,7 +1,6 @@
 package daemon
 
 import (
-	"container/list"
 	"crypto/tls"
 	"net"
 	"net/http"
@@ -39,7 +38,6 @@ type connLimit struct {
 	mu        sync.Mutex
 	conns     map[net.Conn]*tracked
 	peers     map[string]*peerConns
-	idle      [2]list.List // idle connections, oldest first: [strangers', clients']
 	untrusted int
 
 	open   prometheus.Gauge
@@ -49,31 +47,24 @@ type connLimit struct {
 }
 
 type peerConns struct {
-	n    int
-	idle [2]list.List
+	conns map[*tracked]struct{}
 }
 
-// tracked is one connection. el and peerEl place it among the idle ones while it is idle.
+// tracked is one connection. A request's start and end only set idle and since: which
+// idle connection is the oldest is looked for when room is needed, which is rare, rather
+// than kept in order at every request, which is not.
 type tracked struct {
 	c       net.Conn
 	peer    string
 	pc      *peerConns
 	trusted bool
-	el      *list.Element
-	peerEl  *list.Element
+	idle    bool      // between requests, or accepted and silent
 	since   time.Time // idle since
 }
 
 // minIdle is how long a stranger's connection is idle before a stranger's newcomer may
 // take its place.
 const minIdle = time.Second
-
-func trust(b bool) int {
-	if b {
-		return 1
-	}
-	return 0
-}
 
 // newConnLimit is a listener's bound; reserve keeps room for configured clients (the
 // metrics listener, where nobody is one, keeps none).
@@ -96,33 +87,29 @@ func (l *connLimit) admit(c net.Conn, peer string, trusted bool) bool {
 	l.mu.Lock()
 	pc := l.peers[peer]
 	if pc == nil {
-		pc = &peerConns{}
-		l.peers[peer] = pc
+		pc = &peerConns{conns: map[*tracked]struct{}{}}
 	}
-	ok := true
 	now := l.now()
-	for ok {
+	for {
 		var v *tracked
 		switch {
-		case pc.n >= l.perPeer:
-			v = oldestIdle(&pc.idle, trusted, now)
+		case len(pc.conns) >= l.perPeer:
+			v = oldestIdle(pc.conns, trusted, now)
 		case len(l.conns) >= l.max, !trusted && l.untrusted >= l.max-l.reserved:
-			v = oldestIdle(&l.idle, trusted, now)
+			v = l.oldestIdleOfAll(trusted, now)
 		default:
 			l.peers[peer] = pc // again, if closing for room took the peer's last one
-			l.add(&tracked{c: c, peer: peer, pc: pc, trusted: trusted}, now)
+			l.add(&tracked{c: c, peer: peer, pc: pc, trusted: trusted, idle: true, since: now})
 			l.mu.Unlock()
 			closeAll(victims)
 			return true
 		}
-		if ok = v != nil; ok {
-			l.remove(v)
-			victims = append(victims, v.c)
-			l.closed.Inc()
+		if v == nil {
+			break
 		}
-	}
-	if pc.n == 0 {
-		delete(l.peers, peer)
+		l.remove(v)
+		victims = append(victims, v.c)
+		l.closed.Inc()
 	}
 	l.mu.Unlock()
 	closeAll(victims)
@@ -131,35 +118,62 @@ func (l *connLimit) admit(c net.Conn, peer string, trusted bool) bool {
 	return false
 }
 
-// oldestIdle is the connection to close for room: a stranger's (for a stranger's
-// newcomer, one idle for minIdle at least), or for a trusted newcomer a client's when no
-// stranger's is idle.
-func oldestIdle(idle *[2]list.List, trusted bool, now time.Time) *tracked {
-	if e := idle[0].Front(); e != nil && (trusted || now.Sub(e.Value.(*tracked).since) >= minIdle) {
-		return e.Value.(*tracked)
+// oldestIdle is the connection among conns to close for room: the stranger's idle the
+// longest (for a stranger's newcomer, one idle for minIdle at least), or for a trusted
+// newcomer, when no stranger's is idle, the client's idle the longest.
+func oldestIdle(conns map[*tracked]struct{}, trusted bool, now time.Time) *tracked {
+	var o oldest
+	for t := range conns {
+		o.consider(t)
 	}
-	if e := idle[1].Front(); trusted && e != nil {
-		return e.Value.(*tracked)
+	return o.pick(trusted, now)
+}
+
+func (l *connLimit) oldestIdleOfAll(trusted bool, now time.Time) *tracked {
+	var o oldest
+	for _, t := range l.conns {
+		o.consider(t)
+	}
+	return o.pick(trusted, now)
+}
+
+// oldest is the search of oldestIdle: the stranger's and the client's connection idle the
+// longest.
+type oldest struct{ stranger, client *tracked }
+
+func (o *oldest) consider(t *tracked) {
+	switch {
+	case !t.idle:
+	case !t.trusted && (o.stranger == nil || t.since.Before(o.stranger.since)):
+		o.stranger = t
+	case t.trusted && (o.client == nil || t.since.Before(o.client.since)):
+		o.client = t
+	}
+}
+
+func (o *oldest) pick(trusted bool, now time.Time) *tracked {
+	switch {
+	case o.stranger != nil && (trusted || now.Sub(o.stranger.since) >= minIdle):
+		return o.stranger
+	case trusted:
+		return o.client
 	}
 	return nil
 }
 
-// add counts t, idle until its first request.
-func (l *connLimit) add(t *tracked, now time.Time) {
+func (l *connLimit) add(t *tracked) {
 	l.conns[t.c] = t
-	t.pc.n++
+	t.pc.conns[t] = struct{}{}
 	if !t.trusted {
 		l.untrusted++
 	}
-	l.setIdle(t, true, now)
 	l.open.Set(float64(len(l.conns)))
 }
 
 func (l *connLimit) remove(t *tracked) {
-	l.setIdle(t, false, time.Time{})
 	delete(l.conns, t.c)
-	t.pc.n--
-	if t.pc.n == 0 {
+	delete(t.pc.conns, t)
+	if len(t.pc.conns) == 0 {
 		delete(l.peers, t.peer)
 	}
 	if !t.trusted {
@@ -168,22 +182,12 @@ func (l *connLimit) remove(t *tracked) {
 	l.open.Set(float64(len(l.conns)))
 }
 
-// setIdle puts t among the idle connections (the newest) since now, or takes it out.
-func (l *connLimit) setIdle(t *tracked, idle bool, now time.Time) {
-	if t.el != nil {
-		l.idle[trust(t.trusted)].Remove(t.el)
-		t.pc.idle[trust(t.trusted)].Remove(t.peerEl)
-		t.el, t.peerEl = nil, nil
-	}
-	if idle {
-		t.since = now
-		t.el = l.idle[trust(t.trusted)].PushBack(t)
-		t.peerEl = t.pc.idle[trust(t.trusted)].PushBack(t)
-	}
-}
-
 // state is the listener's http.Server.ConnState.
 func (l *connLimit) state(c net.Conn, s http.ConnState) {
+	var now time.Time
+	if s == http.StateIdle {
+		now = l.now()
+	}
 	l.mu.Lock()
 	defer l.mu.Unlock()
 	t := l.conns[tracking(c)]
@@ -192,9 +196,9 @@ func (l *connLimit) state(c net.Conn, s http.ConnState) {
 	}
 	switch s {
 	case http.StateActive:
-		l.setIdle(t, false, time.Time{})
+		t.idle = false
 	case http.StateIdle:
-		l.setIdle(t, true, l.now())
+		t.idle, t.since = true, now
 	case http.StateHijacked, http.StateClosed:
 		l.remove(t)
 	}
@@ -204,16 +208,9 @@ func (l *connLimit) state(c net.Conn, s http.ConnState) {
 func (l *connLimit) identified(c net.Conn) {
 	l.mu.Lock()
 	defer l.mu.Unlock()
-	t := l.conns[tracking(c)]
-	if t == nil || t.trusted {
-		return
-	}
-	idle, since := t.el != nil, t.since
-	l.setIdle(t, false, since)
-	t.trusted = true
-	l.untrusted--
-	if idle {
-		l.setIdle(t, true, since)
+	if t := l.conns[tracking(c)]; t != nil && !t.trusted {
+		t.trusted = true
+		l.untrusted--
 	}
 }
 

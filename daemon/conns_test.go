@@ -83,11 +83,7 @@ func TestConnLimit(t *testing.T) {
 	for _, c := range []pipeConn{b2, c1} {
 		l.state(c.Conn, http.StateActive)
 	}
-	var idleStrangers int
-	for e := l.idle[0].Front(); e != nil; e = e.Next() {
-		idleStrangers++
-	}
-	if idleStrangers != 1 {
+	if idleStrangers := l.count(func(t *tracked) bool { return t.idle && !t.trusted }); idleStrangers != 1 {
 		t.Fatalf("%d idle strangers' connections, want c2 alone", idleStrangers)
 	}
 	later()
@@ -112,9 +108,21 @@ func TestConnLimit(t *testing.T) {
 	l.state(e1.Conn, http.StateActive)
 	l.identified(e1.Conn)
 	l.state(e1.Conn, http.StateIdle)
-	if l.untrusted != 4 || len(l.conns) != 7 || l.idle[1].Len() != 3 {
-		t.Errorf("after identification: %d strangers', %d in all, %d clients' idle", l.untrusted, len(l.conns), l.idle[1].Len())
+	clientsIdle := l.count(func(t *tracked) bool { return t.idle && t.trusted })
+	if l.untrusted != 4 || len(l.conns) != 7 || clientsIdle != 3 {
+		t.Errorf("after identification: %d strangers', %d in all, %d clients' idle", l.untrusted, len(l.conns), clientsIdle)
 	}
+}
+
+// count counts the connections that match.
+func (l *connLimit) count(match func(*tracked) bool) int {
+	n := 0
+	for _, t := range l.conns {
+		if match(t) {
+			n++
+		}
+	}
+	return n
 }
 
 // What the connection limits add to every request on a kept-alive connection: the two
