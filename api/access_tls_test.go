@@ -48,7 +48,8 @@ func clientCert(t *testing.T, ca *x509.Certificate, caKey *ecdsa.PrivateKey, uri
 	return tls.Certificate{Certificate: [][]byte{der}, PrivateKey: k}
 }
 
-// Identity from a verified client certificate: URI SAN first, then DNS SAN, then CN.
+// Identity from a verified client certificate: by its URI SANs if it has any, else by its
+// DNS SANs, else by its CN; never a fallback from one to the next.
 func TestAccessByClientCertificate(t *testing.T) {
 	caKey, _ := ecdsa.GenerateKey(elliptic.P256(), rand.Reader)
 	caTmpl := &x509.Certificate{
@@ -63,13 +64,13 @@ func TestAccessByClientCertificate(t *testing.T) {
 		{Name: "dns", TLSDNS: "billing.example.org", Keys: []string{"signing"}, Allow: []string{"csr"}},
 		{Name: "cn", TLSCN: "billing-cn", Keys: []string{"*"}, Allow: []string{"sign"}},
 	}
-	a, err := api.New(api.Options{Keys: []*backends.Key{openDevKey(t)}, MaxRequestBytes: 4096, Access: access.NewPolicy(clients, nil, nil)})
+	pool := x509.NewCertPool()
+	pool.AddCert(ca)
+	a, err := api.New(api.Options{Keys: []*backends.Key{openDevKey(t)}, MaxRequestBytes: 4096, Access: access.NewPolicy(clients, access.Options{ClientCAs: pool})})
 	if err != nil {
 		t.Fatal(err)
 	}
 	srv := httptest.NewUnstartedServer(a.Handler())
-	pool := x509.NewCertPool()
-	pool.AddCert(ca)
 	srv.TLS = &tls.Config{ClientAuth: tls.RequireAndVerifyClientCert, ClientCAs: pool}
 	srv.StartTLS()
 	defer srv.Close()
@@ -81,8 +82,12 @@ func TestAccessByClientCertificate(t *testing.T) {
 		wantInMessage string
 	}{
 		{"URI SAN", "spiffe://example.org/billing", "billing.example.org", "billing-cn", 200, ""},
+		{"URI SAN, its host in capitals", "spiffe://EXAMPLE.org/billing", "", "", 200, ""},
 		{"DNS SAN before CN", "", "billing.example.org", "billing-cn", 403, `client \"dns\" may not sign`},
-		{"CN", "spiffe://example.org/other", "", "billing-cn", 200, ""},
+		{"CN", "", "", "billing-cn", 200, ""},
+		// The deliberate bug of the issue: a URI that matches no client fell back to the CN.
+		{"a URI of no client, the CN of one", "spiffe://example.org/other", "", "billing-cn", 401, `the client certificate (URI spiffe://example.org/other) is not a configured client's`},
+		{"a DNS name of no client, the CN of one", "", "other.example.org", "billing-cn", 401, `(DNS other.example.org) is not a configured client's`},
 		{"unknown certificate", "spiffe://example.org/other", "", "someone", 401, `the client certificate (URI spiffe://example.org/other) is not a configured client's`},
 	} {
 		cert := clientCert(t, ca, caKey, tc.uri, tc.dns, tc.cn)

@@ -40,6 +40,9 @@ type Options struct {
 	// Access is who may sign what, and the audit log; nil leaves every operation open,
 	// unaudited.
 	Access *access.Policy
+	// VerifyConcurrency bounds the verifications of the routes that verify for anyone
+	// (verifySlots); 0 = GOMAXPROCS-1, at least one.
+	VerifyConcurrency int
 }
 
 // API holds the handlers' shared state.
@@ -51,6 +54,8 @@ type API struct {
 	mux    *http.ServeMux
 	routes []Route
 	guard  *access.Guard
+	// verifying bounds the verifications that need no client.
+	verifying verifySlots
 }
 
 // Route is one route the API serves, as it is registered.
@@ -74,7 +79,7 @@ func New(opts Options) (*API, error) {
 		opts.Metrics = NewMetrics(prometheus.NewRegistry())
 	}
 	a := &API{opts: opts, keys: map[string]*keyEntry{}, log: opts.Logger, mux: http.NewServeMux(),
-		guard: &access.Guard{Policy: opts.Access, Log: opts.Logger}}
+		guard: &access.Guard{Policy: opts.Access, Log: opts.Logger}, verifying: newVerifySlots(opts.VerifyConcurrency)}
 	for _, k := range opts.Keys {
 		e, err := newKeyEntry(k)
 		if err != nil {
@@ -95,12 +100,17 @@ func New(opts Options) (*API, error) {
 	guarded := func(op string, keyOf func(*http.Request) string, denied prometheus.Counter) access.Route {
 		return access.Route{Op: op, KeyOf: keyOf, Refuse: wire.Error, Denied: denied}
 	}
-	a.handle("POST", "/v1/keys/{name}/sign", a.guard.Wrap(guarded(conf.OpSign, pathKey, nil), a.sign), wire.Error)
+	signRoute := guarded(conf.OpSign, pathKey, nil)
+	signRoute.Charged = true // a batch of N costs N signatures of the client's rate
+	a.handle("POST", "/v1/keys/{name}/sign", a.guard.Wrap(signRoute, a.sign), wire.Error)
 	a.handle("POST", "/v1/keys/{name}/csr", a.guard.Wrap(guarded(conf.OpCSR, pathKey, nil), a.csr), wire.Error)
 	a.handle("POST", "/v1/records", a.guard.Wrap(guarded(conf.OpRecords, nil, opts.Metrics.recordsDenied), a.signRecord), wire.Error)
-	a.handle("POST", "/v1/records/verify", a.verifyRecord, wire.Error)
-	a.handle("POST", "/v1/records/graph", a.graphRecord, wire.Error)
+	a.handle("POST", "/v1/records/verify", a.takingTurns(a.verifyRecord, wire.Error), wire.Error)
+	a.handle("POST", "/v1/records/graph", a.takingTurns(a.graphRecord, wire.Error), wire.Error)
 	for _, rt := range original.Routes(a.originalOptions(), a.guard) {
+		if rt.Verifies {
+			rt.Handler = a.takingTurns(rt.Handler, original.Error)
+		}
 		a.handle(rt.Method, rt.Path, rt.Handler, original.Error)
 	}
 	a.methodNotAllowed()

@@ -42,7 +42,7 @@ func TestAuditFailClosed(t *testing.T) {
 	}
 	defer l.Close()
 	testenv.FillDisk(t, disk)
-	ac := access.NewPolicy(nil, l, nil)
+	ac := access.NewPolicy(nil, access.Options{Audit: l})
 	srv, _ := newServer(t, api.Options{Access: ac})
 	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	code, body := post(t, srv.URL+"/v1/keys/signing/sign", "application/json", `{"digest":"`+digest+`"}`)
@@ -71,7 +71,7 @@ func TestAuditFailureDropsTheHandlersAnswer(t *testing.T) {
 		Keys:            []*backends.Key{edp},
 		MaxRequestBytes: 1 << 20,
 		Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: edp, Scheme: scheme},
-		Access:          access.NewPolicy(nil, l, nil),
+		Access:          access.NewPolicy(nil, access.Options{Audit: l}),
 	})
 	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	const msg = "the audit log cannot be written, so nothing signed leaves the daemon; the daemon's log has the reason under request id "
@@ -117,7 +117,7 @@ func TestAccessPolicyInProcess(t *testing.T) {
 	path := filepath.Join(t.TempDir(), "audit.jsonl")
 	l, _ := audit.Open(path, audit.Options{})
 	defer l.Close()
-	srv, _ := newServer(t, api.Options{Access: access.NewPolicy(clients, l, nil)})
+	srv, _ := newServer(t, api.Options{Access: access.NewPolicy(clients, access.Options{Audit: l})})
 	digest := base64.StdEncoding.EncodeToString(make([]byte, 32))
 	do := func(token string) (*http.Response, string) {
 		req, _ := http.NewRequest("POST", srv.URL+"/v1/keys/signing/sign", strings.NewReader(`{"digest":"`+digest+`"}`))
@@ -178,7 +178,7 @@ func TestAuditRecordsWhatWasSigned(t *testing.T) {
 		Keys:            []*backends.Key{edp},
 		MaxRequestBytes: 1 << 20,
 		Provenance:      &api.Provenance{Verifier: vectorVerifier(t), Key: edp, Scheme: scheme},
-		Access:          access.NewPolicy(nil, l, nil),
+		Access:          access.NewPolicy(nil, access.Options{Audit: l}),
 	})
 	status, rec := post(t, srv.URL+"/api/v1/sign/edp", "application/json", edpRequest)
 	if status != 200 {

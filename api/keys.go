@@ -21,6 +21,7 @@ import (
 	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
+	"github.com/ib1/provenanced/conf"
 	"github.com/ib1/provenanced/provenance"
 )
 
@@ -138,10 +139,21 @@ func (a *API) getKey(w http.ResponseWriter, r *http.Request) {
 }
 
 func (a *API) lookupKey(w http.ResponseWriter, r *http.Request) (*keyEntry, bool) {
-	name := r.PathValue("name")
+	return a.keyNamed(w, r.PathValue("name"), "")
+}
+
+// keyNamed is the key called name; it answers 404 when there is none. A name that
+// cannot be a key's is refused without being repeated: the answer (and the log line that
+// repeats it) never carries more than a key's name of what a client sent. field prefixes
+// the message ("key: ") when the name came from the body.
+func (a *API) keyNamed(w http.ResponseWriter, name, field string) (*keyEntry, bool) {
+	if !conf.ValidKeyName(name) {
+		wire.Error(w, http.StatusNotFound, "not_found", field+"no such key: "+conf.KeyNameRule+"; GET /v1/keys lists them", "")
+		return nil, false
+	}
 	e, ok := a.keys[name]
 	if !ok {
-		wire.Error(w, http.StatusNotFound, "not_found", "no key named "+strconv.Quote(name)+"; GET /v1/keys lists them", "")
+		wire.Error(w, http.StatusNotFound, "not_found", field+"no key named "+strconv.Quote(name)+"; GET /v1/keys lists them", "")
 	}
 	return e, ok
 }
@@ -243,6 +255,9 @@ func (a *API) sign(w http.ResponseWriter, r *http.Request) {
 		a.writeRequestError(w, r, err)
 		return
 	}
+	if !access.Spend(r.Context(), 1) {
+		return
+	}
 	if e := access.Entry(r.Context()); e != nil {
 		e.Digest = digest
 	}
@@ -335,6 +350,11 @@ type batchItem struct {
 func (a *API) signBatch(ctx context.Context, w http.ResponseWriter, r *http.Request, e *keyEntry, items []json.RawMessage) {
 	if len(items) > a.opts.MaxBatch {
 		wire.Error(w, http.StatusRequestEntityTooLarge, "too_large", fmt.Sprintf("batch has %d items; max_batch is %d", len(items), a.opts.MaxBatch), "")
+		return
+	}
+	// Every item costs a signature of the client's rate, the ones that turn out not to be
+	// digests too: the rate bounds what a client may ask for, and is refused whole.
+	if !access.Spend(r.Context(), len(items)) {
 		return
 	}
 	answer := &batchAnswer{Key: e.key.Name(), Algorithm: sigAlgorithm, Batch: make([]batchItem, len(items))}

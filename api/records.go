@@ -93,7 +93,7 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 		return
 	}
 	p := a.opts.Provenance
-	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil)
+	b := provenance.NewBuilder(p.Verifier.Framework(), p.now(), nil).WithLimits(p.Verifier.Limits())
 	if len(req.Record) > 0 && string(req.Record) != "null" {
 		req.Records = append([]json.RawMessage{req.Record}, req.Records...)
 	}
@@ -112,6 +112,10 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
 	rec, err := b.SignWith(ctx, entry.signer)
+	if errors.Is(err, provenance.ErrBeyondLimits) {
+		wire.Error(w, http.StatusBadRequest, "bad_request", err.Error(), "")
+		return
+	}
 	if err != nil {
 		a.opts.Metrics.signed(err)
 		a.writeSignError(w, r, entry, err)
@@ -131,9 +135,8 @@ func (a *API) signRecord(w http.ResponseWriter, r *http.Request) {
 func (a *API) recordKey(w http.ResponseWriter, r *http.Request, name string) (*keyEntry, bool) {
 	key := a.opts.Provenance.Key
 	if name != "" {
-		e, ok := a.keys[name]
+		e, ok := a.keyNamed(w, name, "key: ")
 		if !ok {
-			wire.Error(w, http.StatusNotFound, "not_found", "key: no key named "+strconv.Quote(name), "")
 			return nil, false
 		}
 		key = e.key
@@ -202,7 +205,6 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 	if !a.provenanceReady(w, false) {
 		return
 	}
-	p := a.opts.Provenance
 	var req verifyRecordRequest
 	if !a.decodeRequest(w, r, &req, "record, find, filter, framework, details") {
 		return
@@ -211,6 +213,7 @@ func (a *API) verifyRecord(w http.ResponseWriter, r *http.Request) {
 		wire.Error(w, http.StatusBadRequest, "bad_request", "record: required", "")
 		return
 	}
+	p := a.opts.Provenance
 	var find, filter any
 	for _, q := range []struct {
 		name string
@@ -396,6 +399,9 @@ func (rs recordSigner) Sign(r *http.Request, b *provenance.Builder, dst []byte) 
 	ctx, cancel := context.WithTimeout(r.Context(), a.opts.SignTimeout)
 	defer cancel()
 	rec, err := b.SignWith(ctx, entry.signer)
+	if errors.Is(err, provenance.ErrBeyondLimits) {
+		return nil, &wire.Failure{Status: http.StatusBadRequest, Problem: wire.Problem{Code: "bad_request", Message: err.Error()}}
+	}
 	var out []byte
 	if err == nil {
 		out, err = rec.AppendMarshal(dst)

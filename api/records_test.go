@@ -712,3 +712,31 @@ func recordCount(t *testing.T, reg *prometheus.Registry, op, outcome string) flo
 	t.Fatalf("no provenanced_records_total{%s,%s}", op, outcome)
 	return 0
 }
+
+// The daemon signs no record that its own verifier refuses: with max_depth 2, a record
+// two containers deep is received and signed no deeper.
+func TestSignRecordsWithinTheVerifiersLimits(t *testing.T) {
+	edp := vectorKey(t, "123456")
+	data, _ := os.ReadFile(filepath.Join(vectors, "pki", "root-ca-cert.pem"))
+	roots, _ := provenance.ParseRootsPEM(data)
+	v, err := provenance.NewVerifier(roots, sandboxTF, provenance.WithLimits(provenance.Limits{MaxDepth: 2}))
+	if err != nil {
+		t.Fatal(err)
+	}
+	srv, _ := newServer(t, api.Options{Keys: []*backends.Key{edp}, MaxRequestBytes: 1 << 20,
+		Provenance: &api.Provenance{Verifier: v, Key: edp, Scheme: scheme}})
+	rec := []byte(`null`)
+	for depth := 1; depth <= 3; depth++ {
+		status, body := post(t, srv.URL+"/v1/records", "application/json", `{"record":`+string(rec)+`,"steps":[{"type":"note","n":`+strconv.Itoa(depth)+`}]}`)
+		if depth < 3 {
+			if status != 200 {
+				t.Fatalf("depth %d: %d %s", depth, status, body)
+			}
+			rec = body
+			continue
+		}
+		if status != 400 || !strings.Contains(string(body), "containers nested 3 deep, more than 2") {
+			t.Fatalf("depth 3: %d %s", status, body)
+		}
+	}
+}

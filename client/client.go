@@ -64,27 +64,56 @@ func New(opts Options) (*Client, error) {
 			},
 			MaxIdleConns:        max,
 			MaxIdleConnsPerHost: max,
-			IdleConnTimeout:     90 * time.Second,
+			IdleConnTimeout:     idleConnTimeout,
 		}
-		return &Client{base: "http://provenanced", hc: &http.Client{Transport: tr}, token: opts.Token}, nil
+		return &Client{base: "http://provenanced", hc: &http.Client{Transport: tr, CheckRedirect: sameOrigin(nil)}, token: opts.Token}, nil
 	}
 	u, err := url.Parse(opts.URL)
 	if err != nil || (u.Scheme != "http" && u.Scheme != "https") || u.Host == "" {
 		return nil, fmt.Errorf("client: %q is not an http:// or https:// URL", opts.URL)
 	}
-	hc := opts.HTTPClient
-	if hc == nil {
+	var hc *http.Client
+	if opts.HTTPClient != nil {
+		c := *opts.HTTPClient // the caller's stays as it is
+		hc = &c
+	} else {
 		tr := http.DefaultTransport.(*http.Transport).Clone()
 		tr.MaxIdleConns, tr.MaxIdleConnsPerHost = max, max
+		tr.IdleConnTimeout = idleConnTimeout
 		if opts.TLSConfig != nil {
 			tr.TLSClientConfig = opts.TLSConfig.Clone()
 		}
 		hc = &http.Client{Transport: tr}
 	}
+	hc.CheckRedirect = sameOrigin(hc.CheckRedirect)
 	if opts.Token != "" && u.Scheme == "http" && !isLoopback(u.Hostname()) {
 		return nil, fmt.Errorf("client: a bearer token would cross the network in clear to %s; use https://", u.Host)
 	}
 	return &Client{base: strings.TrimRight(opts.URL, "/"), hc: hc, token: opts.Token}, nil
+}
+
+// idleConnTimeout is shorter than the daemon's idle_timeout (30 s by default): a client
+// that closes an idle connection first never sends a request on one the daemon is closing.
+const idleConnTimeout = 20 * time.Second
+
+// sameOrigin is a CheckRedirect that follows a redirect only to the scheme, host and port
+// the request went to, then asks next (nil: net/http's default). A redirect elsewhere
+// (https to http above all) would carry the request's body, and for a downgrade to the
+// same host the bearer token too, to wherever the answer says.
+func sameOrigin(next func(*http.Request, []*http.Request) error) func(*http.Request, []*http.Request) error {
+	return func(req *http.Request, via []*http.Request) error {
+		from := via[0].URL
+		if req.URL.Scheme != from.Scheme || !strings.EqualFold(req.URL.Host, from.Host) {
+			return fmt.Errorf("provenanced: not following a redirect from %s://%s to %s://%s: another scheme or host", from.Scheme, from.Host, req.URL.Scheme, req.URL.Host)
+		}
+		if next != nil {
+			return next(req, via)
+		}
+		if len(via) >= 10 {
+			return errors.New("provenanced: stopped after 10 redirects")
+		}
+		return nil
+	}
 }
 
 // Close closes idle connections.

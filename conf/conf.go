@@ -9,6 +9,8 @@ package conf
 import (
 	"errors"
 	"fmt"
+	"io"
+	"math"
 	"net"
 	"os"
 	"path/filepath"
@@ -33,6 +35,17 @@ const (
 	DefaultMaxBatch        = 1000
 	DefaultTrustFramework  = "https://registry.core.sandbox.trust.ib1.org/trust-framework"
 	DefaultScheme          = "https://registry.core.sandbox.trust.ib1.org/scheme/perseus"
+)
+
+// Defaults of the abuse limits of [server]; docs/security.md (Limits) states the worst
+// case each leaves.
+const (
+	DefaultMaxConnections        = 512
+	DefaultMaxConnectionsPerPeer = 64
+	DefaultMetricsMaxConnections = 16
+	DefaultIdleTimeout           = 30 * time.Second
+	DefaultRefusalRate           = 5
+	DefaultRefusalBurst          = 20
 )
 
 // Config is the whole configuration of a daemon.
@@ -75,6 +88,24 @@ type Server struct {
 	// MetricsHTTP is a TCP listener that serves only /metrics, /healthz and /readyz, for
 	// a scraper or a probe that must not reach the signing routes; "" = none.
 	MetricsHTTP string `toml:"metrics_http"`
+
+	// MaxConnections bounds the open connections of each listener (the socket and http
+	// each), MaxConnectionsPerPeer those of one peer (a uid on the socket, an address on
+	// TCP) on one listener, MetricsMaxConnections those of metrics_http; at a bound, idle
+	// connections are closed to make room. IdleTimeout closes a connection that waits that
+	// long for its next request.
+	MaxConnections        int      `toml:"max_connections"`
+	MaxConnectionsPerPeer int      `toml:"max_connections_per_peer"`
+	MetricsMaxConnections int      `toml:"metrics_max_connections"`
+	IdleTimeout           Duration `toml:"idle_timeout"`
+	// RefusalRate and RefusalBurst are the token bucket of refused requests per peer (per
+	// client, for a recognised one): within it each refusal has its audit line; past it a
+	// stranger gets 429 and the refusals are counted in one line per interval.
+	RefusalRate  float64 `toml:"refusal_rate"`
+	RefusalBurst int     `toml:"refusal_burst"`
+	// VerifyConcurrency bounds the record verifications that the routes open to everyone
+	// run at once; 0 = GOMAXPROCS-1, at least one (a core is left to signatures).
+	VerifyConcurrency int `toml:"verify_concurrency"`
 }
 
 // Provenance is the [provenance] section.
@@ -100,6 +131,13 @@ func Defaults() *Config {
 			SignTimeout:     Duration(DefaultSignTimeout),
 			MaxBatch:        DefaultMaxBatch,
 			LogLevel:        "info",
+
+			MaxConnections:        DefaultMaxConnections,
+			MaxConnectionsPerPeer: DefaultMaxConnectionsPerPeer,
+			MetricsMaxConnections: DefaultMetricsMaxConnections,
+			IdleTimeout:           Duration(DefaultIdleTimeout),
+			RefusalRate:           DefaultRefusalRate,
+			RefusalBurst:          DefaultRefusalBurst,
 		},
 		Provenance: Provenance{
 			TrustFramework: DefaultTrustFramework,
@@ -143,12 +181,27 @@ func (c *Config) Errorf(key, format string, args ...any) error {
 // Load reads and checks a TOML config file. Relative paths in it are made relative to the
 // file's folder. Keys are parsed as far as their common fields; the backend-specific fields
 // are decoded by the backend (Key.Decode), which rejects the ones it does not know.
+//
+// A file that other users may write is refused: whoever can edit it decides who may sign.
 func Load(path string) (*Config, error) {
 	abs, err := filepath.Abs(path)
 	if err != nil {
 		return nil, &Error{File: path, Msg: "cannot resolve the path", Err: err}
 	}
-	data, err := os.ReadFile(abs)
+	f, err := os.Open(abs)
+	if err != nil {
+		return nil, &Error{File: abs, Msg: "cannot read the config file", Err: unwrapPathError(err)}
+	}
+	defer f.Close()
+	// The mode of the file read, not of whatever the path names a moment later.
+	st, err := f.Stat()
+	if err != nil {
+		return nil, &Error{File: abs, Msg: "cannot read the config file", Err: unwrapPathError(err)}
+	}
+	if perm := st.Mode().Perm(); perm&0o002 != 0 {
+		return nil, &Error{File: abs, Msg: fmt.Sprintf("the file has mode %04o, so any user can change who may sign; run: chmod o-w %s", uint32(perm), abs)}
+	}
+	data, err := io.ReadAll(f)
 	if err != nil {
 		return nil, &Error{File: abs, Msg: "cannot read the config file", Err: unwrapPathError(err)}
 	}
@@ -232,6 +285,9 @@ func decodeTOML(file string, data []byte, raw *fileTables) (map[string]any, toml
 func (c *Config) parseKeys(md toml.MetaData, prims map[string]toml.Primitive, syntax map[string]any) error {
 	dir := filepath.Dir(c.File)
 	for _, name := range keyOrder(md) {
+		if !ValidKeyName(name) {
+			return &Error{File: c.File, Key: "keys." + strconv.Quote(name), Msg: KeyNameRule}
+		}
 		k := &Key{Name: name, File: c.File, Dir: dir, fromTOML: true, md: md, prim: prims[name]}
 		if tables, ok := syntax["keys"].(map[string]any); ok {
 			k.table, _ = tables[name].(map[string]any)
@@ -361,6 +417,9 @@ func (c *Config) Check() error {
 	if s.MaxBatch <= 0 {
 		return c.Errorf("server.max_batch", "must be a positive number, got %d", s.MaxBatch)
 	}
+	if err := c.checkLimits(); err != nil {
+		return err
+	}
 	switch s.LogLevel {
 	case "debug", "info", "warn", "error":
 	default:
@@ -379,6 +438,57 @@ func (c *Config) Check() error {
 		}
 	}
 	return nil
+}
+
+// checkLimits validates the abuse limits of [server].
+func (c *Config) checkLimits() error {
+	s := &c.Server
+	for _, f := range []struct {
+		key string
+		n   int
+	}{{"server.max_connections", s.MaxConnections}, {"server.max_connections_per_peer", s.MaxConnectionsPerPeer},
+		{"server.metrics_max_connections", s.MetricsMaxConnections}, {"server.refusal_burst", s.RefusalBurst}} {
+		if f.n <= 0 {
+			return c.Errorf(f.key, "must be a positive number, got %d", f.n)
+		}
+	}
+	if s.MaxConnectionsPerPeer > s.MaxConnections {
+		return c.Errorf("server.max_connections_per_peer", "%d is more than max_connections (%d)", s.MaxConnectionsPerPeer, s.MaxConnections)
+	}
+	if s.IdleTimeout <= 0 {
+		return c.Errorf("server.idle_timeout", "must be a positive duration such as \"30s\"")
+	}
+	if !(s.RefusalRate > 0) || math.IsInf(s.RefusalRate, 0) {
+		return c.Errorf("server.refusal_rate", "must be a positive number of refused requests per second")
+	}
+	if s.VerifyConcurrency < 0 {
+		return c.Errorf("server.verify_concurrency", "must not be negative (0 = one less than the cores Go uses, at least one)")
+	}
+	return nil
+}
+
+// KeyNameRule is the rule of a key's name, as errors state it.
+const KeyNameRule = "a key's name is 1 to 64 ASCII letters, digits, '.', '_' or '-', beginning with a letter or digit"
+
+// ValidKeyName reports whether name follows KeyNameRule. Every route that takes a key
+// name checks it before any other work: a name that cannot be a key's is refused for the
+// cost of a glance, and a log line, an audit line or an answer never carries more than 64
+// plain characters of what a client sent (and never "*", which in a policy means every
+// key).
+func ValidKeyName(name string) bool {
+	if len(name) == 0 || len(name) > 64 {
+		return false
+	}
+	for i := 0; i < len(name); i++ {
+		c := name[i]
+		switch {
+		case c >= 'a' && c <= 'z', c >= 'A' && c <= 'Z', c >= '0' && c <= '9':
+		case i > 0 && (c == '.' || c == '_' || c == '-'):
+		default:
+			return false
+		}
+	}
+	return true
 }
 
 // KeyByName returns the [keys.NAME] table, or nil.

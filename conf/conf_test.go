@@ -132,6 +132,48 @@ func TestLoadErrorsNameFileKeyAndAccepted(t *testing.T) {
 	}
 }
 
+// Whoever can write the config decides who may sign: a file any user may write is
+// refused, before it is read.
+func TestConfigWritableByOthers(t *testing.T) {
+	p := writeConfig(t, "[server]\nsocket = \"p.sock\"\n")
+	if err := os.Chmod(p, 0o646); err != nil {
+		t.Fatal(err)
+	}
+	_, err := Load(p)
+	if err == nil || !strings.Contains(err.Error(), "the file has mode 0646, so any user can change who may sign; run: chmod o-w "+p) {
+		t.Fatalf("err = %v", err)
+	}
+	os.Chmod(p, 0o664) // the group may write: the operator's choice
+	if _, err := Load(p); err != nil {
+		t.Fatal(err)
+	}
+}
+
+func TestAbuseLimits(t *testing.T) {
+	c, err := Load(writeConfig(t, "[server]\nsocket = \"p.sock\"\n"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	s := c.Server
+	if s.MaxConnections != 512 || s.MaxConnectionsPerPeer != 64 || s.MetricsMaxConnections != 16 || s.IdleTimeout.D() != 30*time.Second ||
+		s.RefusalRate != 5 || s.RefusalBurst != 20 || s.VerifyConcurrency != 0 {
+		t.Errorf("defaults: %+v", s)
+	}
+	for text, want := range map[string]string{
+		"max_connections = 0": "server.max_connections: must be a positive number",
+		"max_connections = 10\nmax_connections_per_peer = 11": "server.max_connections_per_peer: 11 is more than max_connections (10)",
+		"idle_timeout = \"0s\"":                               "server.idle_timeout: must be a positive duration",
+		"refusal_rate = 0":                                    "server.refusal_rate: must be a positive number",
+		"refusal_burst = -1":                                  "server.refusal_burst: must be a positive number",
+		"verify_concurrency = -1":                             "server.verify_concurrency: must not be negative",
+		"metrics_max_connections = 0":                         "server.metrics_max_connections: must be a positive number",
+	} {
+		if _, err := Load(writeConfig(t, "[server]\nsocket = \"p.sock\"\n"+text+"\n")); err == nil || !strings.Contains(err.Error(), want) {
+			t.Errorf("%s: %v, want %q", text, err, want)
+		}
+	}
+}
+
 func TestMissingFile(t *testing.T) {
 	p := filepath.Join(t.TempDir(), "absent.toml")
 	_, err := Load(p)

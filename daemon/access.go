@@ -3,11 +3,13 @@ package daemon
 import (
 	"context"
 	"crypto"
+	"crypto/x509"
 	"errors"
 	"fmt"
 	"log/slog"
 	"net"
 	"os"
+	"slices"
 
 	"github.com/ib1/provenanced/api/access"
 	"github.com/ib1/provenanced/audit"
@@ -21,13 +23,14 @@ import (
 // on the old generation.
 //
 // running is the policy being served (nil at start).
-func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy) (*access.Policy, error) {
+func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy, clientCAs *x509.CertPool) (*access.Policy, error) {
 	var al *audit.Log
 	if running != nil {
 		al = running.Audit()
 	}
+	policy := access.Options{Metrics: d.metrics.access, ClientCAs: clientCAs, Refusals: d.refusals}
 	if cfg.Audit.File == "" {
-		return access.NewPolicy(cfg.Clients, nil, d.metrics.access), nil
+		return access.NewPolicy(cfg.Clients, policy), nil
 	}
 	opts := d.auditOptions(cfg)
 	var err error
@@ -43,7 +46,8 @@ func (d *Daemon) buildPolicy(cfg *conf.Config, running *access.Policy) (*access.
 	if err != nil {
 		return nil, cfg.Errorf("audit.file", "%v", err)
 	}
-	return access.NewPolicy(cfg.Clients, al, d.metrics.access), nil
+	policy.Audit = al
+	return access.NewPolicy(cfg.Clients, policy), nil
 }
 
 // auditOptions are the audit log's options from cfg's [audit].
@@ -108,6 +112,16 @@ func (d *Daemon) warnClearTokens(cfg *conf.Config) {
 		if c.TokenDigest != nil {
 			d.log.Warn("clients send bearer tokens, and the TCP listener is off loopback without TLS: anyone on the path can read a token; set server.tls_cert and tls_key", "http", s.HTTP, "client", c.Name)
 			return
+		}
+	}
+}
+
+// warnRootClients warns of a client identified by uid 0: root can be any client anyway,
+// and a root process is rarely the application a policy means.
+func (d *Daemon) warnRootClients(cfg *conf.Config) {
+	for _, c := range cfg.Clients {
+		if slices.Contains(c.UIDs, 0) {
+			d.log.Warn("a client is identified by uid 0 (root): every process running as root is this client; give the application a user of its own", "client", c.Name)
 		}
 	}
 }

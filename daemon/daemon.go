@@ -18,6 +18,8 @@ import (
 
 	"github.com/prometheus/client_golang/prometheus"
 
+	"github.com/ib1/provenanced/api/access"
+	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/backends"
 	"github.com/ib1/provenanced/conf"
 )
@@ -44,6 +46,10 @@ type Daemon struct {
 	api     http.Handler // the daemon's routes and the current generation's API
 	handler http.Handler // the same with its metrics and request log
 	opts    Options
+	// refusals is the budget of refused requests, kept across reloads; conns counts the
+	// connection limits' work.
+	refusals *access.Refusals
+	conns    *connMetrics
 
 	cur      atomic.Pointer[generation]
 	reloadMu sync.Mutex
@@ -66,6 +72,8 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	}
 	opts.Logger = slog.New(redactingHandler{opts.Logger.Handler()})
 	d := &Daemon{cfg: cfg, log: opts.Logger, metrics: NewMetrics(opts.Version), opts: opts}
+	d.refusals = access.NewRefusals(cfg.Server.RefusalRate, cfg.Server.RefusalBurst, d.metrics.access)
+	d.conns = newConnMetrics(d.metrics.Registry)
 	d.health = newHealth(d.metrics, d.log, d.cur.Load)
 	d.health.onReady = d.readyNow
 	d.reloadOK = prometheus.NewGauge(prometheus.GaugeOpts{
@@ -84,11 +92,12 @@ func New(ctx context.Context, cfg *conf.Config, opts Options) (*Daemon, error) {
 	d.cur.Store(g)
 	d.warnOpen(g.policy)
 	d.warnClearTokens(cfg)
+	d.warnRootClients(cfg)
 	d.health.check(ctx) // backend_up, expiry warnings and /readyz are right from the start
 	d.reloadOK.Set(1)
 	d.reloadTime.SetToCurrentTime()
 	d.api = d.routes()
-	d.handler = newObserved(d.api, opts.Logger, d.metrics)
+	d.handler = newObserved(d.api, opts.Logger, d.metrics, d.refusals)
 	return d, nil
 }
 
@@ -194,6 +203,8 @@ func (d *Daemon) Serve(ctx context.Context) error {
 		d.notify("STATUS=listening, but not ready: GET /readyz says why")
 	}
 	d.health.start(ctx)
+	stopFlush := d.flushRefusals()
+	defer stopFlush()
 	errc := make(chan error, len(ls.all))
 	for _, s := range ls.all {
 		go func() { errc <- s.srv.Serve(s.l) }()
@@ -243,10 +254,44 @@ func (d *Daemon) shutdown(ls *listeners) {
 	ls.close() // Shutdown closed them; this removes nothing twice but makes sure of the socket file
 }
 
-// server is the one net/http configuration of both listeners.
-func (d *Daemon) server(h http.Handler) *http.Server {
+// refusalInterval is how often the refusals past the budget are summed up in a line per
+// peer.
+const refusalInterval = 10 * time.Second
+
+// flushRefusals writes, every refusalInterval until stopped (and once more then), the
+// lines that count refusals past the budget, into the audit log being served.
+func (d *Daemon) flushRefusals() (stop func()) {
+	done := make(chan struct{})
+	var wg sync.WaitGroup
+	wg.Add(1)
+	go func() {
+		defer wg.Done()
+		t := time.NewTicker(refusalInterval)
+		defer t.Stop()
+		for {
+			select {
+			case <-done:
+				d.flushRefusalsOnce()
+				return
+			case <-t.C:
+				d.flushRefusalsOnce()
+			}
+		}
+	}()
+	return func() { close(done); wg.Wait() }
+}
+
+func (d *Daemon) flushRefusalsOnce() {
+	g := d.acquire() // its audit log stays open while the lines are written
+	defer g.done()
+	d.refusals.Flush(g.audit(), d.log)
+}
+
+// server is the one net/http configuration of every listener; lim bounds its
+// connections (nil: unbounded).
+func (d *Daemon) server(h http.Handler, lim *connLimit) *http.Server {
 	sign := d.cfg.Server.SignTimeout.D()
-	return &http.Server{
+	srv := &http.Server{
 		Handler: h,
 		// A connection that sends no complete head within this is closed, the first
 		// request's as much as a later one's.
@@ -257,12 +302,18 @@ func (d *Daemon) server(h http.Handler) *http.Server {
 		// idle connection never carries a stale one): the body, the backend's sign_timeout
 		// and the answer. A client that never reads its answers frees its goroutine then,
 		// and a shutdown does not wait for it.
-		WriteTimeout:   sign + 15*time.Second,
-		IdleTimeout:    2 * time.Minute,
+		WriteTimeout: sign + 15*time.Second,
+		// Short: an idle connection holds a slot of the connection limits, and a client
+		// reconnects in a round trip.
+		IdleTimeout:    d.cfg.Server.IdleTimeout.D(),
 		MaxHeaderBytes: 64 << 10,
-		ConnContext:    connContext,
-		ErrorLog:       slog.NewLogLogger(d.log.Handler(), slog.LevelWarn),
+		ConnContext:    d.connContext(lim),
+		ErrorLog:       serverErrorLog(d.log),
 	}
+	if lim != nil {
+		srv.ConnState = lim.state
+	}
+	return srv
 }
 
 // tlsConfig is the TCP listener's TLS configuration: the current generation's, so that
@@ -277,14 +328,24 @@ func (d *Daemon) tlsConfig() *tls.Config {
 }
 
 // withPprof adds /debug/pprof/ in front of h; the daemon does this for the Unix socket
-// only, whose file mode limits who may profile it.
-func withPprof(h http.Handler) http.Handler {
+// only, whose file mode limits who may profile it. With clients configured, only one
+// allowed the operation debug may (a profile shows what the daemon holds and does), and
+// each request has its audit line, under the configuration being served.
+func (d *Daemon) withPprof(h http.Handler) http.Handler {
 	mux := http.NewServeMux()
-	mux.HandleFunc("/debug/pprof/", pprof.Index)
-	mux.HandleFunc("/debug/pprof/cmdline", pprof.Cmdline)
-	mux.HandleFunc("/debug/pprof/profile", pprof.Profile)
-	mux.HandleFunc("/debug/pprof/symbol", pprof.Symbol)
-	mux.HandleFunc("/debug/pprof/trace", pprof.Trace)
+	debug := func(f http.HandlerFunc) http.HandlerFunc {
+		rt := access.Route{Op: conf.OpDebug, Refuse: wire.Error}
+		return func(w http.ResponseWriter, r *http.Request) {
+			g := d.acquire()
+			defer g.done()
+			(&access.Guard{Policy: g.policy, Log: d.log}).Wrap(rt, f)(w, r)
+		}
+	}
+	mux.HandleFunc("/debug/pprof/", debug(pprof.Index))
+	mux.HandleFunc("/debug/pprof/cmdline", debug(pprof.Cmdline))
+	mux.HandleFunc("/debug/pprof/profile", debug(pprof.Profile))
+	mux.HandleFunc("/debug/pprof/symbol", debug(pprof.Symbol))
+	mux.HandleFunc("/debug/pprof/trace", debug(pprof.Trace))
 	mux.Handle("/", h)
 	return mux
 }

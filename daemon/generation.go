@@ -3,6 +3,7 @@ package daemon
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"sync"
@@ -83,20 +84,25 @@ func (d *Daemon) buildGeneration(ctx context.Context, cfg *conf.Config, prev *ge
 		running = prev.policy
 	}
 	// Last but for the API: a new audit file is open from here on.
-	policy, err := d.buildPolicy(cfg, running)
+	var clientCAs *x509.CertPool
+	if tc != nil {
+		clientCAs = tc.ClientCAs
+	}
+	policy, err := d.buildPolicy(cfg, running, clientCAs)
 	if err != nil {
 		return nil, err
 	}
 	a, err := api.New(api.Options{
-		Provenance:      prov,
-		Keys:            keys,
-		MaxRequestBytes: cfg.Server.MaxRequestBytes,
-		SignTimeout:     cfg.Server.SignTimeout.D(),
-		MaxBatch:        cfg.Server.MaxBatch,
-		Logger:          d.log,
-		Metrics:         d.metrics.api,
-		Version:         d.opts.Version,
-		Access:          policy,
+		Provenance:        prov,
+		Keys:              keys,
+		MaxRequestBytes:   cfg.Server.MaxRequestBytes,
+		SignTimeout:       cfg.Server.SignTimeout.D(),
+		MaxBatch:          cfg.Server.MaxBatch,
+		VerifyConcurrency: cfg.Server.VerifyConcurrency,
+		Logger:            d.log,
+		Metrics:           d.metrics.api,
+		Version:           d.opts.Version,
+		Access:            policy,
 	})
 	if err != nil {
 		if al := policy.Audit(); al != nil && (running == nil || al != running.Audit()) {

@@ -8,9 +8,13 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
+	"io"
 	"log/slog"
 	"net/http"
+	"os"
+	"path/filepath"
 	"regexp"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -146,6 +150,58 @@ func TestPprofOnTheSocketOnly(t *testing.T) {
 	}
 	if code := get(http.DefaultClient, "http://"+addr+"/healthz"); code != 200 {
 		t.Errorf("healthz on TCP: %d", code)
+	}
+}
+
+// With clients configured, pprof answers only a client allowed the operation debug: a
+// profile shows what the daemon holds and does, and any uid that may open the socket
+// could read it before.
+func TestPprofNeedsDebug(t *testing.T) {
+	dir := t.TempDir()
+	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
+		t.Fatal(err)
+	}
+	base := "[server]\nsocket = \"p.sock\"\npprof = true\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n" +
+		"[audit]\nfile = \"audit.jsonl\"\n[clients.me]\ngids = [" + strconv.Itoa(os.Getgid()) + "]\nkeys = [\"signing\"]\n"
+	cfgPath := filepath.Join(dir, "p.toml")
+	os.WriteFile(cfgPath, []byte(base+"allow = [\"sign\"]\n"), 0o644)
+	cfg, err := conf.Load(cfgPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	ready := make(chan struct{})
+	d, err := New(context.Background(), cfg, Options{Listening: func(string, string) { close(ready) }, Load: func() (*conf.Config, error) { return conf.Load(cfgPath) }})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- d.Serve(ctx) }()
+	defer func() { cancel(); <-done }()
+	<-ready
+	c := testenv.UnixClient(cfg.Server.Socket)
+	get := func() (int, string) {
+		resp, err := c.Get("http://provenanced/debug/pprof/")
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		b, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(b)
+	}
+	if code, body := get(); code != 403 || !strings.Contains(body, `client \"me\" may not read the debug profiles`) {
+		t.Errorf("without debug: %d %s", code, body)
+	}
+	os.WriteFile(cfgPath, []byte(base+"allow = [\"sign\", \"debug\"]\n"), 0o644)
+	if err := d.Reload(context.Background()); err != nil {
+		t.Fatal(err)
+	}
+	if code, _ := get(); code != 200 {
+		t.Errorf("with debug: %d", code)
+	}
+	audit, _ := os.ReadFile(filepath.Join(dir, "audit.jsonl"))
+	if n := strings.Count(string(audit), `"op":"debug"`); n != 2 {
+		t.Errorf("%d audit lines of op debug, want 2:\n%s", n, audit)
 	}
 }
 

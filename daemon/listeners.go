@@ -42,11 +42,12 @@ func (d *Daemon) listen(in inherited) (*listeners, error) {
 	ls := &listeners{}
 	socketHandler := d.handler
 	if s.Pprof {
-		socketHandler = withPprof(socketHandler)
+		socketHandler = d.withPprof(socketHandler)
 	}
+	socketLimit := newConnLimit("socket", s.MaxConnections, s.MaxConnectionsPerPeer, true, d.conns)
 	switch {
 	case in.socket != nil:
-		ls.all = append(ls.all, served{in.socket, d.server(socketHandler)})
+		ls.all = append(ls.all, served{d.limited(in.socket, socketLimit), d.server(socketHandler, socketLimit)})
 		ls.socket = in.socket.Addr().String()
 		if s.Socket != "" && ls.socket != s.Socket {
 			d.log.Warn("the socket systemd passed is not at server.socket; clients must use the systemd one", "systemd", ls.socket, "server.socket", s.Socket)
@@ -59,13 +60,17 @@ func (d *Daemon) listen(in inherited) (*listeners, error) {
 		if err != nil {
 			return nil, err
 		}
-		ls.all = append(ls.all, served{l, d.server(socketHandler)})
+		ls.all = append(ls.all, served{d.limited(l, socketLimit), d.server(socketHandler, socketLimit)})
 		ls.socket = s.Socket
 	}
 	ls.tls = d.cur.Load().tls != nil
 	var err error
-	if ls.http, err = d.listenTCP(ls, in.http, s.HTTP, "server.http", ls.tls, func(h http.Handler) http.Handler { return h }); err == nil {
-		ls.metrics, err = d.listenTCP(ls, in.metrics, s.MetricsHTTP, "server.metrics_http", false, metricsOnly)
+	apiLimit := newConnLimit("http", s.MaxConnections, s.MaxConnectionsPerPeer, true, d.conns)
+	// The metrics listener's own small bound: a scraper and a probe or two need no more,
+	// and whoever fills it reaches no other listener's room.
+	metricsLimit := newConnLimit("metrics", s.MetricsMaxConnections, max(1, s.MetricsMaxConnections/4), false, d.conns)
+	if ls.http, err = d.listenTCP(ls, in.http, s.HTTP, "server.http", ls.tls, func(h http.Handler) http.Handler { return h }, apiLimit); err == nil {
+		ls.metrics, err = d.listenTCP(ls, in.metrics, s.MetricsHTTP, "server.metrics_http", false, metricsOnly, metricsLimit)
 	}
 	if err != nil {
 		ls.close()
@@ -79,7 +84,7 @@ func (d *Daemon) listen(in inherited) (*listeners, error) {
 // passed or opened on addr (none when both are empty), and returns its address. On
 // loopback, only requests for a loopback Host or an allowed_hosts name reach the API
 // (hostGuard).
-func (d *Daemon) listenTCP(ls *listeners, passed net.Listener, addr, key string, useTLS bool, wrap func(http.Handler) http.Handler) (string, error) {
+func (d *Daemon) listenTCP(ls *listeners, passed net.Listener, addr, key string, useTLS bool, wrap func(http.Handler) http.Handler, lim *connLimit) (string, error) {
 	l := passed
 	if l == nil {
 		if addr == "" {
@@ -95,14 +100,20 @@ func (d *Daemon) listenTCP(ls *listeners, passed net.Listener, addr, key string,
 	}
 	handler := d.handler
 	if isLoopback(l.Addr()) {
-		handler = newObserved(hostGuard(d.api, d.cfg.Server.AllowedHosts), d.log, d.metrics)
+		handler = newObserved(hostGuard(d.api, d.cfg.Server.AllowedHosts), d.log, d.metrics, d.refusals)
 	}
 	a := l.Addr().String()
+	l = d.limited(l, lim) // under TLS: a newcomer refused costs no handshake
 	if useTLS {
 		l = tls.NewListener(l, d.tlsConfig())
 	}
-	ls.all = append(ls.all, served{l, d.server(wrap(handler))})
+	ls.all = append(ls.all, served{l, d.server(wrap(handler), lim)})
 	return a, nil
+}
+
+// limited is l under lim.
+func (d *Daemon) limited(l net.Listener, lim *connLimit) net.Listener {
+	return &limitedListener{Listener: l, lim: lim, peerOf: d.peerOf}
 }
 
 // loadTLS builds the TCP listener's TLS configuration from [server] tls_cert, tls_key
@@ -161,7 +172,12 @@ func hostGuard(next http.Handler, allowed []string) http.Handler {
 
 func hostAllowed(host string, allowed []string) bool {
 	h := host
-	if hh, _, err := net.SplitHostPort(host); err == nil {
+	if hh, port, err := net.SplitHostPort(host); err == nil {
+		// SplitHostPort takes anything after the last colon for a port: "localhost.:1.evil"
+		// would be localhost. (RFC 3986 allows an empty port.)
+		if _, err := strconv.ParseUint(port, 10, 16); err != nil && port != "" {
+			return false
+		}
 		h = hh
 	}
 	h = strings.TrimSuffix(strings.TrimPrefix(h, "["), "]")

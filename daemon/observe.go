@@ -10,17 +10,53 @@ import (
 	"syscall"
 	"time"
 
-	"github.com/ib1/provenanced/api/access"
 	"github.com/prometheus/client_golang/prometheus"
+
+	"github.com/ib1/provenanced/api/access"
+	"github.com/ib1/provenanced/conf"
 )
 
-// connContext records the peer of a Unix socket connection once per connection, not
-// once per request: the kernel's word for the process (SO_PEERCRED).
-func connContext(ctx context.Context, c net.Conn) context.Context {
-	uc, ok := c.(*net.UnixConn)
-	if !ok {
+// connContext returns the http.Server.ConnContext of a listener under lim (nil: no
+// limit). Once per connection, not once per request, it records the peer of a Unix socket
+// connection (the kernel's word for the process: SO_PEERCRED) and gives access control
+// what it keeps of the connection, with the hook by which lim learns that a configured
+// client uses it.
+func (d *Daemon) connContext(lim *connLimit) func(context.Context, net.Conn) context.Context {
+	return func(ctx context.Context, c net.Conn) context.Context {
+		ac := &access.Conn{}
+		if lim != nil {
+			ac.Identified = func() { lim.identified(c) }
+		}
+		ctx = access.WithConn(ctx, ac)
+		if uc, ok := c.(*net.UnixConn); ok {
+			ctx = access.WithPeer(ctx, socketPeer(uc))
+		}
 		return ctx
 	}
+}
+
+// peerOf names the peer of a connection for the connection limits: "uid:N" on the
+// socket, known at once as a client's when the configuration being served has one of
+// that uid or gid; on TCP the address, and for IPv6 its /64, which one host commonly
+// holds whole.
+func (d *Daemon) peerOf(c net.Conn) (string, bool) {
+	if uc, ok := c.(*net.UnixConn); ok {
+		p := socketPeer(uc)
+		return "uid:" + strconv.Itoa(p.UID), p.UID >= 0 && d.cur.Load().policy.KnowsPeer(p.UID, p.GID)
+	}
+	host, _, err := net.SplitHostPort(c.RemoteAddr().String())
+	if err != nil {
+		return c.RemoteAddr().String(), false
+	}
+	if ip := net.ParseIP(host); ip != nil && ip.To4() == nil {
+		return ip.Mask(net.CIDRMask(64, 128)).String() + "/64", false
+	}
+	return host, false
+}
+
+// socketPeer is the process at the other end of a Unix socket connection; -1 for what
+// the kernel does not say.
+func socketPeer(uc *net.UnixConn) access.Peer {
 	p := access.Peer{UID: -1, GID: -1, PID: -1}
 	if raw, err := uc.SyscallConn(); err == nil {
 		raw.Control(func(fd uintptr) {
@@ -29,18 +65,19 @@ func connContext(ctx context.Context, c net.Conn) context.Context {
 			}
 		})
 	}
-	return access.WithPeer(ctx, p)
+	return p
 }
 
 // observed wraps the API: one metric sample and one log line per request, with the route
 // pattern (never the raw path, which would let clients mint label values) and the peer.
 type observed struct {
-	next    http.Handler
-	log     *slog.Logger
-	m       *Metrics
-	mu      sync.RWMutex
-	byRoute map[routeCode]prometheus.Counter
-	times   map[string]prometheus.Observer
+	next     http.Handler
+	log      *slog.Logger
+	m        *Metrics
+	refusals *access.Refusals // past its budget, a refused request has no log line
+	mu       sync.RWMutex
+	byRoute  map[routeCode]prometheus.Counter
+	times    map[string]prometheus.Observer
 }
 
 type routeCode struct {
@@ -49,8 +86,8 @@ type routeCode struct {
 	client string // a configured client's name, so the label's values stay bounded
 }
 
-func newObserved(next http.Handler, log *slog.Logger, m *Metrics) *observed {
-	return &observed{next: next, log: log, m: m, byRoute: map[routeCode]prometheus.Counter{}, times: map[string]prometheus.Observer{}}
+func newObserved(next http.Handler, log *slog.Logger, m *Metrics, refusals *access.Refusals) *observed {
+	return &observed{next: next, log: log, m: m, refusals: refusals, byRoute: map[routeCode]prometheus.Counter{}, times: map[string]prometheus.Observer{}}
 }
 
 var recorders = sync.Pool{New: func() any { return new(statusRecorder) }}
@@ -88,14 +125,18 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		level = slog.LevelDebug
 	case status >= 500:
 		level = slog.LevelError
+	case probes[route] && status < 300:
+		// A kubelet or a scraper every few seconds, or a stranger's every connection:
+		// none is worth a line at info.
+		level = slog.LevelDebug
 	}
-	if !o.log.Enabled(r.Context(), level) {
+	if !o.log.Enabled(r.Context(), level) || !o.refusals.Observe(r, call, status) {
 		return
 	}
 	p, unix := access.PeerFrom(r.Context())
 	attrs := make([]slog.Attr, 0, 8)
 	attrs = append(attrs, slog.String("route", route), slog.Int("status", status), slog.Float64("duration_ms", float64(took.Microseconds())/1000))
-	if k := r.PathValue("name"); k != "" {
+	if k := r.PathValue("name"); conf.ValidKeyName(k) { // else the answer was a 404, and the line does not repeat it
 		attrs = append(attrs, slog.String("key", k))
 	}
 	if client != "" {
@@ -108,6 +149,9 @@ func (o *observed) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	}
 	o.log.LogAttrs(r.Context(), level, "request", attrs...)
 }
+
+// probes are the daemon's own routes that probes and scrapers poll.
+var probes = map[string]bool{"GET /healthz": true, "GET /readyz": true, "GET /metrics": true}
 
 // instruments returns the request counter and duration histogram of a route and status,
 // resolving their labels once.

@@ -22,7 +22,7 @@ func BenchmarkRequestLog(b *testing.B) {
 	log := slog.New(redactingHandler{slog.NewJSONHandler(f, nil)}) // as New sets it up
 	mux := http.NewServeMux()
 	mux.HandleFunc("POST /v1/keys/{name}/sign", func(w http.ResponseWriter, r *http.Request) { w.WriteHeader(200) })
-	o := newObserved(mux, log, NewMetrics("bench"))
+	o := newObserved(mux, log, NewMetrics("bench"), nil)
 	req := httptest.NewRequest("POST", "/v1/keys/signing/sign", nil)
 	req = req.WithContext(access.WithPeer(req.Context(), access.Peer{UID: 1000, GID: 1000, PID: 4242}))
 	w := httptest.NewRecorder()

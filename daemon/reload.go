@@ -72,6 +72,7 @@ func (d *Daemon) reload(ctx context.Context) error {
 	errs := probe(pctx, g.keys)
 	cancel()
 	d.cur.Store(g)
+	d.refusals.SetLimits(cfg.Server.RefusalRate, cfg.Server.RefusalBurst)
 	d.health.store(g, errs)
 	closed := old.notSharedBy(g)
 	if al := old.auditNotSharedBy(g); al != nil {
@@ -80,6 +81,7 @@ func (d *Daemon) reload(ctx context.Context) error {
 	old.retire(closed)
 	d.warnOpen(g.policy)
 	d.warnClearTokens(cfg)
+	d.warnRootClients(cfg)
 	if d.opts.LogLevel != nil {
 		var lv slog.Level
 		lv.UnmarshalText([]byte(cfg.Server.LogLevel)) // conf has checked it
@@ -130,6 +132,10 @@ func (d *Daemon) warnRestartNeeded(cfg *conf.Config) {
 		{"server.metrics_http", was.MetricsHTTP, now.MetricsHTTP},
 		{"server.pprof", fmt.Sprint(was.Pprof), fmt.Sprint(now.Pprof)},
 		{"server.allowed_hosts", strings.Join(was.AllowedHosts, ","), strings.Join(now.AllowedHosts, ",")},
+		{"server.max_connections", fmt.Sprint(was.MaxConnections), fmt.Sprint(now.MaxConnections)},
+		{"server.max_connections_per_peer", fmt.Sprint(was.MaxConnectionsPerPeer), fmt.Sprint(now.MaxConnectionsPerPeer)},
+		{"server.metrics_max_connections", fmt.Sprint(was.MetricsMaxConnections), fmt.Sprint(now.MetricsMaxConnections)},
+		{"server.idle_timeout", was.IdleTimeout.D().String(), now.IdleTimeout.D().String()},
 		// A new certificate, key or client CA applies from the reload; TLS on or off does not.
 		{"server.tls_cert (TLS on or off)", fmt.Sprint(was.TLSCert != ""), fmt.Sprint(now.TLSCert != "")},
 	} {

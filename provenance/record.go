@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strconv"
 	"strings"
+	"unicode/utf8"
 )
 
 // Record is an encoded provenance record, parsed but not verified: the steps stay in their
@@ -309,6 +310,71 @@ func (r *Record) UnmarshalJSON(data []byte) error {
 	}
 	*r = *rec
 	return nil
+}
+
+// encodedSize is the length of r.Marshal(), counted without encoding, with the outermost
+// container's signature (not made yet) counted as sigLen characters.
+func encodedSize(r *Record, sigLen int) int {
+	n := len(`{"ib1:provenance":,"origins":,"steps":}`) + stringSize(r.Framework) + stringsSize(r.Origins)
+	n += containerSize(r.Steps) - stringSize(r.Steps.Signature) + sigLen + 2
+	if len(r.Certificates) > 0 {
+		n += len(`,"certificates":{}`) + len(r.Certificates) - 1
+		for _, e := range r.Certificates {
+			n += stringSize(e.Serial) + 1 + stringsSize(e.Values)
+		}
+	}
+	return n
+}
+
+func containerSize(c *Container) int {
+	n := len(`[[,,,]]`) + len(versionText(c.Version)) + stringSize(c.Serial) + stringSize(c.Timestamp) + stringSize(c.Signature)
+	for _, e := range c.Elements {
+		if e.Container != nil {
+			n += containerSize(e.Container) + 1
+		} else {
+			n += stringSize(e.Step) + 1
+		}
+	}
+	return n
+}
+
+func stringsSize(ss []string) int {
+	n := 2 + max(len(ss)-1, 0)
+	for _, s := range ss {
+		n += stringSize(s)
+	}
+	return n
+}
+
+// stringSize is the length of s as appendString writes it, quotes included (invalid
+// UTF-8, which it refuses, counted as its bytes).
+func stringSize(s string) int {
+	n := 2
+	for i := 0; i < len(s); {
+		c := s[i]
+		switch {
+		case c >= 0x20 && c < 0x7F && c != '"' && c != '\\':
+			n++
+		case c == '"' || c == '\\' || c == '\n' || c == '\r' || c == '\t' || c == '\b' || c == '\f':
+			n += 2
+		case c < utf8.RuneSelf:
+			n += 6
+		default:
+			r, size := utf8.DecodeRuneInString(s[i:])
+			switch {
+			case r == utf8.RuneError && size == 1:
+				n++
+			case r >= 0x10000:
+				n += 12
+			default:
+				n += 6
+			}
+			i += size
+			continue
+		}
+		i++
+	}
+	return n
 }
 
 func appendContainer(dst []byte, c *Container) ([]byte, error) {

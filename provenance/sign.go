@@ -54,6 +54,7 @@ type Builder struct {
 	framework string
 	now       time.Time
 	rand      io.Reader
+	limits    Limits // what a verifier of the record will accept; zero: DefaultLimits
 	received  []*Record
 	origins   []string // of the received records, depth first
 	steps     []string // encoded new steps
@@ -67,6 +68,24 @@ func (b *Builder) timestamp() string {
 		b.nowText = FormatTimestamp(b.now)
 	}
 	return b.nowText
+}
+
+// ErrBeyondLimits is wrapped by the error of a record that a Builder will not sign:
+// a Verifier with the Builder's Limits would refuse it.
+var ErrBeyondLimits = errors.New("beyond the limits of a verifier")
+
+// WithLimits makes b refuse to sign a record that a Verifier with limits l would refuse
+// (by default, one with DefaultLimits): nesting, steps, certificates and size. It returns b.
+func (b *Builder) WithLimits(l Limits) *Builder {
+	b.limits = l.withDefaults()
+	return b
+}
+
+func (b *Builder) lim() Limits {
+	if b.limits.MaxDepth == 0 {
+		return DefaultLimits()
+	}
+	return b.limits
 }
 
 // NewBuilder starts a record under the trust framework URL framework. now is the time
@@ -119,9 +138,9 @@ func (b *Builder) AddStep(step *Object) (string, error) {
 	if b.now.IsZero() {
 		return "", errors.New("provenance: the Builder has no time")
 	}
-	lim := DefaultLimits()
+	lim := b.lim()
 	if len(b.steps) >= lim.MaxSteps {
-		return "", fmt.Errorf("provenance: more than %d steps", lim.MaxSteps)
+		return "", fmt.Errorf("provenance: more than %d steps: %w", lim.MaxSteps, ErrBeyondLimits)
 	}
 	var typ, timestamp any
 	var haveType, haveTimestamp bool
@@ -184,11 +203,11 @@ func encodeStep(full *Object, lim Limits) (string, error) {
 		return "", err
 	}
 	if err := withinLimits(full, 1, lim); err != nil {
-		return "", fmt.Errorf("provenance: step: %w", err)
+		return "", fmt.Errorf("provenance: step: %w (%w)", err, ErrBeyondLimits)
 	}
 	n := base64.URLEncoding.EncodedLen(len(text))
 	if n > lim.MaxStringBytes {
-		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d", n, lim.MaxStringBytes)
+		return "", fmt.Errorf("provenance: encoded step is %d bytes, more than %d: %w", n, lim.MaxStringBytes, ErrBeyondLimits)
 	}
 	if cap(text) < len(text)+n {
 		*buf = append(text, make([]byte, n)...)
@@ -314,6 +333,9 @@ func (b *Builder) SignWith(ctx context.Context, sk *SigningKey) (*Record, error)
 	if err != nil {
 		return nil, err
 	}
+	if err := b.checkLimits(c, certs); err != nil {
+		return nil, err
+	}
 
 	buf := getBuffer()
 	data := appendDataForSigning((*buf)[:0], b.framework, c)
@@ -384,6 +406,50 @@ func (b *Builder) signDigest(ctx context.Context, sk *SigningKey, digest []byte)
 		return nil, errors.New("provenance: the signature does not verify with the signing certificate's public key")
 	}
 	return sig, nil
+}
+
+// checkLimits refuses, before anything is signed, a record (c with certs, not signed
+// yet) that a verifier with b's limits would refuse: its own checks, run by the signer.
+// Each received record was within them alone; together, and one container deeper, they
+// may not be.
+func (b *Builder) checkLimits(c *Container, certs []CertificateEntry) error {
+	lim := b.lim()
+	var steps, containers int
+	depth := treeSize(c, 1, &steps, &containers)
+	beyond := func(format string, args ...any) error {
+		return fmt.Errorf("provenance: the record would have %s, and verifiers refuse it: %w", fmt.Sprintf(format, args...), ErrBeyondLimits)
+	}
+	switch {
+	case depth > lim.MaxDepth:
+		return beyond("containers nested %d deep, more than %d", depth, lim.MaxDepth)
+	case steps > lim.MaxSteps:
+		return beyond("%d steps, more than %d", steps, lim.MaxSteps)
+	case containers > lim.MaxSteps:
+		return beyond("%d containers, more than %d", containers, lim.MaxSteps)
+	case len(certs) > lim.MaxCertificates:
+		return beyond("%d certificates, more than %d", len(certs), lim.MaxCertificates)
+	}
+	// The size, with the longest signature a P-256 key makes (72 bytes of DER).
+	rec := &Record{Framework: b.framework, Origins: b.origins, Steps: c, Certificates: certs}
+	if n := encodedSize(rec, base64.URLEncoding.EncodedLen(72)); n > lim.MaxRecordBytes {
+		return beyond("%d bytes or so, more than %d", n, lim.MaxRecordBytes)
+	}
+	return nil
+}
+
+// treeSize counts the steps and containers under c (at depth) and returns the depth of
+// its deepest container.
+func treeSize(c *Container, depth int, steps, containers *int) int {
+	*containers++
+	deepest := depth
+	for _, e := range c.Elements {
+		if e.Container != nil {
+			deepest = max(deepest, treeSize(e.Container, depth+1, steps, containers))
+			continue
+		}
+		*steps++
+	}
+	return deepest
 }
 
 // certificates is the union of the received records' certificates and the signer's chain.

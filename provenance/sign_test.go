@@ -593,3 +593,72 @@ func TestCanonicalSerial(t *testing.T) {
 	}
 	_ = x509.Certificate{}
 }
+
+// A Builder refuses to sign what a verifier with its limits would refuse: the daemon
+// signed a record nested 33 deep that its own verifier (limit 32) then refused. Here with
+// a limit of 3, and of a size.
+func TestSignRefusesWhatVerifiersRefuse(t *testing.T) {
+	m := loadManifest(t)
+	v := newTestVerifier(t, m.Root, m.Framework, WithLimits(Limits{MaxDepth: 3}))
+	key, chain := loadSigner(t, "pki", "123456")
+	rec := signEDP(t, m.Framework)
+	for depth := 2; depth <= 4; depth++ {
+		b := NewBuilder(m.Framework, signTime, rand.Reader).WithLimits(v.Limits())
+		if _, err := b.Receive(newTestVerifier(t, m.Root, m.Framework), rec); err != nil {
+			t.Fatal(err)
+		}
+		next, err := b.Sign(context.Background(), key, chain)
+		if depth <= 3 {
+			if err != nil {
+				t.Fatalf("depth %d: %v", depth, err)
+			}
+			if _, err := v.Verify(next); err != nil {
+				t.Fatalf("depth %d does not verify: %v", depth, err)
+			}
+			rec = next
+			continue
+		}
+		if !errors.Is(err, ErrBeyondLimits) || !strings.Contains(err.Error(), "containers nested 4 deep, more than 3") {
+			t.Fatalf("depth 4: %v", err)
+		}
+	}
+	data, _ := rec.Marshal()
+	b := NewBuilder(m.Framework, signTime, rand.Reader).WithLimits(Limits{MaxRecordBytes: len(data)})
+	if _, err := b.Receive(newTestVerifier(t, m.Root, m.Framework), rec); err != nil {
+		t.Fatal(err)
+	}
+	if _, err := b.Sign(context.Background(), key, chain); !errors.Is(err, ErrBeyondLimits) || !strings.Contains(err.Error(), "bytes or so, more than") {
+		t.Fatalf("a record larger than max_record_bytes: %v", err)
+	}
+}
+
+// encodedSize counts what Marshal writes, byte for byte.
+func TestEncodedSize(t *testing.T) {
+	m := loadManifest(t)
+	v := newTestVerifier(t, m.Root, m.Framework)
+	recs := []*Record{signEDP(t, m.Framework)}
+	for _, name := range []string{"records/edp.json"} {
+		r, err := v.ParseRecord(readVector(t, name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		recs = append(recs, r)
+	}
+	key, chain := loadSigner(t, "pki", "123456")
+	b := NewBuilder(m.Framework, signTime, rand.Reader)
+	b.AddStep(NewStep("odd", Member{"text", "quote \" backslash \\ tab \t nul \x00 del \x7f é € 𝄞"}))
+	odd, err := b.Sign(context.Background(), key, chain)
+	if err != nil {
+		t.Fatal(err)
+	}
+	recs = append(recs, odd, &Record{Framework: "f\"é", Steps: &Container{Version: "0"}})
+	for i, r := range recs {
+		data, err := r.Marshal()
+		if err != nil {
+			t.Fatal(err)
+		}
+		if n := encodedSize(r, len(r.Steps.Signature)); n != len(data) {
+			t.Errorf("record %d: encodedSize %d, Marshal %d bytes", i, n, len(data))
+		}
+	}
+}

@@ -2,10 +2,10 @@ package access
 
 import (
 	"context"
+	"fmt"
 	"log/slog"
 	"math"
 	"net/http"
-	"slices"
 	"strconv"
 	"time"
 
@@ -43,6 +43,9 @@ type Call struct {
 	g      *guarded // the request's guarded writer, when a guard is in front of it
 	client *client
 	entry  audit.Entry
+	// counted: the request's refusal has been counted in the refusal budget; quiet: it
+	// was past the budget, so it has neither an audit line nor a request-log line.
+	counted, quiet bool
 }
 
 type callKey struct{}
@@ -82,13 +85,29 @@ func AllowKey(ctx context.Context, key string) bool {
 	return false
 }
 
+// Spend charges n signatures to the request's client's rate, for a route whose handler
+// learns from the body how many it makes (Route.Charged): a batch of N costs N. When
+// they would take the client past its rate the request is refused whole (429, with
+// Retry-After when waiting would let it through) and Spend reports false.
+func Spend(ctx context.Context, n int) bool {
+	c := callFrom(ctx)
+	if c == nil || c.g == nil || c.client == nil || c.client.limiter == nil {
+		return true
+	}
+	return c.g.spend(n)
+}
+
 // Route is a signing route under access control.
 type Route struct {
-	// Op is the route's operation (conf.OpSign, OpRecords, OpCSR).
+	// Op is the route's operation (conf.OpSign, OpRecords, OpCSR, OpDebug).
 	Op string
 	// KeyOf is the key a request uses, from its path; nil when the handler learns it
-	// from the body and asks AllowKey.
+	// from the body and asks AllowKey. A name that cannot be a key's (conf.ValidKeyName)
+	// is refused before anything else is done.
 	KeyOf func(*http.Request) string
+	// Charged: the handler charges the client's rate itself (Spend), once it knows how
+	// many signatures the request asks for; otherwise the request costs one.
+	Charged bool
 	// Refuse answers a refusal in the route's error shape.
 	Refuse wire.ErrorWriter
 	// Denied, when set, counts the requests the policy refuses.
@@ -102,7 +121,7 @@ type Guard struct {
 	Log    *slog.Logger
 }
 
-var opVerbs = map[string]string{conf.OpSign: "sign", conf.OpRecords: "sign records", conf.OpCSR: "request a CSR"}
+var opVerbs = map[string]string{conf.OpSign: "sign", conf.OpRecords: "sign records", conf.OpCSR: "request a CSR", conf.OpDebug: "read the debug profiles"}
 
 // Wrap puts h under the policy as route rt: the request must come from a client that may
 // do rt.Op (with its key), and, with an audit log, its line is written before the answer.
@@ -119,7 +138,7 @@ func (gd *Guard) Wrap(rt Route, h http.HandlerFunc) http.HandlerFunc {
 			ctx, c = NewCall(r.Context())
 			r = r.WithContext(ctx)
 		}
-		g := &guarded{ResponseWriter: w, call: c, policy: p, log: gd.Log, route: &rt}
+		g := &guarded{ResponseWriter: w, call: c, policy: p, log: gd.Log, route: &rt, req: r}
 		c.g = g
 		c.entry.Op, c.entry.Route = rt.Op, r.Pattern
 		peer, unix := PeerFrom(r.Context())
@@ -129,7 +148,13 @@ func (gd *Guard) Wrap(rt Route, h http.HandlerFunc) http.HandlerFunc {
 			c.entry.Peer.Addr = r.RemoteAddr
 		}
 		if rt.KeyOf != nil {
-			c.entry.Key = rt.KeyOf(r)
+			k := rt.KeyOf(r)
+			if !conf.ValidKeyName(k) {
+				// Neither the answer nor the audit line repeats what was sent.
+				g.deny(http.StatusNotFound, "not_found", "no such key: "+conf.KeyNameRule+"; GET /v1/keys lists them")
+				return
+			}
+			c.entry.Key = k
 		}
 		if !p.open && !g.admit(r, peer, unix) {
 			return
@@ -156,24 +181,44 @@ func (g *guarded) admit(r *http.Request, peer Peer, unix bool) bool {
 		return false
 	}
 	c.client, c.Client, c.entry.Client = cl, cl.Name, cl.name
-	if !slices.Contains(cl.Allow, c.entry.Op) || (c.entry.Key != "" && !cl.Allows(c.entry.Op, c.entry.Key)) {
+	if cn := connFrom(r.Context()); cn != nil {
+		cn.markIdentified()
+	}
+	if !cl.Allows(c.entry.Op, c.entry.Key) {
 		g.forbid()
 		return false
 	}
-	if cl.limiter == nil {
+	if cl.limiter == nil || g.route.Charged {
 		return true
 	}
+	return g.spend(1)
+}
+
+// spend takes n signatures from the client's bucket, or refuses the request whole.
+func (g *guarded) spend(n int) bool {
+	cl := g.call.client
 	now := time.Now()
-	res := cl.limiter.ReserveN(now, 1)
+	res := cl.limiter.ReserveN(now, n)
+	if !res.OK() {
+		// More than the bucket ever holds: no wait would let it through.
+		g.policy.metrics.rateLimited(cl.Name)
+		g.deny(http.StatusTooManyRequests, "rate_limited", fmt.Sprintf("client %q may make %d signatures at once at most (its rate); this request asks for %d: send fewer per request", cl.Name, cl.limiter.Burst(), n))
+		return false
+	}
 	d := res.DelayFrom(now)
 	if d <= 0 {
 		return true
 	}
 	res.CancelAt(now)
 	g.policy.metrics.rateLimited(cl.Name)
-	g.Header().Set("Retry-After", strconv.Itoa(int(math.Max(1, math.Ceil(d.Seconds())))))
-	g.deny(http.StatusTooManyRequests, "rate_limited", "client "+strconv.Quote(cl.Name)+" is over its rate limit; retry later")
+	g.Header().Set("Retry-After", retryAfter(d))
+	g.deny(http.StatusTooManyRequests, "rate_limited", fmt.Sprintf("client %q is over its rate of %g signatures a second; retry later", cl.Name, cl.Rate))
 	return false
+}
+
+// retryAfter is a Retry-After value: whole seconds, at least one.
+func retryAfter(d time.Duration) string {
+	return strconv.Itoa(int(math.Max(1, math.Ceil(d.Seconds()))))
 }
 
 // guarded is the ResponseWriter of a request under access control: it writes the audit
@@ -184,6 +229,7 @@ type guarded struct {
 	policy  *Policy
 	log     *slog.Logger
 	route   *Route
+	req     *http.Request
 	wrote   bool
 	discard bool // the audit line failed: the handler's answer is dropped
 }
@@ -197,12 +243,41 @@ func (g *guarded) forbid() {
 	g.deny(http.StatusForbidden, "forbidden", msg)
 }
 
+// deny answers a refusal. Past the refusal budget it has no audit line, and a request
+// with no identity is told to come back later (429) rather than why.
 func (g *guarded) deny(status int, code, msg string) {
-	g.call.entry.Reason = msg
+	c := g.call
+	c.entry.Reason = clip(msg, 300)
 	if g.route.Denied != nil {
 		g.route.Denied.Inc()
 	}
+	if !g.counted() && c.client == nil {
+		status, code, msg = http.StatusTooManyRequests, "too_many_refusals", "too many refused requests from this peer; retry later"
+		g.Header().Del("WWW-Authenticate")
+	}
 	g.route.Refuse(g, status, code, msg, "")
+}
+
+// counted spends one refusal of the request's budget (once) and reports whether the
+// refusal may have its lines; past the budget it sets Retry-After for a stranger.
+func (g *guarded) counted() bool {
+	c := g.call
+	if c.counted {
+		return !c.quiet
+	}
+	c.counted = true
+	rf := g.policy.refusals
+	if rf == nil {
+		return true
+	}
+	ok, retry := rf.take(refusalOf(g.req, c.client), true)
+	if !ok {
+		c.quiet = true
+		if c.client == nil {
+			g.Header().Set("Retry-After", retryAfter(retry))
+		}
+	}
+	return ok
 }
 
 // WriteHeader writes the audit line, then the status; when the line cannot be written
@@ -213,7 +288,7 @@ func (g *guarded) WriteHeader(status int) {
 		return
 	}
 	g.wrote = true
-	if g.policy.audit == nil {
+	if status >= 400 && status < 500 && !g.counted() || g.policy.audit == nil {
 		g.ResponseWriter.WriteHeader(status)
 		return
 	}

@@ -57,6 +57,9 @@ type Options struct {
 type Route struct {
 	Method, Path string
 	Handler      http.HandlerFunc
+	// Verifies: the route verifies a record for whoever asks, and takes its turn among
+	// the verifications the API bounds.
+	Verifies bool
 }
 
 // Routes returns the original's routes, the signing ones under guard.
@@ -68,9 +71,9 @@ func Routes(opts Options, guard *access.Guard) []Route {
 	signing := access.Route{Op: conf.OpRecords, Refuse: Error, Denied: opts.Denied,
 		KeyOf: func(*http.Request) string { return opts.KeyName }}
 	return []Route{
-		{"POST", "/api/v1/sign/edp", guard.Wrap(signing, o.signEDP)},
-		{"POST", "/api/v1/sign/cap", guard.Wrap(signing, o.signCAP)},
-		{"POST", "/api/v1/decode", o.decode},
+		{"POST", "/api/v1/sign/edp", guard.Wrap(signing, o.signEDP), false},
+		{"POST", "/api/v1/sign/cap", guard.Wrap(signing, o.signCAP), false},
+		{"POST", "/api/v1/decode", o.decode, true},
 	}
 }
 
@@ -346,7 +349,7 @@ func (o *service) signEDP(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, status, detail)
 		return
 	}
-	b := provenance.NewBuilder(o.opts.Verifier.Framework(), o.opts.Now(), nil)
+	b := provenance.NewBuilder(o.opts.Verifier.Framework(), o.opts.Now(), nil).WithLimits(o.opts.Verifier.Limits())
 	if err := addEDPSteps(auditedSteps(r.Context(), b), o.opts.Scheme, req); err != nil {
 		writeDetail(w, http.StatusBadRequest, err.Error())
 		return
@@ -483,7 +486,7 @@ func (o *service) signCAP(w http.ResponseWriter, r *http.Request) {
 		writeDetail(w, http.StatusBadRequest, "edp_data_attachment: "+err.Error())
 		return
 	}
-	b := provenance.NewBuilder(v.Framework(), o.opts.Now(), nil)
+	b := provenance.NewBuilder(v.Framework(), o.opts.Now(), nil).WithLimits(v.Limits())
 	steps, err := b.Receive(v, rec)
 	if err != nil {
 		o.opts.Records.Verified(false)

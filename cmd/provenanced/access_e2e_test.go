@@ -200,7 +200,7 @@ func digestBody(i int) string {
 
 func TestAccessMatrix(t *testing.T) {
 	recSum := sha256.Sum256([]byte("rec-token"))
-	d := startAccessDaemonWithToken(t, matrixPolicy(hex.EncodeToString(recSum[:])), "ops-token")
+	d := startAccessDaemonWithToken(t, matrixPolicy(hex.EncodeToString(recSum[:])), "ops-token-8fQz2LmXw7Kv")
 
 	sign := func(key string) string { return "/v1/keys/" + key + "/sign" }
 	csr := func(key string) string { return "/v1/keys/" + key + "/csr" }
@@ -219,11 +219,11 @@ func TestAccessMatrix(t *testing.T) {
 		{name: "root gid, csr signing", socket: true, path: csr("signing"), body: csrBody, want: 403, wantText: `client \"root\"`},
 		{name: "root gid, sign", socket: true, path: sign("other"), body: digestBody(4), want: 403},
 		// A token: "ops", on either listener, and it wins over the socket peer.
-		{name: "ops token over TCP, sign other", token: "ops-token", path: sign("other"), body: digestBody(5), want: 200},
-		{name: "ops token over TCP, csr signing", token: "ops-token", path: csr("signing"), body: csrBody, want: 200},
-		{name: "ops token over TCP, records", token: "ops-token", path: "/v1/records", body: recBody, want: 403, wantText: `client \"ops\"`},
-		{name: "ops token on the socket as root", socket: true, token: "ops-token", path: sign("signing"), body: digestBody(6), want: 200},
-		{name: "ops token on the socket as nobody", socket: true, nobody: true, token: "ops-token", path: sign("other"), body: digestBody(7), want: 200},
+		{name: "ops token over TCP, sign other", token: "ops-token-8fQz2LmXw7Kv", path: sign("other"), body: digestBody(5), want: 200},
+		{name: "ops token over TCP, csr signing", token: "ops-token-8fQz2LmXw7Kv", path: csr("signing"), body: csrBody, want: 200},
+		{name: "ops token over TCP, records", token: "ops-token-8fQz2LmXw7Kv", path: "/v1/records", body: recBody, want: 403, wantText: `client \"ops\"`},
+		{name: "ops token on the socket as root", socket: true, token: "ops-token-8fQz2LmXw7Kv", path: sign("signing"), body: digestBody(6), want: 200},
+		{name: "ops token on the socket as nobody", socket: true, nobody: true, token: "ops-token-8fQz2LmXw7Kv", path: sign("other"), body: digestBody(7), want: 200},
 		// A wrong token never falls back to the socket peer's identity.
 		{name: "wrong token as nobody", socket: true, nobody: true, token: "nope", path: sign("signing"), body: digestBody(8), want: 401, wantText: "bearer token is not valid"},
 		{name: "wrong token over TCP", token: "nope", path: sign("signing"), body: digestBody(9), want: 401},
@@ -242,7 +242,7 @@ func TestAccessMatrix(t *testing.T) {
 		if code != rq.want || !strings.Contains(body, rq.wantText) {
 			t.Errorf("%s: %d %s; want %d with %s", rq.name, code, body, rq.want, rq.wantText)
 		}
-		if strings.Contains(body, "ops-token") || strings.Contains(body, "rec-token") {
+		if strings.Contains(body, "ops-token-8fQz2LmXw7Kv") || strings.Contains(body, "rec-token") {
 			t.Errorf("%s: the answer holds a token: %s", rq.name, body)
 		}
 		if rq.path != "/v1/records/verify" {
@@ -288,7 +288,7 @@ func TestAccessMatrix(t *testing.T) {
 	if !strings.Contains(m, `provenanced_http_requests_total{client="app",code="200",route="POST /v1/keys/{name}/sign"} 1`) {
 		t.Errorf("no request counter for client app:\n%s", grepLines(m, "provenanced_http_requests_total"))
 	}
-	if strings.Contains(m, "ops-token") || strings.Contains(d.Output(), "ops-token") || strings.Contains(d.Output(), "rec-token") {
+	if strings.Contains(m, "ops-token-8fQz2LmXw7Kv") || strings.Contains(d.Output(), "ops-token-8fQz2LmXw7Kv") || strings.Contains(d.Output(), "rec-token") {
 		t.Error("a token reached the metrics or the log")
 	}
 	if !strings.Contains(d.Output(), `"client":"ops"`) {
@@ -359,7 +359,7 @@ func TestAccessConfigErrorsAtStart(t *testing.T) {
 		client []any // [clients.a]
 		want   string
 	}{
-		{[]any{"token_file", "open.token", "keys", []string{"*"}, "allow", []string{"sign"}}, "clients.a.token_file: " + tok + " has mode 0644, so other users can read the token; run: chmod 600 " + tok},
+		{[]any{"token_file", "open.token", "keys", []string{"*"}, "allow", []string{"sign"}}, "clients.a.token_file: " + tok + " has mode 0644, so other users can read or change the token; run: chmod 600 " + tok},
 		{[]any{"uids", []int{1}, "keys", []string{"nokey"}, "allow", []string{"sign"}}, `clients.a.keys: no key named "nokey"`},
 		{[]any{"uids", []int{1}, "keys", []string{"*"}, "allow", []string{"sign", "admin"}}, `clients.a.allow: unknown operation "admin"`},
 	} {
@@ -494,13 +494,13 @@ func TestAuditFailsClosed(t *testing.T) {
 
 func TestRateLimit(t *testing.T) {
 	d := startAccessDaemonWithToken(t, testenv.NewConfig().
-		Table("clients.ops", "token_file", "ops.token", "keys", []string{"*"}, "allow", []string{"sign"}, "rate", 2), "ops-token")
+		Table("clients.ops", "token_file", "ops.token", "keys", []string{"*"}, "allow", []string{"sign"}, "rate", 2), "ops-token-8fQz2LmXw7Kv")
 	var codes []int
 	var retry string
 	for i := range 4 {
 		req, _ := http.NewRequest("POST", "http://"+d.HTTP+"/v1/keys/signing/sign", strings.NewReader(digestBody(i)))
 		req.Header.Set("Content-Type", "application/json")
-		req.Header.Set("Authorization", "Bearer ops-token")
+		req.Header.Set("Authorization", "Bearer ops-token-8fQz2LmXw7Kv")
 		resp, err := http.DefaultClient.Do(req)
 		if err != nil {
 			t.Fatal(err)

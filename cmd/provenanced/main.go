@@ -1,6 +1,6 @@
 // Command provenanced is a signing daemon for the IB1 Trust Framework and its clients.
-// It has one command that runs the daemon, three that talk to a running daemon and five
-// that work offline on the config's keys, on records or on the audit log:
+// It has one command that runs the daemon, three that talk to a running daemon and six
+// that work offline on the config's keys, on records, on the audit log or on tokens:
 //
 //	provenanced serve [-config FILE | -dev DIR [-hsm]]
 //	provenanced keys [-socket S | -url U [-ca F] [-cert F [-cert-key F]]] [-json]
@@ -12,6 +12,7 @@
 //	provenanced record sign|verify|graph [flags]
 //	provenanced audit verify [-cert FILE | -key FILE] [-head HEX|FILE] [-partial] FILE...
 //	provenanced audit acknowledge -config FILE -reason TEXT
+//	provenanced token new [-out FILE]
 //	provenanced version | --version
 //	provenanced help [COMMAND [SUBCOMMAND]]
 //

@@ -197,7 +197,7 @@ func newRecordBuilder(ctx context.Context, cfg *conf.Config, in, stepsPath strin
 	if err != nil {
 		return nil, err
 	}
-	b := provenance.NewBuilder(pc.TrustFramework, time.Now(), nil)
+	b := provenance.NewBuilder(pc.TrustFramework, time.Now(), nil).WithLimits(v.Limits())
 	if in != "" {
 		data, err := readInput(in)
 		if err != nil {

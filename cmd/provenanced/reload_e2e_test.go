@@ -743,7 +743,7 @@ func TestSocketActivationRefusesDatagrams(t *testing.T) {
 func TestReloadClientsAndAudit(t *testing.T) {
 	s := newReloadSetup(t)
 	tokenFile := filepath.Join(s.dir, "app.token")
-	if err := os.WriteFile(tokenFile, []byte("first-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte("first-token-3JxQ9pLz2W\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	s.newConfig(false, "http", "").
@@ -766,22 +766,22 @@ func TestReloadClientsAndAudit(t *testing.T) {
 		resp.Body.Close()
 		return resp.StatusCode
 	}
-	if code := sign("first-token"); code != 200 {
+	if code := sign("first-token-3JxQ9pLz2W"); code != 200 {
 		t.Fatalf("first token before the reload: %d\n%s", code, p.Output())
 	}
 	audit := filepath.Join(s.dir, "audit.jsonl")
 	if err := os.Rename(audit, audit+".1"); err != nil { // logrotate
 		t.Fatal(err)
 	}
-	if err := os.WriteFile(tokenFile, []byte("second-token\n"), 0o600); err != nil {
+	if err := os.WriteFile(tokenFile, []byte("second-token-7MvR4kYb8T\n"), 0o600); err != nil {
 		t.Fatal(err)
 	}
 	p.Signal(syscall.SIGHUP)
 	waitFor(t, "the reload", func() bool { return strings.Contains(p.Output(), "configuration reloaded") })
-	if code := sign("first-token"); code != http.StatusUnauthorized {
+	if code := sign("first-token-3JxQ9pLz2W"); code != http.StatusUnauthorized {
 		t.Errorf("the replaced token after the reload: %d, want 401", code)
 	}
-	if code := sign("second-token"); code != 200 {
+	if code := sign("second-token-7MvR4kYb8T"); code != 200 {
 		t.Errorf("the new token after the reload: %d", code)
 	}
 	if _, err := os.Stat(audit); err != nil {
