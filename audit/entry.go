@@ -42,8 +42,11 @@ type Entry struct {
 	Digests        [][]byte // a batch's digests; nil items could not be read
 	Steps          []Step
 	CSR            *CSR // what a CSR request had signed
-	RequestID      string
-	Reason         string // why a request was denied or failed, as the client was told
+	// Count is how many requests a summary line stands for (refusals past the
+	// peer's budget, written without a line each); 0 for a line about one request.
+	Count     int
+	RequestID string
+	Reason    string // why a request was denied or failed, as the client was told
 }
 
 // CSR is what a certificate signing request carried: the subject and the names, as the
@@ -93,6 +96,7 @@ type line struct {
 	Digests   []hexBytes `json:"digests,omitzero"`
 	Steps     []Step     `json:"steps,omitzero"`
 	CSR       *CSR       `json:"csr,omitzero"`
+	Count     int        `json:"count,omitzero"`
 	Reason    string     `json:"reason,omitzero"`
 	RequestID string     `json:"request_id,omitzero"`
 	Prev      string     `json:"prev"`
@@ -103,7 +107,7 @@ func (e *Entry) appendLine(b []byte, t time.Time, seq uint64, prev []byte) []byt
 	l := line{
 		Time: t.UTC().Format(time.RFC3339Nano), Seq: seq, Client: e.Client, Peer: e.Peer,
 		Op: e.Op, Route: e.Route, Outcome: e.Outcome(), Status: e.Status,
-		Digest: e.Digest, Steps: e.Steps, CSR: e.CSR, Reason: e.Reason, RequestID: e.RequestID,
+		Digest: e.Digest, Steps: e.Steps, CSR: e.CSR, Count: e.Count, Reason: e.Reason, RequestID: e.RequestID,
 		Prev: hex.EncodeToString(prev),
 	}
 	if e.Key != "" {

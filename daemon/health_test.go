@@ -14,7 +14,6 @@ import (
 	"os"
 	"path/filepath"
 	"regexp"
-	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -161,10 +160,13 @@ func TestPprofNeedsDebug(t *testing.T) {
 	if _, _, err := devsetup.NewDevFiles(dir, time.Now()); err != nil {
 		t.Fatal(err)
 	}
-	base := "[server]\nsocket = \"p.sock\"\npprof = true\n[keys.signing]\nbackend = \"pem\"\nprivate_key = \"signing-key.pem\"\ncertificates = \"signing-bundle.pem\"\n" +
-		"[audit]\nfile = \"audit.jsonl\"\n[clients.me]\ngids = [" + strconv.Itoa(os.Getgid()) + "]\nkeys = [\"signing\"]\n"
-	cfgPath := filepath.Join(dir, "p.toml")
-	os.WriteFile(cfgPath, []byte(base+"allow = [\"sign\"]\n"), 0o644)
+	base := func(allow ...string) *testenv.Config {
+		return testenv.NewConfig().Table("server", "socket", "p.sock", "pprof", true).
+			PEMKey("signing", "signing-key.pem", "signing-bundle.pem").
+			Table("audit", "file", "audit.jsonl").
+			Table("clients.me", "gids", []int{os.Getgid()}, "keys", []string{"signing"}, "allow", allow)
+	}
+	cfgPath := base("sign").WriteFile(t, filepath.Join(dir, "p.toml"))
 	cfg, err := conf.Load(cfgPath)
 	if err != nil {
 		t.Fatal(err)
@@ -192,7 +194,7 @@ func TestPprofNeedsDebug(t *testing.T) {
 	if code, body := get(); code != 403 || !strings.Contains(body, `client \"me\" may not read the debug profiles`) {
 		t.Errorf("without debug: %d %s", code, body)
 	}
-	os.WriteFile(cfgPath, []byte(base+"allow = [\"sign\", \"debug\"]\n"), 0o644)
+	base("sign", "debug").WriteFile(t, cfgPath)
 	if err := d.Reload(context.Background()); err != nil {
 		t.Fatal(err)
 	}

@@ -185,7 +185,7 @@ func TestRefusalBudget(t *testing.T) {
 	if lines[0]["key"] != nil || lines[0]["status"] != 404.0 {
 		t.Errorf("the invalid key's line: %v", lines[0])
 	}
-	if s := lines[4]; s["op"] != RefusalSummaryOp || !strings.HasPrefix(s["reason"].(string), "3 refused signing requests since ") || s["peer"] != "127.0.0.1" {
+	if s := lines[4]; s["op"] != RefusalSummaryOp || s["count"] != float64(3) || !strings.HasPrefix(s["reason"].(string), "3 refused signing requests since ") || s["peer"] != "127.0.0.1" {
 		t.Errorf("the summary: %v", s)
 	}
 	rf.Flush(al, slog.New(slog.DiscardHandler))

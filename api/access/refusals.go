@@ -211,7 +211,7 @@ func (r *Refusals) Flush(al *audit.Log, log *slog.Logger) {
 	for _, s := range out {
 		since := s.first.UTC().Format(time.RFC3339)
 		if al != nil && s.unaudited > 0 {
-			e := &audit.Entry{Client: s.client, Peer: s.peer, Op: RefusalSummaryOp, Status: http.StatusTooManyRequests,
+			e := &audit.Entry{Client: s.client, Peer: s.peer, Op: RefusalSummaryOp, Status: http.StatusTooManyRequests, Count: s.unaudited,
 				Reason: strconv.Itoa(s.unaudited) + " refused signing requests since " + since + " had no audit line of their own: past refusal_rate"}
 			if err := al.Write(e); err != nil {
 				log.LogAttrs(context.Background(), slog.LevelError, "audit log write failed: a summary of refused requests is lost", slog.String("error", err.Error()))
