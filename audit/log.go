@@ -69,7 +69,7 @@ type Log struct {
 	f      *os.File // nil for standard output
 	w      io.Writer
 	size   atomic.Int64 // the file's size after the last whole batch
-	stale  error // the file left its path and could not be reopened: writes fail
+	stale  error        // the file left its path and could not be reopened: writes fail
 	dirty  atomic.Bool
 
 	mu       sync.Mutex
