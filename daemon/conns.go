@@ -39,6 +39,7 @@ type connLimit struct {
 	conns     map[net.Conn]*tracked
 	peers     map[string]*peerConns
 	untrusted int
+	accepted  uint64 // connections admitted so far
 
 	open   prometheus.Gauge
 	closed prometheus.Counter // idle connections closed to make room
@@ -60,6 +61,14 @@ type tracked struct {
 	trusted bool
 	idle    bool      // between requests, or accepted and silent
 	since   time.Time // idle since
+	n       uint64    // accepted as the listener's nth: the older of two idle as long
+}
+
+// longerIdle reports whether t has been idle longer than o (nil: than nothing). Two idle
+// since the same instant (the clock's resolution) go by when they were accepted, so that
+// the choice never depends on a map's order.
+func (t *tracked) longerIdle(o *tracked) bool {
+	return o == nil || t.since.Before(o.since) || (t.since.Equal(o.since) && t.n < o.n)
 }
 
 // minIdle is how long a stranger's connection is idle before a stranger's newcomer may
@@ -144,9 +153,9 @@ type oldest struct{ stranger, client *tracked }
 func (o *oldest) consider(t *tracked) {
 	switch {
 	case !t.idle:
-	case !t.trusted && (o.stranger == nil || t.since.Before(o.stranger.since)):
+	case !t.trusted && t.longerIdle(o.stranger):
 		o.stranger = t
-	case t.trusted && (o.client == nil || t.since.Before(o.client.since)):
+	case t.trusted && t.longerIdle(o.client):
 		o.client = t
 	}
 }
@@ -162,6 +171,8 @@ func (o *oldest) pick(trusted bool, now time.Time) *tracked {
 }
 
 func (l *connLimit) add(t *tracked) {
+	l.accepted++
+	t.n = l.accepted
 	l.conns[t.c] = t
 	t.pc.conns[t] = struct{}{}
 	if !t.trusted {
