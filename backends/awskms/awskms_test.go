@@ -89,18 +89,18 @@ func TestOpenSignsDigests(t *testing.T) {
 
 // The key opens by id and by ARN as well as by alias.
 func TestOpenByIDAndARN(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	pki := newPKI(t)
-	key := lk.NewSigningKey(t, pki, "")
-	id := key.ARN[strings.LastIndexByte(key.ARN, '/')+1:]
-	for _, keyID := range []string{key.ARN, id} {
-		cfg := writeConfig(t, t.TempDir(), key.Bundle, keyID, lk.Endpoint())
-		k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
-		if err != nil {
-			t.Fatalf("%s: %v", keyID, err)
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		key := e.NewSigningKey(t, newPKI(t), "")
+		id := key.ARN[strings.LastIndexByte(key.ARN, '/')+1:]
+		for _, keyID := range []string{key.ARN, id} {
+			cfg := writeConfig(t, t.TempDir(), key.Bundle, keyID, e.Endpoint())
+			k, err := backends.Open(ctxT(t), cfg.Keys[0], backends.Options{})
+			if err != nil {
+				t.Fatalf("%s: %v", keyID, err)
+			}
+			k.Close()
 		}
-		k.Close()
-	}
+	})
 }
 
 // Every way a key can be unfit stops the start with an error that names the config

@@ -316,8 +316,8 @@ func reason(err error) string {
 // publicKey checks what GetPublicKey returned: an ECC_NIST_P256 key for SIGN_VERIFY, the
 // only kind provenanced signs with.
 func publicKey(t target, out *kms.GetPublicKeyOutput) (*ecdsa.PublicKey, error) {
-	if out.KeySpec != types.KeySpecEccNistP256 || out.KeyUsage != types.KeyUsageTypeSignVerify {
-		spec, usage := string(out.KeySpec), string(out.KeyUsage)
+	if keySpec(out) != types.KeySpecEccNistP256 || out.KeyUsage != types.KeyUsageTypeSignVerify {
+		spec, usage := string(keySpec(out)), string(out.KeyUsage)
 		if spec == "" {
 			spec = "(no key spec)"
 		}
@@ -335,6 +335,16 @@ func publicKey(t target, out *kms.GetPublicKeyOutput) (*ecdsa.PublicKey, error) 
 		return nil, fmt.Errorf("%s: KMS says ECC_NIST_P256 but returned a %T public key", t, pub)
 	}
 	return ec, nil
+}
+
+// keySpec is the key's spec as GetPublicKey gives it: KeySpec, or, from a KMS that has
+// only the field KeySpec replaced (AWS deprecated CustomerMasterKeySpec in 2021, and
+// moto still sends it alone), CustomerMasterKeySpec, which has the same values.
+func keySpec(out *kms.GetPublicKeyOutput) types.KeySpec {
+	if out.KeySpec == "" {
+		return types.KeySpec(out.CustomerMasterKeySpec)
+	}
+	return out.KeySpec
 }
 
 // startError turns a failed call at start into an error that names the key: a config
