@@ -14,6 +14,7 @@ import (
 	"net/url"
 	"strings"
 	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -65,21 +66,42 @@ func (t target) where() string {
 	return t.region
 }
 
+// settings are the key's durations, parsed.
+type settings struct {
+	every     time.Duration // ready_check_interval
+	downAfter time.Duration // down_after
+}
+
 // checkOptions validates what can be checked without asking AWS.
-func checkOptions(spec *conf.Key, o *Options) error {
+func checkOptions(spec *conf.Key, o *Options) (settings, error) {
+	set := settings{every: DefaultReadyCheckInterval, downAfter: DefaultDownAfter}
 	if o.KeyID == "" {
-		return spec.Errorf("key_id", "missing: the KMS key's id, ARN or alias (\"alias/provenance-signing-key\")")
+		return set, spec.Errorf("key_id", "missing: the KMS key's id, ARN or alias (\"alias/provenance-signing-key\")")
 	}
 	if strings.TrimSpace(o.KeyID) != o.KeyID || strings.ContainsAny(o.KeyID, " \t\r\n") {
-		return spec.Errorf("key_id", "%q contains white space; give the key's id, ARN or alias/NAME", o.KeyID)
+		return set, spec.Errorf("key_id", "%q contains white space; give the key's id, ARN or alias/NAME", o.KeyID)
 	}
 	if o.Endpoint != "" {
 		u, err := url.Parse(o.Endpoint)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return spec.Errorf("endpoint", "%q is not an http:// or https:// URL (for example \"https://vpce-0123-abcd.kms.eu-west-2.vpce.amazonaws.com\" or an emulator's \"http://127.0.0.1:4599\")", o.Endpoint)
+			return set, spec.Errorf("endpoint", "%q is not an http:// or https:// URL (for example \"https://vpce-0123-abcd.kms.eu-west-2.vpce.amazonaws.com\" or an emulator's \"http://127.0.0.1:4599\")", o.Endpoint)
 		}
 	}
-	return nil
+	if o.ReadyCheckInterval != "" {
+		d, err := time.ParseDuration(o.ReadyCheckInterval)
+		if err != nil || d < 100*time.Millisecond || d > time.Hour {
+			return set, spec.Errorf("ready_check_interval", "must be a duration from 100ms to 1h, such as \"5s\"; got %q", o.ReadyCheckInterval)
+		}
+		set.every = d
+	}
+	if o.DownAfter != "" {
+		d, err := time.ParseDuration(o.DownAfter)
+		if err != nil || d < 0 || d > time.Hour {
+			return set, spec.Errorf("down_after", "must be a duration from 0s (at once) to 1h, such as \"1m\"; got %q", o.DownAfter)
+		}
+		set.downAfter = d
+	}
+	return set, nil
 }
 
 // connect builds the KMS client: credentials and, when region is empty, the region from

@@ -26,7 +26,7 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 	if err := spec.Decode(&o); err != nil {
 		return nil, err
 	}
-	if err := checkOptions(spec, &o); err != nil {
+	if _, err := checkOptions(spec, &o); err != nil {
 		return nil, err
 	}
 	alias := o.KeyID
