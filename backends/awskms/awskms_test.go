@@ -299,51 +299,143 @@ func TestEnvironmentKey(t *testing.T) {
 	}
 }
 
+// keygen creates the key and its alias, and never re-points an alias or creates a key it
+// would not name, on each emulator.
 func TestGenerate(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	ctx := ctxT(t)
-	cfg := writeConfig(t, t.TempDir(), nil, "alias/new-key", lk.Endpoint())
-	pub, err := backends.Generate(ctx, cfg.Keys[0])
-	if err != nil {
-		t.Fatal(err)
-	}
-	if got := lk.PublicKey(t, "alias/new-key"); !pub.(*ecdsa.PublicKey).Equal(got) {
-		t.Fatal("Generate returned another key than the alias names")
-	}
-	// The new key is what Open wants.
-	k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	k.Close()
-
-	keys := func() int {
-		out, err := lk.Client().ListKeys(ctx, &kms.ListKeysInput{})
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		ctx := ctxT(t)
+		cfg := writeConfig(t, t.TempDir(), nil, "alias/new-key", e.Endpoint())
+		pub, err := backends.Generate(ctx, cfg.Keys[0])
 		if err != nil {
 			t.Fatal(err)
 		}
-		return len(out.Keys)
-	}
-	before := keys()
-	_, err = backends.Generate(ctx, cfg.Keys[0])
-	if err == nil || !strings.Contains(err.Error(), "alias/new-key exists already") || !strings.Contains(err.Error(), "never re-points") {
-		t.Errorf("second keygen: %v", err)
-	}
-	if keys() != before {
-		t.Error("the refused keygen created a key anyway")
-	}
-	if got := lk.PublicKey(t, "alias/new-key"); !pub.(*ecdsa.PublicKey).Equal(got) {
-		t.Error("the alias was re-pointed")
-	}
+		if got := e.PublicKey(t, "alias/new-key"); !pub.(*ecdsa.PublicKey).Equal(got) {
+			t.Fatal("Generate returned another key than the alias names")
+		}
+		// The new key is what Open wants.
+		k, err := backends.Open(ctx, cfg.Keys[0], backends.Options{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		k.Close()
 
-	// An id or ARN cannot be created, only named: keygen wants an alias.
-	byARN := writeConfig(t, t.TempDir(), nil, "arn:aws:kms:eu-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", lk.Endpoint())
-	_, err = backends.Generate(ctx, byARN.Keys[0])
-	var ce *conf.Error
-	if !errors.As(err, &ce) || !strings.Contains(err.Error(), "is not an alias") {
-		t.Errorf("keygen by ARN: %v", err)
+		before := countKeys(t, e)
+		_, err = backends.Generate(ctx, cfg.Keys[0])
+		if err == nil || !strings.Contains(err.Error(), "alias/new-key exists already") || !strings.Contains(err.Error(), "never re-points") {
+			t.Errorf("second keygen: %v", err)
+		}
+		if countKeys(t, e) != before {
+			t.Error("the refused keygen created a key anyway")
+		}
+		if got := e.PublicKey(t, "alias/new-key"); !pub.(*ecdsa.PublicKey).Equal(got) {
+			t.Error("the alias was re-pointed")
+		}
+
+		// An id or ARN cannot be created, only named: keygen wants an alias.
+		byARN := writeConfig(t, t.TempDir(), nil, "arn:aws:kms:eu-west-2:111122223333:key/1234abcd-12ab-34cd-56ef-1234567890ab", e.Endpoint())
+		_, err = backends.Generate(ctx, byARN.Keys[0])
+		var ce *conf.Error
+		if !errors.As(err, &ce) || !strings.Contains(err.Error(), "is not an alias") {
+			t.Errorf("keygen by ARN: %v", err)
+		}
+		if countKeys(t, e) != before {
+			t.Error("the refused keygen created a key anyway")
+		}
+	})
+}
+
+// countKeys is the number of keys in e that are not pending deletion.
+func countKeys(t *testing.T, e testenv.KMSEmulator) int {
+	t.Helper()
+	ctx := ctxT(t)
+	out, err := e.Client().ListKeys(ctx, &kms.ListKeysInput{})
+	if err != nil {
+		t.Fatal(err)
 	}
-	if keys() != before {
-		t.Error("the refused keygen created a key anyway")
+	n := 0
+	for _, k := range out.Keys {
+		if keyState(t, e, *k.KeyId) != types.KeyStatePendingDeletion {
+			n++
+		}
+	}
+	return n
+}
+
+func keyState(t *testing.T, e testenv.KMSEmulator, keyID string) types.KeyState {
+	t.Helper()
+	d, err := e.Client().DescribeKey(ctxT(t), &kms.DescribeKeyInput{KeyId: &keyID})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return d.KeyMetadata.KeyState
+}
+
+// A keygen whose later step fails undoes what it created: the alias deleted, the key
+// scheduled for deletion (KMS's shortest wait, 7 days); when that fails too, the error
+// names what is left and how to remove it. The emulators fail no step on demand, so the
+// fault proxy answers for them; what is undone is undone in the emulator, each of them.
+func TestGenerateUndoes(t *testing.T) {
+	denied := testenv.KMSFault{Status: 400, Code: "AccessDeniedException", Msg: "not authorized to perform this", Times: -1}
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		proxy := testenv.NewKMSProxy(t, e.Endpoint())
+		gen := func(alias string, faults map[string]testenv.KMSFault) error {
+			t.Helper()
+			proxy.Reset()
+			for op, f := range faults {
+				proxy.Inject(op, f)
+			}
+			cfg := writeConfig(t, t.TempDir(), nil, alias, proxy.URL)
+			_, err := backends.Generate(ctxT(t), cfg.Keys[0])
+			t.Log(err)
+			return err
+		}
+		aliases := func() []string {
+			out, err := e.Client().ListAliases(ctxT(t), &kms.ListAliasesInput{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			var names []string
+			for _, a := range out.Aliases {
+				if a.TargetKeyId != nil && !strings.HasPrefix(*a.AliasName, "alias/aws/") { // moto's AWS-managed aliases
+					names = append(names, *a.AliasName)
+				}
+			}
+			return names
+		}
+
+		err := gen("alias/no-name", map[string]testenv.KMSFault{"CreateAlias": denied})
+		wantUndone(t, err, "CreateAlias: AccessDeniedException", "keygen scheduled the key it created")
+		err = gen("alias/no-public-key", map[string]testenv.KMSFault{"GetPublicKey": denied})
+		wantUndone(t, err, "GetPublicKey: AccessDeniedException", "keygen deleted the alias it created and scheduled its key")
+		if n := countKeys(t, e); n != 0 {
+			t.Errorf("%d keys left that are not pending deletion", n)
+		}
+		if a := aliases(); len(a) != 0 {
+			t.Errorf("aliases left: %v", a)
+		}
+
+		// Nothing can be undone: the error names the key and the alias, and the commands.
+		err = gen("alias/left", map[string]testenv.KMSFault{"GetPublicKey": denied, "DeleteAlias": denied, "ScheduleKeyDeletion": denied})
+		if err == nil || !strings.Contains(err.Error(), "could not undo what it created, and left behind the alias alias/left (aws kms delete-alias --alias-name alias/left") ||
+			!strings.Contains(err.Error(), "and the key arn:aws:kms:eu-west-2:111122223333:key/") || !strings.Contains(err.Error(), "aws kms schedule-key-deletion --key-id arn:aws:kms:") {
+			t.Errorf("keygen that could not undo: %v", err)
+		}
+		if a := aliases(); len(a) != 1 || a[0] != "alias/left" {
+			t.Errorf("aliases: %v, want alias/left, as the error says", a)
+		}
+	})
+}
+
+func wantUndone(t *testing.T, err error, want ...string) {
+	t.Helper()
+	var ce *conf.Error
+	if !errors.As(err, &ce) {
+		t.Errorf("want a config error (exit status 2), got %T %v", err, err)
+		return
+	}
+	for _, w := range append(want, "for deletion in 7 days") {
+		if !strings.Contains(err.Error(), w) {
+			t.Errorf("error %q does not contain %q", err, w)
+		}
 	}
 }

@@ -809,3 +809,41 @@ func TestAWSKMSServeRefusalsExit2(t *testing.T) {
 		}
 	})
 }
+
+// keygen creates the key and its alias on each emulator (stock moto gives only the older
+// CustomerMasterKeySpec, which keygen and the start read when KeySpec is absent), and a
+// CSR signed by the new key follows. On moto the CSR's signature does not verify (moto
+// hashes a DIGEST message again): csr refuses to write it, saying so.
+func TestAWSKMSKeygen(t *testing.T) {
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		dir := t.TempDir()
+		path := testenv.KMSConfig(t, dir, nil, "alias/made-by-keygen", e.Endpoint()).Write(t, dir)
+		out, code := testenv.Run(daemonBin, nil, "keygen", "-config", path)
+		if code != 0 || !strings.Contains(out, "-----BEGIN PUBLIC KEY-----") {
+			t.Fatalf("keygen: exit %d:\n%s", code, out)
+		}
+		b, _ := pem.Decode([]byte(out[strings.Index(out, "-----BEGIN"):]))
+		made, err := x509.ParsePKIXPublicKey(b.Bytes)
+		if err != nil || !made.(*ecdsa.PublicKey).Equal(e.PublicKey(t, "alias/made-by-keygen")) {
+			t.Fatalf("keygen printed another key than alias/made-by-keygen names: %v", err)
+		}
+		if out, code := testenv.Run(daemonBin, nil, "keygen", "-config", path); code != 2 || !strings.Contains(out, "exists already") {
+			t.Errorf("keygen again: exit %d:\n%s", code, out)
+		}
+		csr := filepath.Join(dir, "signing.csr")
+		out, code = testenv.Run(daemonBin, nil, "csr", "-config", path, "-subject", "/C=GB/O=Example Ltd/CN=https://member.example/a/1", "-out", csr)
+		if e.Quirks().DigestHashedAgain {
+			if _, err := os.Stat(csr); code == 0 || err == nil || !strings.Contains(out, "does not verify") {
+				t.Errorf("csr against a KMS that signs wrongly: exit %d, file: %v:\n%s", code, err, out)
+			}
+			return
+		}
+		data, err := os.ReadFile(csr)
+		if code != 0 || err != nil {
+			t.Fatalf("csr: exit %d: %v:\n%s", code, err, out)
+		}
+		if err := testenv.CheckCSR(data, made); err != nil {
+			t.Error(err)
+		}
+	})
+}
