@@ -155,30 +155,45 @@ func (d *inProcess) series(t testing.TB, name string) string {
 }
 
 // Signatures made through the daemon with a KMS key verify with openssl against the
-// public key the daemon lists, which is the certificate's.
+// public key the daemon lists, which is the certificate's; so do its records. On moto,
+// which hashes a DIGEST message again before it signs, none of its signatures verifies:
+// there every one is refused (refusesEverySignature).
 func TestAWSKMSDaemonSigns(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	d := startInProcess(t, kmsConfig(t, key.Bundle, "alias/provenance", lk.Endpoint()))
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		pki := newPKI(t)
+		key := e.NewSigningKey(t, pki, "alias/provenance")
+		d := startInProcess(t, recordsConfig(t, pki, key.Bundle, e.Endpoint()))
+		ctx := ctxT(t)
+
+		keys, err := d.Keys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != 1 || keys[0].Backend != "awskms" || keys[0].Serial != key.Cert.SerialNumber.String() {
+			t.Fatalf("keys: %+v", keys)
+		}
+		b, _ := pem.Decode([]byte(keys[0].PublicKey))
+		listed, err := x509.ParsePKIXPublicKey(b.Bytes)
+		if err != nil || !key.Public.Equal(listed) {
+			t.Fatalf("the daemon lists another public key than the KMS key's: %v", err)
+		}
+		if e.Quirks().DigestHashedAgain {
+			d.refusesEverySignature(t)
+			return
+		}
+		d.signsAndVerifies(t, keys[0].PublicKey, key.Public)
+	})
+}
+
+// signsAndVerifies signs digests, messages, a batch and a record, and checks each.
+func (d *inProcess) signsAndVerifies(t *testing.T, pubPEM string, pub *ecdsa.PublicKey) {
+	t.Helper()
 	ctx := ctxT(t)
-
-	keys, err := d.Keys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 1 || keys[0].Backend != "awskms" || keys[0].Serial != key.Cert.SerialNumber.String() {
-		t.Fatalf("keys: %+v", keys)
-	}
-	b, _ := pem.Decode([]byte(keys[0].PublicKey))
-	listed, err := x509.ParsePKIXPublicKey(b.Bytes)
-	if err != nil || !key.Public.Equal(listed) {
-		t.Fatalf("the daemon lists another public key than the KMS key's: %v", err)
-	}
-
 	for i := range 5 {
 		msg := fmt.Appendf(nil, "provenance record %d", i)
 		digest := sha256.Sum256(msg)
 		var sig []byte
+		var err error
 		if i%2 == 0 {
 			sig, err = d.SignDigest(ctx, "signing", digest[:])
 		} else {
@@ -187,9 +202,8 @@ func TestAWSKMSDaemonSigns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		opensslVerify(t, keys[0].PublicKey, msg, sig)
+		opensslVerify(t, pubPEM, msg, sig)
 	}
-
 	// A batch is signed in parallel, one KMS call per item.
 	digests := make([][]byte, 50)
 	for i := range digests {
@@ -201,10 +215,86 @@ func TestAWSKMSDaemonSigns(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range results {
-		if r.Err != nil || !ecdsa.VerifyASN1(key.Public, digests[i], r.Signature) {
+		if r.Err != nil || !ecdsa.VerifyASN1(pub, digests[i], r.Signature) {
 			t.Fatalf("batch item %d: %v", i, r.Err)
 		}
 	}
+	if status, body := d.post(t, "/v1/records", recordBody); status != http.StatusOK {
+		t.Errorf("a record: %d %s", status, body)
+	}
+}
+
+// recordBody asks for a record of one origin step.
+var recordBody = `{"steps":[{"type":"origin","scheme":"` + devsetup.SandboxScheme + `","sourceType":"` + devsetup.SandboxScheme + `/source-type/Meter"}]}`
+
+// refusesEverySignature: moto's signatures of a digest never verify (it hashes the
+// digest again), and none leaves the daemon: a raw signature, a message's, each item of a
+// batch and a record are answered 503 (the batch 200 with each item's error), counted as
+// outcome="invalid"; /readyz and backend_up are down, from the test signature the daemon
+// made at start, and the log says why.
+func (d *inProcess) refusesEverySignature(t *testing.T) {
+	t.Helper()
+	ctx := ctxT(t)
+	if status, _ := d.get(t, "/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d before any client signed, want 503 from the test signature at start", status)
+	}
+	digest := sha256.Sum256([]byte("moto"))
+	_, err := d.SignDigest(ctx, "signing", digest[:])
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "does not verify with the key's public key")
+	_, err = d.SignMessage(ctx, "signing", []byte("moto"))
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "does not verify with the key's public key")
+	results, err := d.SignDigests(ctx, "signing", [][]byte{digest[:], digest[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range results {
+		if r.Err == nil || r.Signature != nil {
+			t.Errorf("batch item %d: a signature left: %x %v", i, r.Signature, r.Err)
+		}
+	}
+	if status, body := d.post(t, "/v1/records", recordBody); status != http.StatusServiceUnavailable || strings.Contains(body, "signature\"") {
+		t.Errorf("a record: %d %s", status, body)
+	}
+	if n := d.signCount(t, "invalid"); n != "5" {
+		t.Errorf(`sign_duration_seconds_count{outcome="invalid"} = %s, want 5 (a digest, a message, two batch items, a record)`, n)
+	}
+	if n := d.signCount(t, "ok"); n != "0" {
+		t.Errorf(`sign_duration_seconds_count{outcome="ok"} = %s, want 0`, n)
+	}
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("backend_up = %s, want 0", up)
+	}
+	if status, _ := d.get(t, "/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d, want 503", status)
+	}
+	if !strings.Contains(d.log.String(), "a test signature that KMS made does not verify with the key's public key") {
+		t.Errorf("the log does not say the start's test signature failed:\n%s", d.log)
+	}
+}
+
+// post sends a JSON body to a route and returns the status and body.
+func (d *inProcess) post(t testing.TB, path, body string) (int, string) {
+	t.Helper()
+	resp, err := d.hc.Post("http://provenanced"+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// recordsConfig is kmsConfig with [provenance]: the sandbox trust framework, pki's root
+// and the key "signing", so that the daemon makes records.
+func recordsConfig(t testing.TB, pki *devsetup.PKI, bundle []byte, endpoint string) *conf.Config {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "root.pem"), devsetup.CertPEM(pki.Root.Cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return testenv.KMSConfig(t, dir, bundle, "alias/provenance", endpoint).
+		Table("provenance", "trust_framework", devsetup.SandboxTrustFramework, "scheme", devsetup.SandboxScheme, "root_ca", "root.pem", "key", "signing").
+		Load(t, dir)
 }
 
 // wantStatus checks a failed sign: the answer has status and names the key and a
