@@ -163,7 +163,7 @@ var probeDigest = sha256.Sum256([]byte("provenanced: can this KMS key sign?"))
 func (s *Signer) probe(ctx context.Context, opts ...func(*kms.Options)) error {
 	sig, err := s.sign(ctx, probeDigest[:], opts...)
 	if err == nil && !ecdsa.VerifyASN1(s.pub, probeDigest[:], sig) {
-		err = fmt.Errorf("%w: %w: %s: a test signature that KMS made does not verify with the key's public key (GetPublicKey's); KMS signs wrongly, or another key than the one it names", backends.ErrUnavailable, backends.ErrBadSignature, s.target)
+		err = &kmsError{err: backends.ErrBadSignature, msg: s.target.String() + ": a test signature that KMS made does not verify with the key's public key (GetPublicKey's): KMS signs wrongly, or with another key than the one it names"}
 	}
 	s.state.probed(err)
 	return err
