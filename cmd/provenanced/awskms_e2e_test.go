@@ -336,8 +336,21 @@ func (d *inProcess) wantStatus(t *testing.T, err error, status int, detail ...st
 // KMS goes away: signing answers 503 at once, but the key counts as down only once KMS
 // has answered nothing for down_after (1s here; a minute by default): then /readyz says
 // why and backend_up drops to 0. KMS comes back: the same daemon signs again, without a
-// restart. (moto keeps its keys in memory and cannot come back with them: local-kms only.)
+// restart.
 func TestAWSKMSDaemonFollowsOutage(t *testing.T) {
+	localKMSOnly(t, "moto keeps its keys in memory, so it cannot come back from an outage with them", followsOutage)
+}
+
+// localKMSOnly runs f as the subtest "local-kms" for a test of the KMS API that moto
+// cannot serve, saying why.
+func localKMSOnly(t *testing.T, why string, f func(t *testing.T)) {
+	t.Run("local-kms", func(t *testing.T) {
+		t.Logf("on local-kms only: %s", why)
+		f(t)
+	})
+}
+
+func followsOutage(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
 	dir := t.TempDir()
@@ -518,9 +531,12 @@ func TestAWSKMSDaemonResendsOnDroppedConnection(t *testing.T) {
 
 // Refusals that no retry can change answer 503 with KMS's reason at once: one Sign call
 // each, counted at the proxy; the log says how to mend a disabled key or one pending
-// deletion. (moto signs with a disabled key or one pending deletion as with any other:
-// local-kms only. An identity's refusal, on each emulator: TestAWSKMSDaemonWithoutSign.)
+// deletion. (An identity's refusal, on each emulator: TestAWSKMSDaemonWithoutSign.)
 func TestAWSKMSDaemonDoesNotRetryRefusals(t *testing.T) {
+	localKMSOnly(t, "moto signs with a disabled key or one pending deletion as with any other", doesNotRetryRefusals)
+}
+
+func doesNotRetryRefusals(t *testing.T) {
 	lk, key, proxy, cfg := testenv.KMSBehindProxy(t)
 	d := startInProcess(t, cfg)
 	ctx := ctxT(t)
