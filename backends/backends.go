@@ -152,6 +152,12 @@ var (
 	// key's public key, so it was not given out. It comes wrapped with ErrUnavailable
 	// (HTTP 503: the key cannot sign correctly now) and its outcome is "invalid".
 	ErrBadSignature = errors.New("the backend's signature does not verify with the key's public key")
+	// ErrTransient comes wrapped with ErrUnavailable when one signature failed but the
+	// key is not known to be down: a throttled call, or a service that has not answered
+	// for less time than the backend waits before it calls that an outage. The request
+	// is answered 503 all the same; readiness and provenanced_backend_up follow the
+	// backend's own Ready instead, which decides when such failures have lasted.
+	ErrTransient = errors.New("a passing failure")
 )
 
 // Observer is told how long each signature took and how it ended.

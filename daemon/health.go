@@ -245,7 +245,15 @@ func (h *health) record(k *backends.Key, err error) {
 // anything more: a backend found unavailable, or whose signature failed its check, is
 // down for /readyz at once, and one that signed is up again, rather than either waiting
 // for the next background check.
+//
+// A passing failure (backends.ErrTransient: a throttled KMS call, say) shows nothing
+// either way: the backend's Ready says when such failures have lasted long enough to
+// count, so that one busy moment of a service all replicas share does not take every
+// replica out of service at once.
 func (h *health) observe(name string, err error) {
+	if errors.Is(err, backends.ErrTransient) {
+		return
+	}
 	unavailable := errors.Is(err, backends.ErrUnavailable)
 	if !unavailable && (err != nil || !h.down.Load()) {
 		return

@@ -19,6 +19,8 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
+
 	"github.com/ib1/provenanced/backends"
 	pembackend "github.com/ib1/provenanced/backends/pem"
 	"github.com/ib1/provenanced/conf"
@@ -212,11 +214,17 @@ func TestPprofNeedsDebug(t *testing.T) {
 type flakySigner struct {
 	*ecdsa.PrivateKey
 	down atomic.Bool
+	// passing: signatures fail as a throttled KMS call does, while Ready says the key
+	// can sign (backends.ErrTransient).
+	passing atomic.Bool
 }
 
 func (f *flakySigner) SignContext(_ context.Context, digest []byte) ([]byte, error) {
 	if f.down.Load() {
 		return nil, fmt.Errorf("%w: the test says so", backends.ErrUnavailable)
+	}
+	if f.passing.Load() {
+		return nil, fmt.Errorf("%w: %w: throttled, the test says", backends.ErrUnavailable, backends.ErrTransient)
 	}
 	return ecdsa.SignASN1(rand.Reader, f.PrivateKey, digest)
 }
@@ -324,5 +332,50 @@ func TestReadyzLogsAReasonOnce(t *testing.T) {
 	h.reasons(context.Background())
 	if n := strings.Count(logs.String(), "not ready: key cannot sign"); n != 2 {
 		t.Errorf("%d lines after the key went down a second time, want 2", n)
+	}
+}
+
+// A signature that fails for a passing reason (backends.ErrTransient: KMS throttled it)
+// is refused but leaves the key up: backend_up 1, /readyz ready. The
+// backend's Ready decides when such failures have lasted. A signature refused for any
+// other reason takes the key down at once.
+func TestPassingFailureLeavesTheKeyUp(t *testing.T) {
+	m := NewMetrics("test")
+	var h *health
+	observe := func(name, backend string) backends.Observer {
+		metric := m.signObserver(name, backend)
+		return func(took time.Duration, err error) { metric(took, err); h.observe(name, err) }
+	}
+	k, err := backends.Open(context.Background(), conf.NewKey("signing", "flaky-test", "", "test", nil), backends.Options{Observe: observe, WithoutCertificates: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	g := &generation{keys: []*backends.Key{k}, byName: map[string]*backends.Key{k.Name(): k}}
+	h = newHealth(m, slog.New(slog.DiscardHandler), func() *generation { return g })
+	h.check(context.Background())
+	up := func() float64 {
+		var v dto.Metric
+		m.BackendUp.WithLabelValues("signing", "flaky-test").Write(&v)
+		return v.GetGauge().GetValue()
+	}
+	digest := make([]byte, 32)
+
+	flaky.passing.Store(true)
+	defer flaky.passing.Store(false)
+	for range 10 {
+		if _, err := k.SignContext(context.Background(), digest, nil); !errors.Is(err, backends.ErrUnavailable) {
+			t.Fatalf("a throttled signature: %v", err)
+		}
+	}
+	if r := h.reasons(context.Background()); len(r) != 0 || up() != 1 {
+		t.Errorf("after 10 passing failures: /readyz reasons %v, backend_up %v; want none and 1", r, up())
+	}
+
+	flaky.passing.Store(false)
+	flaky.down.Store(true)
+	defer flaky.down.Store(false)
+	k.SignContext(context.Background(), digest, nil)
+	if r := h.reasons(context.Background()); len(r) != 1 || up() != 0 {
+		t.Errorf("after a failure that is not passing: /readyz reasons %v, backend_up %v; want the key and 0", r, up())
 	}
 }

@@ -112,7 +112,7 @@ func (m *Metrics) signObserver(name, backend string) backends.Observer {
 			h = by["error"]
 		}
 		h.Observe(took.Seconds())
-		if errors.Is(err, backends.ErrUnavailable) {
+		if errors.Is(err, backends.ErrUnavailable) && !errors.Is(err, backends.ErrTransient) {
 			up.Set(0)
 		}
 		if errors.Is(err, backends.ErrUnavailable) || errors.Is(err, context.DeadlineExceeded) {

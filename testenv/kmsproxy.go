@@ -1,6 +1,7 @@
 package testenv
 
 import (
+	"encoding/xml"
 	"fmt"
 	"io"
 	"net/http"
@@ -24,6 +25,12 @@ type KMSFault struct {
 	Hang   bool // answer nothing until the caller gives up
 	Drop   bool // close the connection without answering
 	Echo   bool // answer an error whose message repeats the request's credentials
+	// XML answers in AWS's query protocol (<ErrorResponse><Error><Code>...), as IAM's
+	// checks in front of a service and some AWS front ends and proxies do, rather than in
+	// KMS's JSON; Body, when set, is the whole answer instead (with ContentType).
+	XML         bool
+	Body        string
+	ContentType string
 }
 
 // KMSProxy stands between a KMS client (the daemon) and the emulator, on 127.0.0.1,
@@ -91,9 +98,24 @@ func (p *KMSProxy) answer(w http.ResponseWriter, r *http.Request, f *KMSFault) {
 	if f.Echo {
 		msg += " Authorization: " + r.Header.Get("Authorization") + " X-Amz-Security-Token: " + r.Header.Get("X-Amz-Security-Token")
 	}
-	w.Header().Set("Content-Type", "application/x-amz-json-1.1")
-	w.WriteHeader(f.Status)
-	fmt.Fprintf(w, `{"__type":%q,"message":%q}`, f.Code, msg)
+	switch {
+	case f.Body != "":
+		w.Header().Set("Content-Type", f.ContentType)
+		w.WriteHeader(f.Status)
+		io.WriteString(w, f.Body)
+	case f.XML:
+		w.Header().Set("Content-Type", "text/xml")
+		w.WriteHeader(f.Status)
+		fmt.Fprint(w, `<?xml version="1.0" encoding="UTF-8"?>`+"\n<ErrorResponse><Error><Type>Sender</Type><Code>")
+		xml.EscapeText(w, []byte(f.Code))
+		io.WriteString(w, "</Code><Message>")
+		xml.EscapeText(w, []byte(msg))
+		io.WriteString(w, "</Message></Error><RequestId>6f1c2a3e-0000-4000-8000-000000000000</RequestId></ErrorResponse>")
+	default:
+		w.Header().Set("Content-Type", "application/x-amz-json-1.1")
+		w.WriteHeader(f.Status)
+		fmt.Fprintf(w, `{"__type":%q,"message":%q}`, f.Code, msg)
+	}
 }
 
 // Inject answers the requests of operation op ("Sign", "GetPublicKey") with f from now.
@@ -118,18 +140,25 @@ func (p *KMSProxy) Reset() {
 	p.faults = map[string]*KMSFault{}
 }
 
-// KMSBehindProxy starts an emulator with a signing key "alias/provenance" and its
+// KMSBehindProxy starts local-kms with a signing key "alias/provenance" and its
 // certificate from a new test PKI, and a fault proxy in front of it, and loads a
 // KMSConfig, in a folder of the test's own, that reaches the key through the proxy.
 func KMSBehindProxy(t TB) (*LocalKMS, KMSKey, *KMSProxy, *conf.Config) {
 	t.Helper()
 	lk := StartLocalKMS(t)
+	key, proxy, cfg := BehindProxy(t, lk)
+	return lk, key, proxy, cfg
+}
+
+// BehindProxy is KMSBehindProxy for emulator e, started already.
+func BehindProxy(t TB, e KMSEmulator) (KMSKey, *KMSProxy, *conf.Config) {
+	t.Helper()
 	pki, err := devsetup.NewPKI(time.Now())
 	if err != nil {
 		t.Fatalf("%v", err)
 	}
-	key := lk.NewSigningKey(t, pki, "alias/provenance")
-	proxy := NewKMSProxy(t, lk.Endpoint())
+	key := e.NewSigningKey(t, pki, "alias/provenance")
+	proxy := NewKMSProxy(t, e.Endpoint())
 	dir := t.TempDir()
-	return lk, key, proxy, KMSConfig(t, dir, key.Bundle, "alias/provenance", proxy.URL).Load(t, dir)
+	return key, proxy, KMSConfig(t, dir, key.Bundle, "alias/provenance", proxy.URL).Load(t, dir)
 }

@@ -1,9 +1,6 @@
 package testenv
 
 import (
-	"context"
-	"crypto/ecdsa"
-	"crypto/x509"
 	"fmt"
 	"net"
 	"os"
@@ -14,11 +11,7 @@ import (
 	"sync"
 	"time"
 
-	"github.com/aws/aws-sdk-go-v2/aws"
-	"github.com/aws/aws-sdk-go-v2/credentials"
 	"github.com/aws/aws-sdk-go-v2/service/kms"
-	"github.com/aws/aws-sdk-go-v2/service/kms/types"
-	"github.com/ib1/provenanced/internal/devsetup"
 )
 
 // The emulator's account and region, and the dummy credentials its clients sign with
@@ -113,6 +106,8 @@ type LocalKMS struct {
 	mu   sync.Mutex
 	cmd  *exec.Cmd
 	done chan struct{}
+
+	kmsAdmin
 }
 
 var startedOn = regexp.MustCompile(`Local KMS started on [0-9.]+:([0-9]+)`)
@@ -126,6 +121,7 @@ func StartLocalKMS(t TB) *LocalKMS {
 	}
 	dir := t.TempDir()
 	k := &LocalKMS{bin: bin, dataDir: filepath.Join(dir, "data"), LogPath: filepath.Join(dir, "local-kms.log")}
+	k.kmsAdmin = kmsAdmin{k.Client}
 	t.Cleanup(k.Stop)
 	// Port 0: the emulator takes a free port and logs it, which leaves no window in
 	// which another process could take a port chosen for it.
@@ -234,77 +230,14 @@ func (k *LocalKMS) Restart(t TB) {
 // Client is an SDK client of the emulator with the dummy credentials, independent of
 // the process environment.
 func (k *LocalKMS) Client() *kms.Client {
-	return kms.New(kms.Options{
-		Region:       LocalKMSRegion,
-		BaseEndpoint: aws.String(k.Endpoint()),
-		Credentials:  credentials.NewStaticCredentialsProvider(DummyAccessKeyID, DummySecretKey, ""),
-	})
+	return staticClient(k.Endpoint(), DummyAccessKeyID, DummySecretKey)
 }
 
-// CreateKey creates a key of the given spec and usage and, when alias is not empty,
-// names it so. It returns the key's ARN.
-func (k *LocalKMS) CreateKey(t TB, spec types.KeySpec, usage types.KeyUsageType, alias string) string {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	c := k.Client()
-	in := &kms.CreateKeyInput{KeySpec: spec, Description: aws.String("provenanced test key")}
-	if usage != "" {
-		in.KeyUsage = usage
-	}
-	out, err := c.CreateKey(ctx, in)
-	if err != nil {
-		t.Fatalf("testenv: CreateKey %s %s: %v", spec, usage, err)
-	}
-	arn := *out.KeyMetadata.Arn
-	if alias != "" {
-		if _, err := c.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: &alias, TargetKeyId: &arn}); err != nil {
-			t.Fatalf("testenv: CreateAlias %s: %v", alias, err)
-		}
-	}
-	return arn
-}
+// Name is "local-kms".
+func (k *LocalKMS) Name() string { return "local-kms" }
 
-// PublicKey returns a KMS key's public key.
-func (k *LocalKMS) PublicKey(t TB, keyID string) any {
-	t.Helper()
-	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
-	defer cancel()
-	out, err := k.Client().GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: &keyID})
-	if err != nil {
-		t.Fatalf("testenv: GetPublicKey %s: %v", keyID, err)
-	}
-	pub, err := x509.ParsePKIXPublicKey(out.PublicKey)
-	if err != nil {
-		t.Fatalf("testenv: GetPublicKey %s: %v", keyID, err)
-	}
-	return pub
-}
-
-// KMSKey is a signing key created in the emulator, with its member certificate.
-type KMSKey struct {
-	ARN    string
-	Alias  string // "" when the key has none
-	Public *ecdsa.PublicKey
-	Cert   *x509.Certificate
-	Bundle []byte // the certificate, then the intermediate, as PEM
-}
-
-// NewSigningKey creates an ECC_NIST_P256 SIGN_VERIFY key (named alias, if not empty) and
-// issues its member certificate from pki.
-func (k *LocalKMS) NewSigningKey(t TB, pki *devsetup.PKI, alias string) KMSKey {
-	t.Helper()
-	arn := k.CreateKey(t, types.KeySpecEccNistP256, types.KeyUsageTypeSignVerify, alias)
-	pub, ok := k.PublicKey(t, arn).(*ecdsa.PublicKey)
-	if !ok {
-		t.Fatalf("testenv: %s has no EC public key", arn)
-	}
-	cert, err := pki.Issue(pub, devsetup.DevMember(time.Now()))
-	if err != nil {
-		t.Fatalf("%v", err)
-	}
-	return KMSKey{ARN: arn, Alias: alias, Public: pub, Cert: cert, Bundle: pki.Bundle(cert)}
-}
+// Quirks: none that the tests meet; it checks no credentials, though.
+func (k *LocalKMS) Quirks() KMSQuirks { return KMSQuirks{} }
 
 // KMSConfig is a config with a Unix socket p.sock in dir, no TCP listener, and one key,
 // [keys.signing]: the KMS key keyID at endpoint, in LocalKMSRegion. When bundle is not

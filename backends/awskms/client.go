@@ -13,6 +13,8 @@ import (
 	"net/http"
 	"net/url"
 	"strings"
+	"sync/atomic"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/aws"
 	"github.com/aws/aws-sdk-go-v2/aws/ratelimit"
@@ -49,6 +51,7 @@ type target struct {
 	keyID    string // as configured: id, ARN or alias/NAME
 	region   string
 	endpoint string // "" for AWS's own endpoint (or AWS_ENDPOINT_URL_KMS)
+	creds    *markCredentials
 }
 
 func (t target) String() string { return "AWS KMS key " + t.keyID + " in " + t.where() }
@@ -63,21 +66,42 @@ func (t target) where() string {
 	return t.region
 }
 
+// settings are the key's durations, parsed.
+type settings struct {
+	every     time.Duration // ready_check_interval
+	downAfter time.Duration // down_after
+}
+
 // checkOptions validates what can be checked without asking AWS.
-func checkOptions(spec *conf.Key, o *Options) error {
+func checkOptions(spec *conf.Key, o *Options) (settings, error) {
+	set := settings{every: DefaultReadyCheckInterval, downAfter: DefaultDownAfter}
 	if o.KeyID == "" {
-		return spec.Errorf("key_id", "missing: the KMS key's id, ARN or alias (\"alias/provenance-signing-key\")")
+		return set, spec.Errorf("key_id", "missing: the KMS key's id, ARN or alias (\"alias/provenance-signing-key\")")
 	}
 	if strings.TrimSpace(o.KeyID) != o.KeyID || strings.ContainsAny(o.KeyID, " \t\r\n") {
-		return spec.Errorf("key_id", "%q contains white space; give the key's id, ARN or alias/NAME", o.KeyID)
+		return set, spec.Errorf("key_id", "%q contains white space; give the key's id, ARN or alias/NAME", o.KeyID)
 	}
 	if o.Endpoint != "" {
 		u, err := url.Parse(o.Endpoint)
 		if err != nil || (u.Scheme != "https" && u.Scheme != "http") || u.Host == "" {
-			return spec.Errorf("endpoint", "%q is not an http:// or https:// URL (for example \"https://vpce-0123-abcd.kms.eu-west-2.vpce.amazonaws.com\" or an emulator's \"http://127.0.0.1:4599\")", o.Endpoint)
+			return set, spec.Errorf("endpoint", "%q is not an http:// or https:// URL (for example \"https://vpce-0123-abcd.kms.eu-west-2.vpce.amazonaws.com\" or an emulator's \"http://127.0.0.1:4599\")", o.Endpoint)
 		}
 	}
-	return nil
+	if o.ReadyCheckInterval != "" {
+		d, err := time.ParseDuration(o.ReadyCheckInterval)
+		if err != nil || d < 100*time.Millisecond || d > time.Hour {
+			return set, spec.Errorf("ready_check_interval", "must be a duration from 100ms to 1h, such as \"5s\"; got %q", o.ReadyCheckInterval)
+		}
+		set.every = d
+	}
+	if o.DownAfter != "" {
+		d, err := time.ParseDuration(o.DownAfter)
+		if err != nil || d < 0 || d > time.Hour {
+			return set, spec.Errorf("down_after", "must be a duration from 0s (at once) to 1h, such as \"1m\"; got %q", o.DownAfter)
+		}
+		set.downAfter = d
+	}
+	return set, nil
 }
 
 // connect builds the KMS client: credentials and, when region is empty, the region from
@@ -105,13 +129,14 @@ func connect(ctx context.Context, spec *conf.Key, o *Options) (*kms.Client, targ
 	}
 	t.region = cfg.Region
 	if cfg.Credentials != nil {
-		cfg.Credentials = markCredentials{cfg.Credentials}
+		mc := &markCredentials{CredentialsProvider: cfg.Credentials}
+		cfg.Credentials, t.creds = mc, mc
 	}
 	// Wrapped only now: loading the configuration adds AWS_CA_BUNDLE's roots to the
 	// SDK's own client type, and would refuse another.
 	cfg.HTTPClient = resendReadOnly{cfg.HTTPClient}
 	client := kms.NewFromConfig(cfg, func(ko *kms.Options) {
-		ko.APIOptions = append(ko.APIOptions, countAttempts(spec.Name))
+		ko.APIOptions = append(ko.APIOptions, countAttempts(spec.Name), addReadErrorBodies)
 		if o.Endpoint != "" {
 			ko.BaseEndpoint = aws.String(o.Endpoint)
 		}
@@ -192,29 +217,60 @@ func permanent(err error) bool {
 		return true
 	}
 	var ae smithy.APIError
-	if errors.As(err, &ae) {
-		// Codes KMS returns without a modelled type: the signer's identity may not use
-		// the key, or its credentials are wrong.
-		switch ae.ErrorCode() {
-		case "AccessDeniedException", "UnrecognizedClientException", "InvalidSignatureException",
-			"IncompleteSignature", "MissingAuthenticationToken", "ExpiredTokenException", "ValidationException":
-			return true
-		}
+	return denied(err) || credentialsRefused(err) || errors.As(err, &ae) && ae.ErrorCode() == "ValidationException"
+}
+
+// denied reports whether the identity may not do what was asked: KMS's
+// AccessDeniedException, or AccessDenied from IAM's check in front of it (AWS query XML).
+func denied(err error) bool {
+	var ae smithy.APIError
+	return errors.As(err, &ae) && (ae.ErrorCode() == "AccessDeniedException" || ae.ErrorCode() == "AccessDenied")
+}
+
+// credentialsRefused reports whether AWS refused the credentials themselves: an unknown
+// access key, a wrong secret, an expired session. KMS's JSON has the first codes, AWS's
+// query XML the others.
+func credentialsRefused(err error) bool {
+	var ae smithy.APIError
+	if !errors.As(err, &ae) {
+		return false
+	}
+	switch ae.ErrorCode() {
+	case "UnrecognizedClientException", "InvalidSignatureException", "IncompleteSignature",
+		"MissingAuthenticationToken", "ExpiredTokenException",
+		"InvalidClientTokenId", "SignatureDoesNotMatch", "ExpiredToken", "AuthFailure":
+		return true
 	}
 	return false
 }
 
 // markCredentials marks the chain's failures, so that a call that failed for want of
 // credentials says so rather than blame KMS (the SDK's error for it has no type of its
-// own, and may well hold a network error from the instance metadata service).
-type markCredentials struct{ aws.CredentialsProvider }
+// own, and may well hold a network error from the instance metadata service). It keeps
+// which link of the chain gave the credentials, so that a refusal of them can say where
+// to look.
+type markCredentials struct {
+	aws.CredentialsProvider
+	source atomic.Value // string: the last credentials' Source
+}
 
-func (m markCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
+func (m *markCredentials) Retrieve(ctx context.Context) (aws.Credentials, error) {
 	c, err := m.CredentialsProvider.Retrieve(ctx)
 	if err != nil {
 		return c, &credentialsError{err}
 	}
+	m.source.Store(c.Source)
 	return c, nil
+}
+
+// Source names the provider of the credentials last used ("EnvConfigCredentials",
+// "SharedConfigCredentials: /root/.aws/credentials", "WebIdentityCredentials", ...), or "".
+func (m *markCredentials) Source() string {
+	if m == nil {
+		return ""
+	}
+	s, _ := m.source.Load().(string)
+	return s
 }
 
 type credentialsError struct{ err error }
@@ -268,6 +324,12 @@ func reason(err error) string {
 	}
 	var re *awshttp.ResponseError
 	if errors.As(err, &re) {
+		// An answer that is neither KMS's JSON nor AWS's XML: a proxy's or load
+		// balancer's page. Its type says whose it may be; its text is not repeated, since
+		// nothing bounds what it echoes.
+		if ct := re.Response.Header.Get("Content-Type"); ct != "" {
+			return fmt.Sprintf("HTTP status %d from AWS KMS, with a %s answer that is not KMS's%s", re.HTTPStatusCode(), ct, attempts)
+		}
 		return fmt.Sprintf("HTTP status %d from AWS KMS%s", re.HTTPStatusCode(), attempts)
 	}
 	return err.Error()
@@ -276,8 +338,8 @@ func reason(err error) string {
 // publicKey checks what GetPublicKey returned: an ECC_NIST_P256 key for SIGN_VERIFY, the
 // only kind provenanced signs with.
 func publicKey(t target, out *kms.GetPublicKeyOutput) (*ecdsa.PublicKey, error) {
-	if out.KeySpec != types.KeySpecEccNistP256 || out.KeyUsage != types.KeyUsageTypeSignVerify {
-		spec, usage := string(out.KeySpec), string(out.KeyUsage)
+	if keySpec(out) != types.KeySpecEccNistP256 || out.KeyUsage != types.KeyUsageTypeSignVerify {
+		spec, usage := string(keySpec(out)), string(out.KeyUsage)
 		if spec == "" {
 			spec = "(no key spec)"
 		}
@@ -297,8 +359,19 @@ func publicKey(t target, out *kms.GetPublicKeyOutput) (*ecdsa.PublicKey, error) 
 	return ec, nil
 }
 
+// keySpec is the key's spec as GetPublicKey gives it: KeySpec, or, from a KMS that has
+// only the field KeySpec replaced (AWS deprecated CustomerMasterKeySpec in 2021, and
+// moto still sends it alone), CustomerMasterKeySpec, which has the same values.
+func keySpec(out *kms.GetPublicKeyOutput) types.KeySpec {
+	if out.KeySpec == "" {
+		return types.KeySpec(out.CustomerMasterKeySpec)
+	}
+	return out.KeySpec
+}
+
 // startError turns a failed call at start into an error that names the key: a config
-// error (exit status 2) when the key or the identity's rights must change, a plain one
+// error (exit status 2: systemd's RestartPreventExitStatus keeps it from a restart loop)
+// when the key, the credentials or the identity's rights must change, a plain one
 // wrapping ErrUnavailable when KMS could not be reached and a later start may succeed.
 func startError(spec *conf.Key, t target, op string, err error, unavailable error) error {
 	var notFound *types.NotFoundException
@@ -306,22 +379,36 @@ func startError(spec *conf.Key, t target, op string, err error, unavailable erro
 	case errors.As(err, &notFound):
 		return spec.Errorf("key_id", "%s has no key %s: %s", t.service(), t.keyID, reason(err))
 	case permanent(err):
-		return spec.Errorf("key_id", "%s cannot be used: %s: %s%s", t, op, reason(err), hint(err))
+		return spec.Errorf("key_id", "%s cannot be used: %s: %s%s", t, op, reason(err), hint(err, op, t))
 	}
 	return fmt.Errorf("%s: keys.%s: %w: %s: %s: %s", spec.File, spec.Name, unavailable, t, op, reason(err))
 }
 
-func hint(err error) string {
-	var disabled *types.DisabledException
-	var unsupported *types.UnsupportedOperationException
-	var ae smithy.APIError
+// hint says what would mend a refusal: which right the identity lacks, where the refused
+// credentials came from, how to bring a disabled or doomed key back.
+func hint(err error, op string, t target) string {
+	var (
+		disabled    *types.DisabledException
+		unsupported *types.UnsupportedOperationException
+		state       *types.KMSInvalidStateException
+	)
 	switch {
 	case errors.As(err, &unsupported):
 		return " (a symmetric or HMAC key has no public key; provenanced needs key spec ECC_NIST_P256 and key usage SIGN_VERIFY)"
 	case errors.As(err, &disabled):
-		return " (enable it with aws kms enable-key, or point key_id at the key that replaced it)"
-	case errors.As(err, &ae) && ae.ErrorCode() == "AccessDeniedException":
-		return " (the daemon's identity needs kms:GetPublicKey and kms:Sign on this key)"
+		return " (the key is disabled: enable it with aws kms enable-key --key-id KEY, or point key_id at the key that replaced it)"
+	case errors.As(err, &state) && strings.Contains(state.ErrorMessage(), "pending deletion"):
+		return " (the key is scheduled for deletion: aws kms cancel-key-deletion --key-id KEY, then aws kms enable-key --key-id KEY, brings it back; or point key_id at the key that replaced it)"
+	case denied(err) && (op == "Sign" || op == "GetPublicKey"):
+		return " (the daemon's identity needs kms:" + op + " on this key: docs/aws-kms.md has the IAM policy, kms:Sign and kms:GetPublicKey on the key's ARN)"
+	case denied(err):
+		return " (keygen's identity needs kms:" + op + ": docs/aws-kms.md lists what keygen needs)"
+	case credentialsRefused(err):
+		from := ""
+		if src := t.creds.Source(); src != "" {
+			from = ", which came from " + src
+		}
+		return " (AWS refused the credentials the SDK's chain found" + from + ": check AWS_ACCESS_KEY_ID and AWS_SECRET_ACCESS_KEY, AWS_PROFILE and its files, or the role the pod or instance runs as; a session token may have expired)"
 	}
 	return ""
 }

@@ -4,7 +4,9 @@ import (
 	"context"
 	"crypto"
 	"errors"
+	"fmt"
 	"strings"
+	"time"
 
 	"github.com/aws/aws-sdk-go-v2/service/kms"
 	"github.com/aws/aws-sdk-go-v2/service/kms/types"
@@ -20,13 +22,15 @@ import (
 // only name a key that exists already, and a key created without an alias would be
 // known by nothing but an id printed once. An alias that exists already is an error; it
 // is never re-pointed, since that would move every signer of the old key to a new one
-// that no certificate names.
+// that no certificate names. Should a step after CreateKey fail, what keygen made is
+// undone (the alias deleted, the key scheduled for deletion), or the error names what is
+// left and how to remove it.
 func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 	var o Options
 	if err := spec.Decode(&o); err != nil {
 		return nil, err
 	}
-	if err := checkOptions(spec, &o); err != nil {
+	if _, err := checkOptions(spec, &o); err != nil {
 		return nil, err
 	}
 	alias := o.KeyID
@@ -62,19 +66,61 @@ func Generate(ctx context.Context, spec *conf.Key) (crypto.PublicKey, error) {
 	if err != nil {
 		return nil, startError(spec, t, "CreateKey", err, backends.ErrUnavailable)
 	}
-	arn := *created.KeyMetadata.Arn
-	if _, err := client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: &alias, TargetKeyId: &arn}); err != nil {
-		return nil, spec.Errorf("key_id", "created key %s, but could not name it %s: %s. Delete the key (aws kms schedule-key-deletion --key-id %s) or give it an alias by hand", arn, alias, reason(err), arn)
+	g := &generated{client: client, arn: *created.KeyMetadata.Arn, id: *created.KeyMetadata.KeyId}
+	if _, err := client.CreateAlias(ctx, &kms.CreateAliasInput{AliasName: &alias, TargetKeyId: &g.arn}); err != nil {
+		return nil, g.undo(ctx, startError(spec, t, "CreateAlias", err, backends.ErrUnavailable))
 	}
-	out, err := client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: &arn})
+	g.alias = alias
+	out, err := client.GetPublicKey(ctx, &kms.GetPublicKeyInput{KeyId: &g.arn})
 	if err != nil {
-		return nil, startError(spec, t, "GetPublicKey", err, backends.ErrUnavailable)
+		return nil, g.undo(ctx, startError(spec, t, "GetPublicKey", err, backends.ErrUnavailable))
 	}
 	pub, err := publicKey(t, out)
 	if err != nil {
-		return nil, spec.Errorf("key_id", "%v", err)
+		return nil, g.undo(ctx, spec.Errorf("key_id", "%v", err))
 	}
 	return pub, nil
+}
+
+// generated is what keygen has made so far, to be undone should a later step fail: a key
+// that nothing names, or one whose alias names a key the daemon cannot use, would be left
+// behind unseen (and a KMS key costs money each month until it is deleted).
+type generated struct {
+	client interface {
+		DeleteAlias(context.Context, *kms.DeleteAliasInput, ...func(*kms.Options)) (*kms.DeleteAliasOutput, error)
+		ScheduleKeyDeletion(context.Context, *kms.ScheduleKeyDeletionInput, ...func(*kms.Options)) (*kms.ScheduleKeyDeletionOutput, error)
+	}
+	arn, alias string
+	// id is the key's id, which undo schedules for deletion by: KMS takes the ARN as
+	// well, but moto (5.2.1) finds a key to schedule by its id alone.
+	id string
+}
+
+// undo deletes the alias and schedules the key's deletion (after 7 days, KMS's shortest
+// wait), and returns err saying so, or naming what is left and how to remove it. It runs
+// even when ctx is over, with a deadline of its own: keygen's running out of time is one
+// of the failures it undoes.
+func (g *generated) undo(ctx context.Context, err error) error {
+	ctx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+	defer cancel()
+	var left []string
+	if g.alias != "" {
+		if _, derr := g.client.DeleteAlias(ctx, &kms.DeleteAliasInput{AliasName: &g.alias}); derr != nil {
+			left = append(left, fmt.Sprintf("the alias %s (aws kms delete-alias --alias-name %s; DeleteAlias: %s)", g.alias, g.alias, reason(derr)))
+		}
+	}
+	_, derr := g.client.ScheduleKeyDeletion(ctx, &kms.ScheduleKeyDeletionInput{KeyId: &g.id, PendingWindowInDays: ptr(int32(7))})
+	if derr != nil {
+		left = append(left, fmt.Sprintf("the key %s (aws kms schedule-key-deletion --key-id %s --pending-window-in-days 7; ScheduleKeyDeletion: %s)", g.arn, g.arn, reason(derr)))
+	}
+	if len(left) > 0 {
+		return fmt.Errorf("%w; keygen could not undo what it created, and left behind %s", err, strings.Join(left, " and "))
+	}
+	undone := "keygen scheduled the key it created, " + g.arn + ", for deletion in 7 days (aws kms cancel-key-deletion keeps it)"
+	if g.alias != "" {
+		undone = "keygen deleted the alias it created and scheduled its key, " + g.arn + ", for deletion in 7 days (aws kms cancel-key-deletion keeps it)"
+	}
+	return fmt.Errorf("%w; %s", err, undone)
 }
 
 func ptr[T any](v T) *T { return &v }

@@ -32,3 +32,12 @@ func writeConfig(t testing.TB, dir string, bundle []byte, keyID, endpoint string
 	t.Helper()
 	return testenv.KMSConfig(t, dir, bundle, keyID, endpoint).Table("keys.signing", set...).Load(t, dir)
 }
+
+// eachEmulator runs f as a subtest per KMS emulator (testenv.KMSEmulators), named by it,
+// with the emulator started for it. A test whose subject is what the KMS API does runs
+// on each; where one cannot do what the test needs, the test says so (e.Quirks()).
+func eachEmulator(t *testing.T, f func(t *testing.T, e testenv.KMSEmulator)) {
+	for _, em := range testenv.KMSEmulators {
+		t.Run(em.Name, func(t *testing.T) { f(t, em.Start(t)) })
+	}
+}

@@ -32,10 +32,21 @@ import (
 	"github.com/ib1/provenanced/testenv/fakes3"
 )
 
-// The daemon with keys in AWS KMS (the local-kms emulator), served in this process on a
-// Unix socket: daemon.New and Serve, as the serve command runs them. A fault proxy in front
-// of the emulator (testenv.KMSProxy) throttles, denies, drops and hangs where the emulator
-// cannot. `make race` runs these under the race detector (-run '^TestAWSKMS').
+// The daemon with keys in AWS KMS, served in this process on a Unix socket: daemon.New and
+// Serve, as the serve command runs them. What the KMS API does is tested on two emulators,
+// local-kms and moto (eachEmulator), each subtest named by its emulator; where moto cannot
+// do what a test needs (testenv.KMSQuirks), the test says so and runs on local-kms only. A
+// fault proxy in front of an emulator (testenv.KMSProxy) throttles, denies, drops and
+// hangs where the emulators cannot. `make race` runs these under the race detector (-run
+// '^TestAWSKMS').
+
+// eachEmulator runs f as a subtest per KMS emulator, named by it, with the emulator
+// started for it.
+func eachEmulator(t *testing.T, f func(t *testing.T, e testenv.KMSEmulator)) {
+	for _, em := range testenv.KMSEmulators {
+		t.Run(em.Name, func(t *testing.T) { f(t, em.Start(t)) })
+	}
+}
 
 func ctxT(t *testing.T) context.Context {
 	ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
@@ -144,30 +155,45 @@ func (d *inProcess) series(t testing.TB, name string) string {
 }
 
 // Signatures made through the daemon with a KMS key verify with openssl against the
-// public key the daemon lists, which is the certificate's.
+// public key the daemon lists, which is the certificate's; so do its records. On moto,
+// which hashes a DIGEST message again before it signs, none of its signatures verifies:
+// there every one is refused (refusesEverySignature).
 func TestAWSKMSDaemonSigns(t *testing.T) {
-	lk := testenv.StartLocalKMS(t)
-	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	d := startInProcess(t, kmsConfig(t, key.Bundle, "alias/provenance", lk.Endpoint()))
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		pki := newPKI(t)
+		key := e.NewSigningKey(t, pki, "alias/provenance")
+		d := startInProcess(t, recordsConfig(t, pki, key.Bundle, e.Endpoint()))
+		ctx := ctxT(t)
+
+		keys, err := d.Keys(ctx)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if len(keys) != 1 || keys[0].Backend != "awskms" || keys[0].Serial != key.Cert.SerialNumber.String() {
+			t.Fatalf("keys: %+v", keys)
+		}
+		b, _ := pem.Decode([]byte(keys[0].PublicKey))
+		listed, err := x509.ParsePKIXPublicKey(b.Bytes)
+		if err != nil || !key.Public.Equal(listed) {
+			t.Fatalf("the daemon lists another public key than the KMS key's: %v", err)
+		}
+		if e.Quirks().DigestHashedAgain {
+			d.refusesEverySignature(t)
+			return
+		}
+		d.signsAndVerifies(t, keys[0].PublicKey, key.Public)
+	})
+}
+
+// signsAndVerifies signs digests, messages, a batch and a record, and checks each.
+func (d *inProcess) signsAndVerifies(t *testing.T, pubPEM string, pub *ecdsa.PublicKey) {
+	t.Helper()
 	ctx := ctxT(t)
-
-	keys, err := d.Keys(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	if len(keys) != 1 || keys[0].Backend != "awskms" || keys[0].Serial != key.Cert.SerialNumber.String() {
-		t.Fatalf("keys: %+v", keys)
-	}
-	b, _ := pem.Decode([]byte(keys[0].PublicKey))
-	listed, err := x509.ParsePKIXPublicKey(b.Bytes)
-	if err != nil || !key.Public.Equal(listed) {
-		t.Fatalf("the daemon lists another public key than the KMS key's: %v", err)
-	}
-
 	for i := range 5 {
 		msg := fmt.Appendf(nil, "provenance record %d", i)
 		digest := sha256.Sum256(msg)
 		var sig []byte
+		var err error
 		if i%2 == 0 {
 			sig, err = d.SignDigest(ctx, "signing", digest[:])
 		} else {
@@ -176,9 +202,8 @@ func TestAWSKMSDaemonSigns(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		opensslVerify(t, keys[0].PublicKey, msg, sig)
+		opensslVerify(t, pubPEM, msg, sig)
 	}
-
 	// A batch is signed in parallel, one KMS call per item.
 	digests := make([][]byte, 50)
 	for i := range digests {
@@ -190,10 +215,86 @@ func TestAWSKMSDaemonSigns(t *testing.T) {
 		t.Fatal(err)
 	}
 	for i, r := range results {
-		if r.Err != nil || !ecdsa.VerifyASN1(key.Public, digests[i], r.Signature) {
+		if r.Err != nil || !ecdsa.VerifyASN1(pub, digests[i], r.Signature) {
 			t.Fatalf("batch item %d: %v", i, r.Err)
 		}
 	}
+	if status, body := d.post(t, "/v1/records", recordBody); status != http.StatusOK {
+		t.Errorf("a record: %d %s", status, body)
+	}
+}
+
+// recordBody asks for a record of one origin step.
+var recordBody = `{"steps":[{"type":"origin","scheme":"` + devsetup.SandboxScheme + `","sourceType":"` + devsetup.SandboxScheme + `/source-type/Meter"}]}`
+
+// refusesEverySignature: moto's signatures of a digest never verify (it hashes the
+// digest again), and none leaves the daemon: a raw signature, a message's, each item of a
+// batch and a record are answered 503 (the batch 200 with each item's error), counted as
+// outcome="invalid"; /readyz and backend_up are down, from the test signature the daemon
+// made at start, and the log says why.
+func (d *inProcess) refusesEverySignature(t *testing.T) {
+	t.Helper()
+	ctx := ctxT(t)
+	if status, _ := d.get(t, "/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d before any client signed, want 503 from the test signature at start", status)
+	}
+	digest := sha256.Sum256([]byte("moto"))
+	_, err := d.SignDigest(ctx, "signing", digest[:])
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "does not verify with the key's public key")
+	_, err = d.SignMessage(ctx, "signing", []byte("moto"))
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "does not verify with the key's public key")
+	results, err := d.SignDigests(ctx, "signing", [][]byte{digest[:], digest[:]})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i, r := range results {
+		if r.Err == nil || r.Signature != nil {
+			t.Errorf("batch item %d: a signature left: %x %v", i, r.Signature, r.Err)
+		}
+	}
+	if status, body := d.post(t, "/v1/records", recordBody); status != http.StatusServiceUnavailable || strings.Contains(body, "signature\"") {
+		t.Errorf("a record: %d %s", status, body)
+	}
+	if n := d.signCount(t, "invalid"); n != "5" {
+		t.Errorf(`sign_duration_seconds_count{outcome="invalid"} = %s, want 5 (a digest, a message, two batch items, a record)`, n)
+	}
+	if n := d.signCount(t, "ok"); n != "0" {
+		t.Errorf(`sign_duration_seconds_count{outcome="ok"} = %s, want 0`, n)
+	}
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("backend_up = %s, want 0", up)
+	}
+	if status, _ := d.get(t, "/readyz"); status != http.StatusServiceUnavailable {
+		t.Errorf("/readyz = %d, want 503", status)
+	}
+	if !strings.Contains(d.log.String(), "a test signature that KMS made does not verify with the key's public key") {
+		t.Errorf("the log does not say the start's test signature failed:\n%s", d.log)
+	}
+}
+
+// post sends a JSON body to a route and returns the status and body.
+func (d *inProcess) post(t testing.TB, path, body string) (int, string) {
+	t.Helper()
+	resp, err := d.hc.Post("http://provenanced"+path, "application/json", strings.NewReader(body))
+	if err != nil {
+		t.Fatalf("POST %s: %v", path, err)
+	}
+	defer resp.Body.Close()
+	b, _ := io.ReadAll(resp.Body)
+	return resp.StatusCode, string(b)
+}
+
+// recordsConfig is kmsConfig with [provenance]: the sandbox trust framework, pki's root
+// and the key "signing", so that the daemon makes records.
+func recordsConfig(t testing.TB, pki *devsetup.PKI, bundle []byte, endpoint string) *conf.Config {
+	t.Helper()
+	dir := t.TempDir()
+	if err := os.WriteFile(filepath.Join(dir, "root.pem"), devsetup.CertPEM(pki.Root.Cert), 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return testenv.KMSConfig(t, dir, bundle, "alias/provenance", endpoint).
+		Table("provenance", "trust_framework", devsetup.SandboxTrustFramework, "scheme", devsetup.SandboxScheme, "root_ca", "root.pem", "key", "signing").
+		Load(t, dir)
 }
 
 // wantStatus checks a failed sign: the answer has status and names the key and a
@@ -232,12 +333,28 @@ func (d *inProcess) wantStatus(t *testing.T, err error, status int, detail ...st
 	}
 }
 
-// KMS goes away: signing answers 503, /readyz says why and backend_up drops to 0. KMS
-// comes back: the same daemon signs again, without a restart.
+// KMS goes away: signing answers 503 at once, but the key counts as down only once KMS
+// has answered nothing for down_after (1s here; a minute by default): then /readyz says
+// why and backend_up drops to 0. KMS comes back: the same daemon signs again, without a
+// restart.
 func TestAWSKMSDaemonFollowsOutage(t *testing.T) {
+	localKMSOnly(t, "moto keeps its keys in memory, so it cannot come back from an outage with them", followsOutage)
+}
+
+// localKMSOnly runs f as the subtest "local-kms" for a test of the KMS API that moto
+// cannot serve, saying why.
+func localKMSOnly(t *testing.T, why string, f func(t *testing.T)) {
+	t.Run("local-kms", func(t *testing.T) {
+		t.Logf("on local-kms only: %s", why)
+		f(t)
+	})
+}
+
+func followsOutage(t *testing.T) {
 	lk := testenv.StartLocalKMS(t)
 	key := lk.NewSigningKey(t, newPKI(t), "alias/provenance")
-	d := startInProcess(t, kmsConfig(t, key.Bundle, "alias/provenance", lk.Endpoint()))
+	dir := t.TempDir()
+	d := startInProcess(t, testenv.KMSConfig(t, dir, key.Bundle, "alias/provenance", lk.Endpoint()).Table("keys.signing", "down_after", "1s").Load(t, dir))
 	ctx := ctxT(t)
 	digest := sha256.Sum256([]byte("outage"))
 
@@ -253,12 +370,20 @@ func TestAWSKMSDaemonFollowsOutage(t *testing.T) {
 
 	lk.Stop()
 	_, err := d.SignDigest(ctx, "signing", digest[:])
+	down := time.Now()
 	d.wantStatus(t, err, http.StatusServiceUnavailable, "alias/provenance", "cannot reach AWS KMS", "connection refused")
-	if up := d.backendUp(t); up != "0" {
-		t.Errorf("backend_up = %s after a failed sign, want 0", up)
-	}
 	if n := d.signCount(t, "unavailable"); n != "1" {
 		t.Errorf("sign_duration_seconds_count{outcome=unavailable} = %s after one failed sign, want 1", n)
+	}
+	if status, _ := d.get(t, "/readyz"); status != http.StatusOK || d.backendUp(t) != "1" {
+		t.Errorf("/readyz = %d, backend_up = %s after one failed sign, within down_after; want 200 and 1", status, d.backendUp(t))
+	}
+
+	time.Sleep(1100*time.Millisecond - time.Since(down))
+	_, err = d.SignDigest(ctx, "signing", digest[:])
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "cannot reach AWS KMS", "connection refused")
+	if up := d.backendUp(t); up != "0" {
+		t.Errorf("backend_up = %s after down_after of failed signs, want 0", up)
 	}
 	status, body := d.get(t, "/readyz")
 	if status != http.StatusServiceUnavailable || !strings.Contains(body, `key \"signing\" (awskms) cannot sign now`) || strings.Contains(body, "connection refused") || strings.Contains(body, "127.0.0.1") {
@@ -286,29 +411,37 @@ func TestAWSKMSDaemonFollowsOutage(t *testing.T) {
 	if n := d.signCount(t, "ok"); n != "2" {
 		t.Errorf("sign_duration_seconds_count{outcome=ok} = %s, want 2", n)
 	}
+	if !strings.Contains(d.log.String(), "KMS has answered no call since") {
+		t.Errorf("the log does not say for how long KMS has not answered:\n%s", d.log)
+	}
 }
 
 // /readyz answers from what the background check (and the last signatures) found: a
 // probe costs no KMS call, so a kubelet probing every second, or anyone flooding the
 // route, does not become a stream of KMS requests.
+// (The daemon's own pace, not the KMS API: local-kms only.)
 func TestAWSKMSReadyzAsksNothing(t *testing.T) {
 	_, _, proxy, cfg := testenv.KMSBehindProxy(t)
 	d := startInProcess(t, cfg)
-	before := proxy.Count("GetPublicKey")
+	before := proxy.Count("GetPublicKey") + proxy.Count("Sign")
 	for range 50 {
 		if status, body := d.get(t, "/readyz"); status != http.StatusOK {
 			t.Fatalf("/readyz = %d %s", status, body)
 		}
 	}
-	// At most one background check (every 5 s) may fall within the loop.
-	if n := proxy.Count("GetPublicKey") - before; n > 1 {
+	// At most one background check (every 5 s), and its test signature, may fall
+	// within the loop.
+	if n := proxy.Count("GetPublicKey") + proxy.Count("Sign") - before; n > 1 {
 		t.Errorf("50 probes of /readyz made %d KMS calls", n)
 	}
 }
 
 // The emulator cannot throttle on demand, so a proxy in front of it answers
 // ThrottlingException (as KMS does: HTTP 400) to the first Sign calls. The SDK backs off
-// and retries; the signature arrives.
+// and retries; the signature arrives. Throttled for good, each signature is a 503, but
+// the key is not down: neither a client's throttled signature nor the readiness check's
+// takes /readyz or backend_up down, since a KMS quota that all replicas share would
+// otherwise take every one of them out of service at once.
 func TestAWSKMSDaemonRetriesThrottling(t *testing.T) {
 	_, key, proxy, cfg := testenv.KMSBehindProxy(t)
 	d := startInProcess(t, cfg)
@@ -341,14 +474,28 @@ func TestAWSKMSDaemonRetriesThrottling(t *testing.T) {
 		t.Errorf("KMS saw %d Sign calls, want 3", n)
 	}
 	t.Logf("gave up after %v", time.Since(start).Round(time.Millisecond))
-	if up := d.backendUp(t); up != "0" {
-		t.Errorf("backend_up = %s while throttled, want 0", up)
+	// Past the next background check whose test signature is throttled too.
+	for probes := proxy.Count("Sign"); proxy.Count("Sign") == probes; time.Sleep(200 * time.Millisecond) {
+		if status, body := d.get(t, "/readyz"); status != http.StatusOK {
+			t.Fatalf("/readyz while throttled = %d %s", status, body)
+		}
+		if up := d.backendUp(t); up != "1" {
+			t.Fatalf("backend_up = %s while throttled, want 1", up)
+		}
+		if time.Since(start) > 15*time.Second {
+			t.Fatal("no readiness check signed within 15 s")
+		}
+	}
+	time.Sleep(100 * time.Millisecond) // the check's outcome stored
+	if status, body := d.get(t, "/readyz"); status != http.StatusOK || d.backendUp(t) != "1" {
+		t.Errorf("/readyz = %d %s, backend_up = %s after a throttled readiness check", status, body, d.backendUp(t))
 	}
 }
 
 // A connection that closes with the request sent and no answer (KMS restarting, a load
 // balancer letting a kept-alive connection go) is sent again; a KMS that drops every
-// request gives 503 saying so, after a bounded number of attempts.
+// request gives 503 saying so, after a bounded number of attempts, and the key is down
+// once that has lasted down_after (a minute: not within this test).
 func TestAWSKMSDaemonResendsOnDroppedConnection(t *testing.T) {
 	_, key, proxy, cfg := testenv.KMSBehindProxy(t)
 	d := startInProcess(t, cfg)
@@ -377,14 +524,19 @@ func TestAWSKMSDaemonResendsOnDroppedConnection(t *testing.T) {
 	if n := proxy.Count("Sign"); n < 3 || n > 6 {
 		t.Errorf("KMS saw %d Sign calls, want 3 to 6", n)
 	}
-	if up := d.backendUp(t); up != "0" {
-		t.Errorf("backend_up = %s while KMS drops every request, want 0", up)
+	if up := d.backendUp(t); up != "1" {
+		t.Errorf("backend_up = %s after KMS dropped the requests of one signature, want 1", up)
 	}
 }
 
 // Refusals that no retry can change answer 503 with KMS's reason at once: one Sign call
-// each, counted at the proxy.
+// each, counted at the proxy; the log says how to mend a disabled key or one pending
+// deletion. (An identity's refusal, on each emulator: TestAWSKMSDaemonWithoutSign.)
 func TestAWSKMSDaemonDoesNotRetryRefusals(t *testing.T) {
+	localKMSOnly(t, "moto signs with a disabled key or one pending deletion as with any other", doesNotRetryRefusals)
+}
+
+func doesNotRetryRefusals(t *testing.T) {
 	lk, key, proxy, cfg := testenv.KMSBehindProxy(t)
 	d := startInProcess(t, cfg)
 	ctx := ctxT(t)
@@ -405,13 +557,16 @@ func TestAWSKMSDaemonDoesNotRetryRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = d.SignDigest(ctx, "signing", digest[:])
-	d.wantStatus(t, err, http.StatusServiceUnavailable, "DisabledException", "is disabled")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "DisabledException", "is disabled", "aws kms enable-key")
 	if n := proxy.Count("Sign"); n != 1 {
 		t.Errorf("disabled key: KMS saw %d Sign calls, want 1", n)
 	}
 	status, body := d.get(t, "/readyz")
 	if status != http.StatusServiceUnavailable || strings.Contains(body, "DisabledException") || strings.Contains(body, key.ARN) || !strings.Contains(body, "request id") {
 		t.Errorf("/readyz with the key disabled = %d %s", status, body)
+	}
+	if !logHas(d.log.String(), "not ready: key cannot sign", "DisabledException", "aws kms enable-key") {
+		t.Errorf("the log does not say why the key is not ready:\n%s", d.log)
 	}
 	if up := d.backendUp(t); up != "0" {
 		t.Errorf("backend_up = %s with the key disabled, want 0", up)
@@ -437,10 +592,90 @@ func TestAWSKMSDaemonDoesNotRetryRefusals(t *testing.T) {
 		t.Fatal(err)
 	}
 	_, err = d.SignDigest(ctx, "signing", digest[:])
-	d.wantStatus(t, err, http.StatusServiceUnavailable, "KMSInvalidStateException", "pending deletion")
+	d.wantStatus(t, err, http.StatusServiceUnavailable, "KMSInvalidStateException", "pending deletion", "aws kms cancel-key-deletion")
 	if n := proxy.Count("Sign"); n != 1 {
 		t.Errorf("key pending deletion: KMS saw %d Sign calls, want 1", n)
 	}
+}
+
+// logHas reports whether one line of log has every one of parts.
+func logHas(log string, parts ...string) bool {
+	for _, line := range strings.Split(log, "\n") {
+		all := true
+		for _, p := range parts {
+			all = all && strings.Contains(line, p)
+		}
+		if all {
+			return true
+		}
+	}
+	return false
+}
+
+// An identity that loses kms:Sign while the daemon runs, but may still read the public
+// key: each signature is a 503 with AWS's refusal, and the key is down at once and stays
+// down, across the background checks, whose test signature is refused too. (Before,
+// backend_up went back to 1 at each check, whose GetPublicKey succeeded, so that
+// ProvenancedBackendDown, which wants two minutes of 0, could never fire.) Given kms:Sign
+// back, the key is up again without a restart. On moto the refusal is its IAM's; local-kms
+// checks nothing, so the fault proxy refuses as KMS does. (On moto the key is not ready
+// before either, since its signatures never verify: there the log must name the refusal.)
+func TestAWSKMSDaemonWithoutSign(t *testing.T) {
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		key, proxy, cfg := testenv.BehindProxy(t, e)
+		m, onMoto := e.(*testenv.Moto)
+		if onMoto {
+			m.EnforceIAM(t)
+			c := m.NewIdentity(t, "signer", "kms:GetPublicKey", "kms:Sign")
+			t.Setenv("AWS_ACCESS_KEY_ID", c.AccessKeyID)
+			t.Setenv("AWS_SECRET_ACCESS_KEY", c.SecretAccessKey)
+		}
+		d := startInProcess(t, cfg)
+		ctx := ctxT(t)
+		digest := sha256.Sum256([]byte("no kms:Sign"))
+
+		if onMoto {
+			m.SetPolicy(t, "signer", "kms:GetPublicKey")
+		} else {
+			proxy.Inject("Sign", testenv.KMSFault{Status: 400, Code: "AccessDeniedException", Times: -1,
+				Msg: "User: arn:aws:sts::111122223333:assumed-role/provenanced/pod is not authorized to perform: kms:Sign on resource: " + key.ARN})
+		}
+		before := proxy.Count("Sign")
+		_, err := d.SignDigest(ctx, "signing", digest[:])
+		d.wantStatus(t, err, http.StatusServiceUnavailable, "Sign: AccessDenied", "is not authorized to perform: kms:Sign", "the daemon's identity needs kms:Sign")
+		if n := proxy.Count("Sign") - before; n != 1 {
+			t.Errorf("KMS saw %d Sign calls for one refused signature, want 1", n)
+		}
+		// Two background checks (every 5 s): backend_up never 1 meanwhile.
+		for start := time.Now(); time.Since(start) < 11*time.Second; time.Sleep(500 * time.Millisecond) {
+			if up := d.backendUp(t); up != "0" {
+				t.Fatalf("backend_up = %s %v after kms:Sign was taken away", up, time.Since(start).Round(time.Millisecond))
+			}
+		}
+		if status, _ := d.get(t, "/readyz"); status != http.StatusServiceUnavailable {
+			t.Errorf("/readyz = %d without kms:Sign", status)
+		}
+		if !logHas(d.log.String(), "not ready: key cannot sign", "is not authorized to perform: kms:Sign") {
+			t.Errorf("the log does not say the key may not sign:\n%s", d.log)
+		}
+
+		if onMoto {
+			m.SetPolicy(t, "signer", "kms:GetPublicKey", "kms:Sign")
+		} else {
+			proxy.Reset()
+		}
+		if e.Quirks().DigestHashedAgain {
+			return
+		}
+		for deadline := time.Now().Add(12 * time.Second); d.backendUp(t) != "1"; time.Sleep(200 * time.Millisecond) {
+			if time.Now().After(deadline) {
+				t.Fatal("backend_up still 0 12 s after kms:Sign was given back")
+			}
+		}
+		if _, err := d.SignDigest(ctx, "signing", digest[:]); err != nil {
+			t.Errorf("with kms:Sign again: %v", err)
+		}
+	})
 }
 
 // sign_timeout bounds a call to a KMS that accepts and never answers.
@@ -573,8 +808,9 @@ func TestAWSKMSMetricsExported(t *testing.T) {
 }
 
 // A reload that only brings a renewed bundle keeps the key's KMS client: KMS sees no
-// second GetPublicKey for opening it (only the readiness probe of the keys about to be
-// served). A changed key table opens the key again, and KMS sees that.
+// GetPublicKey or test signature for opening it (the readiness probe of the keys about to
+// be served makes no call either: the key has just signed). A changed key table opens the
+// key again, and KMS sees that: GetPublicKey and the start's test signature.
 func TestAWSKMSReloadKeepsTheClient(t *testing.T) {
 	_, key, proxy, cfg := testenv.KMSBehindProxy(t)
 	path := cfg.File
@@ -590,7 +826,8 @@ func TestAWSKMSReloadKeepsTheClient(t *testing.T) {
 		t.Fatalf("sign: %d", code)
 	}
 
-	before := proxy.Count("GetPublicKey")
+	calls := func() [2]int { return [2]int{proxy.Count("GetPublicKey"), proxy.Count("Sign")} }
+	before := calls()
 	// The same bundle written again: a reload reads it whether or not it changed.
 	if err := os.WriteFile(filepath.Join(filepath.Dir(path), "bundle.pem"), key.Bundle, 0o644); err != nil {
 		t.Fatal(err)
@@ -598,8 +835,8 @@ func TestAWSKMSReloadKeepsTheClient(t *testing.T) {
 	if err := d.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := proxy.Count("GetPublicKey") - before; n != 1 {
-		t.Errorf("a reload of an unchanged key made %d GetPublicKey calls, want 1 (the readiness probe)", n)
+	if n := calls(); n != before {
+		t.Errorf("a reload of an unchanged key made KMS calls: GetPublicKey and Sign %v before, %v after", before, n)
 	}
 	if code := srv.sign(t, digest[:]); code != 200 {
 		t.Fatalf("sign after the reload: %d", code)
@@ -611,12 +848,12 @@ func TestAWSKMSReloadKeepsTheClient(t *testing.T) {
 		t.Fatalf("no key_id line in\n%s", text)
 	}
 	os.WriteFile(path, []byte(changed), 0o644)
-	before = proxy.Count("GetPublicKey")
+	before = calls()
 	if err := d.Reload(ctx); err != nil {
 		t.Fatal(err)
 	}
-	if n := proxy.Count("GetPublicKey") - before; n < 2 {
-		t.Errorf("a reload of a changed key made %d GetPublicKey calls; opening it should make one more than the probe", n)
+	if n := calls(); n[0]-before[0] != 1 || n[1]-before[1] != 1 {
+		t.Errorf("a reload of a changed key made %d GetPublicKey and %d Sign calls; opening it makes one of each", n[0]-before[0], n[1]-before[1])
 	}
 	if code := srv.sign(t, digest[:]); code != 200 {
 		t.Fatalf("sign after reopening: %d", code)
@@ -638,4 +875,81 @@ func (s handlerDaemon) sign(t *testing.T, digest []byte) int {
 		t.Logf("sign: %d %s", rec.Code, rec.Body)
 	}
 	return rec.Code
+}
+
+// Credentials that AWS refuses, and an identity without kms:Sign, are configuration
+// errors: serve and serve -check exit with status 2, which the systemd unit's
+// RestartPreventExitStatus=2 keeps from a restart loop, saying AWS's code and message and
+// what to change. On moto the refusals are its IAM's, in AWS's query XML (which the SDK
+// alone reads as "HTTP status 403" and nothing more); local-kms checks nothing, so the
+// fault proxy refuses as KMS does, in its JSON. The real binary, for its exit status.
+func TestAWSKMSServeRefusalsExit2(t *testing.T) {
+	cases := []struct {
+		name     string
+		badCreds bool
+		allow    []string
+		want     []string
+	}{
+		{"credentials refused", true, nil, []string{"GetPublicKey: ", "The security token included in the request is invalid.", "AWS refused the credentials the SDK's chain found, which came from EnvConfigCredentials"}},
+		{"no kms:Sign", false, []string{"kms:GetPublicKey"}, []string{"Sign: AccessDenied", "is not authorized to perform: kms:Sign", "the daemon's identity needs kms:Sign on this key"}},
+	}
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		key := e.NewSigningKey(t, newPKI(t), "alias/provenance")
+		for _, tc := range cases {
+			t.Run(tc.name, func(t *testing.T) {
+				endpoint, env, _ := testenv.KMSIdentity(t, e, strings.ReplaceAll(strings.ReplaceAll(tc.name, " ", "-"), ":", "-"), tc.badCreds, tc.allow...)
+				dir := t.TempDir()
+				path := testenv.KMSConfig(t, dir, key.Bundle, "alias/provenance", endpoint).Write(t, dir)
+				for _, args := range [][]string{{"serve", "-config", path}, {"serve", "-check", "-config", path}} {
+					out, code := testenv.Run(daemonBin, env, args...)
+					if code != 2 {
+						t.Errorf("%s: exit status %d, want 2:\n%s", strings.Join(args, " "), code, out)
+					}
+					for _, w := range append(tc.want, "keys.signing.key_id") {
+						if !strings.Contains(out, w) {
+							t.Errorf("%s: the output does not contain %q:\n%s", strings.Join(args, " "), w, out)
+						}
+					}
+				}
+			})
+		}
+	})
+}
+
+// keygen creates the key and its alias on each emulator (stock moto gives only the older
+// CustomerMasterKeySpec, which keygen and the start read when KeySpec is absent), and a
+// CSR signed by the new key follows. On moto the CSR's signature does not verify (moto
+// hashes a DIGEST message again): csr refuses to write it, saying so.
+func TestAWSKMSKeygen(t *testing.T) {
+	eachEmulator(t, func(t *testing.T, e testenv.KMSEmulator) {
+		dir := t.TempDir()
+		path := testenv.KMSConfig(t, dir, nil, "alias/made-by-keygen", e.Endpoint()).Write(t, dir)
+		out, code := testenv.Run(daemonBin, nil, "keygen", "-config", path)
+		if code != 0 || !strings.Contains(out, "-----BEGIN PUBLIC KEY-----") {
+			t.Fatalf("keygen: exit %d:\n%s", code, out)
+		}
+		b, _ := pem.Decode([]byte(out[strings.Index(out, "-----BEGIN"):]))
+		made, err := x509.ParsePKIXPublicKey(b.Bytes)
+		if err != nil || !made.(*ecdsa.PublicKey).Equal(e.PublicKey(t, "alias/made-by-keygen")) {
+			t.Fatalf("keygen printed another key than alias/made-by-keygen names: %v", err)
+		}
+		if out, code := testenv.Run(daemonBin, nil, "keygen", "-config", path); code != 2 || !strings.Contains(out, "exists already") {
+			t.Errorf("keygen again: exit %d:\n%s", code, out)
+		}
+		csr := filepath.Join(dir, "signing.csr")
+		out, code = testenv.Run(daemonBin, nil, "csr", "-config", path, "-subject", "/C=GB/O=Example Ltd/CN=https://member.example/a/1", "-out", csr)
+		if e.Quirks().DigestHashedAgain {
+			if _, err := os.Stat(csr); code == 0 || err == nil || !strings.Contains(out, "does not verify") {
+				t.Errorf("csr against a KMS that signs wrongly: exit %d, file: %v:\n%s", code, err, out)
+			}
+			return
+		}
+		data, err := os.ReadFile(csr)
+		if code != 0 || err != nil {
+			t.Fatalf("csr: exit %d: %v:\n%s", code, err, out)
+		}
+		if err := testenv.CheckCSR(data, made); err != nil {
+			t.Error(err)
+		}
+	})
 }
