@@ -362,6 +362,9 @@ func parseURI(s string) (*uri, error) {
 	return u, nil
 }
 
+// errPINValue refuses pin-value, in the path or the query: RFC 7512 allows it in either.
+var errPINValue = errors.New("pin-value puts the PIN into the config, which provenanced does not accept; use pin-source=file:PATH or pin-source=env:NAME (the value is not repeated here)")
+
 // setPathAttr takes one attribute of the URI's path (before "?").
 func (u *uri) setPathAttr(k, v string) error {
 	switch k {
@@ -385,7 +388,7 @@ func (u *uri) setPathAttr(k, v string) error {
 			return fmt.Errorf("type=%s: the signing key is a private key; write type=private or leave type out", v)
 		}
 	case "pin-value":
-		return errors.New("pin-value puts the PIN into the config, which provenanced does not accept; use pin-source=file:PATH or pin-source=env:NAME (the value is not repeated here)")
+		return errPINValue
 	case "slot-id", "slot-description", "slot-manufacturer":
 		return fmt.Errorf("%s: slots change (SoftHSM renumbers them when a token is initialised); name the token by token= or serial=", k)
 	default:
@@ -402,7 +405,7 @@ func (u *uri) setQueryAttr(k, v string) error {
 	case "pin-source":
 		u.pinSource = v
 	case "pin-value":
-		return errors.New("pin-value puts the PIN into the config, which provenanced does not accept; use pin-source=file:PATH or pin-source=env:NAME (the value is not repeated here)")
+		return errPINValue
 	case "module-name":
 		return errors.New("module-name: give the library's full path with module-path=")
 	default:
