@@ -738,6 +738,18 @@ func TestPKCS11DaemonOnAHungThenDeadTPM(t *testing.T) {
 	d.recovers(t, pid, h.Public)
 }
 
+// signs: twenty digests signed by key "signing", each verified with pub.
+func (d *tokenDaemon) signs(t *testing.T, pub *ecdsa.PublicKey, when string) {
+	t.Helper()
+	for i := range 20 {
+		digest := sha256.Sum256([]byte{byte(i)})
+		sig, err := d.c.SignDigest(t.Context(), "signing", digest[:])
+		if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
+			t.Fatalf("signing %s: %v", when, err)
+		}
+	}
+}
+
 // A reload with a renewed bundle keeps the key's open token (sessions, login); one that
 // changes the key's table opens the token afresh and closes the old one — which must
 // not take the token's login or the module away from the new one: it signs on after.
@@ -746,17 +758,7 @@ func TestPKCS11ReloadKeepsTheTokenOpen(t *testing.T) {
 	d := startOnToken(t, h, h.Config)
 	ctx := t.Context()
 	pub := h.Public.(*ecdsa.PublicKey)
-	sign := func(when string) {
-		t.Helper()
-		for i := range 20 {
-			digest := sha256.Sum256([]byte{byte(i)})
-			sig, err := d.c.SignDigest(ctx, "signing", digest[:])
-			if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
-				t.Fatalf("signing %s: %v", when, err)
-			}
-		}
-	}
-	sign("before any reload")
+	d.signs(t, pub, "before any reload")
 	m := devsetup.DevMember(time.Now())
 	m.Serial = big.NewInt(time.Now().UnixNano())
 	leaf, err := h.PKI.Issue(h.Public, m)
@@ -776,12 +778,12 @@ func TestPKCS11ReloadKeepsTheTokenOpen(t *testing.T) {
 	if !strings.Contains(d.Output(), `"kept_open":["signing"]`) {
 		t.Errorf("a renewed bundle reopened the token:\n%s", d.Output())
 	}
-	sign("after a reload that kept the token open")
+	d.signs(t, pub, "after a reload that kept the token open")
 
 	h.NewConfig().Table("keys.signing", "max_sessions", 3).WriteFile(t, h.Config)
 	d.Signal(syscall.SIGHUP)
 	waitFor(t, "the reload of the changed key", func() bool { return strings.Contains(d.Output(), `"reopened":["signing"]`) })
-	sign("after the old token was closed")
+	d.signs(t, pub, "after the old token was closed")
 	if strings.Contains(d.Output(), "reload failed") {
 		t.Errorf("a reload failed:\n%s", d.Output())
 	}
@@ -794,19 +796,8 @@ func TestPKCS11ReloadKeepsTheTokenOpen(t *testing.T) {
 func TestPKCS11FailedReloadKeepsTheReusedKeyOpen(t *testing.T) {
 	h := testenv.NewHSM(t, testenv.HSMOptions{})
 	d := startOnToken(t, h, h.Config)
-	ctx := t.Context()
 	pub := h.Public.(*ecdsa.PublicKey)
-	sign := func(when string) {
-		t.Helper()
-		for i := range 20 {
-			digest := sha256.Sum256([]byte{byte(i)})
-			sig, err := d.c.SignDigest(ctx, "signing", digest[:])
-			if err != nil || !ecdsa.VerifyASN1(pub, digest[:], sig) {
-				t.Fatalf("signing %s: %v", when, err)
-			}
-		}
-	}
-	sign("before the reload")
+	d.signs(t, pub, "before the reload")
 
 	// After [keys.signing], so that the build has taken that key over when this one fails.
 	h.NewConfig().Table("keys.broken", "backend", "pkcs11", "module", h.Module, "token_label", "no-such-token", "key_label", "signing",
@@ -820,7 +811,7 @@ func TestPKCS11FailedReloadKeepsTheReusedKeyOpen(t *testing.T) {
 			t.Fatalf("the reload failed for another reason than the broken key's token:\n%s", line)
 		}
 	}
-	sign("after the failed reload")
+	d.signs(t, pub, "after the failed reload")
 	if code, body := d.get(t, "/readyz"); code != http.StatusOK {
 		t.Errorf("/readyz after the failed reload: %d %s", code, body)
 	}
