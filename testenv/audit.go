@@ -1,10 +1,12 @@
 package testenv
 
 import (
+	"bufio"
 	"bytes"
 	"crypto/sha256"
 	"encoding/hex"
 	"encoding/json"
+	"os"
 )
 
 // RechainAudit sets the prev of every audit line from from on (and the head of every
@@ -29,4 +31,28 @@ func RechainAudit(t TB, lines [][]byte, from int) [][]byte {
 		lines[i] = append(b, '\n')
 	}
 	return lines
+}
+
+// AuditLines reads an audit file's lines, each decoded as JSON.
+func AuditLines(t TB, path string) []map[string]any {
+	t.Helper()
+	f, err := os.Open(path)
+	if err != nil {
+		t.Fatalf("%v", err)
+	}
+	defer f.Close()
+	var out []map[string]any
+	sc := bufio.NewScanner(f)
+	sc.Buffer(nil, 1<<20)
+	for sc.Scan() {
+		var m map[string]any
+		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
+			t.Fatalf("audit line %q: %v", sc.Text(), err)
+		}
+		out = append(out, m)
+	}
+	if err := sc.Err(); err != nil {
+		t.Fatalf("reading %s: %v", path, err)
+	}
+	return out
 }

@@ -1,14 +1,11 @@
 package access
 
 import (
-	"bufio"
 	"crypto/sha256"
-	"encoding/json"
 	"io"
 	"log/slog"
 	"net/http"
 	"net/http/httptest"
-	"os"
 	"path/filepath"
 	"strconv"
 	"strings"
@@ -17,6 +14,7 @@ import (
 	"github.com/ib1/provenanced/api/wire"
 	"github.com/ib1/provenanced/audit"
 	"github.com/ib1/provenanced/conf"
+	"github.com/ib1/provenanced/testenv"
 )
 
 // guardedServer serves one signing route under p: the key is the path's last element,
@@ -178,7 +176,7 @@ func TestRefusalBudget(t *testing.T) {
 		t.Errorf("the client on the same address: %d %s", a.status, a.body)
 	}
 	rf.Flush(al, slog.New(slog.DiscardHandler))
-	lines := auditLines(t, path)
+	lines := testenv.AuditLines(t, path)
 	if len(lines) != 5 {
 		t.Fatalf("%d audit lines, want 3 refusals, the client's signature and a summary: %v", len(lines), lines)
 	}
@@ -189,26 +187,7 @@ func TestRefusalBudget(t *testing.T) {
 		t.Errorf("the summary: %v", s)
 	}
 	rf.Flush(al, slog.New(slog.DiscardHandler))
-	if n := len(auditLines(t, path)); n != 5 {
+	if n := len(testenv.AuditLines(t, path)); n != 5 {
 		t.Errorf("a second flush with nothing to count wrote %d lines", n-5)
 	}
-}
-
-func auditLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatal(err)
-		}
-		out = append(out, m)
-	}
-	return out
 }

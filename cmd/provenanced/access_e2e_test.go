@@ -1,7 +1,6 @@
 package main
 
 import (
-	"bufio"
 	"bytes"
 	"context"
 	"crypto"
@@ -256,7 +255,7 @@ func TestAccessMatrix(t *testing.T) {
 	resp.Body.Close()
 
 	// Every signing request, allowed or not, has its audit line, with the client.
-	lines := auditLines(t, d.audit)
+	lines := testenv.AuditLines(t, d.audit)
 	if len(lines) != signing {
 		t.Fatalf("%d audit lines for %d signing requests", len(lines), signing)
 	}
@@ -305,25 +304,6 @@ func startAccessDaemonWithToken(t *testing.T, policy *testenv.Config, token stri
 	tok := filepath.Join(tokDir, "ops.token")
 	os.WriteFile(tok, []byte(token+"\n"), 0o600)
 	return startAccessDaemon(t, policy.Table("clients.ops", "token_file", tok), "")
-}
-
-func auditLines(t *testing.T, path string) []map[string]any {
-	t.Helper()
-	f, err := os.Open(path)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer f.Close()
-	var out []map[string]any
-	sc := bufio.NewScanner(f)
-	for sc.Scan() {
-		var m map[string]any
-		if err := json.Unmarshal(sc.Bytes(), &m); err != nil {
-			t.Fatalf("audit line %q: %v", sc.Text(), err)
-		}
-		out = append(out, m)
-	}
-	return out
 }
 
 func scrape(t *testing.T, url string) string {
@@ -414,7 +394,7 @@ func TestAuditUnderLoadAndTampering(t *testing.T) {
 	for err := range errs {
 		t.Fatal(err)
 	}
-	lines := auditLines(t, d.audit)
+	lines := testenv.AuditLines(t, d.audit)
 	if len(lines) != 1000 {
 		t.Fatalf("%d audit lines, want 1000", len(lines))
 	}

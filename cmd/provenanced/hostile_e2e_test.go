@@ -439,22 +439,6 @@ func auditBytes(t *testing.T, path string) (strangers, longest int, lines []map[
 	return strangers, longest, lines
 }
 
-// tmpfs mounts a tmpfs of size in a new folder, unmounted at cleanup; it skips the test
-// where mounting is not allowed.
-func tmpfs(t *testing.T, size string) string {
-	t.Helper()
-	dir := t.TempDir()
-	if out, err := exec.Command("mount", "-t", "tmpfs", "-o", "size="+size+",mode=0755", "tmpfs", dir).CombinedOutput(); err != nil {
-		t.Skipf("cannot mount a tmpfs (root is needed): %v %s", err, out)
-	}
-	t.Cleanup(func() {
-		if out, err := exec.Command("umount", "-l", dir).CombinedOutput(); err != nil {
-			t.Errorf("umount %s: %v %s", dir, err, out)
-		}
-	})
-	return dir
-}
-
 // strangerAuditBound is the most audit bytes peers strangers can cause in secs seconds,
 // as docs/security.md states it: the burst, then the rate, each line at most lineMax
 // bytes, and a summary line per peer and 10 s.
@@ -469,7 +453,7 @@ func strangerAuditBound(peers int, secs float64) int {
 // configured clients keep signing. The audit log grows by at most the stated bound, the
 // disk never fills, and no configured client sees anything but a signature.
 func TestStrangerCannotFillTheAuditDisk(t *testing.T) {
-	disk := tmpfs(t, "1m")
+	disk := testenv.Tmpfs(t, 1<<20)
 	h := startHostile(t, filepath.Join(disk, "audit.jsonl"), nil)
 	const dur = 10 * time.Second
 	stop := make(chan struct{})
@@ -1049,7 +1033,7 @@ func TestSocketPeerIsItsUIDsClient(t *testing.T) {
 	if code != 200 {
 		t.Fatalf("nobody: %d %s", code, body)
 	}
-	if lines := auditLines(t, d.audit); len(lines) != 1 || lines[0]["client"] != "app" {
+	if lines := testenv.AuditLines(t, d.audit); len(lines) != 1 || lines[0]["client"] != "app" {
 		t.Errorf("the audit line: %v", lines)
 	}
 }
